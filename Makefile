@@ -1,0 +1,47 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both build .venv from nothing with the pinned versions in requirements/lock.txt.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS ?= all,dev
+
+.PHONY: demo test lint bench lock schema clean
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@echo "==> creating $(VENV) with $(PYTHON) and the pinned dependencies (first run only)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		--constraint requirements/lock.txt --editable ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check compiler tests bench scripts
+	$(BIN)/ruff format --check compiler tests bench scripts
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/validate_scale.py
+
+schema: $(STAMP)
+	$(BIN)/mlspec schema -o schemas
+
+# Re-resolve every extra together and record the exact versions.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --editable ".[all,dev]"
+	{ echo "# Exact versions the test suite ran on: 'make lock' regenerates this file from a joint install."; \
+	  echo "# Used as a pip constraints file, so installs of any extra get these versions."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^-e'; } > requirements/lock.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .mlspec data .pytest_cache .mypy_cache .ruff_cache

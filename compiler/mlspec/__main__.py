@@ -1,0 +1,7 @@
+"""``python -m mlspec``."""
+
+import sys
+
+from mlspec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The mlspec command line: a thin layer over the Python API in mlspec.project.
+
+Exit codes: 0 ok, 1 findings (or a failed apply), 2 usage error, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from mlspec import __version__
+from mlspec.errors import MlspecError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="mlspec")
+def cli() -> None:
+    """Declarative GitOps for ML platforms: validate, check, render, plan and apply specs."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "compact", "json"]), default="text", show_default=True,
+    help="text: with source excerpts; compact: one line each; json: for machines.",
+)
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+def validate(paths: tuple[Path, ...], fmt: str, color: str) -> int:
+    """Validate specs and report every problem at once.
+
+    With no PATHS, validates the project whose mlspec.yaml is at or above the
+    current folder. A folder holding mlspec.yaml is validated as that project;
+    other files and folders are validated together on their own.
+    """
+    from mlspec.project import Project, ValidationResult, validate_paths
+    from mlspec.views.diagnostics_json import render_json
+    from mlspec.views.diagnostics_text import render_compact, render_diagnostics
+    from mlspec.views.style import Style, use_color
+
+    result: ValidationResult
+    if not paths:
+        result = Project.open(Path.cwd()).validate()
+    elif len(paths) == 1 and paths[0].is_dir() and (paths[0] / "mlspec.yaml").is_file():
+        result = Project.open(paths[0]).validate()
+    else:
+        result = validate_paths(paths)
+
+    if fmt == "json":
+        click.echo(render_json(result.diagnostics, files=result.files, specs=len(result.specs)))
+        return EXIT_OK if result.ok else EXIT_FINDINGS
+    style = Style(use_color(sys.stdout, color))
+    if result.diagnostics:
+        if fmt == "compact":
+            click.echo(render_compact(result.diagnostics))
+        else:
+            click.echo(render_diagnostics(result.diagnostics, style))
+            click.echo()
+    errors = result.error_count
+    warnings = len(result.diagnostics) - errors
+    counted = f"{len(result.specs)} specs in {result.files} files"
+    if errors:
+        click.echo(style(f"✗ {errors} error(s), {warnings} warning(s) ({counted})", "red", "bold"))
+        return EXIT_FINDINGS
+    click.echo(style(f"✓ valid: {counted}", "green") + (f", {warnings} warning(s)" if warnings else ""))
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write one schema file per kind into DIR.")
+@click.option("--kind", help="Print only this kind's schema.")
+def schema(output: Path | None, kind: str | None) -> int:
+    """Print or write the JSON Schema of every spec kind (for editors and CI)."""
+    import json
+
+    from mlspec.errors import UsageError
+    from mlspec.spec.registry import ALL_KINDS
+    from mlspec.spec.schema import combined_schema, kind_schema, write_schemas
+    from mlspec.spec.suggest import did_you_mean
+
+    if output is not None:
+        for path in write_schemas(output):
+            click.echo(f"wrote {path}")
+        return EXIT_OK
+    if kind is not None:
+        if kind not in ALL_KINDS:
+            guess = did_you_mean(kind, ALL_KINDS)
+            raise UsageError(
+                f"unknown kind '{kind}'", hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(ALL_KINDS)}"
+            )
+        click.echo(json.dumps(kind_schema(kind), indent=2, sort_keys=True))
+        return EXIT_OK
+    click.echo(json.dumps(combined_schema(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--name", help="Project name (defaults to the folder name).")
+@click.option("--force", is_flag=True, help="Write into a folder that already holds files.")
+def init(directory: Path, name: str | None, force: bool) -> int:
+    """Create a new platform repository in DIRECTORY that validates cleanly."""
+    from mlspec.scaffold import scaffold
+
+    written = scaffold(directory, name=name, force=force)
+    for path in written:
+        click.echo(f"  created {path}")
+    click.echo(f"✓ new mlspec project in {directory}; next: cd {directory} && mlspec validate")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the CLI and turns every user error into a message and an exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="mlspec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except MlspecError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"  = help: {exc.hint}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug in mlspec, not the user's mistake
+        if os.environ.get("MLSPEC_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("  = help: this is a bug in mlspec; rerun with MLSPEC_DEBUG=1 for details and report it", err=True)
+        return EXIT_INTERNAL
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Deployment: how a registered model is served, rolled out, monitored and protected."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mlspec.spec.base import Cpu, Duration, FieldName, Fraction, Memory, Metadata, Name, Percent, StrictModel
+from mlspec.spec.training import Gpu
+
+
+class ModelRef(StrictModel):
+    """The registered model to serve: by alias (recommended) or by pinned version."""
+
+    name: Name = Field(description="Registered model name (a TrainingPipeline's model).")
+    alias: Name | None = "champion"
+    version: Annotated[int, Field(ge=1)] | None = None
+
+
+class Runtime(StrictModel):
+    """Model format and the hardware it runs on."""
+
+    format: Literal["onnx"] = "onnx"
+    device: Literal["cpu", "gpu"] = "cpu"
+    gpu: Gpu | None = None
+    fallback: Literal["cpu", "none"] = Field(default="cpu", description="Device to use when no GPU is present.")
+    cpu: Cpu = 1
+    memory: Memory = "1Gi"
+    batching: bool = Field(default=True, description="Dynamic batching of concurrent requests.")
+
+    @model_validator(mode="after")
+    def _gpu_consistent(self) -> Runtime:
+        if self.gpu is not None and self.device != "gpu":
+            raise ValueError("runtime.gpu is set but runtime.device is 'cpu'; set device: gpu or drop gpu")
+        return self
+
+
+class ScalingTarget(StrictModel):
+    """Autoscaling signal."""
+
+    metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
+    value: Annotated[int, Field(ge=1)] = 10
+
+
+class Scaling(StrictModel):
+    """Replica bounds and autoscaling."""
+
+    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    target: ScalingTarget = Field(default_factory=ScalingTarget)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Analysis(StrictModel):
+    """Thresholds a new model must hold before it gets more traffic."""
+
+    max_error_rate: Fraction = 0.01
+    max_p99_ms: Annotated[float, Field(gt=0)] = 100.0
+    min_requests: Annotated[int, Field(ge=1)] = 100
+    interval: Duration = "5m"
+
+
+class DirectRollout(StrictModel):
+    """Replace the serving model at once."""
+
+    strategy: Literal["direct"]
+
+
+class CanaryRollout(StrictModel):
+    """Shift traffic to the new model in steps, with automatic rollback."""
+
+    strategy: Literal["canary"]
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1, description="Traffic percentages.")
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> CanaryRollout:
+        for before, after in zip(self.steps, self.steps[1:], strict=False):
+            if after <= before:
+                raise ValueError(f"canary steps must increase, but {after} follows {before}")
+        return self
+
+
+class Variant(StrictModel):
+    """One arm of an A/B test."""
+
+    alias: Name
+    weight: Percent
+
+
+class AbRollout(StrictModel):
+    """Split traffic between model aliases, sticky by a request key."""
+
+    strategy: Literal["ab"]
+    variants: list[Variant] = Field(min_length=2)
+    sticky_key: FieldName | None = Field(default=None, description="Request field that keeps a caller on one arm.")
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @model_validator(mode="after")
+    def _weights(self) -> AbRollout:
+        total = sum(v.weight for v in self.variants)
+        if total != 100:
+            raise ValueError(f"A/B variant weights must add up to 100, not {total}")
+        aliases = [v.alias for v in self.variants]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("A/B variants must name different aliases")
+        return self
+
+
+class ShadowRollout(StrictModel):
+    """Mirror traffic to a challenger; answer from the champion; compare outputs."""
+
+    strategy: Literal["shadow"]
+    challenger: Name = "challenger"
+    sample: Annotated[int, Field(ge=1, le=100)] = 100
+    analysis: Analysis = Field(default_factory=Analysis)
+
+
+class BlueGreenRollout(StrictModel):
+    """Bring up the new model beside the old one, then switch all traffic."""
+
+    strategy: Literal["blue_green"]
+    analysis: Analysis = Field(default_factory=Analysis)
+    auto_promote: bool = False
+
+
+Rollout = Annotated[
+    DirectRollout | CanaryRollout | AbRollout | ShadowRollout | BlueGreenRollout,
+    Field(discriminator="strategy"),
+]
+
+
+class Drift(StrictModel):
+    """Input drift detection."""
+
+    method: Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare", "kl_div"] = "psi"
+    threshold: Annotated[float, Field(gt=0)] = 0.2
+    action: Literal["alert", "retrain", "none"] = "alert"
+    schedule: Duration = "1h"
+    sample_rate: Fraction = 0.1
+    features: list[FieldName] | None = Field(default=None, description="Omit to watch every input feature.")
+
+
+class Monitoring(StrictModel):
+    """What is watched once the model serves."""
+
+    drift: Drift | None = None
+    log_requests: bool = True
+
+
+class Auth(StrictModel):
+    """Who may call the endpoint."""
+
+    required: bool = True
+    method: Literal["oidc", "api_key", "mtls", "none"] = "oidc"
+    audiences: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Auth:
+        if self.required and self.method == "none":
+            raise ValueError("auth.required is true but auth.method is 'none'")
+        return self
+
+
+class Endpoint(StrictModel):
+    """How the endpoint is exposed."""
+
+    visibility: Literal["private", "internal", "public"] = "internal"
+    tls: bool = True
+    path: Annotated[str, Field(pattern=r"^/[-a-z0-9/]*$")] | None = None
+
+
+class DeploymentSpec(StrictModel):
+    """Serving of one registered model."""
+
+    model: ModelRef
+    features: Name | None = Field(default=None, description="FeatureService to look up online; defaults to the model's.")
+    runtime: Runtime = Field(default_factory=Runtime)
+    scaling: Scaling = Field(default_factory=Scaling)
+    rollout: Rollout = Field(default_factory=lambda: DirectRollout(strategy="direct"))
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    auth: Auth = Field(default_factory=Auth)
+    endpoint: Endpoint = Field(default_factory=Endpoint)
+
+
+class Deployment(StrictModel):
+    """An online model endpoint."""
+
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    kind: Literal["Deployment"]
+    metadata: Metadata
+    spec: DeploymentSpec

@@ -1,0 +1,127 @@
+"""Environment: where the platform runs, under which rules, with which overrides."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from mlspec.spec.base import KmsRef, Metadata, Name, Region, ResourceRef, SecretRef, StrictModel
+
+
+class DataResidency(StrictModel):
+    """Where data and everything derived from it may be stored and processed."""
+
+    jurisdiction: Literal["AE", "SA", "QA", "BH", "KW", "OM", "EU", "US", "GLOBAL"] = "AE"
+    allowed_regions: list[Region] = Field(min_length=1)
+
+
+class EnvironmentEncryption(StrictModel):
+    """Keys and transport security for everything the environment stores or serves."""
+
+    kms_key: KmsRef | None = None
+    tls: Literal["required", "preferred", "disabled"] = "required"
+
+
+class KubernetesTarget(StrictModel):
+    """The cluster an environment deploys to."""
+
+    namespace: Name
+    context: str | None = None
+    cluster: str | None = None
+    image_pull_secret: SecretRef | None = None
+
+
+class FeatureStoreTarget(StrictModel):
+    """Feast stores for the environment."""
+
+    registry: Literal["file", "sql"] = "file"
+    online: Literal["sqlite", "redis", "postgres"] = "sqlite"
+    offline: Literal["file", "duckdb", "postgres"] = "file"
+    connection: SecretRef | None = Field(default=None, description="Connection for sql/redis/postgres stores.")
+
+    @model_validator(mode="after")
+    def _connection_needed(self) -> FeatureStoreTarget:
+        needs = self.registry == "sql" or self.online != "sqlite" or self.offline == "postgres"
+        if needs and self.connection is None:
+            raise ValueError("shared feature stores (sql registry, redis/postgres) need a 'connection' secret reference")
+        return self
+
+
+class RegistryTarget(StrictModel):
+    """Experiment tracking and model registry."""
+
+    type: Literal["mlflow"] = "mlflow"
+    tracking_uri: str | None = Field(default=None, description="Omit for an embedded SQLite store.")
+
+
+class GitOpsTarget(StrictModel):
+    """Hand-off of rendered manifests to a cluster's GitOps engine."""
+
+    type: Literal["argocd"] = "argocd"
+    repo_url: str
+    path: str = "rendered"
+    revision: str = "main"
+    project: Name = "default"
+
+
+class Targets(StrictModel):
+    """Which engine plays each part of the platform in this environment."""
+
+    kubernetes: KubernetesTarget | None = None
+    pipelines: Literal["local", "kubeflow"] = "local"
+    serving: Literal["local", "kserve"] = "local"
+    registry: RegistryTarget = Field(default_factory=RegistryTarget)
+    feature_store: FeatureStoreTarget = Field(default_factory=FeatureStoreTarget)
+    gitops: GitOpsTarget | None = None
+
+    @model_validator(mode="after")
+    def _cluster_needed(self) -> Targets:
+        if (self.pipelines == "kubeflow" or self.serving == "kserve") and self.kubernetes is None:
+            raise ValueError("kubeflow pipelines and kserve serving need targets.kubernetes (namespace)")
+        return self
+
+
+class Override(StrictModel):
+    """A patch merged onto one resource's spec in this environment only."""
+
+    target: ResourceRef
+    patch: dict[str, Any] = Field(min_length=1)
+
+
+class Promotion(StrictModel):
+    """Where changes come from and what must happen before they land."""
+
+    from_: Name = Field(alias="from")
+    requires_approval: bool = True
+
+
+class EnvironmentSpec(StrictModel):
+    """One place the platform runs."""
+
+    tier: Literal["local", "development", "staging", "production"]
+    region: Region
+    data_residency: DataResidency
+    encryption: EnvironmentEncryption = Field(default_factory=EnvironmentEncryption)
+    targets: Targets = Field(default_factory=Targets)
+    overrides: list[Override] = Field(default_factory=list)
+    promotion: Promotion | None = None
+    data_dir: str | None = Field(default=None, description="Where local stores live; defaults to .mlspec/<env>.")
+
+    @model_validator(mode="after")
+    def _region_allowed(self) -> EnvironmentSpec:
+        if self.region not in self.data_residency.allowed_regions:
+            raise ValueError(
+                f"region {self.region!r} is not in data_residency.allowed_regions "
+                f"{self.data_residency.allowed_regions}"
+            )
+        return self
+
+
+class Environment(StrictModel):
+    """An environment: local, dev, staging, prod."""
+
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    kind: Literal["Environment"]
+    metadata: Metadata
+    spec: EnvironmentSpec

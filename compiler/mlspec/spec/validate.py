@@ -1,0 +1,99 @@
+"""Validate one loaded document against its kind's model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from mlspec.diagnostics import Diagnostic
+from mlspec.load.documents import RawDocument
+from mlspec.spec.base import API_VERSION, StrictModel
+from mlspec.spec.errors import describe_input, translate
+from mlspec.spec.suggest import did_you_mean
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSpec:
+    """A validated resource with the document it came from (for locations)."""
+
+    kind: str
+    name: str
+    model: StrictModel
+    document: RawDocument
+
+    @property
+    def ref(self) -> str:
+        """``Kind/name``, the way specs refer to resources."""
+        return f"{self.kind}/{self.name}"
+
+
+def validate_document(
+    document: RawDocument, kinds: Mapping[str, type[StrictModel]]
+) -> tuple[ParsedSpec | None, list[Diagnostic]]:
+    """Check apiVersion and kind, then validate the document with its kind's model."""
+    data = document.data
+    if not isinstance(data, dict):
+        return None, [
+            Diagnostic(
+                "not-a-mapping",
+                f"a spec document must be a mapping with apiVersion, kind, metadata and spec, not {describe_input(data)}",
+                document.location,
+            )
+        ]
+    problems: list[Diagnostic] = []
+    api_version = data.get("apiVersion")
+    if api_version is None:
+        problems.append(
+            Diagnostic(
+                "missing-field",
+                "missing required field 'apiVersion'",
+                document.location,
+                path="apiVersion",
+                hint=f"add 'apiVersion: {API_VERSION}'",
+            )
+        )
+    elif api_version != API_VERSION:
+        problems.append(
+            Diagnostic(
+                "api-version",
+                f"apiVersion {describe_input(api_version)} is not supported",
+                document.locate(("apiVersion",)),
+                path="apiVersion",
+                hint=f"use 'apiVersion: {API_VERSION}'",
+            )
+        )
+    kind = data.get("kind")
+    if kind is None:
+        problems.append(
+            Diagnostic(
+                "missing-field",
+                "missing required field 'kind'",
+                document.location,
+                path="kind",
+                hint=f"one of: {', '.join(kinds)}",
+            )
+        )
+        return None, problems
+    model = kinds.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        guess = did_you_mean(kind, kinds) if isinstance(kind, str) else None
+        problems.append(
+            Diagnostic(
+                "unknown-kind",
+                f"unknown kind {describe_input(kind)}",
+                document.locate(("kind",)),
+                path="kind",
+                hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(kinds)}",
+            )
+        )
+        return None, problems
+    if problems:
+        return None, problems
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        return None, translate(exc.errors(include_url=False), document, model)
+    name = parsed.metadata.name  # type: ignore[attr-defined]
+    return ParsedSpec(kind, name, parsed, document), []

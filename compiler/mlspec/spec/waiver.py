@@ -1,0 +1,30 @@
+"""Waiver: a time-boxed, approved exemption of named resources from named policies."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from mlspec.spec.base import Metadata, Name, PolicyId, ResourceRef, StrictModel
+
+
+class WaiverSpec(StrictModel):
+    """What is exempted, why, by whom, until when."""
+
+    policy: PolicyId
+    resources: list[ResourceRef] = Field(min_length=1)
+    environments: list[Name] | None = Field(default=None, description="Omit to apply in every environment.")
+    reason: Annotated[str, StringConstraints(min_length=10)]
+    approved_by: Annotated[str, StringConstraints(min_length=1)]
+    expires: datetime.date = Field(strict=False, description="ISO date (YYYY-MM-DD); expired waivers deny.")
+
+
+class Waiver(StrictModel):
+    """An exemption from a policy."""
+
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    kind: Literal["Waiver"]
+    metadata: Metadata
+    spec: WaiverSpec

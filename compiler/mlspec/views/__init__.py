@@ -1,0 +1,1 @@
+"""Views render plain data (diagnostics, later plans) for people and machines."""

@@ -1,0 +1,71 @@
+"""Diagnostics for people: ``file:line:col: error[code]: message`` with the source line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from mlspec.diagnostics import Diagnostic
+from mlspec.views.style import Style
+
+
+class SourceCache:
+    """Reads source lines once per file for excerpts."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, list[str] | None] = {}
+
+    def line(self, file: str, number: int) -> str | None:
+        """Line ``number`` (1-based) of ``file``, or None when unavailable."""
+        if file not in self._lines:
+            try:
+                text = Path(file).read_bytes()[: 4 * 1024 * 1024].decode("utf-8", errors="replace")
+                self._lines[file] = text.splitlines()
+            except OSError:
+                self._lines[file] = None
+        lines = self._lines[file]
+        if lines is None or not 0 < number <= len(lines):
+            return None
+        return lines[number - 1]
+
+
+def render_diagnostic(d: Diagnostic, style: Style, sources: SourceCache | None = None) -> str:
+    """One diagnostic: the header line, then the source excerpt and help, indented."""
+    colour = "red" if d.severity == "error" else "yellow"
+    header = f"{style(str(d.location), 'bold')}: {style(f'{d.severity}[{d.code}]', colour, 'bold')}: {d.message}"
+    lines = [header]
+    source = sources.line(d.location.file, d.location.line) if sources and d.location.line > 0 else None
+    if source is not None and "\x00" not in source:
+        shown = source.expandtabs(1)
+        if len(shown) > 160:
+            start = max(0, d.location.column - 80)
+            shown = shown[start : start + 160]
+            caret_at = d.location.column - start
+        else:
+            caret_at = d.location.column
+        gutter = f"{d.location.line:>5} | "
+        lines.append(style(gutter, "blue") + shown)
+        lines.append(style(" " * (len(gutter) - 2) + "| ", "blue") + " " * max(caret_at - 1, 0) + style("^", colour))
+    if d.hint:
+        lines.append(f"      {style('= help:', 'cyan')} {d.hint}")
+    for related in d.related:
+        lines.append(f"      {style('= note:', 'cyan')} see {related}")
+    return "\n".join(lines)
+
+
+def render_diagnostics(diagnostics: Iterable[Diagnostic], style: Style, *, excerpts: bool = True) -> str:
+    """Every diagnostic, separated by blank lines when excerpts are shown."""
+    sources = SourceCache() if excerpts else None
+    blocks = [render_diagnostic(d, style, sources) for d in diagnostics]
+    return ("\n\n" if excerpts else "\n").join(blocks)
+
+
+def render_compact(diagnostics: Iterable[Diagnostic]) -> str:
+    """One line per diagnostic, for grep and editors' problem matchers."""
+    out = []
+    for d in diagnostics:
+        line = f"{d.location}: {d.severity}[{d.code}]: {d.message}"
+        if d.hint:
+            line += f" ({d.hint})"
+        out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,162 @@
+"""Shared test helpers: spec factories, files-as-dict projects, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlspec.cli import main
+from mlspec.load import Limits, load_bytes
+from mlspec.spec import RESOURCE_KINDS
+from mlspec.spec.validate import ParsedSpec, validate_document
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@dataclass
+class CliResult:
+    """What one CLI run printed and returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run the CLI in-process (fast) and capture what it printed."""
+
+    def run(*args: str, cwd: Path | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_mlspec(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a real process, as a user would."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mlspec", *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=120
+    )
+
+
+def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Write a files-as-dict tree under ``root``; text is dedented."""
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+def parse(text: str, name: str = "spec.yaml") -> tuple[list[ParsedSpec], list]:  # type: ignore[type-arg]
+    """Load and validate YAML text; returns (valid specs, every diagnostic)."""
+    documents, diagnostics = load_bytes(textwrap.dedent(text).lstrip("\n").encode(), name, Limits())
+    specs = []
+    for document in documents:
+        parsed, problems = validate_document(document, RESOURCE_KINDS)
+        diagnostics.extend(problems)
+        if parsed is not None:
+            specs.append(parsed)
+    return specs, diagnostics
+
+
+MINIMAL = {
+    "DataSource": """
+        apiVersion: mlspec/v1
+        kind: DataSource
+        metadata: {name: txns, owner: payments}
+        spec:
+          type: file
+          path: data/txns.parquet
+          timestamp_field: event_ts
+          region: uae-north
+          classification: pii
+          encryption: {at_rest: true, kms_key: kms://payments}
+        """,
+    "Entity": """
+        apiVersion: mlspec/v1
+        kind: Entity
+        metadata: {name: customer}
+        spec: {join_keys: [customer_id], value_type: int64}
+        """,
+    "FeatureView": """
+        apiVersion: mlspec/v1
+        kind: FeatureView
+        metadata: {name: stats}
+        spec:
+          entities: [customer]
+          source: txns
+          ttl: 7d
+          features:
+            - {name: txn_count, dtype: int64}
+            - {name: txn_avg, dtype: float32}
+        """,
+    "FeatureService": """
+        apiVersion: mlspec/v1
+        kind: FeatureService
+        metadata: {name: fraud-features}
+        spec:
+          features: [{view: stats}]
+        """,
+    "TrainingPipeline": """
+        apiVersion: mlspec/v1
+        kind: TrainingPipeline
+        metadata: {name: fraud-detector}
+        spec:
+          features: fraud-features
+          label: {source: txns, field: is_fraud}
+          model:
+            task: binary_classification
+            architecture: {type: mlp, hidden: [16]}
+        """,
+    "Deployment": """
+        apiVersion: mlspec/v1
+        kind: Deployment
+        metadata: {name: fraud-api}
+        spec:
+          model: {name: fraud-detector}
+          rollout: {strategy: canary, steps: [10, 50, 100]}
+        """,
+    "Environment": """
+        apiVersion: mlspec/v1
+        kind: Environment
+        metadata: {name: prod}
+        spec:
+          tier: production
+          region: uae-north
+          data_residency: {allowed_regions: [uae-north, uae-central]}
+        """,
+    "Waiver": """
+        apiVersion: mlspec/v1
+        kind: Waiver
+        metadata: {name: legacy-txns}
+        spec:
+          policy: residency.region
+          resources: [DataSource/txns]
+          reason: migration ML-123 moves this table to uae-north
+          approved_by: ciso
+          expires: 2027-03-31
+        """,
+}
+
+
+def minimal_platform() -> str:
+    """Every kind once, referring to each other correctly, as one multi-document text."""
+    return "---\n".join(textwrap.dedent(text).lstrip("\n") for text in MINIMAL.values())
