@@ -19,7 +19,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 def main() -> int:
     """Run the demo; returns the process exit code."""
     from generate_data import generate
-
     from mlspec.cli import main as mlspec_main
     from mlspec.project import Project
     from mlspec.spec.environment import Environment

@@ -26,7 +26,11 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "compact", "json"]), default="text", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "compact", "json"]),
+    default="text",
+    show_default=True,
     help="text: with source excerpts; compact: one line each; json: for machines.",
 )
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
@@ -58,15 +62,16 @@ def validate(paths: tuple[Path, ...], fmt: str, color: str) -> int:
         if fmt == "compact":
             click.echo(render_compact(result.diagnostics))
         else:
-            click.echo(render_diagnostics(result.diagnostics, style))
+            click.echo(render_diagnostics(result.diagnostics, style), color=style.enabled)
             click.echo()
     errors = result.error_count
     warnings = len(result.diagnostics) - errors
     counted = f"{len(result.specs)} specs in {result.files} files"
     if errors:
-        click.echo(style(f"✗ {errors} error(s), {warnings} warning(s) ({counted})", "red", "bold"))
+        click.echo(style(f"✗ {errors} error(s), {warnings} warning(s) ({counted})", "red", "bold"), color=style.enabled)
         return EXIT_FINDINGS
-    click.echo(style(f"✓ valid: {counted}", "green") + (f", {warnings} warning(s)" if warnings else ""))
+    summary = style(f"✓ valid: {counted}", "green") + (f", {warnings} warning(s)" if warnings else "")
+    click.echo(summary, color=style.enabled)
     return EXIT_OK
 
 
@@ -90,7 +95,8 @@ def schema(output: Path | None, kind: str | None) -> int:
         if kind not in ALL_KINDS:
             guess = did_you_mean(kind, ALL_KINDS)
             raise UsageError(
-                f"unknown kind '{kind}'", hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(ALL_KINDS)}"
+                f"unknown kind '{kind}'",
+                hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(ALL_KINDS)}",
             )
         click.echo(json.dumps(kind_schema(kind), indent=2, sort_keys=True))
         return EXIT_OK

@@ -17,7 +17,9 @@ def load(text: str | bytes, limits: Limits = LIMITS):  # type: ignore[no-untyped
 
 
 def test_yaml12_core_scalars_only() -> None:
-    docs, diags = load("a: yes\nb: on\nc: NO\nd: true\ne: 0x1f\nf: 0o17\ng: .inf\nh: ~\ni: 2027-03-31\nj: 1_000\nk: 1.5e3\n")
+    docs, diags = load(
+        "a: yes\nb: on\nc: NO\nd: true\ne: 0x1f\nf: 0o17\ng: .inf\nh: ~\ni: 2027-03-31\nj: 1_000\nk: 1.5e3\n"
+    )
     assert diags == []
     assert docs[0].data == {
         "a": "yes", "b": "on", "c": "NO", "d": True, "e": 31, "f": 15, "g": math.inf, "h": None,

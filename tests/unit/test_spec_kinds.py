@@ -46,7 +46,11 @@ def test_every_kind_needs_spec(kind: str) -> None:
 
 # DataSource
 def test_datasource_variants() -> None:
-    pg = spec_with("DataSource", "  type: file\n  path: data/txns.parquet\n", "  type: postgres\n  connection: secret://payments/db\n  table: txns\n")
+    pg = spec_with(
+        "DataSource",
+        "  type: file\n  path: data/txns.parquet\n",
+        "  type: postgres\n  connection: secret://payments/db\n  table: txns\n",
+    )
     kafka = spec_with(
         "DataSource", "  type: file\n  path: data/txns.parquet\n",
         "  type: kafka\n  bootstrap_servers: kafka:9092\n  topic: txns\n",
@@ -138,7 +142,11 @@ def test_training_unknown_architecture_type_suggests() -> None:
 
 
 def test_training_register_alias_field_is_spelled_register() -> None:
-    text = spec_with("TrainingPipeline", "    architecture: {type: mlp, hidden: [16]}\n", "    architecture: {type: mlp, hidden: [16]}\n  register: {alias: challenger}\n")
+    text = spec_with(
+        "TrainingPipeline",
+        "    architecture: {type: mlp, hidden: [16]}\n",
+        "    architecture: {type: mlp, hidden: [16]}\n  register: {alias: challenger}\n",
+    )
     specs, diags = parse(text)
     assert diags == [] and specs[0].model.spec.registration.alias == "challenger"  # type: ignore[attr-defined]
 
@@ -149,7 +157,10 @@ def test_training_register_alias_field_is_spelled_register() -> None:
     [
         ("{strategy: direct}", "direct"),
         ("{strategy: canary, steps: [5, 25, 100], analysis: {max_error_rate: 0.01, max_p99_ms: 40}}", "canary"),
-        ("{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: challenger, weight: 50}], sticky_key: customer_id}", "ab"),
+        (
+            "{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: challenger, weight: 50}], sticky_key: customer_id}",
+            "ab",
+        ),
         ("{strategy: shadow, challenger: challenger, sample: 20}", "shadow"),
         ("{strategy: blue_green, auto_promote: true}", "blue_green"),
     ],
@@ -167,7 +178,10 @@ def test_deployment_rollout_strategies(rollout: str, strategy: str) -> None:
         ("{strategy: canary, steps: [50, 20]}", "must increase"),
         ("{strategy: canary, steps: []}", "at least 1"),
         ("{strategy: ab, variants: [{alias: champion, weight: 60}, {alias: challenger, weight: 30}]}", "add up to 100"),
-        ("{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: champion, weight: 50}]}", "different aliases"),
+        (
+            "{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: champion, weight: 50}]}",
+            "different aliases",
+        ),
         ("{strategy: shadow, sample: 0}", "at least 1"),
         ("{steps: [10]}", "missing required field 'strategy'"),
     ],
@@ -196,9 +210,9 @@ def test_deployment_runtime_scaling_auth_monitoring() -> None:
 @pytest.mark.parametrize(
     ("extra", "path"),
     [
-        ("  scaling: {min_replicas: 5, max_replicas: 2}\n", "spec.scaling"),
-        ("  auth: {required: true, method: none}\n", "spec.auth"),
-        ("  runtime: {device: cpu, gpu: {type: nvidia-l4}}\n", "spec.runtime"),
+        ("  scaling: {min_replicas: 5, max_replicas: 2}\n", "spec.scaling.min_replicas"),
+        ("  auth: {required: true, method: none}\n", "spec.auth.method"),
+        ("  runtime: {device: cpu, gpu: {type: nvidia-l4}}\n", "spec.runtime.gpu"),
         ("  monitoring: {drift: {method: psi, threshold: 0}}\n", "spec.monitoring.drift.threshold"),
         ("  endpoint: {visibility: internet}\n", "spec.endpoint.visibility"),
     ],

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 import yaml
-from yaml.cyaml import CParser
+from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
 from mlspec.diagnostics import Diagnostic, Location
 from mlspec.load.documents import MERGE_KEY, RawDocument, mark_location
@@ -39,29 +39,44 @@ _MAP = "tag:yaml.org,2002:map"
 _COMPOSE_SAFE_DEPTH = 2000
 
 
-class _Core12Resolver(yaml.resolver.BaseResolver):
-    """Resolves plain scalars by the YAML 1.2 core schema, nothing more."""
-
-
-for _tag, _pattern, _first in (
-    (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    (_INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+_IMPLICIT: list[tuple[str, re.Pattern[str], str]] = [
+    (_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), "tTfF"),
+    (_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), "-+0123456789"),
     (
         _FLOAT,
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
         "-+.0123456789",
     ),
-    (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-):
-    _Core12Resolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+    (_NULL, re.compile(r"^(?:~|null|Null|NULL)$"), "~nN"),
+]
+# First character -> the resolvers that can match a plain scalar starting with it.
+_BY_FIRST: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+for _tag, _regex, _first in _IMPLICIT:
+    for _char in _first:
+        _BY_FIRST.setdefault(_char, []).append((_tag, _regex))
 
 
-class _Composer(CParser, _Core12Resolver):  # type: ignore[misc]
-    """libyaml parser + composer with the 1.2 core resolver; constructs nothing."""
+class _Composer(CParser, yaml.resolver.BaseResolver):
+    """libyaml parser + composer that resolves plain scalars by the YAML 1.2 core schema; constructs nothing."""
 
     def __init__(self, stream: str) -> None:
         CParser.__init__(self, stream)
-        _Core12Resolver.__init__(self)
+        yaml.resolver.BaseResolver.__init__(self)
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        # Called by libyaml for every node; kept lean since it runs once per scalar.
+        if kind is yaml.ScalarNode:
+            if not implicit[0]:
+                return _STR
+            if value == "":
+                return _NULL
+            for tag, regex in _BY_FIRST.get(value[0], ()):
+                if regex.match(value):
+                    return tag
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
 
 
 class _LimitError(Exception):
@@ -117,9 +132,11 @@ class _Builder:
                 items.append(value)
                 size += child_size
             result = (items, size)
-        else:
+        elif isinstance(node, yaml.MappingNode):
             self._check_tag(node, _MAP)
             result = self._mapping(node, depth)
+        else:  # pragma: no cover - libyaml produces only the three node kinds
+            raise TypeError(f"unexpected YAML node {type(node).__name__}")
         self._memo[id(node)] = result
         return result
 
@@ -172,7 +189,7 @@ class _Builder:
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         tag = node.tag
         value: str = node.value
-        if tag == _STR or tag == "!":
+        if tag in (_STR, "!"):
             return value
         if tag == _INT:
             if value.startswith("0o"):
@@ -291,6 +308,8 @@ def _compose_all(text: str, display: str, limits: Limits) -> tuple[list[RawDocum
     try:
         while composer.check_node():
             node = composer.get_node()
+            if node is None:
+                break
             if len(documents) >= limits.max_documents:
                 diagnostics.append(
                     Diagnostic(

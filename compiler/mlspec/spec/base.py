@@ -14,6 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 API_VERSION = "mlspec/v1"
 
 
+class FieldError(ValueError):
+    """A cross-field check that failed at one field; errors point there, not at the whole object."""
+
+    def __init__(self, field: tuple[str | int, ...] | str, message: str) -> None:
+        super().__init__(message)
+        self.field: tuple[str | int, ...] = (field,) if isinstance(field, str) else field
+
+
 class StrictModel(BaseModel):
     """Base of every spec model: strict types, unknown fields are errors, immutable."""
 
@@ -38,20 +46,14 @@ FIELD_PATTERN = _pattern(
     r"^[a-z_][a-z0-9_]{0,62}$",
     "a field name of lowercase letters, digits and '_', not starting with a digit (like 'txn_count_7d')",
 )
-DURATION_PATTERN = _pattern(
-    r"^[1-9][0-9]*(s|m|h|d|w)$", "a duration like '30s', '15m', '12h', '7d' or '2w'"
-)
+DURATION_PATTERN = _pattern(r"^[1-9][0-9]*(s|m|h|d|w)$", "a duration like '30s', '15m', '12h', '7d' or '2w'")
 CPU_PATTERN = _pattern(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$", "a CPU quantity like '500m', '2' or '1.5'")
-MEMORY_PATTERN = _pattern(
-    r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$", "a memory quantity like '512Mi', '8Gi' or '1G'"
-)
+MEMORY_PATTERN = _pattern(r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$", "a memory quantity like '512Mi', '8Gi' or '1G'")
 CRON_PATTERN = _pattern(
     r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$",
     "a cron schedule with five fields like '0 2 * * *', or @hourly/@daily/@weekly/@monthly/@yearly",
 )
-GATE_PATTERN = _pattern(
-    r"^(>=|<=|>|<|==)\s*-?[0-9]+(\.[0-9]+)?$", "a comparison like '>= 0.85' or '< 0.1'"
-)
+GATE_PATTERN = _pattern(r"^(>=|<=|>|<|==)\s*-?[0-9]+(\.[0-9]+)?$", "a comparison like '>= 0.85' or '< 0.1'")
 SECRET_REF_PATTERN = _pattern(
     r"^(secret://[a-z0-9][-a-z0-9./_]*|env://[A-Z_][A-Z0-9_]*|k8s://[a-z0-9][-a-z0-9]*/[-a-zA-Z0-9._]+)$",
     "a secret reference like 'secret://payments/db', 'env://DB_PASSWORD' or 'k8s://secret-name/key' "
@@ -61,9 +63,7 @@ KMS_REF_PATTERN = _pattern(
     r"^(kms://[a-z0-9][-a-z0-9./_]*|file://[^\s]+)$",
     "a key reference like 'kms://payments' or, for local use, 'file://.mlspec/keys/local.key'",
 )
-REGION_PATTERN = _pattern(
-    r"^[a-z][a-z0-9-]{1,30}$", "a region name like 'uae-north', 'uae-central' or 'local'"
-)
+REGION_PATTERN = _pattern(r"^[a-z][a-z0-9-]{1,30}$", "a region name like 'uae-north', 'uae-central' or 'local'")
 RESOURCE_REF_PATTERN = _pattern(
     r"^[A-Z][A-Za-z]+/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "a resource reference like 'Deployment/fraud-api'"
 )
@@ -74,7 +74,9 @@ POLICY_ID_PATTERN = _pattern(
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 FieldName = Annotated[str, StringConstraints(pattern=FIELD_PATTERN)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
-Cpu = Annotated[str, StringConstraints(pattern=CPU_PATTERN)] | Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0)]
+Cpu = (
+    Annotated[str, StringConstraints(pattern=CPU_PATTERN)] | Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0)]
+)
 Memory = Annotated[str, StringConstraints(pattern=MEMORY_PATTERN)]
 Cron = Annotated[str, StringConstraints(pattern=CRON_PATTERN)]
 Gate = Annotated[str, StringConstraints(pattern=GATE_PATTERN)]
@@ -112,8 +114,8 @@ class Metadata(StrictModel):
         default=None, description="Team or person accountable for this resource."
     )
     description: str | None = None
-    labels: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_./]*[a-z0-9])?$")], LabelValue] = (
-        Field(default_factory=dict)
+    labels: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_./]*[a-z0-9])?$")], LabelValue] = Field(
+        default_factory=dict
     )
 
 

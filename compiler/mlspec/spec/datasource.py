@@ -74,9 +74,7 @@ class KafkaSource(_SourceCommon):
     )
 
 
-DataSourceSpec = Annotated[
-    FileSource | ObjectStoreSource | PostgresSource | KafkaSource, Field(discriminator="type")
-]
+DataSourceSpec = Annotated[FileSource | ObjectStoreSource | PostgresSource | KafkaSource, Field(discriminator="type")]
 
 
 class DataSource(StrictModel):

@@ -6,7 +6,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from mlspec.spec.base import Cpu, Duration, FieldName, Fraction, Memory, Metadata, Name, Percent, StrictModel
+from mlspec.spec.base import (
+    Cpu,
+    Duration,
+    FieldError,
+    FieldName,
+    Fraction,
+    Memory,
+    Metadata,
+    Name,
+    Percent,
+    StrictModel,
+)
 from mlspec.spec.training import Gpu
 
 
@@ -32,7 +43,7 @@ class Runtime(StrictModel):
     @model_validator(mode="after")
     def _gpu_consistent(self) -> Runtime:
         if self.gpu is not None and self.device != "gpu":
-            raise ValueError("runtime.gpu is set but runtime.device is 'cpu'; set device: gpu or drop gpu")
+            raise FieldError("gpu", "runtime.gpu is set but runtime.device is 'cpu'; set device: gpu or drop gpu")
         return self
 
 
@@ -53,8 +64,8 @@ class Scaling(StrictModel):
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            raise FieldError(
+                "min_replicas", f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
             )
         return self
 
@@ -83,9 +94,9 @@ class CanaryRollout(StrictModel):
 
     @model_validator(mode="after")
     def _increasing(self) -> CanaryRollout:
-        for before, after in zip(self.steps, self.steps[1:], strict=False):
+        for index, (before, after) in enumerate(zip(self.steps, self.steps[1:], strict=False), start=1):
             if after <= before:
-                raise ValueError(f"canary steps must increase, but {after} follows {before}")
+                raise FieldError(("steps", index), f"canary steps must increase, but {after} follows {before}")
         return self
 
 
@@ -108,10 +119,10 @@ class AbRollout(StrictModel):
     def _weights(self) -> AbRollout:
         total = sum(v.weight for v in self.variants)
         if total != 100:
-            raise ValueError(f"A/B variant weights must add up to 100, not {total}")
+            raise FieldError("variants", f"A/B variant weights must add up to 100, not {total}")
         aliases = [v.alias for v in self.variants]
         if len(set(aliases)) != len(aliases):
-            raise ValueError("A/B variants must name different aliases")
+            raise FieldError("variants", "A/B variants must name different aliases")
         return self
 
 
@@ -166,7 +177,7 @@ class Auth(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> Auth:
         if self.required and self.method == "none":
-            raise ValueError("auth.required is true but auth.method is 'none'")
+            raise FieldError("method", "auth.required is true but auth.method is 'none'")
         return self
 
 
@@ -182,7 +193,9 @@ class DeploymentSpec(StrictModel):
     """Serving of one registered model."""
 
     model: ModelRef
-    features: Name | None = Field(default=None, description="FeatureService to look up online; defaults to the model's.")
+    features: Name | None = Field(
+        default=None, description="FeatureService to look up online; defaults to the model's."
+    )
     runtime: Runtime = Field(default_factory=Runtime)
     scaling: Scaling = Field(default_factory=Scaling)
     rollout: Rollout = Field(default_factory=lambda: DirectRollout(strategy="direct"))

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from mlspec.spec.base import KmsRef, Metadata, Name, Region, ResourceRef, SecretRef, StrictModel
+from mlspec.spec.base import FieldError, KmsRef, Metadata, Name, Region, ResourceRef, SecretRef, StrictModel
 
 
 class DataResidency(StrictModel):
@@ -44,7 +44,10 @@ class FeatureStoreTarget(StrictModel):
     def _connection_needed(self) -> FeatureStoreTarget:
         needs = self.registry == "sql" or self.online != "sqlite" or self.offline == "postgres"
         if needs and self.connection is None:
-            raise ValueError("shared feature stores (sql registry, redis/postgres) need a 'connection' secret reference")
+            raise FieldError(
+                "connection",
+                "shared feature stores (sql registry, redis/postgres) need a 'connection' secret reference",
+            )
         return self
 
 
@@ -78,7 +81,10 @@ class Targets(StrictModel):
     @model_validator(mode="after")
     def _cluster_needed(self) -> Targets:
         if (self.pipelines == "kubeflow" or self.serving == "kserve") and self.kubernetes is None:
-            raise ValueError("kubeflow pipelines and kserve serving need targets.kubernetes (namespace)")
+            raise FieldError(
+                "serving" if self.serving == "kserve" else "pipelines",
+                "kubeflow pipelines and kserve serving need targets.kubernetes (namespace)",
+            )
         return self
 
 
@@ -111,9 +117,10 @@ class EnvironmentSpec(StrictModel):
     @model_validator(mode="after")
     def _region_allowed(self) -> EnvironmentSpec:
         if self.region not in self.data_residency.allowed_regions:
-            raise ValueError(
+            raise FieldError(
+                "region",
                 f"region {self.region!r} is not in data_residency.allowed_regions "
-                f"{self.data_residency.allowed_regions}"
+                f"{self.data_residency.allowed_regions}",
             )
         return self
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from mlspec.diagnostics import Diagnostic, format_path
 from mlspec.load.documents import RawDocument
-from mlspec.spec.base import PATTERN_DESCRIPTIONS
+from mlspec.spec.base import PATTERN_DESCRIPTIONS, FieldError
 from mlspec.spec.suggest import did_you_mean
 
 _PRIMITIVE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "date"}
@@ -53,9 +55,14 @@ def describe_input(value: Any) -> str:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _is_tag(part: Any, container: Any) -> bool:
@@ -70,24 +77,24 @@ def _is_tag(part: Any, container: Any) -> bool:
     return part in _PRIMITIVE_TAGS or "[" in part or "-" in part or part[:1].isupper()
 
 
-def split_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[str | int], list[str | int], bool]:
-    """Split a pydantic loc into (path that exists in data, the rest, whether union tags were seen)."""
+def split_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[str | int], list[str | int]]:
+    """Split a pydantic loc into (the path that exists in data, the rest), dropping union tags."""
     path: list[str | int] = []
     current = data
-    saw_tag = False
     parts = list(loc)
     for index, part in enumerate(parts):
-        if isinstance(current, dict) and part in current:
+        if _has(current, part):
             path.append(part)
             current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            path.append(part)
-            current = current[part]
-        elif _is_tag(part, current):
-            saw_tag = True
-        else:
-            return path, [p for p in parts[index:] if not _is_tag(p, None)], saw_tag
-    return path, [], saw_tag
+        elif not _is_tag(part, current):
+            return path, [p for p in parts[index:] if not _is_tag(p, None)]
+    return path, []
+
+
+def _has(container: Any, part: Any) -> bool:
+    if isinstance(container, dict):
+        return part in container
+    return isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container)
 
 
 def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
@@ -213,119 +220,153 @@ def _drop_misspelled_missing(by_path: dict[str, list[Diagnostic]]) -> None:
                 by_path[missing_path] = remaining
 
 
+@dataclass(frozen=True)
+class _Error:
+    """One pydantic error with its loc mapped onto the document."""
+
+    loc: tuple[Any, ...]
+    kind: str
+    ctx: dict[str, Any]
+    value: Any
+    msg: str
+    path: list[str | int]
+    rest: list[str | int]
+    document: RawDocument
+    model: type[BaseModel]
+
+    @property
+    def where(self) -> str:
+        return format_path(self.path)
+
+    def at(self, code: str, message: str, *, hint: str = "", key: bool = False) -> Diagnostic:
+        return Diagnostic(code, message, self.document.locate(self.path, key=key), path=self.where, hint=hint)
+
+
+def _suggest(word: Any, candidates: list[str]) -> str:
+    guess = did_you_mean(word, candidates) if isinstance(word, str) else None
+    return f"did you mean '{guess}'?" if guess else ""
+
+
+def _bad_key(e: _Error) -> Diagnostic:
+    expected = _expected_values(e.ctx, "expected")
+    parent = format_path(e.path[:-1]) if e.path and e.path[-1] == e.value else e.where
+    return e.at(
+        "unknown-field",
+        f"unknown key {str(e.value)!r} in '{parent}'; expected one of {', '.join(expected)}",
+        hint=_suggest(str(e.value), expected),
+        key=True,
+    )
+
+
+def _missing(e: _Error) -> Diagnostic:
+    field = str(e.rest[0]) if e.rest else str(e.ctx.get("discriminator", "")).strip("'")
+    parent = f" in '{e.where}'" if e.where else ""
+    return Diagnostic(
+        "missing-field",
+        f"missing required field '{field}'{parent}",
+        e.document.locate(e.path),
+        path=format_path([*e.path, field]),
+    )
+
+
+def _unknown_field(e: _Error) -> Diagnostic:
+    field = str(e.path[-1]) if e.path else str(e.loc[-1])
+    allowed = allowed_fields(e.model, e.loc[:-1]) or []
+    parent = format_path(e.path[:-1])
+    hint = _suggest(field, allowed) or (f"allowed fields: {', '.join(allowed)}" if allowed else "")
+    inside = f" in '{parent}'" if parent else ""
+    return e.at("unknown-field", f"unknown field '{field}'{inside}", hint=hint, key=True)
+
+
+def _bad_tag(e: _Error) -> Diagnostic:
+    tagged = _Error(**{**e.__dict__, "path": [*e.path, str(e.ctx.get("discriminator", "")).strip("'")]})
+    expected = _expected_values(e.ctx, "expected_tags")
+    tag = str(e.ctx.get("tag", ""))
+    return tagged.at(
+        "invalid-value",
+        f"'{tagged.where}' is {tag!r}; expected one of {', '.join(expected)}",
+        hint=_suggest(tag, expected),
+    )
+
+
+def _bad_literal(e: _Error) -> Diagnostic:
+    expected = _expected_values(e.ctx, "expected")
+    return e.at(
+        "invalid-value",
+        f"'{e.where}' is {describe_input(e.value)}; expected one of {', '.join(expected)}",
+        hint=_suggest(e.value, expected),
+    )
+
+
+def _bad_pattern(e: _Error) -> Diagnostic:
+    pattern = str(e.ctx.get("pattern", ""))
+    description = PATTERN_DESCRIPTIONS.get(pattern, f"a value matching {pattern}")
+    return e.at("invalid-value", f"'{e.where}' is {describe_input(e.value)}; expected {description}")
+
+
+def _wrong_type(e: _Error) -> Diagnostic:
+    value = e.value
+    hint = ""
+    if e.kind == "bool_type" and isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+        hint = f"mlspec reads YAML 1.2, where {value!r} is a string: write true or false"
+    elif isinstance(value, str) and e.kind in {"int_type", "float_type"}:
+        hint = "remove the quotes around the number"
+    elif isinstance(value, (int, float)) and e.kind == "string_type":
+        hint = "quote the value to make it a string"
+    shown = "" if isinstance(value, (dict, list)) or value is None else f" ({describe_input(value)})"
+    expected = _TYPE_WORDS.get(e.kind, e.kind.removesuffix("_type"))
+    return e.at("wrong-type", f"'{e.where}' must be {expected}, not {_type_name(value)}{shown}", hint=hint)
+
+
+def _failed_check(e: _Error) -> Diagnostic:
+    cause = e.ctx.get("error")
+    message = str(cause if cause is not None else e.msg).removeprefix("Value error, ")
+    if isinstance(cause, FieldError):  # a cross-field check that knows which field is wrong
+        e = _Error(**{**e.__dict__, "path": [*e.path, *cause.field]})
+    return e.at("invalid-value", f"'{e.where}': {message}")
+
+
+def _bad_date(e: _Error) -> Diagnostic:
+    detail = str(e.ctx.get("error", "")).strip()
+    suffix = f" ({detail})" if detail else ""
+    return e.at("invalid-value", f"'{e.where}' is {describe_input(e.value)}; expected a date like 2027-03-31{suffix}")
+
+
+def _out_of_range(e: _Error) -> Diagnostic:
+    return e.at("out-of-range", f"'{e.where}' is {describe_input(e.value)}: {_range_words(e.kind, e.ctx)}")
+
+
+_HANDLERS: dict[str, Callable[[_Error], Diagnostic]] = {
+    "missing": _missing,
+    "union_tag_not_found": _missing,
+    "extra_forbidden": _unknown_field,
+    "union_tag_invalid": _bad_tag,
+    "literal_error": _bad_literal,
+    "string_pattern_mismatch": _bad_pattern,
+    "value_error": _failed_check,
+    **dict.fromkeys(
+        ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long"), _out_of_range
+    ),
+}
+
+
 def _translate_one(error: Any, document: RawDocument, model: type[BaseModel]) -> Diagnostic:
     loc: tuple[Any, ...] = tuple(error["loc"])
-    kind: str = error["type"]
-    ctx: dict[str, Any] = error.get("ctx") or {}
-    value = error.get("input")
-    path, rest, _ = split_loc(loc, document.data)
-    where = format_path(path)
-
+    path, rest = split_loc(loc, document.data)
+    e = _Error(
+        loc, error["type"], error.get("ctx") or {}, error.get("input"), error.get("msg", "invalid value"),
+        path, rest, document, model,
+    )  # fmt: skip
     if loc and loc[-1] == "[key]":  # a mapping key outside the allowed set
-        key = str(value)
-        expected = _expected_values(ctx, "expected")
-        guess = did_you_mean(key, expected)
-        parent = format_path(path[:-1]) if path and path[-1] == value else where
-        return Diagnostic(
-            "unknown-field",
-            f"unknown key {key!r} in '{parent}'; expected one of {', '.join(expected)}",
-            document.locate(path, key=True),
-            path=where,
-            hint=f"did you mean '{guess}'?" if guess else "",
-        )
-
-    if kind == "missing" or kind == "union_tag_not_found":
-        field = str(rest[0]) if rest else str(ctx.get("discriminator", "")).strip("'")
-        full = format_path([*path, field])
-        parent = f" in '{where}'" if where else ""
-        return Diagnostic(
-            "missing-field", f"missing required field '{field}'{parent}", document.locate(path), path=full
-        )
-    if kind == "extra_forbidden":
-        field = str(path[-1]) if path else str(loc[-1])
-        allowed = allowed_fields(model, loc[:-1]) or []
-        guess = did_you_mean(field, allowed)
-        parent = format_path(path[:-1])
-        hint = f"did you mean '{guess}'?" if guess else (f"allowed fields: {', '.join(allowed)}" if allowed else "")
-        inside = f" in '{parent}'" if parent else ""
-        return Diagnostic(
-            "unknown-field", f"unknown field '{field}'{inside}", document.locate(path, key=True), path=where, hint=hint
-        )
-    if kind == "union_tag_invalid":
-        field = str(ctx.get("discriminator", "")).strip("'")
-        tag = str(ctx.get("tag", ""))
-        expected = _expected_values(ctx, "expected_tags")
-        guess = did_you_mean(tag, expected)
-        full_path = [*path, field]
-        return Diagnostic(
-            "invalid-value",
-            f"'{format_path(full_path)}' is {tag!r}; expected one of {', '.join(expected)}",
-            document.locate(full_path),
-            path=format_path(full_path),
-            hint=f"did you mean '{guess}'?" if guess else "",
-        )
-    if kind == "literal_error":
-        expected = _expected_values(ctx, "expected")
-        guess = did_you_mean(str(value), expected) if isinstance(value, str) else None
-        return Diagnostic(
-            "invalid-value",
-            f"'{where}' is {describe_input(value)}; expected one of {', '.join(expected)}",
-            document.locate(path),
-            path=where,
-            hint=f"did you mean '{guess}'?" if guess else "",
-        )
-    if kind == "string_pattern_mismatch":
-        description = PATTERN_DESCRIPTIONS.get(str(ctx.get("pattern", "")), f"a value matching {ctx.get('pattern')}")
-        return Diagnostic(
-            "invalid-value",
-            f"'{where}' is {describe_input(value)}; expected {description}",
-            document.locate(path),
-            path=where,
-        )
-    if kind in _TYPE_WORDS or kind.endswith("_type"):
-        expected_word = _TYPE_WORDS.get(kind, kind.removesuffix("_type"))
-        hint = ""
-        if kind == "bool_type" and isinstance(value, str) and value.lower() in _YAML11_BOOLS:
-            hint = f"mlspec reads YAML 1.2, where {value!r} is a string: write true or false"
-        elif isinstance(value, str) and kind in {"int_type", "float_type"}:
-            hint = "remove the quotes around the number"
-        elif isinstance(value, (int, float)) and kind == "string_type":
-            hint = "quote the value to make it a string"
-        shown = "" if isinstance(value, (dict, list)) or value is None else f" ({describe_input(value)})"
-        return Diagnostic(
-            "wrong-type",
-            f"'{where}' must be {expected_word}, not {_type_name(value)}{shown}",
-            document.locate(path),
-            path=where,
-            hint=hint,
-        )
-    if kind == "value_error":
-        message = str(ctx.get("error", error.get("msg", "invalid value")))
-        message = message.removeprefix("Value error, ")
-        return Diagnostic(
-            "invalid-value", f"'{where}': {message}" if where else message, document.locate(path), path=where
-        )
-    if kind.startswith("date_"):
-        detail = str(ctx.get("error", "")).strip()
-        return Diagnostic(
-            "invalid-value",
-            f"'{where}' is {describe_input(value)}; expected a date like 2027-03-31" + (f" ({detail})" if detail else ""),
-            document.locate(path),
-            path=where,
-        )
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long"}:
-        return Diagnostic(
-            "out-of-range",
-            f"'{where}' is {describe_input(value)}: {_range_words(kind, ctx)}",
-            document.locate(path),
-            path=where,
-        )
-    return Diagnostic(
-        "invalid-value",
-        f"'{where}' is {describe_input(value)}: {error.get('msg', 'invalid value')}",
-        document.locate(path),
-        path=where,
-    )
+        return _bad_key(e)
+    handler = _HANDLERS.get(e.kind)
+    if handler is None and (e.kind in _TYPE_WORDS or e.kind.endswith("_type")):
+        handler = _wrong_type
+    if handler is None and e.kind.startswith("date_"):
+        handler = _bad_date
+    if handler is not None:
+        return handler(e)
+    return e.at("invalid-value", f"'{e.where}' is {describe_input(e.value)}: {e.msg}")
 
 
 def _range_words(kind: str, ctx: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlspec.spec.base import DType, Duration, FieldName, Metadata, Name, StrictModel
+from mlspec.spec.base import DType, Duration, FieldError, FieldName, Metadata, Name, StrictModel
 
 
 class Feature(StrictModel):
@@ -30,9 +30,9 @@ class FeatureViewSpec(StrictModel):
     @model_validator(mode="after")
     def _unique_features(self) -> FeatureViewSpec:
         seen: set[str] = set()
-        for feature in self.features:
+        for index, feature in enumerate(self.features):
             if feature.name in seen:
-                raise ValueError(f"feature {feature.name!r} is declared twice")
+                raise FieldError(("features", index, "name"), f"feature {feature.name!r} is declared twice")
             seen.add(feature.name)
         return self
 

@@ -61,6 +61,8 @@ def write_schemas(directory: Path) -> list[Path]:
         path.write_text(json.dumps(kind_schema(kind), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)
     path = directory / "mlspec.schema.json"
-    path.write_text(json.dumps(combined_schema(RESOURCE_KINDS | ALL_KINDS), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(combined_schema(RESOURCE_KINDS | ALL_KINDS), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     written.append(path)
     return written

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, StringConstraints, Tag, model_validator
 
-from mlspec.spec.base import Cpu, Cron, FieldName, Fraction, Gate, Memory, Metadata, Name, StrictModel
+from mlspec.spec.base import Cpu, Cron, FieldError, FieldName, Fraction, Gate, Memory, Metadata, Name, StrictModel
 
 
 class Label(StrictModel):
@@ -64,7 +64,7 @@ class FloatRange(StrictModel):
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:
         if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            raise FieldError("low", f"low ({self.low}) must be below high ({self.high})")
         return self
 
 
@@ -96,13 +96,23 @@ class Search(StrictModel):
     ] = Field(min_length=1)
 
 
+Metric = Literal["auc", "accuracy", "precision", "recall", "f1", "logloss", "rmse", "mae", "r2"]
+RetrainTrigger = Literal["drift", "schedule", "data_change", "manual"]
+
+
+def _default_metrics() -> list[Metric]:
+    return ["auc"]
+
+
+def _default_triggers() -> list[RetrainTrigger]:
+    return ["manual"]
+
+
 class Evaluation(StrictModel):
     """How a trained model is judged before it may be promoted."""
 
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
-    metrics: list[Literal["auc", "accuracy", "precision", "recall", "f1", "logloss", "rmse", "mae", "r2"]] = Field(
-        default_factory=lambda: ["auc"]
-    )
+    metrics: list[Metric] = Field(default_factory=_default_metrics)
     gates: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")], Gate] = Field(
         default_factory=dict, description="Metric thresholds, e.g. {auc: '>= 0.85'}; failing one blocks promotion."
     )
@@ -144,7 +154,8 @@ class TrainingPipelineSpec(StrictModel):
     features: Name = Field(description="A FeatureService.")
     label: Label
     entity_source: Name | None = Field(
-        default=None, description="DataSource with the entity keys and timestamps to train on; defaults to the label source."
+        default=None,
+        description="DataSource with the entity keys and timestamps to train on; defaults to the label source.",
     )
     model: ModelSpec
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
@@ -152,7 +163,7 @@ class TrainingPipelineSpec(StrictModel):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     resources: Resources = Field(default_factory=Resources)
     schedule: Cron | None = None
-    retrain_on: list[Literal["drift", "schedule", "data_change", "manual"]] = Field(default_factory=lambda: ["manual"])
+    retrain_on: list[RetrainTrigger] = Field(default_factory=_default_triggers)
     caching: bool = True
     registration: Registration = Field(default_factory=Registration, alias="register")
 

@@ -38,7 +38,8 @@ def validate_document(
         return None, [
             Diagnostic(
                 "not-a-mapping",
-                f"a spec document must be a mapping with apiVersion, kind, metadata and spec, not {describe_input(data)}",
+                "a spec document must be a mapping with apiVersion, kind, metadata and spec, "
+                f"not {describe_input(data)}",
                 document.location,
             )
         ]

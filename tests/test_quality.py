@@ -1,0 +1,75 @@
+"""Code quality gates that CI enforces: lint, format, types, and lazy imports on the fast paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+HEAVY = {
+    "feast",
+    "kfp",
+    "mlflow",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "evidently",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "jsonschema",
+    "jinja2",
+    "git",
+    "regorus",
+}
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_ruff_lint_is_clean() -> None:
+    proc = run(str(BIN / "ruff"), "check", "compiler", "tests", "bench", "scripts")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    proc = run(str(BIN / "ruff"), "format", "--check", "compiler", "tests", "bench", "scripts")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    proc = run(str(BIN / "mypy"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def modules_after(*argv: str) -> set[str]:
+    code = (
+        "import sys, json, contextlib, io\n"
+        "from mlspec.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main({list(argv)!r})\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    proc = run(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout))
+
+
+def test_help_imports_neither_pydantic_nor_yaml() -> None:
+    loaded = modules_after("--help")
+    assert "click" in loaded
+    assert not loaded & ({"pydantic", "yaml"} | HEAVY)
+
+
+@pytest.mark.parametrize("argv", [("validate", str(REPO)), ("schema",)])
+def test_validate_and_schema_import_nothing_heavy(argv: tuple[str, ...]) -> None:
+    loaded = modules_after(*argv)
+    assert "pydantic" in loaded
+    assert not loaded & HEAVY, loaded & HEAVY
