@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlspec import __version__
 from mlspec.errors import MlspecError
+
+if TYPE_CHECKING:
+    from mlspec.project import Resolution
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -72,6 +76,37 @@ def validate(paths: tuple[Path, ...], fmt: str, color: str) -> int:
         return EXIT_FINDINGS
     summary = style(f"✓ valid: {counted}", "green") + (f", {warnings} warning(s)" if warnings else "")
     click.echo(summary, color=style.enabled)
+    return EXIT_OK
+
+
+def _resolve_or_exit(path: Path | None, env: str, fmt_color: str = "auto") -> Resolution:
+    """Resolve one environment, printing the problems and exiting 1 when there are any."""
+    from mlspec.project import Project
+    from mlspec.views.diagnostics_text import render_diagnostics
+    from mlspec.views.style import Style, use_color
+
+    resolution = Project.open(path or Path.cwd()).resolve(env)
+    if not resolution.ok:
+        style = Style(use_color(sys.stdout, fmt_color))
+        click.echo(render_diagnostics(resolution.diagnostics, style), color=style.enabled)
+        raise click.exceptions.Exit(EXIT_FINDINGS)
+    return resolution
+
+
+@cli.command()
+@click.option("--env", "env", required=True, help="Environment to resolve.")
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
+@click.option(
+    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
+)
+def graph(env: str, fmt: str, path: Path | None) -> int:
+    """Show an environment's resources in dependency (apply) order."""
+    from mlspec.views import graph as views
+
+    resolution = _resolve_or_exit(path, env)
+    assert resolution.graph is not None
+    render = {"text": views.render_text, "mermaid": views.render_mermaid, "dot": views.render_dot}[fmt]
+    click.echo(render(resolution.graph))
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root,
 from mlspec.load.documents import RawDocument
 from mlspec.load.limits import Limits
 from mlspec.load.yaml_loader import load_file
+from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_environment
 from mlspec.resolve.refs import check_references
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
 from mlspec.spec.registry import RESOURCE_KINDS
@@ -50,6 +51,20 @@ class ValidationResult:
     def error_count(self) -> int:
         """Number of errors."""
         return sum(1 for d in self.diagnostics if d.severity == "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Validation plus one environment's resolved graph (None when anything is wrong)."""
+
+    validation: ValidationResult
+    graph: ResolvedGraph | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when the graph resolved without errors."""
+        return self.graph is not None and not has_errors(self.diagnostics)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,19 @@ class Project:
         result = validate_files(files, self.limits)
         diagnostics = sorted([*self.project_diagnostics, *problems, *result.diagnostics], key=Diagnostic.sort_key)
         return ValidationResult(result.specs, tuple(diagnostics), result.files + 1)
+
+    def environments(self, validation: ValidationResult | None = None) -> list[str]:
+        """Names of the environments the project defines."""
+        return environment_names((validation or self.validate()).specs)
+
+    def resolve(self, environment: str, validation: ValidationResult | None = None) -> Resolution:
+        """Validate, then resolve ``environment``: overrides applied, references checked, graph ordered."""
+        validation = validation or self.validate()
+        if not validation.ok:
+            return Resolution(validation, None, validation.diagnostics)
+        graph, problems = resolve_environment(list(validation.specs), environment)
+        diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
+        return Resolution(validation, graph, diagnostics)
 
 
 @contextmanager

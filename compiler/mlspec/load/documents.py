@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -12,11 +12,41 @@ from mlspec.diagnostics import Location
 MERGE_KEY = "<<"
 
 
+_MISSING = object()
+
+
+def data_child(container: Any, part: str | int) -> Any:
+    """``container[part]`` for plain YAML data, or ``MISSING`` when there is no such key or index."""
+    if isinstance(container, dict):
+        return container.get(part, _MISSING)
+    if isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container):
+        return container[part]
+    return _MISSING
+
+
+MISSING: Any = _MISSING
+
+
 def mark_location(file: str, mark: Any) -> Location:
     """Turn a PyYAML mark (0-based) into a 1-based Location."""
     if mark is None:
         return Location(file, 1, 1)
     return Location(file, mark.line + 1, mark.column + 1)
+
+
+class SourceDocument(Protocol):
+    """Anything validation can read data from and point into: a loaded document, or one with patches."""
+
+    @property
+    def file(self) -> str: ...
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def location(self) -> Location: ...
+
+    def locate(self, path: tuple[str | int, ...] | list[str | int], *, key: bool = False) -> Location: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ def check_references(specs: list[ParsedSpec], invalid: frozenset[tuple[str, str]
     """
     index = SpecIndex(specs)
     diagnostics = [_duplicate(first, second) for first, second in index.duplicates]
-    for ref in _references(specs):
+    for ref in references(specs):
         if (ref.kind, ref.name) in invalid:
             continue
         if ref.kind == "Model":
@@ -103,7 +103,8 @@ def _dangling(ref: Reference, what: str, known: list[str], defined_by: str) -> D
     )
 
 
-def _references(specs: list[ParsedSpec]) -> Iterator[Reference]:
+def references(specs: list[ParsedSpec]) -> Iterator[Reference]:
+    """Every reference from one spec to another, with where it is written."""
     for spec in specs:
         model = spec.model
         if spec.kind == "DataSource" and isinstance(model.spec, KafkaSource) and model.spec.batch_source:  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlspec.diagnostics import Diagnostic, format_path
-from mlspec.load.documents import RawDocument
+from mlspec.load.documents import MISSING, SourceDocument, data_child
 from mlspec.spec.base import PATTERN_DESCRIPTIONS, FieldError
 from mlspec.spec.suggest import did_you_mean
 
@@ -83,18 +83,13 @@ def split_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[str | int], list[st
     current = data
     parts = list(loc)
     for index, part in enumerate(parts):
-        if _has(current, part):
+        child = data_child(current, part)
+        if child is not MISSING:
             path.append(part)
-            current = current[part]
+            current = child
         elif not _is_tag(part, current):
             return path, [p for p in parts[index:] if not _is_tag(p, None)]
     return path, []
-
-
-def _has(container: Any, part: Any) -> bool:
-    if isinstance(container, dict):
-        return part in container
-    return isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container)
 
 
 def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
@@ -169,7 +164,7 @@ def _expected_values(ctx: dict[str, Any], key: str) -> list[str]:
     return re.findall(r"'([^']*)'", str(ctx.get(key, "")))
 
 
-def translate(errors: list[Any], document: RawDocument, model: type[BaseModel]) -> list[Diagnostic]:
+def translate(errors: list[Any], document: SourceDocument, model: type[BaseModel]) -> list[Diagnostic]:
     """Turn pydantic's error list for one document into Diagnostics, one per problem.
 
     A value that fails a union (``cpu: 2`` or ``cpu: '500m'``) is reported by
@@ -231,7 +226,7 @@ class _Error:
     msg: str
     path: list[str | int]
     rest: list[str | int]
-    document: RawDocument
+    document: SourceDocument
     model: type[BaseModel]
 
     @property
@@ -350,7 +345,7 @@ _HANDLERS: dict[str, Callable[[_Error], Diagnostic]] = {
 }
 
 
-def _translate_one(error: Any, document: RawDocument, model: type[BaseModel]) -> Diagnostic:
+def _translate_one(error: Any, document: SourceDocument, model: type[BaseModel]) -> Diagnostic:
     loc: tuple[Any, ...] = tuple(error["loc"])
     path, rest = split_loc(loc, document.data)
     e = _Error(

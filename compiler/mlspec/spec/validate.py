@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from mlspec.diagnostics import Diagnostic
-from mlspec.load.documents import RawDocument
+from mlspec.load.documents import SourceDocument
 from mlspec.spec.base import API_VERSION, StrictModel
 from mlspec.spec.errors import describe_input, translate
 from mlspec.spec.suggest import did_you_mean
@@ -21,7 +21,7 @@ class ParsedSpec:
     kind: str
     name: str
     model: StrictModel
-    document: RawDocument
+    document: SourceDocument
 
     @property
     def ref(self) -> str:
@@ -30,7 +30,7 @@ class ParsedSpec:
 
 
 def validate_document(
-    document: RawDocument, kinds: Mapping[str, type[StrictModel]]
+    document: SourceDocument, kinds: Mapping[str, type[StrictModel]]
 ) -> tuple[ParsedSpec | None, list[Diagnostic]]:
     """Check apiVersion and kind, then validate the document with its kind's model."""
     data = document.data
