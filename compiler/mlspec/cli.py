@@ -111,6 +111,76 @@ def graph(env: str, fmt: str, path: Path | None) -> int:
 
 
 @cli.command()
+@click.option("--env", "envs", multiple=True, help="Environment to render (repeat for several).")
+@click.option("--all-envs", is_flag=True, help="Render every environment.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder (default: rendered/).")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="Only these renderers (feast, kfp, kubernetes, argocd, mlflow, monitoring).",
+)
+@click.option("--no-cache", is_flag=True, help="Render everything afresh instead of reusing cached output.")
+@click.option(
+    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
+)
+def render(
+    *,
+    envs: tuple[str, ...],
+    all_envs: bool,
+    output: Path | None,
+    targets: tuple[str, ...],
+    no_cache: bool,
+    path: Path | None,
+) -> int:
+    """Render the files real tools consume, one folder per environment and target.
+
+    Output is deterministic: the same specs give the same bytes, so a git diff of
+    rendered/ shows only real changes. manifest.json lists every file with its
+    sha256 and the specs it came from.
+    """
+    from mlspec.errors import UsageError
+    from mlspec.project import Project
+    from mlspec.render.registry import RENDERERS
+    from mlspec.render.write import write_tree
+    from mlspec.spec.suggest import did_you_mean
+    from mlspec.views.diagnostics_text import render_diagnostics
+    from mlspec.views.style import Style, use_color
+
+    for target in targets:
+        if target not in RENDERERS:
+            guess = did_you_mean(target, RENDERERS)
+            raise UsageError(
+                f"unknown target '{target}'",
+                hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(RENDERERS)}",
+            )
+    project = Project.open(path or Path.cwd())
+    validation = project.validate()
+    names = project.environments(validation) if all_envs else list(envs)
+    if not names:
+        raise UsageError("name an environment with --env, or pass --all-envs")
+    out_root = output or project.root / "rendered"
+    style = Style(use_color(sys.stdout, "auto"))
+    failed = False
+    for name in names:
+        resolution, result = project.render(
+            name, targets or None, project.resolve(name, validation), use_cache=not no_cache
+        )
+        problems = resolution.diagnostics if result is None else result.diagnostics
+        if problems:
+            click.echo(render_diagnostics(problems, style), color=style.enabled)
+        if result is None or not result.ok:
+            failed = True
+            continue
+        summary = write_tree(out_root / name, result.artifacts)
+        click.echo(
+            f"{name}: {len(result.artifacts)} files in {out_root / name} "
+            f"({len(summary.written)} written, {len(summary.unchanged)} unchanged, {len(summary.removed)} removed)"
+        )
+    return EXIT_FINDINGS if failed else EXIT_OK
+
+
+@cli.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write one schema file per kind into DIR.")
 @click.option("--kind", help="Print only this kind's schema.")
 def schema(output: Path | None, kind: str | None) -> int:

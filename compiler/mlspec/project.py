@@ -20,7 +20,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mlspec import __version__
 from mlspec.diagnostics import Diagnostic, Location, has_errors
 from mlspec.errors import ProjectNotFoundError, UsageError
 from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root, yaml_files
@@ -29,6 +31,9 @@ from mlspec.load.limits import Limits
 from mlspec.load.yaml_loader import load_file
 from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_environment
 from mlspec.resolve.refs import check_references
+
+if TYPE_CHECKING:
+    from mlspec.render.engine import RenderResult
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
 from mlspec.spec.registry import RESOURCE_KINDS
 from mlspec.spec.validate import ParsedSpec, validate_document
@@ -162,6 +167,36 @@ class Project:
         graph, problems = resolve_environment(list(validation.specs), environment)
         diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
         return Resolution(validation, graph, diagnostics)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where content-hash caches live (never committed)."""
+        return self.root / ".mlspec" / "cache"
+
+    def render(
+        self,
+        environment: str,
+        targets: Sequence[str] | None = None,
+        resolution: Resolution | None = None,
+        *,
+        use_cache: bool = True,
+    ) -> tuple[Resolution, RenderResult | None]:
+        """Resolve ``environment`` and render its artifacts (all targets, or the named ones)."""
+        from mlspec.render.base import RenderContext
+        from mlspec.render.cache import RenderCache
+        from mlspec.render.engine import render_environment
+
+        resolution = resolution or self.resolve(environment)
+        if resolution.graph is None or not resolution.ok:
+            return resolution, None
+        context = RenderContext(
+            project=self.name,
+            project_root=self.root,
+            mlspec_version=__version__,
+            environments=tuple(s for s in resolution.validation.specs if s.kind == "Environment"),
+            cache=RenderCache(self.cache_dir / "render") if use_cache else None,
+        )
+        return resolution, render_environment(resolution.graph, context, targets)
 
 
 @contextmanager

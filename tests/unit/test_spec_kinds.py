@@ -226,6 +226,7 @@ def test_deployment_cross_field_checks(extra: str, path: str) -> None:
 def test_environment_targets_and_overrides() -> None:
     extra = (
         "  targets:\n    kubernetes: {namespace: ml-prod}\n    pipelines: kubeflow\n    serving: kserve\n"
+        "    registry: {artifact_store: s3://models}\n"
         "    feature_store: {registry: sql, online: redis, connection: secret://prod/feast}\n"
         "  overrides:\n    - {target: Deployment/fraud-api, patch: {spec: {scaling: {min_replicas: 4}}}}\n"
         "  promotion: {from: staging}\n"
@@ -241,7 +242,8 @@ def test_environment_targets_and_overrides() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("  targets: {serving: kserve}\n", "need targets.kubernetes"),
+        ("  targets: {serving: kserve, registry: {artifact_store: s3://m}}\n", "need targets.kubernetes"),
+        ("  targets: {serving: kserve, kubernetes: {namespace: ml}}\n", "needs registry.artifact_store"),
         ("  targets: {feature_store: {online: redis}}\n", "'connection' secret reference"),
         ("  overrides: [{target: fraud-api, patch: {a: 1}}]\n", "resource reference like 'Deployment/fraud-api'"),
         ("  overrides: [{target: Deployment/fraud-api, patch: {}}]\n", "at least 1"),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from mlspec.spec.base import FieldError, KmsRef, Metadata, Name, Region, ResourceRef, SecretRef, StrictModel
 
@@ -28,8 +28,11 @@ class KubernetesTarget(StrictModel):
 
     namespace: Name
     context: str | None = None
-    cluster: str | None = None
+    cluster: str = Field(default="https://kubernetes.default.svc", description="API server URL Argo CD deploys to.")
     image_pull_secret: SecretRef | None = None
+    serving_mode: Literal["serverless", "raw"] = Field(
+        default="serverless", description="KServe deployment mode: serverless (Knative, canary) or raw (Deployments)."
+    )
 
 
 class FeatureStoreTarget(StrictModel):
@@ -56,6 +59,9 @@ class RegistryTarget(StrictModel):
 
     type: Literal["mlflow"] = "mlflow"
     tracking_uri: str | None = Field(default=None, description="Omit for an embedded SQLite store.")
+    artifact_store: Annotated[str, StringConstraints(pattern=r"^(s3|gs|pvc|https|file)://\S+$")] | None = Field(
+        default=None, description="Where model artifacts live, e.g. s3://ml-models-prod; needed for kserve serving."
+    )
 
 
 class GitOpsTarget(StrictModel):
@@ -80,6 +86,10 @@ class Targets(StrictModel):
 
     @model_validator(mode="after")
     def _cluster_needed(self) -> Targets:
+        if self.serving == "kserve" and self.registry.artifact_store is None:
+            raise FieldError(
+                ("registry", "artifact_store"), "kserve serving needs registry.artifact_store (where models are stored)"
+            )
         if (self.pipelines == "kubeflow" or self.serving == "kserve") and self.kubernetes is None:
             raise FieldError(
                 "serving" if self.serving == "kserve" else "pipelines",

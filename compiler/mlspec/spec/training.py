@@ -75,7 +75,8 @@ class Choice(StrictModel):
 
 
 def _dimension_kind(value: object) -> str:
-    return "Choice" if isinstance(value, dict) and "choices" in value else "FloatRange"
+    # called with raw data when validating and with model instances when serialising
+    return "Choice" if isinstance(value, Choice) or (isinstance(value, dict) and "choices" in value) else "FloatRange"
 
 
 SearchDimension = Annotated[

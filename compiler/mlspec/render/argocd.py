@@ -1,0 +1,128 @@
+"""Argo CD: an Application per environment syncing its rendered manifests, and an ApplicationSet across environments.
+
+The rendered-manifests pattern: ``mlspec render`` output is committed to the
+GitOps repository at ``targets.gitops.path``; Argo CD syncs ``<path>/kubernetes``.
+Argo CD is told to leave ``canaryTrafficPercent`` alone, because the rollout
+controller moves it between canary steps and the two must not fight.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.kserve import labels
+from mlspec.render.serialize import to_yaml
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.environment import Environment
+
+ARGOCD_NAMESPACE = "argocd"
+SYNC_OPTIONS = ["CreateNamespace=false", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"]
+IGNORE = [
+    {"group": "serving.kserve.io", "kind": "InferenceService", "jsonPointers": ["/spec/predictor/canaryTrafficPercent"]}
+]
+
+
+def _sync_policy(env: Environment) -> dict[str, Any]:
+    production = env.spec.tier == "production"
+    return {
+        # Production syncs only when a person (or the promotion flow) asks; others follow git automatically.
+        **({} if production else {"automated": {"prune": True, "selfHeal": True}}),
+        "syncOptions": SYNC_OPTIONS,
+        "retry": {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}},
+    }
+
+
+class ArgoCDRenderer:
+    """Renders Argo CD resources for environments with ``targets.gitops``."""
+
+    name: ClassVar[str] = "argocd"
+    version: ClassVar[str] = "1"
+
+    def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
+        """The environment's Application, and the ApplicationSet over every GitOps environment."""
+        out = RenderOutput()
+        env = graph.env
+        gitops, k8s = env.spec.targets.gitops, env.spec.targets.kubernetes
+        if gitops is None or k8s is None:
+            return out
+        app_name = f"{context.project}-{graph.name}"
+        application = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {
+                "name": app_name,
+                "namespace": ARGOCD_NAMESPACE,
+                "labels": labels(app_name, graph, context.project, "gitops"),
+                "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+            },
+            "spec": {
+                "project": gitops.project,
+                "source": {
+                    "repoURL": gitops.repo_url,
+                    "path": f"{gitops.path.rstrip('/')}/kubernetes",
+                    "targetRevision": gitops.revision,
+                },
+                "destination": {"server": k8s.cluster, "namespace": k8s.namespace},
+                "syncPolicy": _sync_policy(env),
+                "ignoreDifferences": IGNORE,
+            },
+        }
+        out.artifacts.append(
+            Artifact("argocd/application.yaml", to_yaml(application), self.name, (graph.environment.ref,))
+        )
+        appset = self._application_set(context)
+        if appset is not None:
+            out.artifacts.append(appset)
+        return out
+
+    def _application_set(self, context: RenderContext) -> Artifact | None:
+        environments = [e for e in context.environments if isinstance(e.model, Environment)]
+        elements = []
+        for spec in sorted(environments, key=lambda e: e.name):
+            model = spec.model
+            assert isinstance(model, Environment)
+            gitops, k8s = model.spec.targets.gitops, model.spec.targets.kubernetes
+            if gitops is None or k8s is None:
+                continue
+            elements.append(
+                {
+                    "env": spec.name,
+                    "repoURL": gitops.repo_url,
+                    "path": f"{gitops.path.rstrip('/')}/kubernetes",
+                    "revision": gitops.revision,
+                    "project": gitops.project,
+                    "cluster": k8s.cluster,
+                    "namespace": k8s.namespace,
+                }
+            )
+        if not elements:
+            return None
+        appset = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "ApplicationSet",
+            "metadata": {"name": context.project, "namespace": ARGOCD_NAMESPACE},
+            "spec": {
+                "goTemplate": True,
+                "goTemplateOptions": ["missingkey=error"],
+                "generators": [{"list": {"elements": elements}}],
+                "template": {
+                    "metadata": {
+                        "name": f"{context.project}-{{{{.env}}}}",
+                        "labels": {
+                            "app.kubernetes.io/part-of": context.project,
+                            "app.kubernetes.io/managed-by": "mlspec",
+                        },
+                    },
+                    "spec": {
+                        "project": "{{.project}}",
+                        "source": {"repoURL": "{{.repoURL}}", "path": "{{.path}}", "targetRevision": "{{.revision}}"},
+                        "destination": {"server": "{{.cluster}}", "namespace": "{{.namespace}}"},
+                        "syncPolicy": {"syncOptions": SYNC_OPTIONS},
+                        "ignoreDifferences": IGNORE,
+                    },
+                },
+            },
+        }
+        sources = tuple(f"Environment/{e['env']}" for e in elements)
+        return Artifact("argocd/applicationset.yaml", to_yaml(appset), self.name, sources)

@@ -1,0 +1,68 @@
+"""Run the renderers over one environment and list what they made in manifest.json."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlspec.diagnostics import Diagnostic
+from mlspec.render.base import Artifact, RenderContext
+from mlspec.render.registry import RENDERERS, load_renderer
+from mlspec.render.serialize import to_json
+from mlspec.resolve.graph import ResolvedGraph
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Every artifact of one environment (manifest.json last) and the problems found while rendering."""
+
+    environment: str
+    artifacts: tuple[Artifact, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no renderer reported an error."""
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+
+def render_environment(
+    graph: ResolvedGraph, context: RenderContext, targets: Sequence[str] | None = None
+) -> RenderResult:
+    """Render ``graph`` with every renderer (or the named ``targets``), then add the manifest."""
+    artifacts: list[Artifact] = []
+    diagnostics: list[Diagnostic] = []
+    for name in targets or list(RENDERERS):
+        output = load_renderer(name).render(graph, context)
+        artifacts.extend(output.artifacts)
+        diagnostics.extend(output.diagnostics)
+    paths = [a.path for a in artifacts]
+    duplicated = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicated:  # two renderers writing one file is a bug in mlspec, not a user error
+        raise RuntimeError(f"renderers wrote the same path twice: {duplicated}")
+    artifacts.sort(key=lambda a: a.path)
+    artifacts.append(_manifest(graph, context, artifacts))
+    return RenderResult(graph.name, tuple(artifacts), tuple(sorted(diagnostics, key=Diagnostic.sort_key)))
+
+
+def _manifest(graph: ResolvedGraph, context: RenderContext, artifacts: list[Artifact]) -> Artifact:
+    document = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "mlspec_version": context.mlspec_version,
+        "project": context.project,
+        "environment": graph.name,
+        "artifacts": [
+            {
+                "path": a.path,
+                "sha256": a.sha256,
+                "bytes": len(a.content),
+                "target": a.target,
+                "sources": list(a.sources),
+            }
+            for a in artifacts
+        ],
+    }
+    return Artifact(MANIFEST, to_json(document), "manifest", ())

@@ -1,0 +1,294 @@
+"""Kubernetes manifests per Deployment: KServe InferenceService, Namespace, ServiceAccount, NetworkPolicy.
+
+Layout under ``kubernetes/`` (what an Argo CD Application syncs):
+
+* ``namespace.yaml`` with the namespace and a default-deny NetworkPolicy;
+* ``<deployment>.yaml`` with the ServiceAccount, the NetworkPolicy that lets
+  traffic reach the model, and one InferenceService per served variant;
+* ``<deployment>.traffic.yaml`` for A/B, shadow and blue-green: the routing policy
+  as a ConfigMap (KServe itself only splits canary traffic).
+
+GPU deployments with ``fallback: cpu`` also get a CPU variant under
+``kubernetes-fallback/`` (not synced by default), used when a cluster has no GPU.
+Fields a target cannot honour are errors here, never silently dropped: canary
+traffic splitting needs KServe's serverless mode.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from mlspec.diagnostics import Diagnostic
+from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.serialize import to_yaml_documents
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.deployment import AbRollout, BlueGreenRollout, CanaryRollout, Deployment, ShadowRollout
+from mlspec.spec.environment import KubernetesTarget
+from mlspec.spec.validate import ParsedSpec
+
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MODES = {"serverless": "Serverless", "raw": "RawDeployment"}
+
+
+def labels(name: str, graph: ResolvedGraph, project: str, component: str) -> dict[str, str]:
+    """The app.kubernetes.io labels every object carries."""
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": f"{name}-{graph.name}",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": project,
+        "app.kubernetes.io/managed-by": "mlspec",
+        "mlspec.dev/environment": graph.name,
+    }
+
+
+def _quantity(value: int | float | str) -> str:
+    return str(value)
+
+
+class KServeRenderer:
+    """Renders the serving side of an environment for KServe on Kubernetes."""
+
+    name: ClassVar[str] = "kubernetes"
+    version: ClassVar[str] = "1"
+
+    def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
+        """Manifests for every Deployment, when the environment serves on KServe."""
+        out = RenderOutput()
+        targets = graph.env.spec.targets
+        if targets.serving != "kserve" or targets.kubernetes is None:
+            return out
+        k8s = targets.kubernetes
+        namespace = k8s.namespace
+        ns_labels = {**labels(namespace, graph, context.project, "namespace"), "mlspec.dev/tier": graph.env.spec.tier}
+        out.artifacts.append(
+            Artifact(
+                "kubernetes/namespace.yaml",
+                to_yaml_documents(
+                    [
+                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": ns_labels}},
+                        _default_deny(namespace, graph, context.project),
+                    ]
+                ),
+                self.name,
+                (graph.environment.ref,),
+            )
+        )
+        for spec in graph.of_kind("Deployment"):
+            self._deployment(spec, graph, context, k8s, out)
+        return out
+
+    def _deployment(
+        self, spec: ParsedSpec, graph: ResolvedGraph, context: RenderContext, k8s: KubernetesTarget, out: RenderOutput
+    ) -> None:
+        model = spec.model
+        assert isinstance(model, Deployment)
+        rollout = model.spec.rollout
+        if isinstance(rollout, CanaryRollout) and k8s.serving_mode == "raw":
+            out.diagnostics.append(
+                Diagnostic(
+                    "unsupported-by-target",
+                    f"KServe in raw deployment mode cannot split canary traffic; environment '{graph.name}' "
+                    "sets targets.kubernetes.serving_mode: raw",
+                    spec.document.locate(("spec", "rollout", "strategy")),
+                    path="spec.rollout.strategy",
+                    hint="use serving_mode: serverless in that environment, or a blue_green rollout",
+                )
+            )
+            return
+        name = spec.name
+        sources = (spec.ref, graph.environment.ref)
+        documents: list[dict[str, Any]] = [
+            _service_account(name, graph, context, k8s),
+            _allow_ingress(name, graph, context, model),
+        ]
+        variants = _variants(model)
+        for variant_name, alias in variants:
+            documents.append(
+                _inference_service(variant_name, alias, spec=spec, graph=graph, context=context, k8s=k8s, gpu=True)
+            )
+        out.artifacts.append(Artifact(f"kubernetes/{name}.yaml", to_yaml_documents(documents), self.name, sources))
+        if isinstance(rollout, (AbRollout, ShadowRollout, BlueGreenRollout)):
+            out.artifacts.append(
+                Artifact(
+                    f"kubernetes/{name}.traffic.yaml",
+                    to_yaml_documents([_traffic(name, graph, context, model)]),
+                    self.name,
+                    sources,
+                )
+            )
+        if model.spec.runtime.device == "gpu" and model.spec.runtime.fallback == "cpu":
+            fallback = [
+                _inference_service(v, a, spec=spec, graph=graph, context=context, k8s=k8s, gpu=False)
+                for v, a in variants
+            ]
+            out.artifacts.append(
+                Artifact(f"kubernetes-fallback/{name}.yaml", to_yaml_documents(fallback), self.name, sources)
+            )
+
+
+def _variants(model: Deployment) -> list[tuple[str, str]]:
+    """(InferenceService name, model alias) for every variant that serves traffic."""
+    name = model.metadata.name
+    rollout = model.spec.rollout
+    alias = model.spec.model.alias or "champion"
+    if isinstance(rollout, AbRollout):
+        return [(f"{name}-{variant.alias}", variant.alias) for variant in rollout.variants]
+    if isinstance(rollout, ShadowRollout):
+        return [(name, alias), (f"{name}-shadow", rollout.challenger)]
+    return [(name, alias)]
+
+
+def _inference_service(
+    isvc_name: str,
+    alias: str,
+    *,
+    spec: ParsedSpec,
+    graph: ResolvedGraph,
+    context: RenderContext,
+    k8s: KubernetesTarget,
+    gpu: bool,
+) -> dict[str, Any]:
+    model = spec.model
+    assert isinstance(model, Deployment)
+    runtime = model.spec.runtime
+    registry = graph.env.spec.targets.registry
+    store = (registry.artifact_store or "").rstrip("/")
+    version = model.spec.model.version
+    locator = f"{model.spec.model.name}/versions/{version}" if version else f"{model.spec.model.name}/aliases/{alias}"
+    use_gpu = gpu and runtime.device == "gpu"
+    resources: dict[str, dict[str, Any]] = {
+        "requests": {"cpu": _quantity(runtime.cpu), "memory": runtime.memory},
+        "limits": {"cpu": _quantity(runtime.cpu), "memory": runtime.memory},
+    }
+    predictor: dict[str, Any] = {
+        "serviceAccountName": model.metadata.name,
+        "minReplicas": model.spec.scaling.min_replicas,
+        "maxReplicas": model.spec.scaling.max_replicas,
+        "scaleMetric": model.spec.scaling.target.metric,
+        "scaleTarget": model.spec.scaling.target.value,
+    }
+    rollout = model.spec.rollout
+    if isinstance(rollout, CanaryRollout):
+        predictor["canaryTrafficPercent"] = rollout.steps[0]
+    if use_gpu:
+        count = runtime.gpu.count if runtime.gpu else 1
+        resources["requests"]["nvidia.com/gpu"] = str(count)
+        resources["limits"]["nvidia.com/gpu"] = str(count)
+        predictor["nodeSelector"] = {"nvidia.com/gpu.present": "true"}
+        predictor["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    predictor["model"] = {
+        "modelFormat": {"name": "onnx", "version": "1"},
+        "runtime": "kserve-tritonserver",
+        "protocolVersion": "v2",
+        "storageUri": f"{store}/{locator}",
+        "resources": resources,
+    }
+    annotations = {
+        MODE_ANNOTATION: MODES[k8s.serving_mode],
+        "mlspec.dev/model": f"{model.spec.model.name}@{alias}" if not version else f"{model.spec.model.name}/{version}",
+        "mlspec.dev/rollout": json.dumps(rollout.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
+        "mlspec.dev/auth": model.spec.auth.method if model.spec.auth.required else "none",
+        "mlspec.dev/visibility": model.spec.endpoint.visibility,
+    }
+    if not use_gpu and runtime.device == "gpu":
+        annotations["mlspec.dev/variant"] = "cpu-fallback"
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": isvc_name,
+            "namespace": k8s.namespace,
+            "labels": {
+                **labels(model.metadata.name, graph, context.project, "model-server"),
+                "mlspec.dev/alias": alias,
+            },
+            "annotations": annotations,
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def _service_account(name: str, graph: ResolvedGraph, context: RenderContext, k8s: KubernetesTarget) -> dict[str, Any]:
+    account: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": name,
+            "namespace": k8s.namespace,
+            "labels": labels(name, graph, context.project, "model-server"),
+        },
+        "automountServiceAccountToken": False,
+    }
+    if k8s.image_pull_secret:
+        # secret references only: the name of a Kubernetes Secret, never its value
+        account["imagePullSecrets"] = [{"name": _secret_name(k8s.image_pull_secret)}]
+    return account
+
+
+def _secret_name(ref: str) -> str:
+    body = ref.split("://", 1)[1]
+    return body.split("/", 1)[0].replace("_", "-").lower()
+
+
+def _default_deny(namespace: str, graph: ResolvedGraph, project: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "default-deny",
+            "namespace": namespace,
+            "labels": labels("default-deny", graph, project, "network-policy"),
+        },
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+
+
+def _allow_ingress(name: str, graph: ResolvedGraph, context: RenderContext, model: Deployment) -> dict[str, Any]:
+    namespace = graph.env.spec.targets.kubernetes.namespace  # type: ignore[union-attr]
+    sources: list[dict[str, Any]] = [{"podSelector": {}}]
+    if model.spec.endpoint.visibility != "private":
+        # the serving gateway (Knative/Istio ingress) forwards outside callers
+        sources.append({"namespaceSelector": {"matchLabels": {"mlspec.dev/ingress": "true"}}})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": f"{name}-allow",
+            "namespace": namespace,
+            "labels": labels(name, graph, context.project, "network-policy"),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": sources}],
+            "egress": [
+                {
+                    "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+                {"to": [{"podSelector": {}}]},
+            ],
+        },
+    }
+
+
+def _traffic(name: str, graph: ResolvedGraph, context: RenderContext, model: Deployment) -> dict[str, Any]:
+    """The routing policy for strategies KServe does not split itself (consumed by the mlspec router)."""
+    namespace = graph.env.spec.targets.kubernetes.namespace  # type: ignore[union-attr]
+    policy = {
+        "deployment": name,
+        "rollout": model.spec.rollout.model_dump(mode="json"),
+        "variants": dict(_variants(model)),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{name}-traffic",
+            "namespace": namespace,
+            "labels": labels(name, graph, context.project, "router"),
+        },
+        "data": {"policy.json": json.dumps(policy, sort_keys=True, indent=2) + "\n"},
+    }

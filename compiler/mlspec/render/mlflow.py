@@ -1,0 +1,95 @@
+"""MLflow: the registry actions an environment needs, as data (registered models, aliases, tags, experiments)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.serialize import to_json
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
+from mlspec.spec.training import TrainingPipeline
+
+SCHEMA_VERSION = 1
+_RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
+
+
+def data_classification(graph: ResolvedGraph, pipeline_ref: str) -> str:
+    """The most sensitive classification among the sources a pipeline depends on, directly or not."""
+    seen: set[str] = set()
+    stack = [pipeline_ref]
+    worst = "public"
+    while stack:
+        ref = stack.pop()
+        for dep in graph.dependencies.get(ref, ()):
+            if dep in seen:
+                continue
+            seen.add(dep)
+            stack.append(dep)
+            spec = graph.resources[dep]
+            if spec.kind == "DataSource":
+                level = spec.model.spec.classification  # type: ignore[attr-defined]
+                worst = level if _RANK[level] > _RANK[worst] else worst
+    return worst
+
+
+class MlflowRenderer:
+    """Renders ``mlflow/registry.json``: what the registry must hold for this environment."""
+
+    name: ClassVar[str] = "mlflow"
+    version: ClassVar[str] = "1"
+
+    def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
+        """Registered models, their aliases and tags, experiments, and what each deployment serves."""
+        registry = graph.env.spec.targets.registry
+        models: list[dict[str, Any]] = []
+        for spec in graph.of_kind("TrainingPipeline"):
+            pipeline = spec.model
+            assert isinstance(pipeline, TrainingPipeline)
+            registration = pipeline.spec.registration
+            aliases = sorted({registration.alias, *([registration.promote_to] if registration.promote_to else [])})
+            models.append(
+                {
+                    "name": pipeline.model_name,
+                    "description": pipeline.metadata.description or "",
+                    "pipeline": spec.ref,
+                    "experiment": f"{context.project}/{graph.name}/{pipeline.metadata.name}",
+                    "aliases": aliases,
+                    "tags": {
+                        **registration.tags,
+                        "mlspec.owner": pipeline.metadata.owner or "",
+                        "mlspec.environment": graph.name,
+                        "mlspec.data_classification": data_classification(graph, spec.ref),
+                        "mlspec.task": pipeline.spec.model.task,
+                    },
+                    "gates": pipeline.spec.evaluation.gates,
+                }
+            )
+        served: list[dict[str, Any]] = []
+        for spec in graph.of_kind("Deployment"):
+            deployment = spec.model
+            assert isinstance(deployment, Deployment)
+            rollout = deployment.spec.rollout
+            served_aliases = {deployment.spec.model.alias or "champion"}
+            if isinstance(rollout, AbRollout):
+                served_aliases |= {v.alias for v in rollout.variants}
+            elif isinstance(rollout, ShadowRollout):
+                served_aliases.add(rollout.challenger)
+            served.append(
+                {
+                    "deployment": spec.name,
+                    "model": deployment.spec.model.name,
+                    "aliases": sorted(served_aliases),
+                    "version": deployment.spec.model.version,
+                }
+            )
+        document = {
+            "schema_version": SCHEMA_VERSION,
+            "environment": graph.name,
+            "tracking_uri": registry.tracking_uri or "embedded-sqlite",
+            "artifact_store": registry.artifact_store,
+            "registered_models": models,
+            "deployments": served,
+        }
+        sources = tuple(s.ref for s in [*graph.of_kind("TrainingPipeline"), *graph.of_kind("Deployment")])
+        return RenderOutput([Artifact("mlflow/registry.json", to_json(document), self.name, sources)])

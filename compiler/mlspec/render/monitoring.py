@@ -1,0 +1,92 @@
+"""Monitoring: per Deployment, what Evidently compares (reference data, features), how, and what to do on drift."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.serialize import to_json
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.resolve.refs import SpecIndex
+from mlspec.spec.base import duration_seconds
+from mlspec.spec.deployment import Deployment
+from mlspec.spec.features import FeatureService, FeatureView
+from mlspec.spec.validate import ParsedSpec
+
+SCHEMA_VERSION = 1
+
+
+def service_features(graph: ResolvedGraph, service_name: str) -> list[dict[str, str]]:
+    """The features a FeatureService selects, with view and dtype, in declaration order."""
+    service = graph.resources.get(f"FeatureService/{service_name}")
+    if service is None:
+        return []
+    assert isinstance(service.model, FeatureService)
+    features: list[dict[str, str]] = []
+    for selection in service.model.spec.features:
+        view = graph.resources[f"FeatureView/{selection.view}"].model
+        assert isinstance(view, FeatureView)
+        wanted = set(selection.fields) if selection.fields is not None else None
+        features.extend(
+            {"view": selection.view, "name": f.name, "dtype": f.dtype}
+            for f in view.spec.features
+            if wanted is None or f.name in wanted
+        )
+    return features
+
+
+class MonitoringRenderer:
+    """Renders ``monitoring/<deployment>.json`` for every Deployment with drift monitoring."""
+
+    name: ClassVar[str] = "monitoring"
+    version: ClassVar[str] = "1"
+
+    def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
+        """One monitoring configuration per monitored Deployment."""
+        out = RenderOutput()
+        index = SpecIndex(graph.resources.values())
+        for spec in graph.of_kind("Deployment"):
+            deployment = spec.model
+            assert isinstance(deployment, Deployment)
+            drift = deployment.spec.monitoring.drift
+            if drift is None:
+                continue
+            pipeline = index.models.get(deployment.spec.model.name)
+            document = self._document(graph, spec, deployment, pipeline)
+            sources = (spec.ref, *([pipeline.ref] if pipeline else []))
+            out.artifacts.append(Artifact(f"monitoring/{spec.name}.json", to_json(document), self.name, sources))
+        return out
+
+    def _document(
+        self, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None
+    ) -> dict[str, Any]:
+        drift = deployment.spec.monitoring.drift
+        assert drift is not None
+        service_name = deployment.spec.features or (pipeline.model.spec.features if pipeline else None)  # type: ignore[attr-defined]
+        features = service_features(graph, service_name) if service_name else []
+        if drift.features is not None:
+            features = [f for f in features if f["name"] in set(drift.features)]
+        data_dir = graph.env.spec.data_dir or f".mlspec/{graph.name}"
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "environment": graph.name,
+            "deployment": spec.name,
+            "model": deployment.spec.model.name,
+            "reference": {
+                "feature_service": service_name,
+                "training_pipeline": pipeline.ref if pipeline else None,
+                "dataset": f"{data_dir}/datasets/{deployment.spec.model.name}/reference.parquet",
+            },
+            "current": {"request_log": f"{data_dir}/requests/{spec.name}", "sample_rate": drift.sample_rate},
+            "features": features,
+            "drift": {
+                "method": drift.method,
+                "evidently_stattest": drift.method,
+                "threshold": drift.threshold,
+                "schedule_seconds": duration_seconds(drift.schedule),
+            },
+            "action": {
+                "on_drift": drift.action,
+                "retrain": pipeline.ref if drift.action == "retrain" and pipeline else None,
+            },
+        }

@@ -1,0 +1,67 @@
+"""Write a rendered tree: atomic per file, unchanged files untouched, stale files of the last render removed.
+
+Only files the previous manifest.json listed are ever deleted, so nothing a person
+put in the output folder is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlspec.render.base import Artifact
+from mlspec.render.engine import MANIFEST
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    """What writing changed on disk."""
+
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _previous(directory: Path) -> set[str]:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        return {entry["path"] for entry in manifest.get("artifacts", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def write_tree(directory: Path, artifacts: tuple[Artifact, ...]) -> WriteSummary:
+    """Write ``artifacts`` under ``directory``; manifest.json goes last, so a crash leaves the old one valid."""
+    root = directory.resolve()
+    previous = _previous(directory)
+    written, unchanged = [], []
+    ordered = sorted(artifacts, key=lambda a: a.path == MANIFEST)
+    for artifact in ordered:
+        target = (directory / artifact.path).resolve()
+        if root not in target.parents:
+            raise RuntimeError(f"artifact path escapes the output folder: {artifact.path}")
+        if target.is_file() and target.read_bytes() == artifact.content:
+            unchanged.append(artifact.path)
+            continue
+        _atomic_write(target, artifact.content)
+        written.append(artifact.path)
+    current = {a.path for a in artifacts}
+    removed = sorted(previous - current)
+    for stale in removed:
+        (directory / stale).unlink(missing_ok=True)
+    return WriteSummary(tuple(written), tuple(unchanged), tuple(removed))

@@ -1,0 +1,246 @@
+"""Rendering: every artifact the real tools consume, validated by their own schemas and libraries, deterministically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlspec.project import Project
+from mlspec.render.engine import RenderResult
+from mlspec.render.write import write_tree
+from tests.conftest import FIXTURES, REPO, CliResult, run_mlspec
+from tests.k8s_schemas import validate_core, validate_crd
+
+SCHEMAS = FIXTURES / "schemas"
+CRDS = {
+    "InferenceService": SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml",
+    "Application": SCHEMAS / "argocd" / "application-crd.yaml",
+    "ApplicationSet": SCHEMAS / "argocd" / "applicationset-crd.yaml",
+}
+NON_FEAST = ["kfp", "kubernetes", "argocd", "mlflow", "monitoring"]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, RenderResult]:
+    project = Project.open(REPO)
+    validation = project.validate()
+    results = {}
+    for env in project.environments(validation):
+        _, result = project.render(env, NON_FEAST, project.resolve(env, validation))
+        assert result is not None and result.ok, env
+        results[env] = result
+    return results
+
+
+def files(result: RenderResult) -> dict[str, bytes]:
+    return {a.path: a.content for a in result.artifacts}
+
+
+def documents(content: bytes) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(content) if d]
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_every_kubernetes_object_validates_against_the_real_schemas(
+    rendered: dict[str, RenderResult], env: str
+) -> None:
+    checked = 0
+    for path, content in files(rendered[env]).items():
+        if not path.startswith(("kubernetes", "argocd")):
+            continue
+        for obj in documents(content):
+            errors = validate_crd(obj, str(CRDS[obj["kind"]])) if obj["kind"] in CRDS else validate_core(obj)
+            assert errors == [], (path, obj["kind"], errors)
+            assert obj["metadata"]["labels" if obj["kind"] != "ApplicationSet" else "name"]
+            checked += 1
+    assert checked >= 10
+
+
+def test_schema_validation_would_catch_a_typo(rendered: dict[str, RenderResult]) -> None:
+    isvc = next(
+        d for d in documents(files(rendered["prod"])["kubernetes/fraud-api.yaml"]) if d["kind"] == "InferenceService"
+    )
+    isvc["spec"]["predictor"]["minReplica"] = isvc["spec"]["predictor"].pop("minReplicas")
+    assert any("minReplica" in e for e in validate_crd(isvc, str(CRDS["InferenceService"])))
+
+
+def test_inference_service_carries_the_deployment_spec(rendered: dict[str, RenderResult]) -> None:
+    prod = {d["kind"]: d for d in documents(files(rendered["prod"])["kubernetes/fraud-api.yaml"])}
+    predictor = prod["InferenceService"]["spec"]["predictor"]
+    assert predictor["model"]["modelFormat"]["name"] == "onnx"
+    assert predictor["model"]["storageUri"] == "s3://uae-bank-ml-prod-models/fraud-detector/aliases/champion"
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (4, 20), "prod's override"
+    assert predictor["canaryTrafficPercent"] == 10, "the first canary step"
+    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert predictor["serviceAccountName"] == prod["ServiceAccount"]["metadata"]["name"]
+    assert prod["InferenceService"]["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlspec"
+    dev = next(
+        d for d in documents(files(rendered["dev"])["kubernetes/fraud-api.yaml"]) if d["kind"] == "InferenceService"
+    )
+    assert dev["spec"]["predictor"]["minReplicas"] == 1
+
+
+def test_gpu_deployments_get_a_cpu_fallback_variant(rendered: dict[str, RenderResult]) -> None:
+    (fallback,) = documents(files(rendered["prod"])["kubernetes-fallback/fraud-api.yaml"])
+    resources = fallback["spec"]["predictor"]["model"]["resources"]
+    assert "nvidia.com/gpu" not in resources["limits"] and "nodeSelector" not in fallback["spec"]["predictor"]
+    assert fallback["metadata"]["annotations"]["mlspec.dev/variant"] == "cpu-fallback"
+    assert "kubernetes-fallback/churn-api.yaml" not in files(rendered["prod"]), "CPU deployments need no fallback"
+
+
+def test_network_policies_deny_by_default(rendered: dict[str, RenderResult]) -> None:
+    namespace = documents(files(rendered["prod"])["kubernetes/namespace.yaml"])
+    deny = next(d for d in namespace if d["kind"] == "NetworkPolicy")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    allow = next(
+        d for d in documents(files(rendered["prod"])["kubernetes/fraud-api.yaml"]) if d["kind"] == "NetworkPolicy"
+    )
+    assert allow["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "fraud-api"}
+
+
+def test_ab_rollout_serves_each_variant_and_writes_the_traffic_policy(rendered: dict[str, RenderResult]) -> None:
+    churn = documents(files(rendered["prod"])["kubernetes/churn-api.yaml"])
+    names = sorted(d["metadata"]["name"] for d in churn if d["kind"] == "InferenceService")
+    assert names == ["churn-api-challenger", "churn-api-champion"]
+    (config,) = documents(files(rendered["prod"])["kubernetes/churn-api.traffic.yaml"])
+    policy = json.loads(config["data"]["policy.json"])
+    assert [v["weight"] for v in policy["rollout"]["variants"]] == [80, 20]
+    assert policy["rollout"]["sticky_key"] == "customer_id"
+
+
+def test_local_environment_renders_no_cluster_manifests(rendered: dict[str, RenderResult]) -> None:
+    assert not [p for p in files(rendered["local"]) if p.startswith(("kubernetes", "argocd"))]
+    assert "kfp/fraud-detector.yaml" in files(rendered["local"])
+
+
+def test_argocd_points_at_the_rendered_manifests(rendered: dict[str, RenderResult]) -> None:
+    (app,) = documents(files(rendered["prod"])["argocd/application.yaml"])
+    assert app["spec"]["source"] == {
+        "repoURL": "https://git.bank.internal/ml/platform.git",
+        "path": "rendered/prod/kubernetes",
+        "targetRevision": "main",
+    }
+    assert app["spec"]["destination"]["namespace"] == "ml-prod"
+    assert "automated" not in app["spec"]["syncPolicy"], "production syncs on request only"
+    (dev_app,) = documents(files(rendered["dev"])["argocd/application.yaml"])
+    assert dev_app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    (appset,) = documents(files(rendered["prod"])["argocd/applicationset.yaml"])
+    elements = appset["spec"]["generators"][0]["list"]["elements"]
+    assert [e["env"] for e in elements] == ["dev", "prod", "staging"]
+    assert files(rendered["prod"])["argocd/applicationset.yaml"] == files(rendered["dev"])["argocd/applicationset.yaml"]
+
+
+def test_kfp_pipeline_loads_back_with_its_steps_resources_and_parameters(
+    rendered: dict[str, RenderResult], tmp_path: Path
+) -> None:
+    from kfp import components
+
+    content = files(rendered["prod"])["kfp/fraud-detector.yaml"]
+    ir, platform = documents(content)
+    tasks = ir["root"]["dag"]["tasks"]
+    assert set(tasks) == {"fetch-features", "train", "evaluate", "export-onnx", "register"}
+    assert tasks["register"]["dependentTasks"] == sorted(["evaluate", "export-onnx"])
+    resources = ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["resourceCpuRequest"] == "4" and resources["resourceMemoryLimit"] == "8Gi"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    train_platform = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert train_platform["nodeSelector"]["labels"] == {
+        "nvidia.com/gpu.product": "nvidia-h100",
+        "kubernetes.azure.com/scalesetpriority": "spot",
+    }
+    assert {t["key"] for t in train_platform["tolerations"]} == {
+        "nvidia.com/gpu",
+        "kubernetes.azure.com/scalesetpriority",
+    }
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert params["epochs"]["defaultValue"] == 20 and params["learning_rate"]["defaultValue"] == 0.001
+    assert json.loads(params["gates_json"]["defaultValue"]) == {"auc": ">= 0.85", "recall": ">= 0.6"}
+    assert tasks["train"]["cachingOptions"] == {"enableCache": True} and tasks["register"]["cachingOptions"] == {}
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "fraud-detector"
+    cpu_ir, *_ = documents(files(rendered["prod"])["kfp/fraud-detector-cpu.yaml"])
+    assert "accelerator" not in cpu_ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    schedule = json.loads(files(rendered["prod"])["kfp/fraud-detector.schedule.json"])
+    assert schedule["cron"] == "0 2 * * *"
+
+
+def test_mlflow_and_monitoring_data(rendered: dict[str, RenderResult]) -> None:
+    registry = json.loads(files(rendered["prod"])["mlflow/registry.json"])
+    models = {m["name"]: m for m in registry["registered_models"]}
+    assert models["fraud-detector"]["tags"]["mlspec.data_classification"] == "pii"
+    assert models["fraud-detector"]["aliases"] == ["challenger", "champion"]
+    assert {d["deployment"]: d["aliases"] for d in registry["deployments"]}["churn-api"] == ["challenger", "champion"]
+    monitoring = json.loads(files(rendered["prod"])["monitoring/fraud-api.json"])
+    assert [f["name"] for f in monitoring["features"]][:2] == ["txn_count_7d", "txn_amount_sum_7d"]
+    assert len(monitoring["features"]) == 8
+    assert monitoring["drift"] == {
+        "method": "psi",
+        "evidently_stattest": "psi",
+        "threshold": 0.2,
+        "schedule_seconds": 3600,
+    }
+    assert monitoring["action"] == {"on_drift": "retrain", "retrain": "TrainingPipeline/fraud-detector"}
+
+
+def test_manifest_lists_every_artifact_with_its_hash(rendered: dict[str, RenderResult]) -> None:
+    result = rendered["prod"]
+    manifest = json.loads(files(result)["manifest.json"])
+    listed = {entry["path"]: entry for entry in manifest["artifacts"]}
+    assert set(listed) == {a.path for a in result.artifacts} - {"manifest.json"}
+    for artifact in result.artifacts[:-1]:
+        assert listed[artifact.path]["sha256"] == hashlib.sha256(artifact.content).hexdigest()
+        assert listed[artifact.path]["sources"]
+    assert manifest["mlspec_version"] and manifest["environment"] == "prod"
+
+
+def test_rendering_is_byte_for_byte_deterministic(tmp_path: Path, rendered: dict[str, RenderResult]) -> None:
+    # A second render in a fresh process with an empty cache must write the same bytes.
+    proc = run_mlspec("render", "--all-envs", "--target", "kfp", "--target", "kubernetes", "--target", "argocd",
+                      "--target", "mlflow", "--target", "monitoring", "-o", str(tmp_path), "-C", str(REPO),
+                      "--no-cache")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for env, result in rendered.items():
+        for artifact in result.artifacts:
+            assert (tmp_path / env / artifact.path).read_bytes() == artifact.content, (env, artifact.path)
+
+
+def test_write_tree_prunes_only_its_own_stale_files(tmp_path: Path, rendered: dict[str, RenderResult]) -> None:
+    result = rendered["prod"]
+    write_tree(tmp_path, result.artifacts)
+    (tmp_path / "notes.txt").write_text("mine")
+    keep = tuple(a for a in result.artifacts if a.path != "kubernetes/churn-api.traffic.yaml")
+    summary = write_tree(tmp_path, keep)
+    assert summary.removed == ("kubernetes/churn-api.traffic.yaml",)
+    assert not (tmp_path / "kubernetes/churn-api.traffic.yaml").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert summary.written == () and len(summary.unchanged) == len(keep), "unchanged files are not rewritten"
+
+
+def test_canary_on_raw_kserve_is_an_error_not_silently_dropped(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    import shutil
+
+    for name in ("mlspec.yaml", "specs", "environments"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    prod = tmp_path / "environments" / "prod.yaml"
+    prod.write_text(
+        prod.read_text().replace("context: aks-uaenorth-prod}", "context: aks-uaenorth-prod, serving_mode: raw}")
+    )
+    result = cli("render", "--env", "prod", "--target", "kubernetes", "-C", str(tmp_path))
+    assert result.code == 1
+    assert "fraud-api.yaml:19:15: error[unsupported-by-target]" in result.out.replace("\\", "/")
+    assert not (tmp_path / "rendered" / "prod").exists()
+
+
+def test_render_cli_usage_errors(cli: Callable[..., CliResult]) -> None:
+    assert cli("render", "--env", "prod", "--target", "kfpp", "-C", str(REPO)).code == 2
+    assert cli("render", "-C", str(REPO)).code == 2
+    assert "did you mean 'prod'" in cli("render", "--env", "prd", "-C", str(REPO)).err
