@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/validate_scale.py
+	$(BIN)/python bench/render_scale.py
 
 schema: $(STAMP)
 	$(BIN)/mlspec schema -o schemas

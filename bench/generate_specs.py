@@ -108,6 +108,15 @@ spec:
   encryption: {{kms_key: kms://{name}, tls: required}}
 """
 
+CLUSTER_TARGETS = """  targets:
+    kubernetes: {{namespace: ml-{name}}}
+    pipelines: kubeflow
+    serving: kserve
+    registry: {{type: mlflow, tracking_uri: "https://mlflow.{name}.internal", artifact_store: "s3://models-{name}"}}
+    feature_store: {{registry: sql, online: redis, offline: file, connection: secret://{name}/feast}}
+    gitops: {{type: argocd, repo_url: "https://git.internal/ml/platform.git", path: rendered/{name}}}
+"""
+
 # One product = 10 files.
 GROUP = [
     ("source", 0), ("source", 1), ("source", 2), ("entity", 0), ("view", 0),
@@ -147,5 +156,8 @@ def generate_repo(root: Path, files: int) -> Path:
         ("staging", "staging", "uae-north"),
         ("prod", "production", "uae-north"),
     ):
-        (envs / f"{name}.yaml").write_text(ENVIRONMENT.format(name=name, tier=tier, region=region))
+        text = ENVIRONMENT.format(name=name, tier=tier, region=region)
+        if name != "local":
+            text += CLUSTER_TARGETS.format(name=name)
+        (envs / f"{name}.yaml").write_text(text)
     return root

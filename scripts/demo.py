@@ -1,8 +1,8 @@
 """The main job on embedded defaults: what `make demo` runs.
 
-Today: validate the reference platform, generate its local data, and show the
-platform the specs describe, per environment. Later stages (check, plan, apply
-on `local`) hook in here as they land.
+Today: validate the reference platform, show the platform the specs describe,
+render every environment's artifacts, print prod's dependency graph, and generate
+the local data. Later stages (check, plan, apply on `local`) hook in here as they land.
 """
 
 from __future__ import annotations
@@ -48,10 +48,20 @@ def main() -> int:
                 f"allowed={','.join(env.data_residency.allowed_regions):<28} runs on: {where}"
             )
 
+    print("\n==> mlspec render --all-envs (what Feast, Kubeflow, KServe, Argo CD and MLflow consume)")
+    code = mlspec_main(["render", "--all-envs", "-C", str(ROOT)])
+    if code != 0:
+        return code
+    print("\n==> mlspec graph --env prod")
+    mlspec_main(["graph", "--env", "prod", "-C", str(ROOT)])
+
     print("\n==> local data (deterministic, scripts/generate_data.py)")
     for name, path in generate(ROOT / "data").items():
         print(f"  {name:<24} {path.relative_to(ROOT)}")
-    print(f"\n✓ {len(result.specs)} specs valid (validation took {elapsed * 1000:.0f} ms); data ready under data/")
+    print(
+        f"\n✓ {len(result.specs)} specs valid (validation took {elapsed * 1000:.0f} ms); "
+        "artifacts under rendered/<env>/, data under data/"
+    )
     return 0
 
 

@@ -140,6 +140,7 @@ def render(
     sha256 and the specs it came from.
     """
     from mlspec.errors import UsageError
+    from mlspec.load.discovery import display_path
     from mlspec.project import Project
     from mlspec.render.registry import RENDERERS
     from mlspec.render.write import write_tree
@@ -156,11 +157,14 @@ def render(
             )
     project = Project.open(path or Path.cwd())
     validation = project.validate()
+    style = Style(use_color(sys.stdout, "auto"))
+    if not validation.ok:  # reported once, not once per environment
+        click.echo(render_diagnostics(validation.diagnostics, style), color=style.enabled)
+        return EXIT_FINDINGS
     names = project.environments(validation) if all_envs else list(envs)
     if not names:
         raise UsageError("name an environment with --env, or pass --all-envs")
     out_root = output or project.root / "rendered"
-    style = Style(use_color(sys.stdout, "auto"))
     failed = False
     for name in names:
         resolution, result = project.render(
@@ -174,7 +178,7 @@ def render(
             continue
         summary = write_tree(out_root / name, result.artifacts)
         click.echo(
-            f"{name}: {len(result.artifacts)} files in {out_root / name} "
+            f"{name}: {len(result.artifacts)} files in {display_path(out_root / name)} "
             f"({len(summary.written)} written, {len(summary.unchanged)} unchanged, {len(summary.removed)} removed)"
         )
     return EXIT_FINDINGS if failed else EXIT_OK

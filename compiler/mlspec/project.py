@@ -33,6 +33,7 @@ from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_envir
 from mlspec.resolve.refs import check_references
 
 if TYPE_CHECKING:
+    from mlspec.render.cache import RenderCache
     from mlspec.render.engine import RenderResult
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
 from mlspec.spec.registry import RESOURCE_KINDS
@@ -80,6 +81,7 @@ class Project:
     settings: ProjectSpec
     name: str
     project_diagnostics: tuple[Diagnostic, ...] = field(default=())
+    _caches: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Project:
@@ -168,6 +170,16 @@ class Project:
         diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
         return Resolution(validation, graph, diagnostics)
 
+    def _render_cache(self) -> RenderCache:
+        # one cache per Project, so environments rendered together share its memory layer
+        from mlspec.render.cache import RenderCache
+
+        cache = self._caches.get("render")
+        if not isinstance(cache, RenderCache):
+            cache = RenderCache(self.cache_dir / "render")
+            self._caches["render"] = cache
+        return cache
+
     @property
     def cache_dir(self) -> Path:
         """Where content-hash caches live (never committed)."""
@@ -183,7 +195,6 @@ class Project:
     ) -> tuple[Resolution, RenderResult | None]:
         """Resolve ``environment`` and render its artifacts (all targets, or the named ones)."""
         from mlspec.render.base import RenderContext
-        from mlspec.render.cache import RenderCache
         from mlspec.render.engine import render_environment
 
         resolution = resolution or self.resolve(environment)
@@ -194,7 +205,7 @@ class Project:
             project_root=self.root,
             mlspec_version=__version__,
             environments=tuple(s for s in resolution.validation.specs if s.kind == "Environment"),
-            cache=RenderCache(self.cache_dir / "render") if use_cache else None,
+            cache=self._render_cache() if use_cache else None,
         )
         return resolution, render_environment(resolution.graph, context, targets)
 

@@ -244,3 +244,52 @@ def test_render_cli_usage_errors(cli: Callable[..., CliResult]) -> None:
     assert cli("render", "--env", "prod", "--target", "kfpp", "-C", str(REPO)).code == 2
     assert cli("render", "-C", str(REPO)).code == 2
     assert "did you mean 'prod'" in cli("render", "--env", "prd", "-C", str(REPO)).err
+
+
+def test_team_feature_store_takes_connections_from_secret_variables() -> None:
+    project = Project.open(REPO)
+    _, result = project.render("prod", ["feast"], use_cache=False)
+    assert result is not None and result.ok
+    config = yaml.safe_load(files(result)["feast/feature_store.yaml"])
+    assert config["project"] == "uae_bank_ml_prod"
+    assert config["registry"] == {
+        "registry_type": "sql",
+        "path": "${MLSPEC_SECRET_PROD_FEAST_REGISTRY_URL}",
+        "cache_ttl_seconds": 60,
+    }
+    assert config["online_store"] == {"type": "redis", "connection_string": "${MLSPEC_SECRET_PROD_FEAST_REDIS}"}
+    local = yaml.safe_load(files(project.render("local", ["feast"], use_cache=False)[1])["feast/feature_store.yaml"])  # type: ignore[arg-type]
+    assert local["online_store"] == {"type": "sqlite", "path": "../../../.mlspec/local/feast/online_store.db"}
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new"),
+    [
+        ("specs/features/fraud.yaml", "{name: txn_count_7d, dtype: int64", "{name: txn_count_7d, dtype: int32"),
+        ("specs/training/fraud-detector.yaml", "epochs: 20", "epochs: 25"),
+        ("environments/prod.yaml", "min_replicas: 4, max_replicas: 20", "min_replicas: 5, max_replicas: 20"),
+        ("specs/deployments/churn-api.yaml", "weight: 80}", "weight: 70}"),
+    ],
+)
+def test_cached_render_after_a_change_equals_a_fresh_render(tmp_path: Path, path: str, old: str, new: str) -> None:
+    import shutil
+
+    for name in ("mlspec.yaml", "specs", "environments"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    before = Project.open(tmp_path)
+    _, first = before.render("prod")  # fills the cache
+    assert first is not None and first.ok
+    target = tmp_path / path
+    assert old in target.read_text()
+    changed_text = target.read_text().replace(old, new)
+    if "weight" in new:  # keep the A/B weights adding up to 100
+        changed_text = changed_text.replace("weight: 20}", "weight: 30}")
+    target.write_text(changed_text)
+    _, cached = Project.open(tmp_path).render("prod")
+    _, fresh = Project.open(tmp_path).render("prod", use_cache=False)
+    assert cached is not None and fresh is not None
+    assert files(cached) == files(fresh), "the cache served something stale"
+    changed = {p for p, c in files(fresh).items() if files(first).get(p) != c} - {"manifest.json"}
+    assert changed, "the change must show in the rendered output"
+    assert len(changed) < len(files(fresh)) - 1, "and only where it matters"

@@ -44,6 +44,9 @@ class SourceDocument(Protocol):
     def data(self) -> Any: ...
 
     @property
+    def digest(self) -> str: ...
+
+    @property
     def location(self) -> Location: ...
 
     def locate(self, path: tuple[str | int, ...] | list[str | int], *, key: bool = False) -> Location: ...
@@ -61,6 +64,7 @@ class RawDocument:
     index: int
     data: Any
     node: yaml.Node
+    digest: str = ""  # sha256 of the file's bytes and the document's index: changes when the text does
 
     @property
     def location(self) -> Location:

@@ -15,6 +15,7 @@ Every problem becomes a Diagnostic; nothing here raises for bad input.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Any
@@ -297,10 +298,10 @@ def load_bytes(data: bytes, display: str, limits: Limits) -> tuple[list[RawDocum
     too_deep = _too_deep(text, display, limits)
     if too_deep is not None:
         return [], [too_deep]
-    return _compose_all(text, display, limits)
+    return _compose_all(text, display, limits, hashlib.sha256(data).hexdigest())
 
 
-def _compose_all(text: str, display: str, limits: Limits) -> tuple[list[RawDocument], list[Diagnostic]]:
+def _compose_all(text: str, display: str, limits: Limits, digest: str) -> tuple[list[RawDocument], list[Diagnostic]]:
     documents: list[RawDocument] = []
     diagnostics: list[Diagnostic] = []
     composer = _Composer(text)
@@ -330,7 +331,7 @@ def _compose_all(text: str, display: str, limits: Limits) -> tuple[list[RawDocum
                 continue
             diagnostics.extend(builder.diagnostics)
             if value is not None or index == 0:
-                documents.append(RawDocument(display, index, value, node))
+                documents.append(RawDocument(display, index, value, node, f"{digest}:{index}"))
             index += 1
     except yaml.YAMLError as exc:
         diagnostics.append(_syntax_diagnostic(exc, text, display))

@@ -8,6 +8,8 @@ that satisfies ``Renderer`` and naming it in ``mlspec.render.registry``.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -44,6 +46,25 @@ class RenderContext:
     mlspec_version: str
     environments: tuple[ParsedSpec, ...] = ()
     cache: RenderCache | None = None
+
+
+def reuse(
+    context: RenderContext, namespace: str, key: list[str], build: Callable[[], dict[str, bytes]]
+) -> dict[str, bytes]:
+    """Files (path -> bytes) for ``key`` from the cache, or ``build()``'s, stored for next time.
+
+    ``key`` must name every input the files depend on: graph fingerprints, the
+    environment's digest, the project name; ``namespace`` the renderer and its version.
+    """
+    if context.cache is None:
+        return build()
+    full_key = [context.mlspec_version, context.project, *key]
+
+    def encode() -> bytes:
+        return json.dumps({path: content.decode() for path, content in build().items()}, sort_keys=True).encode()
+
+    stored = json.loads(context.cache.get_or_build(namespace, full_key, encode))
+    return {path: text.encode() for path, text in stored.items()}
 
 
 @dataclass

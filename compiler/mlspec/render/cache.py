@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlspec.render.serialize import canonical
+from mlspec.hashing import canonical
 
 
 class RenderCache:
@@ -30,24 +30,37 @@ class RenderCache:
         """The cache key of ``inputs`` within ``namespace``."""
         return hashlib.sha256(f"{namespace}\0{canonical(inputs)}".encode()).hexdigest()
 
-    def get_or_build(self, namespace: str, inputs: Any, build: Callable[[], bytes]) -> bytes:
-        """Cached bytes for these inputs, or ``build()``'s result, stored for next time."""
+    def lookup(self, namespace: str, inputs: Any) -> bytes | None:
+        """Cached bytes for these inputs, if any."""
         key = self.key(namespace, inputs)
         found = self._memory.get(key)
-        path = self.directory / key[:2] / key if self.directory else None
-        if found is None and path is not None and path.is_file():
-            found = path.read_bytes()
-        if found is not None:
+        if found is None and self.directory is not None:
+            path = self.directory / key[:2] / key
+            if path.is_file():
+                found = path.read_bytes()
+                self._memory[key] = found
+        if found is None:
+            self.misses += 1
+        else:
             self.hits += 1
-            self._memory[key] = found
-            return found
-        self.misses += 1
-        content = build()
+        return found
+
+    def store(self, namespace: str, inputs: Any, content: bytes) -> None:
+        """Remember ``content`` as the output for these inputs."""
+        key = self.key(namespace, inputs)
         self._memory[key] = content
-        if path is not None:
+        if self.directory is not None:
+            path = self.directory / key[:2] / key
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content)
             os.replace(tmp, path)  # atomic: a reader sees the old entry or the whole new one
-        return content
+
+    def get_or_build(self, namespace: str, inputs: Any, build: Callable[[], bytes]) -> bytes:
+        """Cached bytes for these inputs, or ``build()``'s result, stored for next time."""
+        found = self.lookup(namespace, inputs)
+        if found is None:
+            found = build()
+            self.store(namespace, inputs, found)
+        return found

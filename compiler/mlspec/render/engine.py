@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext
 from mlspec.render.registry import RENDERERS, load_renderer
-from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 
 MANIFEST = "manifest.json"
@@ -49,20 +49,27 @@ def render_environment(
 
 
 def _manifest(graph: ResolvedGraph, context: RenderContext, artifacts: list[Artifact]) -> Artifact:
-    document = {
+    header = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "mlspec_version": context.mlspec_version,
         "project": context.project,
         "environment": graph.name,
-        "artifacts": [
+    }
+    # One artifact per line: diff-friendly, and fast (json's C encoder runs only without indent).
+    entries = [
+        json.dumps(
             {
                 "path": a.path,
                 "sha256": a.sha256,
                 "bytes": len(a.content),
                 "target": a.target,
                 "sources": list(a.sources),
-            }
-            for a in artifacts
-        ],
-    }
-    return Artifact(MANIFEST, to_json(document), "manifest", ())
+            },
+            sort_keys=True,
+        )
+        for a in artifacts
+    ]
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in header.items()]
+    body = ",\n".join(f"    {entry}" for entry in entries)
+    text = "{\n" + "\n".join(lines) + '\n  "artifacts": [\n' + body + "\n  ]\n}\n"
+    return Artifact(MANIFEST, text.encode(), "manifest", ())

@@ -15,7 +15,7 @@ from typing import Any
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from mlspec.render.serialize import canonical
+from mlspec.hashing import canonical
 
 BASE_IMAGE = "python:3.11-slim"
 SPOT_LABEL = "kubernetes.azure.com/scalesetpriority"

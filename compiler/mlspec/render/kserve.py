@@ -20,7 +20,7 @@ import json
 from typing import Any, ClassVar
 
 from mlspec.diagnostics import Diagnostic
-from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.deployment import AbRollout, BlueGreenRollout, CanaryRollout, Deployment, ShadowRollout
@@ -97,35 +97,36 @@ class KServeRenderer:
                 )
             )
             return
-        name = spec.name
         sources = (spec.ref, graph.environment.ref)
-        documents: list[dict[str, Any]] = [
-            _service_account(name, graph, context, k8s),
-            _allow_ingress(name, graph, context, model),
+        key = [graph.environment.digest, graph.fingerprint(spec.ref)]
+        files = reuse(context, f"{self.name}/{self.version}", key, lambda: _deployment_files(spec, graph, context, k8s))
+        out.artifacts.extend(Artifact(path, content, self.name, sources) for path, content in files.items())
+
+
+def _deployment_files(
+    spec: ParsedSpec, graph: ResolvedGraph, context: RenderContext, k8s: KubernetesTarget
+) -> dict[str, bytes]:
+    model = spec.model
+    assert isinstance(model, Deployment)
+    name = spec.name
+    documents: list[dict[str, Any]] = [
+        _service_account(name, graph, context, k8s),
+        _allow_ingress(name, graph, context, model),
+    ]
+    variants = _variants(model)
+    for variant_name, alias in variants:
+        documents.append(
+            _inference_service(variant_name, alias, spec=spec, graph=graph, context=context, k8s=k8s, gpu=True)
+        )
+    files = {f"kubernetes/{name}.yaml": to_yaml_documents(documents)}
+    if isinstance(model.spec.rollout, (AbRollout, ShadowRollout, BlueGreenRollout)):
+        files[f"kubernetes/{name}.traffic.yaml"] = to_yaml_documents([_traffic(name, graph, context, model)])
+    if model.spec.runtime.device == "gpu" and model.spec.runtime.fallback == "cpu":
+        fallback = [
+            _inference_service(v, a, spec=spec, graph=graph, context=context, k8s=k8s, gpu=False) for v, a in variants
         ]
-        variants = _variants(model)
-        for variant_name, alias in variants:
-            documents.append(
-                _inference_service(variant_name, alias, spec=spec, graph=graph, context=context, k8s=k8s, gpu=True)
-            )
-        out.artifacts.append(Artifact(f"kubernetes/{name}.yaml", to_yaml_documents(documents), self.name, sources))
-        if isinstance(rollout, (AbRollout, ShadowRollout, BlueGreenRollout)):
-            out.artifacts.append(
-                Artifact(
-                    f"kubernetes/{name}.traffic.yaml",
-                    to_yaml_documents([_traffic(name, graph, context, model)]),
-                    self.name,
-                    sources,
-                )
-            )
-        if model.spec.runtime.device == "gpu" and model.spec.runtime.fallback == "cpu":
-            fallback = [
-                _inference_service(v, a, spec=spec, graph=graph, context=context, k8s=k8s, gpu=False)
-                for v, a in variants
-            ]
-            out.artifacts.append(
-                Artifact(f"kubernetes-fallback/{name}.yaml", to_yaml_documents(fallback), self.name, sources)
-            )
+        files[f"kubernetes-fallback/{name}.yaml"] = to_yaml_documents(fallback)
+    return files
 
 
 def _variants(model: Deployment) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
@@ -41,6 +41,19 @@ class MlflowRenderer:
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Registered models, their aliases and tags, experiments, and what each deployment serves."""
+        specs = [*graph.of_kind("TrainingPipeline"), *graph.of_kind("Deployment")]
+        key = [graph.environment.digest, *(graph.fingerprint(s.ref) for s in specs)]
+        files = reuse(
+            context,
+            f"{self.name}/{self.version}",
+            key,
+            lambda: {"mlflow/registry.json": to_json(self._document(graph, context))},
+        )
+        return RenderOutput(
+            [Artifact("mlflow/registry.json", files["mlflow/registry.json"], self.name, tuple(s.ref for s in specs))]
+        )
+
+    def _document(self, graph: ResolvedGraph, context: RenderContext) -> dict[str, Any]:
         registry = graph.env.spec.targets.registry
         models: list[dict[str, Any]] = []
         for spec in graph.of_kind("TrainingPipeline"):
@@ -91,5 +104,4 @@ class MlflowRenderer:
             "registered_models": models,
             "deployments": served,
         }
-        sources = tuple(s.ref for s in [*graph.of_kind("TrainingPipeline"), *graph.of_kind("Deployment")])
-        return RenderOutput([Artifact("mlflow/registry.json", to_json(document), self.name, sources)])
+        return document

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
-from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
@@ -52,10 +53,22 @@ class MonitoringRenderer:
             if drift is None:
                 continue
             pipeline = index.models.get(deployment.spec.model.name)
-            document = self._document(graph, spec, deployment, pipeline)
+            path = f"monitoring/{spec.name}.json"
+            key = [
+                graph.environment.digest,
+                graph.fingerprint(spec.ref),
+                graph.fingerprint(pipeline.ref) if pipeline else "",
+            ]
+            build = functools.partial(self._files, path, graph, spec, deployment, pipeline)
+            files = reuse(context, f"{self.name}/{self.version}", key, build)
             sources = (spec.ref, *([pipeline.ref] if pipeline else []))
-            out.artifacts.append(Artifact(f"monitoring/{spec.name}.json", to_json(document), self.name, sources))
+            out.artifacts.append(Artifact(path, files[path], self.name, sources))
         return out
+
+    def _files(
+        self, path: str, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None
+    ) -> dict[str, bytes]:
+        return {path: to_json(self._document(graph, spec, deployment, pipeline))}
 
     def _document(
         self, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None

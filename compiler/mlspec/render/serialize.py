@@ -8,14 +8,14 @@ from typing import Any
 import yaml
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style, no aliases, long lines kept whole."""
+class _Dumper(yaml.CSafeDumper):
+    """libyaml's emitter (fast); block style, no aliases, long lines kept whole."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
 
-def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+def _str_presenter(dumper: yaml.CSafeDumper, data: str) -> yaml.ScalarNode:
     style = "|" if "\n" in data else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
@@ -38,8 +38,3 @@ def to_yaml_documents(documents: list[Any]) -> bytes:
 def to_json(data: Any) -> bytes:
     """Canonical JSON: sorted keys, two-space indent, trailing newline."""
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def canonical(data: Any) -> str:
-    """Compact canonical JSON, for content hashes."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

@@ -47,14 +47,14 @@ def _previous(directory: Path) -> set[str]:
 
 def write_tree(directory: Path, artifacts: tuple[Artifact, ...]) -> WriteSummary:
     """Write ``artifacts`` under ``directory``; manifest.json goes last, so a crash leaves the old one valid."""
-    root = directory.resolve()
     previous = _previous(directory)
     written, unchanged = [], []
     ordered = sorted(artifacts, key=lambda a: a.path == MANIFEST)
     for artifact in ordered:
-        target = (directory / artifact.path).resolve()
-        if root not in target.parents:
+        normal = os.path.normpath(artifact.path)
+        if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == "..":
             raise RuntimeError(f"artifact path escapes the output folder: {artifact.path}")
+        target = directory / normal
         if target.is_file() and target.read_bytes() == artifact.content:
             unchanged.append(artifact.path)
             continue

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mlspec.diagnostics import Diagnostic
+from mlspec.hashing import digest
 from mlspec.resolve.overlay import Patch, apply_patches, check_patch
 from mlspec.resolve.refs import SpecIndex, check_references, references
 from mlspec.spec.environment import Environment
@@ -35,6 +36,7 @@ class ResolvedGraph:
     order: tuple[str, ...]
     overridden: frozenset[str] = field(default=frozenset())
     waivers: tuple[ParsedSpec, ...] = ()
+    _fingerprints: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -51,6 +53,18 @@ class ResolvedGraph:
     def of_kind(self, kind: str) -> list[ParsedSpec]:
         """Resources of one kind, in dependency order."""
         return [self.resources[ref] for ref in self.order if self.resources[ref].kind == kind]
+
+    def fingerprint(self, ref: str) -> str:
+        """A hash of the resource's spec and, transitively, of everything it depends on.
+
+        Equal fingerprints mean equal inputs, so a renderer may reuse what it made before.
+        """
+        cache = self._fingerprints
+        found = cache.get(ref)
+        if found is None:
+            found = digest(self.resources[ref].digest, *(self.fingerprint(dep) for dep in self.dependencies[ref]))
+            cache[ref] = found
+        return found
 
     def dependents(self, ref: str) -> set[str]:
         """Every resource that depends on ``ref``, directly or through others."""
@@ -112,8 +126,9 @@ def resolve_environment(specs: list[ParsedSpec], env_name: str) -> tuple[Resolve
                 invalid.add(("Model", spec.model.model_name))
         else:
             resources.setdefault(patched.ref, patched)
-    environments = [s for s in specs if s.kind == "Environment"]
-    problems.extend(check_references([*resources.values(), *environments], frozenset(invalid)))
+    if patches:  # validation checked the unpatched references; only a patch can break one
+        environments = [s for s in specs if s.kind == "Environment"]
+        problems.extend(check_references([*resources.values(), *environments], frozenset(invalid)))
     if problems:
         return None, problems
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlspec.diagnostics import Diagnostic, Location
+from mlspec.hashing import canonical, digest
 from mlspec.load.documents import MISSING, SourceDocument, data_child
 from mlspec.spec.registry import RESOURCE_KINDS
 from mlspec.spec.validate import ParsedSpec, validate_document
@@ -69,6 +70,11 @@ class PatchedDocument:
     @property
     def file(self) -> str:
         return self.base.file
+
+    @property
+    def digest(self) -> str:
+        """The spec's digest combined with every patch applied to it."""
+        return digest(self.base.digest, *(canonical(p.data) for p in self.patches))
 
     @property
     def location(self) -> Location:

@@ -28,6 +28,11 @@ class ParsedSpec:
         """``Kind/name``, the way specs refer to resources."""
         return f"{self.kind}/{self.name}"
 
+    @property
+    def digest(self) -> str:
+        """Content digest of the document the spec came from (with any environment patches)."""
+        return self.document.digest
+
 
 def validate_document(
     document: SourceDocument, kinds: Mapping[str, type[StrictModel]]

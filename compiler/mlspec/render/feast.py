@@ -1,0 +1,241 @@
+"""A Feast feature repository per environment: feature_store.yaml plus the definitions, for `feast apply`.
+
+Local environments get a file registry and a SQLite online store under the
+environment's data folder; team environments a SQL registry, Redis or PostgreSQL
+online store and PostgreSQL offline store. Connection strings are never written:
+they are ``${MLSPEC_SECRET_...}`` variables (Feast expands environment variables in
+feature_store.yaml) that the runner fills from the secret references.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from mlspec.diagnostics import Diagnostic
+from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
+from mlspec.render.serialize import to_yaml
+from mlspec.render.templating import identifier, render_template
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.base import duration_seconds
+from mlspec.spec.datasource import DataSource, FileSource, ObjectStoreSource
+from mlspec.spec.entity import Entity
+from mlspec.spec.features import FeatureService, FeatureView
+from mlspec.spec.validate import ParsedSpec
+
+# This folder is <root>/rendered/<environment>/feast; Feast resolves store paths against it.
+TO_PROJECT_ROOT = "../../.."
+DTYPES = {
+    "int32": "Int32", "int64": "Int64", "float32": "Float32", "float64": "Float64", "string": "String",
+    "bool": "Bool", "bytes": "Bytes", "unix_timestamp": "UnixTimestamp",
+    "int32_list": "Array(Int32)", "int64_list": "Array(Int64)", "float32_list": "Array(Float32)",
+    "float64_list": "Array(Float64)", "string_list": "Array(String)",
+}  # fmt: skip
+VALUE_TYPES = {"int64": "INT64", "string": "STRING"}
+
+
+def secret_variable(ref: str) -> str:
+    """The environment variable a secret reference is provided in at run time (``secret://prod/feast`` ->
+    ``MLSPEC_SECRET_PROD_FEAST``)."""
+    body = ref.split("://", 1)[1]
+    return "MLSPEC_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", body).strip("_").upper()
+
+
+def feast_name(name: str) -> str:
+    """Feast object names: ``-`` becomes ``_`` (Feast's SQLite online store cannot take ``-`` in table names)."""
+    return name.replace("-", "_")
+
+
+def feast_project(project: str, environment: str) -> str:
+    """Feast project names allow letters, digits and underscores."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{project}_{environment}")
+
+
+class _Unsupported(Exception):
+    """A spec Feast cannot represent; the diagnostics say which (never cached)."""
+
+
+class FeastRenderer:
+    """Renders ``feast/feature_store.yaml`` and ``feast/features.py``."""
+
+    name: ClassVar[str] = "feast"
+    version: ClassVar[str] = "1"
+
+    def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
+        """The feature repository of the environment."""
+        out = RenderOutput()
+        specs = [s for kind in ("DataSource", "Entity", "FeatureView", "FeatureService") for s in graph.of_kind(kind)]
+        key = [graph.environment.digest, *(graph.fingerprint(s.ref) for s in specs)]
+
+        def build() -> dict[str, bytes]:
+            definitions = self._definitions(graph, context, out.diagnostics)
+            if definitions is None:
+                raise _Unsupported
+            return {
+                "feast/feature_store.yaml": to_yaml(self._config(graph, context)),
+                "feast/features.py": definitions.encode(),
+            }
+
+        try:
+            files = reuse(context, f"{self.name}/{self.version}", key, build)
+        except _Unsupported:
+            return out
+        sources = {
+            "feast/feature_store.yaml": (graph.environment.ref,),
+            "feast/features.py": tuple(s.ref for s in specs),
+        }
+        out.artifacts.extend(Artifact(path, content, self.name, sources[path]) for path, content in files.items())
+        return out
+
+    def _config(self, graph: ResolvedGraph, context: RenderContext) -> dict[str, Any]:
+        store = graph.env.spec.targets.feature_store
+        data_dir = graph.env.spec.data_dir or f".mlspec/{graph.name}"
+        local = f"{TO_PROJECT_ROOT}/{data_dir}/feast"
+        variable = secret_variable(store.connection) if store.connection else "MLSPEC_SECRET_MISSING"
+        postgres = {
+            "type": "postgres",
+            "host": f"${{{variable}_HOST}}",
+            "port": 5432,
+            "database": f"${{{variable}_DATABASE}}",
+            "user": f"${{{variable}_USER}}",
+            "password": f"${{{variable}_PASSWORD}}",
+        }
+        config: dict[str, Any] = {"project": feast_project(context.project, graph.name), "provider": "local"}
+        if store.registry == "sql":
+            config["registry"] = {
+                "registry_type": "sql",
+                "path": f"${{{variable}_REGISTRY_URL}}",
+                "cache_ttl_seconds": 60,
+            }
+        else:
+            config["registry"] = {"registry_type": "file", "path": f"{local}/registry.db"}
+        if store.online == "sqlite":
+            config["online_store"] = {"type": "sqlite", "path": f"{local}/online_store.db"}
+        elif store.online == "redis":
+            config["online_store"] = {"type": "redis", "connection_string": f"${{{variable}_REDIS}}"}
+        else:
+            config["online_store"] = dict(postgres)
+        if store.offline == "postgres":
+            config["offline_store"] = dict(postgres)
+        else:
+            config["offline_store"] = {"type": store.offline}
+        config["entity_key_serialization_version"] = 3
+        return config
+
+    def _definitions(self, graph: ResolvedGraph, context: RenderContext, problems: list[Diagnostic]) -> str | None:
+        entities = [self._entity(s, problems) for s in graph.of_kind("Entity")]
+        offline = graph.env.spec.targets.feature_store.offline
+        sources = [self._source(s, offline, problems) for s in graph.of_kind("DataSource")]
+        if problems:
+            return None
+        join_keys = {
+            spec.name: (e["join_key"], e["dtype"]) for spec, e in zip(graph.of_kind("Entity"), entities, strict=True)
+        }
+        views = [self._view(s, join_keys) for s in graph.of_kind("FeatureView")]
+        services = [self._service(s) for s in graph.of_kind("FeatureService")]
+        return render_template(
+            "feast_definitions.py.j2",
+            version=context.mlspec_version,
+            environment=graph.name,
+            entities=entities,
+            sources=[s for s in sources if s],
+            views=views,
+            services=services,
+        )
+
+    @staticmethod
+    def _entity(spec: ParsedSpec, problems: list[Diagnostic]) -> dict[str, Any]:
+        model = spec.model
+        assert isinstance(model, Entity)
+        if len(model.spec.join_keys) != 1:
+            problems.append(
+                Diagnostic(
+                    "unsupported-by-target",
+                    f"Feast entities have exactly one join key; '{spec.name}' has {len(model.spec.join_keys)}",
+                    spec.document.locate(("spec", "join_keys")),
+                    path="spec.join_keys",
+                    hint="combine the keys into one column in the source, or split the entity",
+                )
+            )
+        return {
+            "var": identifier(spec.name, "entity"),
+            "name": feast_name(spec.name),
+            "join_key": model.spec.join_keys[0],
+            "value_type": VALUE_TYPES[model.spec.value_type],
+            "dtype": DTYPES[model.spec.value_type],
+            "description": model.spec.description or model.metadata.description or "",
+            "owner": model.metadata.owner or "",
+        }
+
+    @staticmethod
+    def _source(spec: ParsedSpec, offline: str, problems: list[Diagnostic]) -> dict[str, Any] | None:
+        model = spec.model
+        assert isinstance(model, DataSource)
+        source = model.spec
+        if offline == "postgres":
+            problems.append(
+                Diagnostic(
+                    "unsupported-by-target",
+                    f"a PostgreSQL offline store cannot read {source.type} source '{spec.name}'",
+                    spec.document.locate(("spec", "type")),
+                    path="spec.type",
+                    hint="use offline: file (parquet, also on object stores) in this environment",
+                )
+            )
+            return None
+        if not isinstance(source, (FileSource, ObjectStoreSource)):
+            problems.append(
+                Diagnostic(
+                    "unsupported-by-target",
+                    f"the Feast renderer reads file and object-store sources; '{spec.name}' is {source.type}",
+                    spec.document.locate(("spec", "type")),
+                    path="spec.type",
+                    hint="export the table to parquet (file or object_store) for Feast's offline store",
+                )
+            )
+            return None
+        relative = isinstance(source, FileSource) and not source.path.startswith("/")
+        return {
+            "var": identifier(spec.name, "source"),
+            "name": feast_name(spec.name),
+            "path": source.path if isinstance(source, FileSource) else source.uri,
+            "relative": relative,
+            "timestamp_field": source.timestamp_field,
+            "created_timestamp_field": source.created_timestamp_field,
+            "description": model.metadata.description or "",
+            "tags": {"classification": source.classification, "region": source.region},
+            "owner": model.metadata.owner or "",
+        }
+
+    @staticmethod
+    def _view(spec: ParsedSpec, join_keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
+        model = spec.model
+        assert isinstance(model, FeatureView)
+        keys = [join_keys[e] for e in model.spec.entities]
+        fields = [{"name": key, "dtype": dtype, "description": ""} for key, dtype in keys]
+        fields += [
+            {"name": f.name, "dtype": DTYPES[f.dtype], "description": f.description or ""} for f in model.spec.features
+        ]
+        return {
+            "var": identifier(spec.name, "view"),
+            "name": feast_name(spec.name),
+            "entities": [identifier(e, "entity") for e in model.spec.entities],
+            "ttl_seconds": duration_seconds(model.spec.ttl),
+            "fields": fields,
+            "online": model.spec.online,
+            "source": identifier(model.spec.source, "source"),
+            "tags": dict(model.spec.tags),
+            "owner": model.metadata.owner or "",
+        }
+
+    @staticmethod
+    def _service(spec: ParsedSpec) -> dict[str, Any]:
+        model = spec.model
+        assert isinstance(model, FeatureService)
+        return {
+            "var": identifier(spec.name, "service"),
+            "name": feast_name(spec.name),
+            "features": [{"var": identifier(s.view, "view"), "fields": s.fields} for s in model.spec.features],
+            "tags": {},
+            "owner": model.metadata.owner or "",
+        }
