@@ -239,19 +239,21 @@ class _Builder:
         )
 
 
+def _too_large(display: str, size: int, limits: Limits) -> Diagnostic:
+    return Diagnostic(
+        "file-too-large",
+        f"file is {size} bytes, over the limit of {limits.max_file_bytes}",
+        Location(display, 1, 1),
+        hint="split it into smaller files (or raise limits.max_file_bytes in mlspec.yaml)",
+    )
+
+
 def load_file(path: str | os.PathLike[str], display: str, limits: Limits) -> tuple[list[RawDocument], list[Diagnostic]]:
     """Load every document of one YAML file; ``display`` is the name used in messages."""
     try:
         size = os.stat(path).st_size
         if size > limits.max_file_bytes:
-            return [], [
-                Diagnostic(
-                    "file-too-large",
-                    f"file is {size} bytes, over the limit of {limits.max_file_bytes}",
-                    Location(display, 1, 1),
-                    hint="split it into smaller files (or raise limits.max_file_bytes in mlspec.yaml)",
-                )
-            ]
+            return [], [_too_large(display, size, limits)]
         with open(path, "rb") as handle:
             data = handle.read(limits.max_file_bytes + 1)
     except OSError as exc:
@@ -262,14 +264,7 @@ def load_file(path: str | os.PathLike[str], display: str, limits: Limits) -> tup
 def load_bytes(data: bytes, display: str, limits: Limits) -> tuple[list[RawDocument], list[Diagnostic]]:
     """Load every document from raw bytes (UTF-8, optionally with a BOM)."""
     if len(data) > limits.max_file_bytes:
-        return [], [
-            Diagnostic(
-                "file-too-large",
-                f"file is over the limit of {limits.max_file_bytes} bytes",
-                Location(display, 1, 1),
-                hint="split it into smaller files (or raise limits.max_file_bytes in mlspec.yaml)",
-            )
-        ]
+        return [], [_too_large(display, len(data), limits)]
     nul = data.find(b"\x00")
     if nul >= 0:
         line, column = _line_col(data, nul)

@@ -172,28 +172,23 @@ class FeastRenderer:
         model = spec.model
         assert isinstance(model, DataSource)
         source = model.spec
+        problem = None
         if offline == "postgres":
-            problems.append(
-                Diagnostic(
-                    "unsupported-by-target",
-                    f"a PostgreSQL offline store cannot read {source.type} source '{spec.name}'",
-                    spec.document.locate(("spec", "type")),
-                    path="spec.type",
-                    hint="use offline: file (parquet, also on object stores) in this environment",
-                )
+            problem = (
+                f"a PostgreSQL offline store cannot read {source.type} source '{spec.name}'",
+                "use offline: file (parquet, also on object stores) in this environment",
             )
-            return None
-        if not isinstance(source, (FileSource, ObjectStoreSource)):
-            problems.append(
-                Diagnostic(
-                    "unsupported-by-target",
-                    f"the Feast renderer reads file and object-store sources; '{spec.name}' is {source.type}",
-                    spec.document.locate(("spec", "type")),
-                    path="spec.type",
-                    hint="export the table to parquet (file or object_store) for Feast's offline store",
-                )
+        elif not isinstance(source, (FileSource, ObjectStoreSource)):
+            problem = (
+                f"the Feast renderer reads file and object-store sources; '{spec.name}' is {source.type}",
+                "export the table to parquet (file or object_store) for Feast's offline store",
             )
+        if problem is not None:
+            message, hint = problem
+            location = spec.document.locate(("spec", "type"))
+            problems.append(Diagnostic("unsupported-by-target", message, location, path="spec.type", hint=hint))
             return None
+        assert isinstance(source, (FileSource, ObjectStoreSource))
         relative = isinstance(source, FileSource) and not source.path.startswith("/")
         return {
             "var": identifier(spec.name, "source"),
