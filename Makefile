@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/validate_scale.py
 	$(BIN)/python bench/render_scale.py
+	$(BIN)/python bench/policy_engines.py
 
 schema: $(STAMP)
 	$(BIN)/mlspec schema -o schemas

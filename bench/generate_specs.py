@@ -104,7 +104,7 @@ metadata: {{name: {name}, owner: platform}}
 spec:
   tier: {tier}
   region: {region}
-  data_residency: {{jurisdiction: AE, allowed_regions: [{region}, uae-central]}}
+  data_residency: {{jurisdiction: AE, allowed_regions: [{region}, uae-north, uae-central]}}
   encryption: {{kms_key: kms://{name}, tls: required}}
 """
 
@@ -151,7 +151,7 @@ def generate_repo(root: Path, files: int) -> Path:
     envs = root / "environments"
     envs.mkdir(exist_ok=True)
     for name, tier, region in (
-        ("local", "local", "local"),
+        ("local", "local", "local"),  # local allows uae-north too, like the reference platform
         ("dev", "development", "uae-north"),
         ("staging", "staging", "uae-north"),
         ("prod", "production", "uae-north"),

@@ -48,6 +48,11 @@ def main() -> int:
                 f"allowed={','.join(env.data_residency.allowed_regions):<28} runs on: {where}"
             )
 
+    print("\n==> mlspec check --all-envs (Rego policies: residency, encryption, access, rollout, governance)")
+    code = mlspec_main(["check", "--all-envs", "-C", str(ROOT)])
+    if code != 0:
+        return code
+
     print("\n==> mlspec render --all-envs (what Feast, Kubeflow, KServe, Argo CD and MLflow consume)")
     code = mlspec_main(["render", "--all-envs", "-C", str(ROOT)])
     if code != 0:

@@ -94,6 +94,94 @@ def _resolve_or_exit(path: Path | None, env: str, fmt_color: str = "auto") -> Re
 
 
 @cli.command()
+@click.option("--env", "envs", multiple=True, help="Environment to check (repeat for several).")
+@click.option("--all-envs", is_flag=True, help="Check every environment (the default when no --env is given).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif", "junit", "github"]),
+    default="text",
+    show_default=True,
+    help="sarif: GitHub code scanning; junit: CI test reports; github: Actions annotations.",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to a file instead of stdout.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@click.option(
+    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
+)
+def check(
+    *, envs: tuple[str, ...], all_envs: bool, fmt: str, output: Path | None, color: str, path: Path | None
+) -> int:
+    """Validate, resolve and check every policy; report all findings at once.
+
+    Exit 1 when any error or un-waived deny remains. Waived findings are reported
+    as waived; expired waivers deny.
+    """
+    from mlspec.project import Project
+    from mlspec.views import findings_text as views
+    from mlspec.views.diagnostics_text import render_diagnostics
+    from mlspec.views.style import Style, use_color
+
+    result = Project.open(path or Path.cwd()).check(None if all_envs else (list(envs) or None))
+    if fmt == "text":
+        style = Style(use_color(sys.stdout, color) and output is None)
+        parts = []
+        if result.diagnostics:
+            parts.append(render_diagnostics(result.diagnostics, style))
+        if result.findings:
+            parts.append(views.render_findings_text(result.findings, style))
+        mark = style("✓", "green") if result.ok else style("✗", "red")
+        parts.append(f"{mark} {views.summary_line(result.findings, result.environments)}; {result.specs} specs")
+        report = "\n\n".join(parts)
+    elif fmt == "json":
+        report = views.render_check_json(result.diagnostics, result.findings, result.environments, result.ok)
+    elif fmt == "sarif":
+        from mlspec.views.sarif import render_sarif
+
+        report = render_sarif(result.diagnostics, result.findings)
+    elif fmt == "junit":
+        from mlspec.views.junit import render_junit
+
+        report = render_junit(result.diagnostics, result.findings, result.environments)
+    else:
+        report = views.render_github(result.diagnostics, result.findings)
+    if output is not None:
+        output.write_text(report + "\n", encoding="utf-8")
+        click.echo(f"wrote {output} ({'ok' if result.ok else 'findings'})")
+    else:
+        click.echo(report, color=fmt == "text" and use_color(sys.stdout, color))
+    return EXIT_OK if result.ok else EXIT_FINDINGS
+
+
+@cli.group()
+def policy() -> None:
+    """Work with the Rego policies (the built-in library plus the project's policies/ folder)."""
+
+
+@policy.command("test")
+@click.option(
+    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
+)
+@click.option("-v", "--verbose", is_flag=True, help="List every test, not only failures.")
+def policy_test(path: Path | None, verbose: bool) -> int:
+    """Run every test_ rule of the *_test.rego files, like `opa test`."""
+    from mlspec.policy.testing import policy_files, run_policy_tests
+    from mlspec.project import Project
+
+    project = Project.open(path or Path.cwd())
+    results = run_policy_tests(policy_files(project.root / project.settings.policies))
+    for r in results:
+        if verbose or not r.passed:
+            status = "PASS" if r.passed else "FAIL"
+            click.echo(
+                f"{status}: {r.file}: {r.name} ({r.seconds * 1000:.1f} ms)" + (f"\n  {r.error}" if r.error else "")
+            )
+    passed = sum(1 for r in results if r.passed)
+    click.echo(f"{passed} passed, {len(results) - passed} failed")
+    return EXIT_OK if results and passed == len(results) else EXIT_FINDINGS
+
+
+@cli.command()
 @click.option("--env", "env", required=True, help="Environment to resolve.")
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
 @click.option(

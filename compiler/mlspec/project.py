@@ -15,6 +15,7 @@ previous stage's value.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_envir
 from mlspec.resolve.refs import check_references
 
 if TYPE_CHECKING:
+    from mlspec.policy.findings import Finding
     from mlspec.render.cache import RenderCache
     from mlspec.render.engine import RenderResult
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
@@ -71,6 +73,21 @@ class Resolution:
     def ok(self) -> bool:
         """True when the graph resolved without errors."""
         return self.graph is not None and not has_errors(self.diagnostics)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Validation, resolution and policy results for the environments checked."""
+
+    environments: tuple[str, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    findings: tuple[Finding, ...]
+    specs: int
+
+    @property
+    def ok(self) -> bool:
+        """No error and no failed deny (waived findings and warnings pass)."""
+        return not has_errors(self.diagnostics) and not any(f.blocking for f in self.findings)
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,29 @@ class Project:
         graph, problems = resolve_environment(list(validation.specs), environment)
         diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
         return Resolution(validation, graph, diagnostics)
+
+    def check(self, environments: Sequence[str] | None = None, *, today: dt.date | None = None) -> CheckResult:
+        """Validate, resolve and evaluate every policy for ``environments`` (default: all of them)."""
+        from mlspec.policy.evaluate import PolicySet, check_graph
+
+        validation = self.validate()
+        if not validation.ok:
+            return CheckResult((), validation.diagnostics, (), len(validation.specs))
+        names = tuple(environments) if environments else tuple(self.environments(validation))
+        policies = PolicySet.for_project(self.root / self.settings.policies)
+        diagnostics: list[Diagnostic] = list(validation.diagnostics)
+        findings: list[Finding] = []
+        for name in names:
+            resolution = self.resolve(name, validation)
+            if resolution.graph is None:
+                diagnostics.extend(d for d in resolution.diagnostics if d not in diagnostics)
+                continue
+            findings.extend(
+                check_graph(
+                    resolution.graph, self.name, policies, today=today, timeout=self.settings.policy.timeout_seconds
+                )
+            )
+        return CheckResult(names, tuple(diagnostics), tuple(findings), len(validation.specs))
 
     def _render_cache(self) -> RenderCache:
         # one cache per Project, so environments rendered together share its memory layer

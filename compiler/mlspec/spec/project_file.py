@@ -29,8 +29,8 @@ class StateConfig(StrictModel):
 class PolicyConfig(StrictModel):
     """How policies are evaluated."""
 
-    engine: Literal["embedded", "opa"] = "embedded"
-    opa_url: str | None = None
+    engine: Literal["embedded"] = "embedded"
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 class ProjectSpec(StrictModel):

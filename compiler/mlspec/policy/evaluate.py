@@ -1,0 +1,199 @@
+"""Evaluate the policy library over one environment's resolved graph; fail closed on every error.
+
+Each resource (and the Environment itself) is evaluated once against every
+package under ``data.mlspec.policies``; the whole graph is ``data.mlspec.graph``
+so a policy can follow a Deployment to its model's training data. Evaluation runs
+in a child process with a time limit: a policy that errors, runs too long, or an
+engine that crashes produces a deny finding, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlspec.diagnostics import Location
+from mlspec.load.discovery import display_path
+from mlspec.policy.engine import PolicyEngine, PolicyEngineError, RegorusEngine
+from mlspec.policy.findings import Finding
+from mlspec.policy.waivers import apply_waivers
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.validate import ParsedSpec
+
+LIBRARY = Path(__file__).parent / "library"
+ROOT_QUERY = "data.mlspec.policies"
+_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_REGO_LOCATION = re.compile(r"-->\s*(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+)")
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The Rego files to evaluate: the built-in library plus the project's own (tests excluded)."""
+
+    files: tuple[Path, ...]
+
+    @classmethod
+    def for_project(cls, policy_dir: Path | None) -> PolicySet:
+        """The library and, when it exists, every ``*.rego`` under the project's policy folder."""
+        files = sorted(LIBRARY.glob("*.rego"))
+        if policy_dir is not None and policy_dir.is_dir():
+            files += sorted(policy_dir.rglob("*.rego"))
+        return cls(tuple(f for f in files if not f.name.endswith("_test.rego")))
+
+
+def resource_document(spec: ParsedSpec) -> dict[str, Any]:
+    """A resource as policies see it: its spec as plain JSON data plus ``ref`` and ``name``."""
+    data: dict[str, Any] = spec.model.model_dump(mode="json", by_alias=True)
+    data["ref"] = spec.ref
+    data["name"] = spec.name
+    return data
+
+
+def graph_document(graph: ResolvedGraph) -> dict[str, Any]:
+    """``data.mlspec.graph``: every resource and its dependencies."""
+    return {
+        "resources": {ref: resource_document(graph.resources[ref]) for ref in graph.order},
+        "dependencies": {ref: list(graph.dependencies[ref]) for ref in graph.order},
+    }
+
+
+def check_graph(
+    graph: ResolvedGraph,
+    project: str,
+    policies: PolicySet,
+    *,
+    today: dt.date | None = None,
+    timeout: float = 60.0,
+    engine_factory: type[RegorusEngine] = RegorusEngine,
+) -> list[Finding]:
+    """Every finding for one environment, waivers applied, in a stable order."""
+    raw = _isolated(lambda: _evaluate(graph, project, policies, engine_factory), timeout, graph)
+    findings = apply_waivers(raw, graph.waivers, graph.name, today or dt.date.today())
+    return sorted(findings, key=Finding.sort_key)
+
+
+def _evaluate(
+    graph: ResolvedGraph, project: str, policies: PolicySet, engine_factory: type[RegorusEngine]
+) -> list[Finding]:
+    engine = engine_factory()
+    for path in policies.files:
+        try:
+            engine.add_policy(display_path(path), path.read_text(encoding="utf-8"))
+        except (PolicyEngineError, OSError, UnicodeDecodeError) as exc:
+            return [_policy_error(graph, f"policy file {display_path(path)} does not load: {exc}", path)]
+    engine.set_data({"mlspec": {"graph": graph_document(graph)}})
+    environment = {"name": graph.name, "spec": resource_document(graph.environment)["spec"]}
+    subjects = [graph.environment, *(graph.resources[ref] for ref in graph.order)]
+    findings: list[Finding] = []
+    for spec in subjects:
+        document = {"resource": resource_document(spec), "environment": environment, "project": {"name": project}}
+        try:
+            result = engine.evaluate(ROOT_QUERY, document)
+        except PolicyEngineError as exc:
+            return [_policy_error(graph, f"policy evaluation failed for {spec.ref}: {exc}", None)]
+        for severity, item in _walk(result):
+            findings.append(_finding(item, severity, spec, graph))
+    return findings
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (severity, finding object) in the result tree of ``data.mlspec.policies``."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in ("deny", "warn") and isinstance(value, (list, set, tuple)):
+            for item in value:
+                yield key, item
+        elif isinstance(value, dict):
+            yield from _walk(value)
+
+
+def _finding(item: Any, severity: str, spec: ParsedSpec, graph: ResolvedGraph) -> Finding:
+    """A Finding from a policy's output object; a malformed object is itself a deny (fail closed)."""
+    if not (isinstance(item, dict) and isinstance(item.get("id"), str) and _ID.match(item["id"])) or not isinstance(
+        item.get("message"), str
+    ):
+        return Finding(
+            "policy.malformed",
+            "deny",
+            f"a policy returned a finding without a valid id and message: {item!r}"[:300],
+            spec.ref,
+            graph.name,
+            spec.document.location,
+            hint="policy findings are objects {id: 'area.rule', message, path, fix}",
+        )
+    path = str(item.get("path") or "")
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".") if p] if path else []
+    return Finding(
+        item["id"],
+        "deny" if severity == "deny" else "warn",
+        item["message"],
+        spec.ref,
+        graph.name,
+        spec.document.locate(parts),
+        path,
+        str(item.get("fix") or ""),
+    )
+
+
+def _policy_error(graph: ResolvedGraph, message: str, path: Path | None) -> Finding:
+    match = _REGO_LOCATION.search(message)
+    if match:
+        location = Location(match["file"], int(match["line"]), int(match["col"]))
+    elif path is not None:
+        location = Location(display_path(path), 1, 1)
+    else:
+        location = graph.environment.document.location
+    return Finding(
+        "policy.error",
+        "deny",
+        message.replace("\n", " ").strip(),
+        graph.environment.ref,
+        graph.name,
+        location,
+        hint="policies fail closed: fix the policy (run 'mlspec policy test') before anything can apply",
+    )
+
+
+def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> list[Finding]:
+    """Run ``work`` in a forked child with a time limit; any failure becomes a deny finding."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            sender.send(("ok", work()))
+        except BaseException as exc:  # report everything to the parent, which fails closed
+            sender.send(("error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            sender.close()
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            process.kill()
+            return [
+                _policy_error(graph, f"policy evaluation did not finish within {timeout:g} s and was stopped", None)
+            ]
+        status, payload = receiver.recv()
+    except EOFError:
+        status, payload = "error", f"the policy engine crashed (exit code {process.exitcode})"
+    finally:
+        process.join(timeout=5)
+        receiver.close()
+    if status == "ok":
+        findings: list[Finding] = payload
+        return findings
+    return [_policy_error(graph, f"policy evaluation failed: {payload}", None)]
+
+
+def new_engine() -> PolicyEngine:
+    """The default embedded engine."""
+    return RegorusEngine()

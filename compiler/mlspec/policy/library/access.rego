@@ -1,0 +1,35 @@
+# Access: production endpoints require auth, models built on pii are never public, and
+# every resource has an accountable owner.
+package mlspec.policies.access
+
+import data.mlspec.lib
+import rego.v1
+
+deny contains lib.finding("access.auth_required", "spec.auth.required", msg, fix) if {
+	lib.resource.kind == "Deployment"
+	lib.production
+	lib.resource.spec.auth.required == false
+	msg := sprintf("production Deployment '%s' accepts unauthenticated requests", [lib.resource.name])
+	fix := "set spec.auth: {required: true, method: oidc}"
+}
+
+deny contains lib.finding("access.no_public_pii", "spec.endpoint.visibility", msg, fix) if {
+	lib.resource.kind == "Deployment"
+	lib.resource.spec.endpoint.visibility == "public"
+	count(lib.pii_sources(lib.resource.ref)) > 0
+	msg := sprintf("Deployment '%s' exposes a model built on pii data publicly", [lib.resource.name])
+	fix := "set spec.endpoint.visibility: internal (or private)"
+}
+
+deny contains lib.finding("access.owner", "metadata.owner", msg, fix) if {
+	lib.resource.kind != "Environment"
+	not has_owner
+	msg := sprintf("%s '%s' has no owner", [lib.resource.kind, lib.resource.name])
+	fix := "set metadata.owner to the accountable team"
+}
+
+has_owner if {
+	owner := lib.resource.metadata.owner
+	is_string(owner)
+	owner != ""
+}

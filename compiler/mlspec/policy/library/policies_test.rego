@@ -1,0 +1,138 @@
+# Unit tests of the policy library: `mlspec policy test` runs every test_ rule.
+package mlspec.policies_test
+
+import data.mlspec.policies.access
+import data.mlspec.policies.encryption
+import data.mlspec.policies.governance
+import data.mlspec.policies.residency
+import data.mlspec.policies.rollout
+import rego.v1
+
+prod_env := {"name": "prod", "spec": {
+	"tier": "production", "region": "uae-north",
+	"data_residency": {"jurisdiction": "AE", "allowed_regions": ["uae-north", "uae-central"]},
+	"encryption": {"kms_key": "kms://prod", "tls": "required"},
+}}
+
+dev_env := {"name": "dev", "spec": object.union(prod_env.spec, {"tier": "development"})}
+
+pii_source := {"kind": "DataSource", "name": "txns", "ref": "DataSource/txns", "metadata": {"name": "txns", "owner": "payments"}, "spec": {
+	"type": "file", "classification": "pii", "region": "uae-north",
+	"encryption": {"at_rest": true, "kms_key": "kms://payments"},
+}}
+
+foreign_source := object.union(pii_source, {"spec": {"region": "eu-west"}})
+
+pipeline := {"kind": "TrainingPipeline", "name": "fraud", "ref": "TrainingPipeline/fraud", "metadata": {"name": "fraud", "owner": "payments"}, "spec": {
+	"resources": {"gpu": {"type": "nvidia-h100", "count": 1, "fallback": "cpu"}},
+	"evaluation": {"gates": {"auc": ">= 0.8"}, "explainability": true},
+}}
+
+deployment := {"kind": "Deployment", "name": "fraud-api", "ref": "Deployment/fraud-api", "metadata": {"name": "fraud-api", "owner": "payments"}, "spec": {
+	"rollout": {"strategy": "canary", "steps": [10, 50, 100]},
+	"runtime": {"device": "gpu", "fallback": "cpu"},
+	"auth": {"required": true, "method": "oidc"},
+	"endpoint": {"visibility": "internal", "tls": true},
+}}
+
+graph_of(source) := {
+	"resources": {source.ref: source, pipeline.ref: pipeline, deployment.ref: deployment},
+	"dependencies": {source.ref: [], pipeline.ref: [source.ref], deployment.ref: [pipeline.ref]},
+}
+
+ids(findings) := {f.id | some f in findings}
+
+test_resident_pii_passes if {
+	count(residency.deny) == 0 with input as {"resource": pii_source, "environment": prod_env} with data.mlspec.graph as graph_of(pii_source)
+}
+
+test_foreign_pii_is_denied if {
+	"residency.region" in ids(residency.deny) with input as {"resource": foreign_source, "environment": prod_env}
+		with data.mlspec.graph as graph_of(foreign_source)
+}
+
+test_models_built_on_foreign_pii_are_denied if {
+	"residency.derived" in ids(residency.deny) with input as {"resource": deployment, "environment": prod_env}
+		with data.mlspec.graph as graph_of(foreign_source)
+}
+
+test_public_data_may_live_anywhere if {
+	public := object.union(foreign_source, {"spec": {"classification": "public"}})
+	count(residency.deny) == 0 with input as {"resource": public, "environment": prod_env} with data.mlspec.graph as graph_of(public)
+}
+
+test_unencrypted_pii_is_denied if {
+	plain := object.union(pii_source, {"spec": {"encryption": {"at_rest": false, "kms_key": null}}})
+	"encryption.at_rest" in ids(encryption.deny) with input as {"resource": plain, "environment": prod_env}
+}
+
+test_production_needs_tls_and_a_key if {
+	env := {"name": "prod", "spec": object.union(prod_env.spec, {"encryption": {"kms_key": null, "tls": "preferred"}})}
+	found := ids(encryption.deny) with input as {"resource": {"kind": "Environment", "name": "prod", "ref": "Environment/prod", "metadata": {"name": "prod"}, "spec": env.spec}, "environment": env}
+	found == {"encryption.environment_key", "encryption.tls"}
+}
+
+test_models_on_pii_need_an_artifact_key if {
+	env := {"name": "dev", "spec": object.union(dev_env.spec, {"encryption": {"kms_key": null}})}
+	"encryption.model_artifacts" in ids(encryption.deny) with input as {"resource": pipeline, "environment": env}
+		with data.mlspec.graph as graph_of(pii_source)
+}
+
+test_production_needs_auth if {
+	open := object.union(deployment, {"spec": {"auth": {"required": false, "method": "none"}}})
+	"access.auth_required" in ids(access.deny) with input as {"resource": open, "environment": prod_env}
+	count(access.deny) == 0 with input as {"resource": open, "environment": dev_env}
+}
+
+test_pii_models_are_never_public if {
+	public := object.union(deployment, {"spec": {"endpoint": {"visibility": "public", "tls": true}}})
+	"access.no_public_pii" in ids(access.deny) with input as {"resource": public, "environment": dev_env}
+		with data.mlspec.graph as graph_of(pii_source)
+}
+
+test_every_resource_has_an_owner if {
+	orphan := object.union(pii_source, {"metadata": {"name": "txns", "owner": null}})
+	"access.owner" in ids(access.deny) with input as {"resource": orphan, "environment": dev_env}
+}
+
+test_no_direct_rollout_in_production if {
+	direct := object.union(deployment, {"spec": {"rollout": {"strategy": "direct"}}})
+	"rollout.no_direct_in_prod" in ids(rollout.deny) with input as {"resource": direct, "environment": prod_env}
+	count(rollout.deny) == 0 with input as {"resource": direct, "environment": dev_env}
+}
+
+test_canary_must_reach_100 if {
+	stuck := object.union(deployment, {"spec": {"rollout": {"strategy": "canary", "steps": [10, 50]}}})
+	"rollout.canary_complete" in ids(rollout.deny) with input as {"resource": stuck, "environment": dev_env}
+}
+
+test_production_gpu_needs_a_cpu_fallback if {
+	gpu_only := object.union(deployment, {"spec": {"runtime": {"device": "gpu", "fallback": "none"}}})
+	"rollout.gpu_fallback" in ids(rollout.deny) with input as {"resource": gpu_only, "environment": prod_env}
+	gpu_training := object.union(pipeline, {"spec": {"resources": {"gpu": {"fallback": "none"}}}})
+	"rollout.gpu_fallback" in ids(rollout.deny) with input as {"resource": gpu_training, "environment": prod_env}
+}
+
+test_gated_promotion_in_production if {
+	ungated := {"kind": "TrainingPipeline", "name": "fraud", "ref": "TrainingPipeline/fraud", "metadata": pipeline.metadata, "spec": {
+		"resources": pipeline.spec.resources,
+		"evaluation": {"gates": {}, "explainability": true},
+	}}
+	"governance.evaluation_gates" in ids(governance.deny) with input as {"resource": ungated, "environment": prod_env}
+		with data.mlspec.graph as graph_of(pii_source)
+}
+
+test_pii_models_explain_themselves if {
+	opaque := object.union(pipeline, {"spec": {"evaluation": {"explainability": false}}})
+	"governance.explainability" in ids(governance.deny) with input as {"resource": opaque, "environment": prod_env}
+		with data.mlspec.graph as graph_of(pii_source)
+	"governance.explainability" in ids(governance.warn) with input as {"resource": opaque, "environment": {"name": "local", "spec": object.union(dev_env.spec, {"tier": "local"})}}
+		with data.mlspec.graph as graph_of(pii_source)
+}
+
+test_the_compliant_platform_passes_everything if {
+	every subject in [pii_source, pipeline, deployment] {
+		count(residency.deny | encryption.deny | access.deny | rollout.deny | governance.deny) == 0 with input as {"resource": subject, "environment": prod_env}
+			with data.mlspec.graph as graph_of(pii_source)
+	}
+}
