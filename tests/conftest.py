@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,14 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
             path.write_bytes(content)
         else:
             path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+def copy_platform(root: Path) -> Path:
+    """A copy of the reference platform (project file, specs, environments) under ``root``."""
+    for name in ("mlspec.yaml", "specs", "environments"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     return root
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -13,16 +12,9 @@ import jsonschema
 import pytest
 
 from mlspec.project import Project
-from tests.conftest import FIXTURES, REPO, CliResult
+from tests.conftest import FIXTURES, REPO, CliResult, copy_platform
 
 TODAY = dt.date(2026, 11, 23)
-
-
-def platform(tmp_path: Path) -> Path:
-    for name in ("mlspec.yaml", "specs", "environments"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    return tmp_path
 
 
 def edit(root: Path, path: str, old: str, new: str) -> None:
@@ -87,13 +79,13 @@ VIOLATIONS = [
 def test_every_rule_catches_its_violation(
     tmp_path: Path, path: str, old: str, new: str, expected: tuple[str, str, str]
 ) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     edit(root, path, old, new)
     assert expected in blocking(root)
 
 
 def test_findings_point_at_the_offending_line(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     edit(root, "specs/deployments/fraud-api.yaml", "steps: [10, 50, 100]", "steps: [10, 50]")
     (finding,) = [
         f for f in Project.open(root).check(["dev"], today=TODAY).findings if f.policy == "rollout.canary_complete"
@@ -127,7 +119,7 @@ def foreign_engagement(root: Path, expires: str | None) -> None:
 
 
 def test_an_active_waiver_waives_only_its_policy_and_resources_and_stays_visible(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     foreign_engagement(root, "2027-06-30")
     result = Project.open(root).check(["prod"], today=TODAY)
     region = [f for f in result.findings if f.policy == "residency.region"]
@@ -138,7 +130,7 @@ def test_an_active_waiver_waives_only_its_policy_and_resources_and_stays_visible
 
 
 def test_an_expired_waiver_denies_and_waives_nothing(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     foreign_engagement(root, "2026-10-31")
     result = Project.open(root).check(["prod"], today=TODAY)
     expired = [f for f in result.findings if f.policy == "waiver.expired"]
@@ -148,7 +140,7 @@ def test_an_expired_waiver_denies_and_waives_nothing(tmp_path: Path) -> None:
 
 
 def test_a_waiver_about_to_expire_warns(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     foreign_engagement(root, "2026-12-10")
     findings = Project.open(root).check(["prod"], today=TODAY).findings
     assert [f.severity for f in findings if f.policy == "waiver.expiring"] == ["warn"]
@@ -158,7 +150,7 @@ def test_a_waiver_about_to_expire_warns(tmp_path: Path) -> None:
 def test_check_passes_non_sensitive_data_abroad_and_denies_pii_abroad(
     tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     edit(
         root,
         "specs/sources/customers.yaml",
@@ -182,7 +174,7 @@ def write_policy(root: Path, name: str, text: str) -> None:
 
 
 def test_a_malformed_policy_file_denies_with_its_location(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     write_policy(root, "broken.rego", "package mlspec.policies.custom\nimport rego.v1\ndeny contains x if {\n")
     result = Project.open(root).check(["dev"], today=TODAY)
     (finding,) = result.findings
@@ -192,7 +184,7 @@ def test_a_malformed_policy_file_denies_with_its_location(tmp_path: Path) -> Non
 
 
 def test_a_policy_that_errors_at_runtime_denies(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     write_policy(
         root,
         "bad.rego",
@@ -203,7 +195,7 @@ def test_a_policy_that_errors_at_runtime_denies(tmp_path: Path) -> None:
 
 
 def test_a_finding_without_an_id_is_itself_a_deny(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     write_policy(
         root,
         "sloppy.rego",
@@ -214,7 +206,7 @@ def test_a_finding_without_an_id_is_itself_a_deny(tmp_path: Path) -> None:
 
 
 def test_a_policy_that_runs_too_long_is_stopped_and_denies(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     edit(root, "mlspec.yaml", "policy: {engine: embedded}", "policy: {engine: embedded, timeout_seconds: 1}")
     write_policy(
         root,
@@ -241,7 +233,7 @@ def test_a_crashing_engine_denies(tmp_path: Path) -> None:
 
 
 def test_project_policies_add_rules(tmp_path: Path) -> None:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     write_policy(
         root, "naming.rego",
         'package mlspec.policies.bank\nimport rego.v1\ndeny contains {"id": "bank.api_suffix", "path": "metadata.name", "message": "deployment names end in -api"} if {\n'
@@ -255,7 +247,7 @@ def test_project_policies_add_rules(tmp_path: Path) -> None:
 # Reports.
 @pytest.fixture
 def failing(tmp_path: Path) -> Path:
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     foreign_engagement(root, "2027-06-30")
     edit(root, "specs/deployments/fraud-api.yaml", "steps: [10, 50, 100]", "steps: [10, 50]")
     return root
@@ -302,7 +294,7 @@ def test_github_annotations_and_json(failing: Path, cli: Callable[..., CliResult
 def test_policy_test_command(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     result = cli("policy", "test", "-C", str(REPO))
     assert result.code == 0 and result.out.strip().endswith("18 passed, 0 failed")
-    root = platform(tmp_path)
+    root = copy_platform(tmp_path)
     write_policy(
         root,
         "mine_test.rego",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +14,12 @@ import pytest
 
 from mlspec.project import Project
 from mlspec.render.write import write_tree
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_platform
 
 sys.path.insert(0, str(REPO / "scripts"))
 from generate_data import generate
 
 FEAST = str(Path(sys.executable).parent / "feast")
-
-
-def copy_platform(root: Path) -> Path:
-    for name in ("mlspec.yaml", "specs", "environments"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    return root
 
 
 def render_feast(root: Path, env: str = "local") -> Path:

@@ -14,7 +14,7 @@ import yaml
 from mlspec.project import Project
 from mlspec.render.engine import RenderResult
 from mlspec.render.write import write_tree
-from tests.conftest import FIXTURES, REPO, CliResult, run_mlspec
+from tests.conftest import FIXTURES, REPO, CliResult, copy_platform, run_mlspec
 from tests.k8s_schemas import validate_core, validate_crd
 
 SCHEMAS = FIXTURES / "schemas"
@@ -225,11 +225,7 @@ def test_write_tree_prunes_only_its_own_stale_files(tmp_path: Path, rendered: di
 
 
 def test_canary_on_raw_kserve_is_an_error_not_silently_dropped(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
-    import shutil
-
-    for name in ("mlspec.yaml", "specs", "environments"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_platform(tmp_path)
     prod = tmp_path / "environments" / "prod.yaml"
     prod.write_text(
         prod.read_text().replace("context: aks-uaenorth-prod}", "context: aks-uaenorth-prod, serving_mode: raw}")
@@ -272,11 +268,7 @@ def test_team_feature_store_takes_connections_from_secret_variables() -> None:
     ],
 )
 def test_cached_render_after_a_change_equals_a_fresh_render(tmp_path: Path, path: str, old: str, new: str) -> None:
-    import shutil
-
-    for name in ("mlspec.yaml", "specs", "environments"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_platform(tmp_path)
     before = Project.open(tmp_path)
     _, first = before.render("prod")  # fills the cache
     assert first is not None and first.ok
