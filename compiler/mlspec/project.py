@@ -189,7 +189,7 @@ class Project:
 
     def check(self, environments: Sequence[str] | None = None, *, today: dt.date | None = None) -> CheckResult:
         """Validate, resolve and evaluate every policy for ``environments`` (default: all of them)."""
-        from mlspec.policy.evaluate import PolicySet, check_graph
+        from mlspec.policy.evaluate import PolicySet, check_graph, engine_factory
 
         validation = self.validate()
         if not validation.ok:
@@ -203,9 +203,16 @@ class Project:
             if resolution.graph is None:
                 diagnostics.extend(d for d in resolution.diagnostics if d not in diagnostics)
                 continue
+            config = self.settings.policy
+            factory = engine_factory(config.engine, config.opa_url, config.timeout_seconds)
             findings.extend(
                 check_graph(
-                    resolution.graph, self.name, policies, today=today, timeout=self.settings.policy.timeout_seconds
+                    resolution.graph,
+                    self.name,
+                    policies,
+                    today=today,
+                    timeout=config.timeout_seconds,
+                    engine_factory=factory,
                 )
             )
         return CheckResult(names, tuple(diagnostics), tuple(findings), len(validation.specs))

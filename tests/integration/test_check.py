@@ -303,3 +303,43 @@ def test_policy_test_command(tmp_path: Path, cli: Callable[..., CliResult]) -> N
     failed = cli("policy", "test", "-C", str(root))
     assert failed.code == 1 and "FAIL: " in failed.out and "test_fails" in failed.out
     assert failed.out.strip().endswith("17 passed, 1 failed")
+
+
+# OPA server mode.
+def _as_opa(root: Path, url: str) -> None:
+    edit(root, "mlspec.yaml", "policy: {engine: embedded}", f"policy: {{engine: opa, opa_url: '{url}'}}")
+
+
+def test_server_mode_gives_the_same_findings_as_embedded(tmp_path: Path) -> None:
+    from tests.opa_api_server import opa_api_server
+
+    root = copy_platform(tmp_path)
+    foreign_engagement(root, "2027-06-30")
+    edit(root, "specs/deployments/fraud-api.yaml", "steps: [10, 50, 100]", "steps: [10, 50]")
+    embedded = Project.open(root).check(today=TODAY).findings
+    with opa_api_server() as (url, state):
+        _as_opa(root, url)
+        served = Project.open(root).check(today=TODAY).findings
+    assert served == embedded and len(embedded) > 5
+    assert ("POST", "/v1/data/mlspec/policies") in state.requests
+    assert any(method == "PUT" and path.startswith("/v1/policies/mlspec/") for method, path in state.requests)
+
+
+def test_server_mode_fails_closed_when_the_server_is_unreachable(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = copy_platform(tmp_path)
+    _as_opa(root, f"http://127.0.0.1:{port}")
+    result = Project.open(root).check(["prod"], today=TODAY)
+    (finding,) = result.findings
+    assert finding.policy == "policy.error" and "unreachable" in finding.message and not result.ok
+
+
+def test_server_mode_needs_a_url(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    root = copy_platform(tmp_path)
+    edit(root, "mlspec.yaml", "policy: {engine: embedded}", "policy: {engine: opa}")
+    result = cli("check", "-C", str(root), "--color", "never")
+    assert result.code == 1 and "engine: opa needs opa_url" in result.out

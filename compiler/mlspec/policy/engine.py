@@ -7,6 +7,7 @@ with the engine's own message (file:line:col of the Rego), never a backtrace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -82,3 +83,54 @@ def load_policies(engine: PolicyEngine, files: Iterable[Path], root: Path | None
     for path in files:
         name = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
         engine.add_policy(name, path.read_text(encoding="utf-8"))
+
+
+class OpaServerEngine:
+    """A running OPA server, through its REST API (policies uploaded, data replaced, rules queried).
+
+    Uses only the standard library, so no HTTP client version can conflict with the
+    engines' pins. Every transport problem is a PolicyEngineError, so checks fail closed.
+    """
+
+    name = "opa"
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: bytes, content_type: str) -> Any:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=body, method=method, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail).get("message", detail)
+            raise PolicyEngineError(f"OPA server at {self.url} refused {method} {path}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PolicyEngineError(f"OPA server at {self.url} is unreachable: {exc}") from None
+        return json.loads(payload) if payload else {}
+
+    def add_policy(self, name: str, text: str) -> None:
+        """Upload one module (PUT /v1/policies/<id>)."""
+        policy_id = "mlspec/" + name.replace("\\", "/").lstrip("/")
+        self._call("PUT", f"/v1/policies/{policy_id}", text.encode(), "text/plain")
+
+    def set_data(self, data: dict[str, Any]) -> None:
+        """Replace the base document under the top-level keys mlspec uses."""
+        for key, value in data.items():
+            self._call("PUT", f"/v1/data/{key}", json.dumps(value).encode(), "application/json")
+
+    def evaluate(self, query: str, input_document: Any) -> Any:
+        """POST /v1/data/<path> with the input; None when undefined."""
+        path = query.removeprefix("data").lstrip(".").replace(".", "/")
+        answer = self._call(
+            "POST", f"/v1/data/{path}", json.dumps({"input": input_document}).encode(), "application/json"
+        )
+        return answer.get("result")

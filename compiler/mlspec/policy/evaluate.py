@@ -10,16 +10,17 @@ engine that crashes produces a deny finding, never a silent pass.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import multiprocessing
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlspec.diagnostics import Location
 from mlspec.load.discovery import display_path
-from mlspec.policy.engine import PolicyEngine, PolicyEngineError, RegorusEngine
+from mlspec.policy.engine import OpaServerEngine, PolicyEngine, PolicyEngineError, RegorusEngine
 from mlspec.policy.findings import Finding
 from mlspec.policy.waivers import apply_waivers
 from mlspec.resolve.graph import ResolvedGraph
@@ -69,7 +70,7 @@ def check_graph(
     *,
     today: dt.date | None = None,
     timeout: float = 60.0,
-    engine_factory: type[RegorusEngine] = RegorusEngine,
+    engine_factory: Callable[[], PolicyEngine] = RegorusEngine,
 ) -> list[Finding]:
     """Every finding for one environment, waivers applied, in a stable order."""
     raw = _isolated(lambda: _evaluate(graph, project, policies, engine_factory), timeout, graph)
@@ -78,15 +79,21 @@ def check_graph(
 
 
 def _evaluate(
-    graph: ResolvedGraph, project: str, policies: PolicySet, engine_factory: type[RegorusEngine]
+    graph: ResolvedGraph, project: str, policies: PolicySet, engine_factory: Callable[[], PolicyEngine]
 ) -> list[Finding]:
-    engine = engine_factory()
+    try:
+        engine = engine_factory()
+    except PolicyEngineError as exc:
+        return [_policy_error(graph, f"the policy engine did not start: {exc}", None)]
     for path in policies.files:
         try:
             engine.add_policy(display_path(path), path.read_text(encoding="utf-8"))
         except (PolicyEngineError, OSError, UnicodeDecodeError) as exc:
             return [_policy_error(graph, f"policy file {display_path(path)} does not load: {exc}", path)]
-    engine.set_data({"mlspec": {"graph": graph_document(graph)}})
+    try:
+        engine.set_data({"mlspec": {"graph": graph_document(graph)}})
+    except PolicyEngineError as exc:
+        return [_policy_error(graph, f"policy data could not be loaded: {exc}", None)]
     environment = {"name": graph.name, "spec": resource_document(graph.environment)["spec"]}
     subjects = [graph.environment, *(graph.resources[ref] for ref in graph.order)]
     findings: list[Finding] = []
@@ -194,6 +201,8 @@ def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> list[Finding]:
     return [_policy_error(graph, f"policy evaluation failed: {payload}", None)]
 
 
-def new_engine() -> PolicyEngine:
-    """The default embedded engine."""
-    return RegorusEngine()
+def engine_factory(engine: str, opa_url: str | None, timeout: float) -> Callable[[], PolicyEngine]:
+    """How to make the configured engine: embedded regorus, or an OPA server."""
+    if engine == "opa" and opa_url:
+        return functools.partial(OpaServerEngine, opa_url, timeout)
+    return RegorusEngine

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
-from mlspec.spec.base import Metadata, StrictModel
+from mlspec.spec.base import FieldError, Metadata, StrictModel
 
 RelPath = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^/\\][^\\]*$")]
 
@@ -29,8 +29,17 @@ class StateConfig(StrictModel):
 class PolicyConfig(StrictModel):
     """How policies are evaluated."""
 
-    engine: Literal["embedded"] = "embedded"
+    engine: Literal["embedded", "opa"] = "embedded"
+    opa_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = Field(
+        default=None, description="With engine: opa, the OPA server the same policies are loaded into."
+    )
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _url_for_opa(self) -> PolicyConfig:
+        if self.engine == "opa" and self.opa_url is None:
+            raise FieldError("opa_url", "engine: opa needs opa_url, e.g. http://opa.internal:8181")
+        return self
 
 
 class ProjectSpec(StrictModel):
