@@ -18,7 +18,7 @@ from mlspec.errors import MlspecError
 if TYPE_CHECKING:
     from mlspec.project import Resolution
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+from mlspec.exit_codes import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -314,6 +314,16 @@ def init(directory: Path, name: str | None, force: bool) -> int:
         click.echo(f"  created {path}")
     click.echo(f"✓ new mlspec project in {directory}; next: cd {directory} && mlspec validate")
     return EXIT_OK
+
+
+def _register_lifecycle() -> None:
+    from mlspec.cli_lifecycle import lifecycle
+
+    for command in lifecycle.commands.values():
+        cli.add_command(command)
+
+
+_register_lifecycle()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,8 @@ class WriteSummary:
     removed: tuple[str, ...]
 
 
-def _atomic_write(path: Path, content: bytes) -> None:
+def atomic_write(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` atomically: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -58,7 +59,7 @@ def write_tree(directory: Path, artifacts: tuple[Artifact, ...]) -> WriteSummary
         if target.is_file() and target.read_bytes() == artifact.content:
             unchanged.append(artifact.path)
             continue
-        _atomic_write(target, artifact.content)
+        atomic_write(target, artifact.content)
         written.append(artifact.path)
     current = {a.path for a in artifacts}
     removed = sorted(previous - current)

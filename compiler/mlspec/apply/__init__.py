@@ -1,0 +1,1 @@
+"""Apply: reconcile a plan through targets, with state, locks and an audit trail."""

@@ -1,0 +1,133 @@
+"""Apply a plan through a target, one resource at a time, recording each result in state as it completes.
+
+Dependants of a resource that failed are skipped; independent resources still
+apply. State is written after the target succeeds and before the next resource
+starts, so a crash at any point leaves state that is true, and the next apply
+converges (targets apply idempotently). One hash-chained audit record closes
+every apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from mlspec.failpoints import failpoint
+from mlspec.plan.model import Plan
+from mlspec.plan.planner import Desired
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.state.model import AuditRecord, ResourceState
+from mlspec.state.sqlite import SqliteState, now
+from mlspec.targets.base import Target, TargetError
+
+Status = Literal["applied", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What happened to one planned change."""
+
+    ref: str
+    action: str
+    status: Status
+    error: str = ""
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Every change's result and the audit record written."""
+
+    environment: str
+    results: tuple[ChangeResult, ...]
+    audit: AuditRecord | None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed or was skipped."""
+        return all(r.status == "applied" for r in self.results)
+
+
+def apply_plan(
+    plan: Plan,
+    desired: dict[str, Desired],
+    graph: ResolvedGraph,
+    state: SqliteState,
+    target: Target,
+    *,
+    actor: str,
+    revision: str,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ApplyResult:
+    """Apply every pending change of ``plan`` in order."""
+    env = plan.environment
+    results: list[ChangeResult] = []
+    failed: set[str] = set()
+    pending = plan.pending
+    for position, change in enumerate(pending, start=1):
+        upstream = _upstream(change.ref, graph)
+        blocked = sorted(upstream & failed) if change.action != "delete" else []
+        if blocked:
+            failed.add(change.ref)
+            results.append(
+                ChangeResult(change.ref, change.action, "skipped", f"depends on failed {', '.join(blocked)}")
+            )
+            progress(f"[{position}/{len(pending)}] skip   {change.ref} (depends on failed {', '.join(blocked)})")
+            continue
+        previous = state.read(env).resources.get(change.ref)
+        progress(f"[{position}/{len(pending)}] {change.action:<6} {change.ref}")
+        failpoint("apply.before_target")
+        try:
+            artifacts = {} if change.action == "delete" else dict(desired[change.ref].artifacts)
+            target_ids = target.apply(change, artifacts, previous)
+        except TargetError as exc:
+            failed.add(change.ref)
+            where = _location(change.ref, graph)
+            results.append(ChangeResult(change.ref, change.action, "failed", str(exc), where))
+            progress(f"[{position}/{len(pending)}] FAILED {change.ref}: {exc} ({where})")
+            continue
+        failpoint("apply.after_target")
+        if change.action == "delete":
+            state.delete(env, change.ref)
+        else:
+            state.put(
+                env,
+                ResourceState(
+                    change.ref,
+                    change.fingerprint,
+                    change.spec,
+                    dict(change.artifacts),
+                    target_ids,
+                    revision,
+                    now(),
+                    actor,
+                ),
+            )
+        failpoint("apply.after_state")
+        results.append(ChangeResult(change.ref, change.action, "applied"))
+    record = {
+        "summary": plan.counts(),
+        "changes": [{"ref": r.ref, "action": r.action, "status": r.status, "error": r.error} for r in results],
+        "live": {ref: s.fingerprint for ref, s in sorted(state.read(env).resources.items())},
+    }
+    audit = state.append_audit(env, actor, revision, plan.plan_hash, record) if results else None
+    return ApplyResult(env, tuple(results), audit)
+
+
+def _upstream(ref: str, graph: ResolvedGraph) -> set[str]:
+    if ref == graph.environment.ref:  # the environment's shared artifacts aggregate every resource
+        return set(graph.order)
+    seen: set[str] = set()
+    stack = list(graph.dependencies.get(ref, ()))
+    while stack:
+        dep = stack.pop()
+        if dep not in seen:
+            seen.add(dep)
+            stack.extend(graph.dependencies.get(dep, ()))
+    return seen
+
+
+def _location(ref: str, graph: ResolvedGraph) -> str:
+    spec = graph.resources.get(ref) or (graph.environment if ref == graph.environment.ref else None)
+    return str(spec.document.location) if spec is not None else ref

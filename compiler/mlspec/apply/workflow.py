@@ -1,0 +1,224 @@
+"""Plan and apply for one environment: render, diff against state, check, lock, reconcile, audit.
+
+``plan_environment`` only reads state. ``apply_environment`` takes the
+environment's lock, re-plans (or loads a saved plan and refuses it when stale),
+refuses destructive or policy-failing plans, and reconciles through the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlspec.apply.reconciler import ApplyResult, apply_plan
+from mlspec.diagnostics import Diagnostic
+from mlspec.errors import MlspecError
+from mlspec.gitinfo import actor as current_actor
+from mlspec.gitinfo import revision as current_revision
+from mlspec.plan.model import Plan
+from mlspec.plan.planner import Desired, desired_state, make_plan
+from mlspec.policy.findings import Finding
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.state.sqlite import SqliteState
+from mlspec.targets.output_dir import OutputDirTarget
+
+if TYPE_CHECKING:
+    from mlspec.project import Project
+
+
+class PlanRefused(MlspecError):
+    """The plan may not be applied (stale, destructive without permission, or failing policy)."""
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """A plan with what it was made from; ``plan`` is None when specs or policies have errors."""
+
+    plan: Plan | None
+    graph: ResolvedGraph | None
+    desired: dict[str, Desired]
+    diagnostics: tuple[Diagnostic, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def blocking(self) -> list[Finding]:
+        """Policy denies that stop an apply."""
+        return [f for f in self.findings if f.blocking]
+
+
+def state_store(project: Project) -> SqliteState:
+    """The project's state database."""
+    return SqliteState(project.root / project.settings.state.path)
+
+
+def output_dir(project: Project, graph: ResolvedGraph) -> Path:
+    """Where the output target writes an environment's artifacts."""
+    return project.root / (graph.env.spec.data_dir or f".mlspec/{graph.name}") / "output"
+
+
+def plan_environment(
+    project: Project, environment: str, *, prune: bool = True, refresh: bool = False, revision: str | None = None
+) -> PlanResult:
+    """Validate, resolve, check policies, render, and diff against state (read only)."""
+    checked = project.check([environment])
+    resolution = project.resolve(environment)
+    if resolution.graph is None or not resolution.ok:
+        return PlanResult(None, None, {}, resolution.diagnostics, checked.findings)
+    _, rendered = project.render(environment, resolution=resolution)
+    if rendered is None or not rendered.ok:
+        problems = rendered.diagnostics if rendered else resolution.diagnostics
+        return PlanResult(None, resolution.graph, {}, problems, checked.findings)
+    graph = resolution.graph
+    store = state_store(project)
+    try:
+        state = store.read(environment)
+        drifted = frozenset(_drifted(project, graph, store)) if refresh else frozenset()
+    finally:
+        store.close()
+    plan = make_plan(
+        graph, rendered.artifacts, state, project=project.name,
+        revision=revision or str(current_revision(project.root)),
+        prune=prune, drifted=drifted,
+    )  # fmt: skip
+    return PlanResult(plan, graph, desired_state(graph, rendered.artifacts), (), checked.findings)
+
+
+def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState) -> list[str]:
+    target = OutputDirTarget(output_dir(project, graph))
+    return [ref for ref, resource in store.read(graph.name).resources.items() if not target.healthy(resource)]
+
+
+def drift(project: Project, environment: str) -> dict[str, dict[str, tuple[str | None, str | None]]]:
+    """Per resource, the artifacts whose live content differs from what was applied: path -> (applied, live)."""
+    resolution = project.resolve(environment)
+    if resolution.graph is None:
+        raise MlspecError(f"environment '{environment}' does not resolve; run mlspec check")
+    store = state_store(project)
+    try:
+        target = OutputDirTarget(output_dir(project, resolution.graph))
+        report: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+        for ref, resource in store.read(environment).resources.items():
+            live = target.read_live(resource)
+            changed: dict[str, tuple[str | None, str | None]] = {}
+            for path, applied in resource.artifacts.items():
+                if live[path] != applied:
+                    changed[path] = (applied, live[path])
+            if changed:
+                report[ref] = changed
+        return report
+    finally:
+        store.close()
+
+
+def apply_environment(
+    project: Project,
+    environment: str,
+    *,
+    saved: Plan | None = None,
+    prune: bool = True,
+    refresh: bool = False,
+    allow_destroy: bool = False,
+    lock_timeout: float = 0.0,
+    who: str | None = None,
+    approve: Callable[[Plan], bool] = lambda _: True,
+    progress: Callable[[str], None] = lambda _: None,
+    revision: str | None = None,
+) -> tuple[PlanResult, ApplyResult | None]:
+    """Lock the environment, plan (or verify a saved plan), and apply it."""
+    store = state_store(project)
+    holder = current_actor(who, project.root)
+    try:
+        store.acquire(environment, holder, "apply", wait=lock_timeout)
+        try:
+            result = plan_environment(project, environment, prune=prune, refresh=refresh, revision=revision)
+            plan = result.plan
+            if plan is None or result.graph is None:
+                return result, None
+            if result.blocking:
+                raise PlanRefused(
+                    f"{len(result.blocking)} policy finding(s) deny this change in '{environment}'",
+                    hint="run 'mlspec check' to see them; fix them or file a Waiver",
+                )
+            if saved is not None:
+                _check_saved(saved, plan)
+                plan = saved
+            _check_destroy(plan, result.graph, allow_destroy)
+            if plan.empty or not approve(plan):
+                return result, None
+            applied = apply_plan(
+                plan, result.desired, result.graph, store, OutputDirTarget(output_dir(project, result.graph)),
+                actor=holder, revision=plan.revision, progress=progress,
+            )  # fmt: skip
+            return result, applied
+        finally:
+            store.release(environment)
+    finally:
+        store.close()
+
+
+def _check_saved(saved: Plan, fresh: Plan) -> None:
+    if saved.environment != fresh.environment:
+        raise PlanRefused(f"the plan is for '{saved.environment}', not '{fresh.environment}'")
+    if saved.state_serial != fresh.state_serial:
+        raise PlanRefused(
+            f"stale plan: state changed since it was made (serial {saved.state_serial} -> {fresh.state_serial})",
+            hint="run 'mlspec plan' again",
+        )
+    if saved.desired_hash != fresh.desired_hash:
+        raise PlanRefused(
+            "stale plan: the specs or their rendered artifacts changed since it was made",
+            hint="run 'mlspec plan' again",
+        )
+
+
+def _check_destroy(plan: Plan, graph: ResolvedGraph, allow_destroy: bool) -> None:
+    if graph.env.spec.tier != "production" or allow_destroy:
+        return
+    doomed = [c.ref for c in plan.pending if c.action == "delete" and c.kind == "Deployment"]
+    if doomed:
+        raise PlanRefused(
+            f"the plan deletes production Deployment(s) {', '.join(doomed)}",
+            hint="pass --allow-destroy if that is intended, or --no-prune to keep them",
+        )
+
+
+@contextlib.contextmanager
+def project_at(project: Project, revision: str) -> Iterator[Project]:
+    """The project as it was at a git revision, sharing the current state, caches and outputs (for rollback)."""
+    from mlspec.project import Project as ProjectClass
+
+    with tempfile.TemporaryDirectory(prefix="mlspec-rollback-") as tmp:
+        try:
+            archive = subprocess.run(
+                ["git", "-C", str(project.root), "archive", "--format=tar", revision],
+                capture_output=True, check=True, timeout=120,
+            )  # fmt: skip
+        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            detail = (
+                exc.stderr.decode(errors="replace").strip()
+                if isinstance(exc, subprocess.CalledProcessError)
+                else str(exc)
+            )
+            raise MlspecError(
+                f"cannot read revision '{revision}': {detail}", hint="give a commit, tag or branch"
+            ) from None
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tmp, filter="data")
+        prefix = Path(tmp) / project.root.relative_to(_git_root(project.root))
+        (project.root / ".mlspec").mkdir(exist_ok=True)
+        (prefix / ".mlspec").symlink_to(project.root / ".mlspec", target_is_directory=True)
+        yield ProjectClass.open(prefix)
+
+
+def _git_root(path: Path) -> Path:
+    out = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip()).resolve()

@@ -1,0 +1,337 @@
+"""The lifecycle commands: plan, apply, diff, rollback, state and audit (registered on the main CLI)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
+
+
+@click.group()
+def lifecycle() -> None:
+    """Holder for the lifecycle commands; each is added to the main CLI."""
+
+
+PROJECT_OPTION = click.option(
+    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
+)
+
+
+def _print_problems(diagnostics: Any, findings: Any) -> None:
+    from mlspec.views.diagnostics_text import render_diagnostics
+    from mlspec.views.findings_text import render_findings_text
+    from mlspec.views.style import Style, use_color
+
+    style = Style(use_color(sys.stdout, "auto"))
+    if diagnostics:
+        click.echo(render_diagnostics(diagnostics, style), color=style.enabled)
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        click.echo(render_findings_text(blocking, style), color=style.enabled)
+
+
+@lifecycle.command()
+@click.option("--env", "env", required=True, help="Environment to plan.")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Save the plan (JSON) for 'mlspec apply PLAN'.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--no-prune", is_flag=True, help="Keep resources that were removed from the specs.")
+@click.option("--refresh", is_flag=True, help="Read live state first; drifted resources are planned as updates.")
+@PROJECT_OPTION
+def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool, path: Path | None) -> int:
+    """Show what applying would change in an environment, and why."""
+    from mlspec.apply.workflow import plan_environment
+    from mlspec.project import Project
+    from mlspec.views import plan as views
+    from mlspec.views.style import Style, use_color
+
+    result = plan_environment(Project.open(path or Path.cwd()), env, prune=not no_prune, refresh=refresh)
+    if result.plan is None:
+        _print_problems(result.diagnostics, result.findings)
+        return EXIT_FINDINGS
+    if fmt == "json":
+        click.echo(views.render_plan_json(result.plan))
+    elif fmt == "markdown":
+        click.echo(views.render_plan_markdown(result.plan))
+    else:
+        style = Style(use_color(sys.stdout, "auto"))
+        click.echo(views.render_plan_text(result.plan, style), color=style.enabled)
+        if result.blocking:
+            _print_problems((), result.findings)
+            click.echo(f"apply would be refused: {len(result.blocking)} policy deny(ies)")
+    if out is not None:
+        from mlspec.render.write import atomic_write
+
+        atomic_write(out, views.render_plan_json(result.plan).encode() + b"\n")
+        click.echo(f"saved plan to {out}; apply exactly it with: mlspec apply {out}")
+    return EXIT_FINDINGS if result.blocking else EXIT_OK
+
+
+@lifecycle.command()
+@click.argument("plan_file", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--env", "env", help="Environment to apply (not needed with a saved plan).")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking.")
+@click.option("--no-prune", is_flag=True, help="Keep resources that were removed from the specs.")
+@click.option("--refresh", is_flag=True, help="Read live state first and repair drift.")
+@click.option("--allow-destroy", is_flag=True, help="Allow deleting production Deployments.")
+@click.option("--lock-timeout", type=float, default=0.0, show_default=True, help="Seconds to wait for the lock.")
+@click.option("--as", "who", help="Who is applying (default: git user or login).")
+@PROJECT_OPTION
+def apply(
+    *,
+    plan_file: Path | None,
+    env: str | None,
+    auto_approve: bool,
+    no_prune: bool,
+    refresh: bool,
+    allow_destroy: bool,
+    lock_timeout: float,
+    who: str | None,
+    path: Path | None,
+) -> int:
+    """Apply the specs (or exactly a saved plan) to an environment, one resource at a time."""
+    import json
+
+    from mlspec.apply.workflow import apply_environment
+    from mlspec.errors import UsageError
+    from mlspec.plan.model import Plan
+    from mlspec.project import Project
+    from mlspec.views.plan import render_plan_text
+    from mlspec.views.style import Style, use_color
+
+    saved = None
+    if plan_file is not None:
+        try:
+            saved = Plan.from_dict(json.loads(plan_file.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{plan_file} is not a valid mlspec plan: {exc}") from None
+        env = env or saved.environment
+    if env is None:
+        raise UsageError("name an environment with --env, or pass a saved plan")
+    style = Style(use_color(sys.stdout, "auto"))
+
+    def approve(plan: Plan) -> bool:
+        click.echo(render_plan_text(plan, style), color=style.enabled)
+        if auto_approve or saved is not None:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("not a terminal: pass --auto-approve to apply without confirmation")
+        return click.confirm("Apply these changes?", default=False)
+
+    result, applied = apply_environment(
+        Project.open(path or Path.cwd()), env, saved=saved, prune=not no_prune, refresh=refresh,
+        allow_destroy=allow_destroy, lock_timeout=lock_timeout, who=who, approve=approve, progress=click.echo,
+    )  # fmt: skip
+    if result.plan is None:
+        _print_problems(result.diagnostics, result.findings)
+        return EXIT_FINDINGS
+    if applied is None:
+        click.echo("Nothing to apply." if result.plan.empty else "Apply cancelled.")
+        return EXIT_OK
+    failed = [r for r in applied.results if r.status != "applied"]
+    for r in failed:
+        click.echo(
+            style(f"✗ {r.ref}: {r.status}: {r.error}" + (f" ({r.location})" if r.location else ""), "red"),
+            color=style.enabled,
+        )
+    done = sum(1 for r in applied.results if r.status == "applied")
+    click.echo(
+        f"Apply {'complete' if not failed else 'incomplete'}: {done} applied, {len(failed)} failed or skipped; "
+        f"audit #{applied.audit.seq if applied.audit else '-'}"
+    )
+    return EXIT_OK if not failed else EXIT_FINDINGS
+
+
+@lifecycle.command("diff")
+@click.option("--env", "env", required=True, help="Environment to compare with its live target.")
+@PROJECT_OPTION
+def diff_command(env: str, path: Path | None) -> int:
+    """List drift: where the live target no longer matches what was applied."""
+    from mlspec.apply.workflow import drift
+    from mlspec.project import Project
+
+    report = drift(Project.open(path or Path.cwd()), env)
+    for ref, changed in sorted(report.items()):
+        click.echo(f"~ {ref}")
+        for artifact, (applied, live) in sorted(changed.items()):
+            click.echo(
+                f"    {artifact}: "
+                + ("missing" if live is None else f"changed ({applied[:12] if applied else '-'} -> {live[:12]})")
+            )
+    click.echo(f"{len(report)} resource(s) drifted" + ("; 'mlspec apply --refresh' repairs them" if report else ""))
+    return EXIT_FINDINGS if report else EXIT_OK
+
+
+@lifecycle.command()
+@click.option("--env", "env", required=True, help="Environment to roll back.")
+@click.option("--to", "revision", required=True, help="Git revision whose specs to apply (commit, tag, branch).")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking.")
+@click.option("--allow-destroy", is_flag=True, help="Allow deleting production Deployments.")
+@PROJECT_OPTION
+def rollback(*, env: str, revision: str, auto_approve: bool, allow_destroy: bool, path: Path | None) -> int:
+    """Plan and apply the specs as they were at a git revision (state and audit are shared)."""
+    from mlspec.apply.workflow import apply_environment, project_at
+    from mlspec.errors import UsageError
+    from mlspec.project import Project
+    from mlspec.views.plan import render_plan_text
+    from mlspec.views.style import Style, use_color
+
+    style = Style(use_color(sys.stdout, "auto"))
+
+    def approve(plan: Any) -> bool:
+        click.echo(render_plan_text(plan, style), color=style.enabled)
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("not a terminal: pass --auto-approve to apply without confirmation")
+        return click.confirm(f"Roll '{env}' back to {revision}?", default=False)
+
+    current = Project.open(path or Path.cwd())
+    with project_at(current, revision) as old:
+        result, applied = apply_environment(
+            old,
+            env,
+            approve=approve,
+            allow_destroy=allow_destroy,
+            progress=click.echo,
+            revision=f"{revision} (rollback)",
+        )
+    if result.plan is None:
+        _print_problems(result.diagnostics, result.findings)
+        return EXIT_FINDINGS
+    if applied is None:
+        click.echo("Nothing to roll back." if result.plan.empty else "Rollback cancelled.")
+        return EXIT_OK
+    click.echo(f"Rolled back to {revision}: " + ("complete" if applied.ok else "incomplete"))
+    return EXIT_OK if applied.ok else EXIT_FINDINGS
+
+
+@lifecycle.group()
+def state() -> None:
+    """Inspect applied state and its locks."""
+
+
+@state.command("list")
+@click.option("--env", "env", help="Only this environment.")
+@PROJECT_OPTION
+def state_list(env: str | None, path: Path | None) -> int:
+    """Every applied resource per environment, with when and by whom."""
+    from mlspec.apply.workflow import state_store
+    from mlspec.project import Project
+
+    store = state_store(Project.open(path or Path.cwd()))
+    try:
+        for name in [env] if env else store.environments():
+            current = store.read(name)
+            click.echo(f"{name} (serial {current.serial}, {len(current.resources)} resources)")
+            for ref, resource in current.resources.items():
+                click.echo(
+                    f"  {ref:<45} {resource.fingerprint[:12]}  {resource.applied_at}  "
+                    f"{resource.applied_by}  {resource.revision[:12]}"
+                )
+        for lock in store.locks():
+            click.echo(
+                f"lock: {lock.environment} held by {lock.holder} on {lock.host} pid {lock.pid} "
+                f"since {lock.acquired_at} ({lock.operation})"
+            )
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+@state.command("show")
+@click.option("--env", "env", required=True)
+@click.argument("ref")
+@PROJECT_OPTION
+def state_show(env: str, ref: str, path: Path | None) -> int:
+    """One applied resource as JSON."""
+    import json
+
+    from mlspec.apply.workflow import state_store
+    from mlspec.errors import UsageError
+    from mlspec.project import Project
+
+    store = state_store(Project.open(path or Path.cwd()))
+    try:
+        resource = store.read(env).resources.get(ref)
+    finally:
+        store.close()
+    if resource is None:
+        raise UsageError(f"no applied resource {ref} in '{env}'")
+    click.echo(json.dumps(resource.to_dict(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+@state.command("unlock")
+@click.option("--env", "env", required=True)
+@PROJECT_OPTION
+def state_unlock(env: str, path: Path | None) -> int:
+    """Break an environment's lock (when its holder is gone)."""
+    from mlspec.apply.workflow import state_store
+    from mlspec.project import Project
+
+    store = state_store(Project.open(path or Path.cwd()))
+    try:
+        lock = store.break_lock(env)
+    finally:
+        store.close()
+    if lock is None:
+        click.echo(f"'{env}' was not locked")
+    else:
+        click.echo(f"removed the lock of {lock.holder} on {lock.host} (pid {lock.pid}, since {lock.acquired_at})")
+    return EXIT_OK
+
+
+@lifecycle.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log of every apply."""
+
+
+@audit.command("log")
+@click.option("--env", "env", help="Only this environment.")
+@PROJECT_OPTION
+def audit_log(env: str | None, path: Path | None) -> int:
+    """Every apply: when, who, which revision and plan, and each change's result."""
+    from mlspec.apply.workflow import state_store
+    from mlspec.project import Project
+
+    store = state_store(Project.open(path or Path.cwd()))
+    try:
+        for entry in store.audit(env):
+            summary = entry.record.get("summary", {})
+            click.echo(
+                f"#{entry.seq} {entry.at} {entry.environment} by {entry.actor} at {entry.revision[:12]} "
+                f"plan {entry.plan_hash[:12]}: "
+                f"+{summary.get('create', 0)} ~{summary.get('update', 0)} -{summary.get('delete', 0)}"
+            )
+            for change in entry.record.get("changes", []):
+                click.echo(
+                    f"    {change['action']:<6} {change['ref']}: {change['status']}"
+                    + (f" ({change['error']})" if change.get("error") else "")
+                )
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+@audit.command("verify")
+@PROJECT_OPTION
+def audit_verify(path: Path | None) -> int:
+    """Check the audit chain: any edited, removed or reordered record is reported."""
+    from mlspec.apply.workflow import state_store
+    from mlspec.project import Project
+    from mlspec.state.sqlite import verify_chain
+
+    store = state_store(Project.open(path or Path.cwd()))
+    try:
+        records = store.audit()
+    finally:
+        store.close()
+    problems = verify_chain(records)
+    for problem in problems:
+        click.echo(f"✗ {problem}")
+    click.echo(f"{len(records)} audit record(s): " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    return EXIT_OK if not problems else EXIT_FINDINGS

@@ -1,0 +1,1 @@
+"""Plan: what applying would change, as frozen data; views render it."""

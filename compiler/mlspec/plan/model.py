@@ -1,0 +1,114 @@
+"""Plan as frozen data: what applying would change, in order, why, and how risky. Views render it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from mlspec.hashing import canonical, digest
+
+PLAN_SCHEMA_VERSION = 1
+Action = Literal["create", "update", "delete", "noop"]
+Classification = Literal["breaking", "needs-retrain", "safe", "metadata"]
+SYMBOLS = {"create": "+", "update": "~", "delete": "-", "noop": " "}
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One changed value inside a resource's resolved spec."""
+
+    path: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource's planned action, field changes, artifacts and classification, with the reasons."""
+
+    ref: str
+    action: Action
+    classification: Classification
+    fields: tuple[FieldChange, ...] = ()
+    reasons: tuple[str, ...] = ()
+    fingerprint: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # path -> sha256 the resource owns when applied
+
+    @property
+    def kind(self) -> str:
+        """The resource's kind."""
+        return self.ref.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Changes for one environment, in apply order (deletes last, dependants before dependencies)."""
+
+    environment: str
+    project: str
+    revision: str
+    state_serial: int
+    desired_hash: str
+    changes: tuple[Change, ...]
+    schema_version: int = PLAN_SCHEMA_VERSION
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        """Changes that do something."""
+        return tuple(c for c in self.changes if c.action != "noop")
+
+    @property
+    def empty(self) -> bool:
+        """True when applying would change nothing."""
+        return not self.pending
+
+    def counts(self) -> dict[str, int]:
+        """How many of each action."""
+        out = {"create": 0, "update": 0, "delete": 0, "noop": 0}
+        for change in self.changes:
+            out[change.action] += 1
+        return out
+
+    def summary(self) -> str:
+        """``Plan: 2 to add, 1 to change, 0 to destroy``."""
+        c = self.counts()
+        return f"Plan: {c['create']} to add, {c['update']} to change, {c['delete']} to destroy"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON form (schema_version 1)."""
+        data = asdict(self)
+        data["plan_hash"] = self.plan_hash
+        data["summary"] = self.counts()
+        return data
+
+    @property
+    def plan_hash(self) -> str:
+        """A hash of everything the plan would do: what `apply plan.json` checks it is applying."""
+        body = asdict(self)
+        return digest(canonical(body))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Read a saved plan; refuses other schema versions."""
+        if data.get("schema_version") != PLAN_SCHEMA_VERSION:
+            raise ValueError(f"plan schema_version {data.get('schema_version')!r} is not {PLAN_SCHEMA_VERSION}")
+        changes = tuple(
+            Change(
+                ref=c["ref"],
+                action=c["action"],
+                classification=c["classification"],
+                fields=tuple(FieldChange(**f) for f in c["fields"]),
+                reasons=tuple(c["reasons"]),
+                fingerprint=c["fingerprint"],
+                spec=c["spec"],
+                artifacts=c["artifacts"],
+            )
+            for c in data["changes"]
+        )
+        plan = cls(
+            data["environment"], data["project"], data["revision"], data["state_serial"], data["desired_hash"], changes
+        )
+        if data.get("plan_hash") not in (None, plan.plan_hash):
+            raise ValueError("the plan file was edited after it was made (its hash does not match)")
+        return plan

@@ -1,0 +1,244 @@
+"""The SQLite state backend: transactional, locked per environment, with a hash-chained audit log.
+
+Every resource write is its own transaction, committed before the next resource
+is applied, so a crash at any point leaves state that says exactly what was
+applied. The database runs in WAL mode with full synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from mlspec.errors import MlspecError
+from mlspec.hashing import canonical, digest
+from mlspec.state.model import AuditRecord, EnvironmentState, LockInfo, ResourceState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS serials (environment TEXT PRIMARY KEY, serial INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS resources (
+    environment TEXT NOT NULL, ref TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (environment, ref)
+);
+CREATE TABLE IF NOT EXISTS locks (
+    environment TEXT PRIMARY KEY, holder TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    operation TEXT NOT NULL, acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, environment TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,
+    revision TEXT NOT NULL, plan_hash TEXT NOT NULL, record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+"""
+GENESIS = "0" * 64
+
+
+class LockedError(MlspecError):
+    """Another process holds the environment's lock."""
+
+
+class StateReader(Protocol):
+    """Read-only access: what plan gets."""
+
+    def read(self, environment: str) -> EnvironmentState:
+        """The environment's applied state."""
+        ...
+
+    def locks(self) -> list[LockInfo]:
+        """Every lock held."""
+        ...
+
+    def audit(self, environment: str | None = None) -> list[AuditRecord]:
+        """Audit records, oldest first."""
+        ...
+
+
+def now() -> str:
+    """UTC time as ISO-8601 with seconds."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """The hash that chains an audit record to its predecessor."""
+    return digest(prev_hash, canonical(fields))
+
+
+class SqliteState:
+    """State, locks and audit in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # reading
+    def read(self, environment: str) -> EnvironmentState:
+        """The environment's applied state."""
+        rows = self._db.execute("SELECT ref, data FROM resources WHERE environment = ? ORDER BY ref", (environment,))
+        resources = {ref: ResourceState.from_dict(json.loads(data)) for ref, data in rows}
+        serial = self._db.execute("SELECT serial FROM serials WHERE environment = ?", (environment,)).fetchone()
+        return EnvironmentState(environment, serial[0] if serial else 0, resources)
+
+    def environments(self) -> list[str]:
+        """Environments that have state."""
+        return [row[0] for row in self._db.execute("SELECT environment FROM serials ORDER BY environment")]
+
+    def locks(self) -> list[LockInfo]:
+        """Every lock held."""
+        rows = self._db.execute("SELECT * FROM locks ORDER BY environment").fetchall()
+        return [LockInfo(*row) for row in rows]
+
+    def audit(self, environment: str | None = None) -> list[AuditRecord]:
+        """Audit records, oldest first."""
+        query = "SELECT * FROM audit" + (" WHERE environment = ?" if environment else "") + " ORDER BY seq"
+        rows = self._db.execute(query, (environment,) if environment else ()).fetchall()
+        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
+
+    # writing: one transaction per call
+    def put(self, environment: str, resource: ResourceState) -> None:
+        """Record one applied resource."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO resources VALUES (?, ?, ?)",
+                (environment, resource.ref, json.dumps(resource.to_dict(), sort_keys=True)),
+            )
+            self._bump(db, environment)
+
+    def delete(self, environment: str, ref: str) -> None:
+        """Forget one resource that was deleted."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM resources WHERE environment = ? AND ref = ?", (environment, ref))
+            self._bump(db, environment)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, environment: str) -> None:
+        db.execute(
+            "INSERT INTO serials VALUES (?, 1) ON CONFLICT(environment) DO UPDATE SET serial = serial + 1",
+            (environment,),
+        )
+
+    def append_audit(
+        self, environment: str, actor: str, revision: str, plan_hash: str, record: dict[str, Any]
+    ) -> AuditRecord:
+        """Append one record, chained to the last one."""
+        with self._transaction() as db:
+            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            fields = {
+                "seq": seq, "environment": environment, "at": now(), "actor": actor,
+                "revision": revision, "plan_hash": plan_hash, "record": record,
+            }  # fmt: skip
+            entry = AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
+            db.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, environment, entry.at, actor, revision, plan_hash, canonical(record), prev, entry.hash),
+            )
+        return entry
+
+    # locking
+    def acquire(
+        self, environment: str, holder: str, operation: str, *, wait: float = 0.0, lease: float = 3600.0
+    ) -> None:
+        """Take the environment's lock, waiting up to ``wait`` seconds; stale locks of dead processes are taken over."""
+        deadline = time.monotonic() + wait
+        host = socket.gethostname()
+        while True:
+            with self._transaction() as db:
+                row = db.execute("SELECT * FROM locks WHERE environment = ?", (environment,)).fetchone()
+                current = LockInfo(*row) if row else None
+                if current is None or _stale(current):
+                    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lease)
+                    db.execute(
+                        "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            environment,
+                            holder,
+                            host,
+                            os.getpid(),
+                            operation,
+                            now(),
+                            expires.replace(microsecond=0).isoformat(),
+                        ),
+                    )
+                    return
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"environment '{environment}' is locked by {current.holder} on {current.host} "
+                    f"(pid {current.pid}, {current.operation} since {current.acquired_at}, "
+                    f"lease until {current.expires_at})",
+                    hint="wait for it to finish (--lock-timeout), or if that process is gone: "
+                    f"mlspec state unlock --env {environment}",
+                )
+            time.sleep(0.2)
+
+    def release(self, environment: str) -> None:
+        """Give back a lock this process holds."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM locks WHERE environment = ? AND pid = ?", (environment, os.getpid()))
+
+    def break_lock(self, environment: str) -> LockInfo | None:
+        """Remove the environment's lock whoever holds it (``mlspec state unlock``); returns what was removed."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM locks WHERE environment = ?", (environment,)).fetchone()
+            db.execute("DELETE FROM locks WHERE environment = ?", (environment,))
+        return LockInfo(*row) if row else None
+
+
+def _stale(lock: LockInfo) -> bool:
+    """A lock whose lease ran out, or whose holder process on this host is gone."""
+    if dt.datetime.fromisoformat(lock.expires_at) < dt.datetime.now(dt.UTC):
+        return True
+    if lock.host == socket.gethostname():
+        try:
+            os.kill(lock.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def verify_chain(records: list[AuditRecord]) -> list[str]:
+    """Problems in the audit chain: edited, removed or reordered records. Empty when intact."""
+    problems: list[str] = []
+    prev = GENESIS
+    expected_seq = 1
+    for entry in records:
+        if entry.seq != expected_seq:
+            problems.append(f"record {entry.seq}: expected record {expected_seq} here (records removed or reordered)")
+        if entry.prev_hash != prev:
+            problems.append(f"record {entry.seq}: does not follow the record before it (removed or reordered)")
+        fields = {
+            "seq": entry.seq, "environment": entry.environment, "at": entry.at, "actor": entry.actor,
+            "revision": entry.revision, "plan_hash": entry.plan_hash, "record": entry.record,
+        }  # fmt: skip
+        if record_hash(entry.prev_hash, fields) != entry.hash:
+            problems.append(f"record {entry.seq}: its content does not match its hash (edited)")
+        prev = entry.hash
+        expected_seq = entry.seq + 1
+    return problems

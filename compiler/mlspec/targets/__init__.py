@@ -1,0 +1,1 @@
+"""Targets: the systems a plan is applied to, behind one small interface."""

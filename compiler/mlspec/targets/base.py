@@ -1,0 +1,35 @@
+"""The Target interface every adapter implements (plan issue: output folder; later: Kubernetes, KFP, MLflow, Feast)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+from mlspec.plan.model import Change
+from mlspec.render.base import Artifact
+from mlspec.state.model import ResourceState
+
+
+class TargetError(Exception):
+    """Applying a change failed; the message says why."""
+
+
+class Target(Protocol):
+    """What the reconciler needs from a system it applies to.
+
+    ``apply`` must be idempotent (applying what is already there changes nothing),
+    so re-running after a crash converges.
+    """
+
+    name: ClassVar[str]
+
+    def apply(self, change: Change, artifacts: dict[str, Artifact], previous: ResourceState | None) -> dict[str, str]:
+        """Make the target match ``change``; returns target-side ids (model versions, object uids...)."""
+        ...
+
+    def read_live(self, resource: ResourceState) -> dict[str, str | None]:
+        """What the target holds now for ``resource``: artifact path -> sha256 (None when missing)."""
+        ...
+
+    def healthy(self, resource: ResourceState) -> bool:
+        """Whether the applied resource is up and well."""
+        ...
