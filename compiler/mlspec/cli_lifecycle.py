@@ -197,7 +197,7 @@ def rollback(*, env: str, revision: str, auto_approve: bool, allow_destroy: bool
             approve=approve,
             allow_destroy=allow_destroy,
             progress=click.echo,
-            revision=f"{revision} (rollback)",
+            revision=f"{_resolve(current.root, revision)} rollback to {revision}",
         )
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
@@ -207,6 +207,19 @@ def rollback(*, env: str, revision: str, auto_approve: bool, allow_destroy: bool
         return EXIT_OK
     click.echo(f"Rolled back to {revision}: " + ("complete" if applied.ok else "incomplete"))
     return EXIT_OK if applied.ok else EXIT_FINDINGS
+
+
+def _resolve(root: Path, revision: str) -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(root), "rev-parse", revision], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or revision
+
+
+def short_revision(revision: str) -> str:
+    """A commit shortened to 12 characters, keeping any note after it (``abc123def456 rollback to v1``)."""
+    head, _, rest = revision.partition(" ")
+    return head[:12] + (f" {rest}" if rest else "")
 
 
 @lifecycle.group()
@@ -230,7 +243,7 @@ def state_list(env: str | None, path: Path | None) -> int:
             for ref, resource in current.resources.items():
                 click.echo(
                     f"  {ref:<45} {resource.fingerprint[:12]}  {resource.applied_at}  "
-                    f"{resource.applied_by}  {resource.revision[:12]}"
+                    f"{resource.applied_by}  {short_revision(resource.revision)}"
                 )
         for lock in store.locks():
             click.echo(
@@ -301,17 +314,24 @@ def audit_log(env: str | None, path: Path | None) -> int:
     store = state_store(Project.open(path or Path.cwd()))
     try:
         for entry in store.audit(env):
-            summary = entry.record.get("summary", {})
+            record = entry.record
+            if record.get("type") == "change":
+                click.echo(
+                    f"#{entry.seq} {entry.at} {entry.environment} {record['action']:<6} {record['ref']} "
+                    f"by {entry.actor} at {short_revision(entry.revision)}"
+                )
+                continue
+            summary = record.get("summary", {})
+            failed = [c for c in record.get("changes", []) if c["status"] != "applied"]
             click.echo(
-                f"#{entry.seq} {entry.at} {entry.environment} by {entry.actor} at {entry.revision[:12]} "
+                f"#{entry.seq} {entry.at} {entry.environment} apply by {entry.actor} "
+                f"at {short_revision(entry.revision)} "
                 f"plan {entry.plan_hash[:12]}: "
                 f"+{summary.get('create', 0)} ~{summary.get('update', 0)} -{summary.get('delete', 0)}"
+                + (f", {len(failed)} failed or skipped" if failed else "")
             )
-            for change in entry.record.get("changes", []):
-                click.echo(
-                    f"    {change['action']:<6} {change['ref']}: {change['status']}"
-                    + (f" ({change['error']})" if change.get("error") else "")
-                )
+            for change in failed:
+                click.echo(f"    {change['action']:<6} {change['ref']}: {change['status']} ({change['error']})")
     finally:
         store.close()
     return EXIT_OK

@@ -88,25 +88,22 @@ def apply_plan(
             progress(f"[{position}/{len(pending)}] FAILED {change.ref}: {exc} ({where})")
             continue
         failpoint("apply.after_target")
+        # The resource and its audit record are written in one transaction: both or neither.
+        entry = (actor, revision, plan.plan_hash, {
+            "type": "change", "ref": change.ref, "action": change.action, "status": "applied",
+            "classification": change.classification, "fingerprint": change.fingerprint, "target_ids": target_ids,
+        })  # fmt: skip
         if change.action == "delete":
-            state.delete(env, change.ref)
+            state.delete(env, change.ref, entry)
         else:
-            state.put(
-                env,
-                ResourceState(
-                    change.ref,
-                    change.fingerprint,
-                    change.spec,
-                    dict(change.artifacts),
-                    target_ids,
-                    revision,
-                    now(),
-                    actor,
-                ),
+            resource = ResourceState(
+                change.ref, change.fingerprint, change.spec, dict(change.artifacts), target_ids, revision, now(), actor
             )
+            state.put(env, resource, entry)
         failpoint("apply.after_state")
         results.append(ChangeResult(change.ref, change.action, "applied"))
     record = {
+        "type": "apply",
         "summary": plan.counts(),
         "changes": [{"ref": r.ref, "action": r.action, "status": r.status, "error": r.error} for r in results],
         "live": {ref: s.fingerprint for ref, s in sorted(state.read(env).resources.items())},

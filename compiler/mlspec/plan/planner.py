@@ -16,6 +16,8 @@ from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.state.model import EnvironmentState
 
+# Targets whose files aggregate the whole environment: they belong to the Environment, whatever their sources.
+SHARED_TARGETS = frozenset({"manifest", "feast", "mlflow", "argocd"})
 METADATA_FIELDS = ("metadata.description", "metadata.labels", "metadata.owner")
 RETRAIN_FIELDS = ("spec.features", "spec.label", "spec.entity_source", "spec.model", "spec.hyperparameters",
                   "spec.search", "spec.evaluation")  # fmt: skip
@@ -34,15 +36,16 @@ class Desired:
 def desired_state(graph: ResolvedGraph, artifacts: tuple[Artifact, ...]) -> dict[str, Desired]:
     """Every resource of the environment, the Environment itself included, with the artifacts each owns.
 
-    An artifact made from one resource belongs to it; one made from several (the
-    Feast repository, the registry file, the manifest) belongs to the Environment.
+    An artifact made from one resource belongs to it; one made from several, or by a
+    target that aggregates the environment (Feast repository, registry file, Argo CD,
+    the manifest), belongs to the Environment.
     """
     env_ref = graph.environment.ref
     owners: dict[str, dict[str, Artifact]] = {ref: {} for ref in (*graph.order, env_ref)}
     for artifact in artifacts:
         resources = [s for s in artifact.sources if s in graph.resources]
-        owner = resources[0] if len(resources) == 1 else env_ref
-        owners[owner][artifact.path] = artifact
+        per_resource = artifact.target not in SHARED_TARGETS and len(resources) == 1
+        owners[resources[0] if per_resource else env_ref][artifact.path] = artifact
     desired: dict[str, Desired] = {}
     for ref in graph.order:
         spec = graph.resources[ref]

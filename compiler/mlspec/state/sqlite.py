@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 GENESIS = "0" * 64
+AuditEntry = tuple[str, str, str, dict[str, Any]]  # actor, revision, plan hash, record
 
 
 class LockedError(MlspecError):
@@ -120,20 +121,24 @@ class SqliteState:
         return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
 
     # writing: one transaction per call
-    def put(self, environment: str, resource: ResourceState) -> None:
-        """Record one applied resource."""
+    def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
+        """Record one applied resource (and its audit record, in the same transaction)."""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO resources VALUES (?, ?, ?)",
                 (environment, resource.ref, json.dumps(resource.to_dict(), sort_keys=True)),
             )
             self._bump(db, environment)
+            if audit is not None:
+                self._append(db, environment, audit)
 
-    def delete(self, environment: str, ref: str) -> None:
-        """Forget one resource that was deleted."""
+    def delete(self, environment: str, ref: str, audit: AuditEntry | None = None) -> None:
+        """Forget one resource that was deleted (and record it in the audit log, in the same transaction)."""
         with self._transaction() as db:
             db.execute("DELETE FROM resources WHERE environment = ? AND ref = ?", (environment, ref))
             self._bump(db, environment)
+            if audit is not None:
+                self._append(db, environment, audit)
 
     @staticmethod
     def _bump(db: sqlite3.Connection, environment: str) -> None:
@@ -147,17 +152,22 @@ class SqliteState:
     ) -> AuditRecord:
         """Append one record, chained to the last one."""
         with self._transaction() as db:
-            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-            fields = {
-                "seq": seq, "environment": environment, "at": now(), "actor": actor,
-                "revision": revision, "plan_hash": plan_hash, "record": record,
-            }  # fmt: skip
-            entry = AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
-            db.execute(
-                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, environment, entry.at, actor, revision, plan_hash, canonical(record), prev, entry.hash),
-            )
+            return self._append(db, environment, (actor, revision, plan_hash, record))
+
+    @staticmethod
+    def _append(db: sqlite3.Connection, environment: str, audit: AuditEntry) -> AuditRecord:
+        actor, revision, plan_hash, record = audit
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        fields = {
+            "seq": seq, "environment": environment, "at": now(), "actor": actor,
+            "revision": revision, "plan_hash": plan_hash, "record": record,
+        }  # fmt: skip
+        entry = AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
+        db.execute(
+            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, environment, entry.at, actor, revision, plan_hash, canonical(record), prev, entry.hash),
+        )
         return entry
 
     # locking

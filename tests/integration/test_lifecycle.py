@@ -1,0 +1,319 @@
+"""Plan and apply: idempotent, stale plans refused, prune, locks, failures, crash safety, drift, audit, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlspec.apply.workflow import apply_environment, plan_environment, state_store
+from mlspec.project import Project
+from mlspec.state.sqlite import verify_chain
+from tests.conftest import CliResult, minimal_platform, run_mlspec, write_files
+
+PROJECT = "apiVersion: mlspec/v1\nkind: Project\nmetadata: {name: demo, owner: platform}\nspec: {specs: [specs], environments: environments}\n"
+PROD_EXTRA = """  encryption: {kms_key: kms://prod, tls: required}
+  targets:
+    kubernetes: {namespace: ml-prod}
+    serving: kserve
+    registry: {artifact_store: "s3://models-prod"}
+"""
+
+
+def make_project(root: Path) -> Path:
+    """A small platform: one of each kind, a prod environment on KServe, owners everywhere."""
+    parts = minimal_platform().split("---\n")
+    env = next(p for p in parts if "kind: Environment" in p) + PROD_EXTRA
+    specs = [
+        p if "owner:" in p else p.replace("metadata: {name: ", "metadata: {owner: team, name: ")
+        for p in parts
+        if "Environment" not in p and "Waiver" not in p
+    ]
+    specs = [
+        s.replace(
+            "architecture: {type: mlp, hidden: [16]}",
+            "architecture: {type: mlp, hidden: [16]}\n  evaluation: {gates: {auc: '>= 0.8'}, explainability: true}",
+        )
+        for s in specs
+    ]
+    write_files(root, {"mlspec.yaml": PROJECT, "environments/prod.yaml": env, "specs/all.yaml": "---\n".join(specs)})
+    return root
+
+
+def edit(root: Path, path: str, old: str, new: str) -> None:
+    target = root / path
+    text = target.read_text()
+    assert old in text, (path, old)
+    target.write_text(text.replace(old, new))
+
+
+def applied_state(root: Path) -> dict[str, str]:
+    store = state_store(Project.open(root))
+    try:
+        return {ref: r.fingerprint for ref, r in store.read("prod").resources.items()}
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "repo")
+
+
+def test_first_plan_creates_everything_then_apply_converges(project: Path, cli: Callable[..., CliResult]) -> None:
+    plan = plan_environment(Project.open(project), "prod").plan
+    assert plan is not None and plan.summary() == "Plan: 7 to add, 0 to change, 0 to destroy"
+    order = [c.ref for c in plan.changes]
+    assert order.index("DataSource/txns") < order.index("FeatureView/stats") < order.index("Deployment/fraud-api")
+    result = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert result.code == 0 and "Apply complete: 7 applied" in result.out
+    output = project / ".mlspec" / "prod" / "output"
+    assert (output / "kubernetes" / "fraud-api.yaml").is_file() and (output / "kfp" / "fraud-detector.yaml").is_file()
+    mtimes = {p: p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()}
+    again = cli("plan", "--env", "prod", "-C", str(project))
+    assert "Plan: 0 to add, 0 to change, 0 to destroy" in again.out
+    second = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert second.code == 0 and "Nothing to apply." in second.out
+    assert {p: p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()} == mtimes, (
+        "the second apply touched nothing"
+    )
+
+
+def test_updates_are_classified_and_explained(project: Path) -> None:
+    apply_environment(Project.open(project), "prod")
+    edit(project, "specs/all.yaml", "{name: txn_count, dtype: int64}", "{name: txn_count, dtype: int32}")
+    edit(
+        project,
+        "specs/all.yaml",
+        "label: {source: txns, field: is_fraud}",
+        "label: {source: txns, field: is_fraud}\n  hyperparameters: {epochs: 30}",
+    )
+    edit(
+        project,
+        "specs/all.yaml",
+        "metadata: {owner: team, name: customer}",
+        "metadata: {owner: team-b, name: customer}",
+    )
+    plan = plan_environment(Project.open(project), "prod").plan
+    assert plan is not None
+    changes = {c.ref: c for c in plan.pending}
+    view = changes["FeatureView/stats"]
+    assert view.classification == "breaking" and view.fields[0].path == "spec.features[txn_count].dtype"
+    assert any("changes type int64 -> int32" in r for r in view.reasons) and any("used by" in r for r in view.reasons)
+    assert changes["TrainingPipeline/fraud-detector"].classification == "needs-retrain"
+    assert changes["Entity/customer"].classification == "metadata"
+
+
+def test_views_markdown_and_json(project: Path, cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    markdown = cli("plan", "--env", "prod", "--format", "markdown", "-C", str(project)).out
+    assert "**Plan: 7 to add, 0 to change, 0 to destroy**" in markdown and "<details>" in markdown
+    data = json.loads(cli("plan", "--env", "prod", "--format", "json", "-C", str(project)).out)
+    assert data["schema_version"] == 1 and data["summary"]["create"] == 7 and len(data["plan_hash"]) == 64
+    assert {"ref", "action", "classification", "fields", "reasons", "fingerprint", "spec", "artifacts"} <= set(
+        data["changes"][0]
+    )
+
+
+def test_a_saved_plan_applies_exactly_and_a_stale_one_is_refused(
+    project: Path, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    saved = tmp_path / "plan.json"
+    assert cli("plan", "--env", "prod", "--out", str(saved), "-C", str(project)).code == 0
+    edit(project, "specs/all.yaml", "ttl: 7d", "ttl: 8d")
+    stale = cli("apply", str(saved), "-C", str(project))
+    assert stale.code == 1 and "stale plan" in stale.err
+    edit(project, "specs/all.yaml", "ttl: 8d", "ttl: 7d")
+    assert cli("apply", str(saved), "-C", str(project)).code == 0
+    again = cli("apply", str(saved), "-C", str(project))
+    assert again.code == 1 and "stale plan" in again.err, "a saved plan applies once"
+    tampered = json.loads(saved.read_text())
+    tampered["changes"][0]["action"] = "delete"
+    saved.write_text(json.dumps(tampered))
+    assert "edited after it was made" in cli("apply", str(saved), "-C", str(project)).err
+
+
+def test_state_changed_since_the_plan_makes_it_stale(
+    project: Path, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    saved = tmp_path / "plan.json"
+    cli("plan", "--env", "prod", "--out", str(saved), "-C", str(project))
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    result = cli("apply", str(saved), "-C", str(project))
+    assert result.code == 1 and "state changed since it was made" in result.err
+
+
+def test_prune_no_prune_and_allow_destroy(project: Path, cli: Callable[..., CliResult]) -> None:
+    apply_environment(Project.open(project), "prod")
+    text = (project / "specs/all.yaml").read_text()
+    docs = [d for d in text.split("---\n") if "kind: Deployment" not in d]
+    (project / "specs/all.yaml").write_text("---\n".join(docs))
+    assert (
+        "Plan: 0 to add, 1 to change, 0 to destroy"
+        in cli("plan", "--env", "prod", "--no-prune", "-C", str(project)).out
+    )
+    refused = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert refused.code == 1 and "deletes production Deployment(s) Deployment/fraud-api" in refused.err
+    done = cli("apply", "--env", "prod", "--auto-approve", "--allow-destroy", "-C", str(project))
+    assert done.code == 0 and "Deployment/fraud-api" not in applied_state(project)
+    assert not (project / ".mlspec/prod/output/kubernetes/fraud-api.yaml").exists()
+
+
+def test_a_second_apply_waits_for_or_names_the_lock_holder(project: Path, cli: Callable[..., CliResult]) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mlspec.state.sqlite import SqliteState; s = SqliteState(__import__('pathlib').Path(sys.argv[1])); "
+         "s.acquire('prod', 'alice@bank.ae', 'apply'); print('locked', flush=True); time.sleep(60)", str(project / ".mlspec/state.db")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ},
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        blocked = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+        assert blocked.code == 1 and "locked by alice@bank.ae" in blocked.err and f"pid {holder.pid}" in blocked.err
+        assert "mlspec state unlock --env prod" in blocked.err
+        listed = cli("state", "list", "-C", str(project)).out
+        assert "held by alice@bank.ae" in listed
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale and the next apply takes it over
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+
+
+def test_unlock_breaks_a_lock(project: Path, cli: Callable[..., CliResult]) -> None:
+    store = state_store(Project.open(project))
+    store.acquire("prod", "bob", "apply")
+    store.close()
+    assert "removed the lock of bob" in cli("state", "unlock", "--env", "prod", "-C", str(project)).out
+
+
+def test_a_failure_skips_dependants_and_records_exactly_what_applied(
+    project: Path, cli: Callable[..., CliResult]
+) -> None:
+    blocker = project / ".mlspec/prod/output/feast"  # the Environment's shared feast repo cannot be written
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where a folder must go")
+    blocker_k8s = project / ".mlspec/prod/output/kfp"
+    blocker_k8s.write_text("a file where a folder must go")
+    result = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert result.code == 1
+    assert "✗ TrainingPipeline/fraud-detector: failed" in result.out and "all.yaml:" in result.out
+    assert "✗ Deployment/fraud-api: skipped: depends on failed TrainingPipeline/fraud-detector" in result.out
+    state = applied_state(project)
+    assert "TrainingPipeline/fraud-detector" not in state and "Deployment/fraud-api" not in state
+    assert {"DataSource/txns", "Entity/customer", "FeatureView/stats", "FeatureService/fraud-features"} <= set(state)
+    blocker.unlink()
+    blocker_k8s.unlink()
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    assert len(applied_state(project)) == 7
+
+
+@pytest.mark.parametrize(
+    "failpoint", [f"apply.after_target={n}" for n in range(1, 8)] + ["apply.after_state=3", "apply.before_target=5"]
+)
+def test_a_crash_at_any_step_leaves_true_state_and_the_next_apply_converges(tmp_path: Path, failpoint: str) -> None:
+    project = make_project(tmp_path / "repo")
+    crashed = run_mlspec(
+        "apply", "--env", "prod", "--auto-approve", "-C", str(project), env={"MLSPEC_FAILPOINTS": failpoint}
+    )
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr  # SIGKILL
+    before = applied_state(project)
+    store = state_store(Project.open(project))
+    try:
+        records = store.audit("prod")
+        assert verify_chain(records) == []
+        recorded = {r.record["ref"] for r in records if r.record.get("type") == "change"}
+        assert recorded == set(before), "state and audit are written together: both or neither"
+    finally:
+        store.close()
+    recovered = run_mlspec("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert len(applied_state(project)) == 7
+    store = state_store(Project.open(project))
+    try:
+        applies = [r.record["ref"] for r in store.audit("prod") if r.record.get("type") == "change"]
+    finally:
+        store.close()
+    assert sorted(applies) == sorted(set(applies)), "nothing was applied twice"
+    assert "Plan: 0 to add, 0 to change, 0 to destroy" in run_mlspec("plan", "--env", "prod", "-C", str(project)).stdout
+
+
+def test_drift_is_reported_and_repaired(project: Path, cli: Callable[..., CliResult]) -> None:
+    apply_environment(Project.open(project), "prod")
+    target = project / ".mlspec/prod/output/kubernetes/fraud-api.yaml"
+    target.write_text(target.read_text().replace("minReplicas: 1", "minReplicas: 9"))
+    report = cli("diff", "--env", "prod", "-C", str(project))
+    assert (
+        report.code == 1
+        and "~ Deployment/fraud-api" in report.out
+        and "kubernetes/fraud-api.yaml: changed" in report.out
+    )
+    assert "Plan: 0 to add, 0 to change" in cli("plan", "--env", "prod", "-C", str(project)).out, "plan trusts state"
+    refreshed = cli("plan", "--env", "prod", "--refresh", "-C", str(project))
+    assert "drift: the target no longer matches" in refreshed.out
+    assert cli("apply", "--env", "prod", "--auto-approve", "--refresh", "-C", str(project)).code == 0
+    assert "minReplicas: 1" in target.read_text()
+    assert cli("diff", "--env", "prod", "-C", str(project)).code == 0
+
+
+@pytest.mark.parametrize("tamper", ["edit", "remove", "reorder"])
+def test_audit_verify_detects_tampering(project: Path, cli: Callable[..., CliResult], tamper: str) -> None:
+    apply_environment(Project.open(project), "prod")
+    assert "intact" in cli("audit", "verify", "-C", str(project)).out
+    db = sqlite3.connect(project / ".mlspec/state.db")
+    if tamper == "edit":
+        db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
+    elif tamper == "remove":
+        db.execute("DELETE FROM audit WHERE seq = 3")
+    else:
+        db.execute("UPDATE audit SET seq = -1 WHERE seq = 2")
+        db.execute("UPDATE audit SET seq = 2 WHERE seq = 3")
+        db.execute("UPDATE audit SET seq = 3 WHERE seq = -1")
+    db.commit()
+    db.close()
+    result = cli("audit", "verify", "-C", str(project))
+    assert result.code == 1
+    expected = {"edit": "record 3: its content does not match its hash (edited)", "remove": "expected record 3 here",
+                "reorder": "does not follow the record before it"}[tamper]  # fmt: skip
+    assert expected in result.out
+
+
+def test_audit_log_and_state_show(project: Path, cli: Callable[..., CliResult]) -> None:
+    cli("apply", "--env", "prod", "--auto-approve", "--as", "ci@bank.ae", "-C", str(project))
+    log = cli("audit", "log", "--env", "prod", "-C", str(project)).out
+    assert "create DataSource/txns by ci@bank.ae" in log and "apply by ci@bank.ae" in log and "+7 ~0 -0" in log
+    shown = json.loads(cli("state", "show", "--env", "prod", "Deployment/fraud-api", "-C", str(project)).out)
+    assert shown["applied_by"] == "ci@bank.ae" and shown["artifacts"]["kubernetes/fraud-api.yaml"]
+
+
+def test_apply_refuses_without_approval_off_a_terminal(project: Path) -> None:
+    proc = run_mlspec("apply", "--env", "prod", "-C", str(project))
+    assert proc.returncode == 2 and "pass --auto-approve" in proc.stderr
+
+
+def test_apply_refuses_a_policy_deny(project: Path, cli: Callable[..., CliResult]) -> None:
+    edit(project, "specs/all.yaml", "strategy: canary, steps: [10, 50, 100]", "strategy: direct")
+    result = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert result.code == 1 and "policy finding(s) deny this change" in result.err
+    assert applied_state(project) == {}
+
+
+def test_rollback_to_a_git_revision(project: Path, cli: Callable[..., CliResult]) -> None:
+    git = ["git", "-C", str(project), "-c", "user.email=t@bank.ae", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    v1 = applied_state(project)
+    edit(project, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
+    subprocess.run([*git, "commit", "-qam", "v2"], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    assert applied_state(project) != v1
+    result = cli("rollback", "--env", "prod", "--to", "HEAD~1", "--auto-approve", "-C", str(project))
+    assert result.code == 0, result.out + result.err
+    assert applied_state(project) == v1
+    assert "rollback to HEAD~1" in cli("audit", "log", "--env", "prod", "-C", str(project)).out
