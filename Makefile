@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/validate_scale.py
 	$(BIN)/python bench/render_scale.py
 	$(BIN)/python bench/policy_engines.py
+	$(BIN)/python bench/plan_scale.py
 
 schema: $(STAMP)
 	$(BIN)/mlspec schema -o schemas

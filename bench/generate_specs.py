@@ -76,6 +76,7 @@ spec:
   evaluation:
     metrics: [auc, f1]
     gates: {{auc: ">= 0.8"}}
+    explainability: true
   resources: {{cpu: 4, memory: 8Gi, gpu: {{type: nvidia-l4, count: 1, fallback: cpu}}}}
   schedule: "0 2 * * *"
   retrain_on: [drift, schedule]

@@ -1,8 +1,10 @@
 """The main job on embedded defaults: what `make demo` runs.
 
 Today: validate the reference platform, show the platform the specs describe,
-render every environment's artifacts, print prod's dependency graph, and generate
-the local data. Later stages (check, plan, apply on `local`) hook in here as they land.
+check every policy, render every environment's artifacts, plan and apply `local`
+(into .mlspec/local/output, with state and a verified audit log), print prod's
+dependency graph, and generate the local data. The local platform's real engines
+(Feast, KFP runner, MLflow, serving) plug in as targets in a later issue.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def main() -> int:
     code = mlspec_main(["render", "--all-envs", "-C", str(ROOT)])
     if code != 0:
         return code
+    print("\n==> mlspec plan --env local, then apply it, then plan again (a no-op)")
+    if mlspec_main(["plan", "--env", "local", "-C", str(ROOT)]) != 0:
+        return 1
+    if mlspec_main(["apply", "--env", "local", "--auto-approve", "-C", str(ROOT)]) != 0:
+        return 1
+    mlspec_main(["plan", "--env", "local", "-C", str(ROOT)])
+    mlspec_main(["audit", "verify", "-C", str(ROOT)])
+
     print("\n==> mlspec graph --env prod")
     mlspec_main(["graph", "--env", "prod", "-C", str(ROOT)])
 

@@ -59,15 +59,12 @@ def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool,
     else:
         style = Style(use_color(sys.stdout, "auto"))
         click.echo(views.render_plan_text(result.plan, style), color=style.enabled)
-        if result.blocking:
-            _print_problems((), result.findings)
-            click.echo(f"apply would be refused: {len(result.blocking)} policy deny(ies)")
     if out is not None:
         from mlspec.render.write import atomic_write
 
         atomic_write(out, views.render_plan_json(result.plan).encode() + b"\n")
         click.echo(f"saved plan to {out}; apply exactly it with: mlspec apply {out}")
-    return EXIT_FINDINGS if result.blocking else EXIT_OK
+    return EXIT_OK
 
 
 @lifecycle.command()

@@ -187,11 +187,17 @@ class Project:
         diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
         return Resolution(validation, graph, diagnostics)
 
-    def check(self, environments: Sequence[str] | None = None, *, today: dt.date | None = None) -> CheckResult:
+    def check(
+        self,
+        environments: Sequence[str] | None = None,
+        *,
+        today: dt.date | None = None,
+        validation: ValidationResult | None = None,
+    ) -> CheckResult:
         """Validate, resolve and evaluate every policy for ``environments`` (default: all of them)."""
         from mlspec.policy.evaluate import PolicySet, check_graph, engine_factory
 
-        validation = self.validate()
+        validation = validation or self.validate()
         if not validation.ok:
             return CheckResult((), validation.diagnostics, (), len(validation.specs))
         names = tuple(environments) if environments else tuple(self.environments(validation))

@@ -65,6 +65,7 @@ def apply_plan(
     results: list[ChangeResult] = []
     failed: set[str] = set()
     pending = plan.pending
+    applied = dict(state.read(env).resources)  # kept current as changes land, instead of re-reading per change
     for position, change in enumerate(pending, start=1):
         upstream = _upstream(change.ref, graph)
         blocked = sorted(upstream & failed) if change.action != "delete" else []
@@ -75,7 +76,7 @@ def apply_plan(
             )
             progress(f"[{position}/{len(pending)}] skip   {change.ref} (depends on failed {', '.join(blocked)})")
             continue
-        previous = state.read(env).resources.get(change.ref)
+        previous = applied.get(change.ref)
         progress(f"[{position}/{len(pending)}] {change.action:<6} {change.ref}")
         failpoint("apply.before_target")
         try:
@@ -95,18 +96,20 @@ def apply_plan(
         })  # fmt: skip
         if change.action == "delete":
             state.delete(env, change.ref, entry)
+            applied.pop(change.ref, None)
         else:
             resource = ResourceState(
                 change.ref, change.fingerprint, change.spec, dict(change.artifacts), target_ids, revision, now(), actor
             )
             state.put(env, resource, entry)
+            applied[change.ref] = resource
         failpoint("apply.after_state")
         results.append(ChangeResult(change.ref, change.action, "applied"))
     record = {
         "type": "apply",
         "summary": plan.counts(),
         "changes": [{"ref": r.ref, "action": r.action, "status": r.status, "error": r.error} for r in results],
-        "live": {ref: s.fingerprint for ref, s in sorted(state.read(env).resources.items())},
+        "live": {ref: r.fingerprint for ref, r in sorted(applied.items())},
     }
     audit = state.append_audit(env, actor, revision, plan.plan_hash, record) if results else None
     return ApplyResult(env, tuple(results), audit)

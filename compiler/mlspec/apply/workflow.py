@@ -30,7 +30,7 @@ from mlspec.state.sqlite import SqliteState
 from mlspec.targets.output_dir import OutputDirTarget
 
 if TYPE_CHECKING:
-    from mlspec.project import Project
+    from mlspec.project import Project, ValidationResult
 
 
 class PlanRefused(MlspecError):
@@ -64,17 +64,23 @@ def output_dir(project: Project, graph: ResolvedGraph) -> Path:
 
 
 def plan_environment(
-    project: Project, environment: str, *, prune: bool = True, refresh: bool = False, revision: str | None = None
+    project: Project,
+    environment: str,
+    *,
+    prune: bool = True,
+    refresh: bool = False,
+    revision: str | None = None,
+    validation: ValidationResult | None = None,
 ) -> PlanResult:
-    """Validate, resolve, check policies, render, and diff against state (read only)."""
-    checked = project.check([environment])
-    resolution = project.resolve(environment)
+    """Validate, resolve, render, and diff against state (read only). Policies are `check`'s and apply's job."""
+    validation = validation or project.validate()
+    resolution = project.resolve(environment, validation)
     if resolution.graph is None or not resolution.ok:
-        return PlanResult(None, None, {}, resolution.diagnostics, checked.findings)
+        return PlanResult(None, None, {}, resolution.diagnostics, ())
     _, rendered = project.render(environment, resolution=resolution)
     if rendered is None or not rendered.ok:
         problems = rendered.diagnostics if rendered else resolution.diagnostics
-        return PlanResult(None, resolution.graph, {}, problems, checked.findings)
+        return PlanResult(None, resolution.graph, {}, problems, ())
     graph = resolution.graph
     store = state_store(project)
     try:
@@ -84,10 +90,9 @@ def plan_environment(
         store.close()
     plan = make_plan(
         graph, rendered.artifacts, state, project=project.name,
-        revision=revision or str(current_revision(project.root)),
-        prune=prune, drifted=drifted,
+        revision=revision or str(current_revision(project.root)), prune=prune, drifted=drifted,
     )  # fmt: skip
-    return PlanResult(plan, graph, desired_state(graph, rendered.artifacts), (), checked.findings)
+    return PlanResult(plan, graph, desired_state(graph, rendered.artifacts), (), ())
 
 
 def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState) -> list[str]:
@@ -137,7 +142,12 @@ def apply_environment(
     try:
         store.acquire(environment, holder, "apply", wait=lock_timeout)
         try:
-            result = plan_environment(project, environment, prune=prune, refresh=refresh, revision=revision)
+            validation = project.validate()
+            checked = project.check([environment], validation=validation)
+            result = plan_environment(
+                project, environment, prune=prune, refresh=refresh, revision=revision, validation=validation
+            )
+            result = PlanResult(result.plan, result.graph, result.desired, result.diagnostics, checked.findings)
             plan = result.plan
             if plan is None or result.graph is None:
                 return result, None

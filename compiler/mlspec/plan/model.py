@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlspec.hashing import canonical, digest
@@ -75,18 +76,41 @@ class Plan:
         c = self.counts()
         return f"Plan: {c['create']} to add, {c['update']} to change, {c['delete']} to destroy"
 
+    def _body(self) -> dict[str, Any]:
+        # built by hand: dataclasses.asdict deep-copies every spec, which made large plans quadratic
+        return {
+            "schema_version": self.schema_version,
+            "environment": self.environment,
+            "project": self.project,
+            "revision": self.revision,
+            "state_serial": self.state_serial,
+            "desired_hash": self.desired_hash,
+            "changes": [
+                {
+                    "ref": c.ref,
+                    "action": c.action,
+                    "classification": c.classification,
+                    "fields": [{"path": f.path, "before": f.before, "after": f.after} for f in c.fields],
+                    "reasons": list(c.reasons),
+                    "fingerprint": c.fingerprint,
+                    "spec": c.spec,
+                    "artifacts": c.artifacts,
+                }
+                for c in self.changes
+            ],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON form (schema_version 1)."""
-        data = asdict(self)
+        data = self._body()
         data["plan_hash"] = self.plan_hash
         data["summary"] = self.counts()
         return data
 
-    @property
+    @functools.cached_property
     def plan_hash(self) -> str:
         """A hash of everything the plan would do: what `apply plan.json` checks it is applying."""
-        body = asdict(self)
-        return digest(canonical(body))
+        return digest(canonical(self._body()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:

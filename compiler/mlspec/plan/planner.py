@@ -178,6 +178,9 @@ def make_plan(
         if have is None:
             action = "create"
             fields: list[FieldChange] = []
+        elif have.fingerprint == want.fingerprint and have.artifacts == wanted_hashes and ref not in drifted:
+            changes.append(Change(ref, "noop", "safe", fingerprint=want.fingerprint, artifacts=wanted_hashes))
+            continue  # equal fingerprints mean equal specs: no field diff needed
         else:
             fields = diff_fields(have.spec, want.spec)
             changed = fields or have.artifacts != wanted_hashes or ref in drifted

@@ -37,6 +37,7 @@ class ResolvedGraph:
     overridden: frozenset[str] = field(default=frozenset())
     waivers: tuple[ParsedSpec, ...] = ()
     _fingerprints: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _reverse: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -68,10 +69,11 @@ class ResolvedGraph:
 
     def dependents(self, ref: str) -> set[str]:
         """Every resource that depends on ``ref``, directly or through others."""
-        reverse: dict[str, set[str]] = {}
-        for node, deps in self.dependencies.items():
-            for dep in deps:
-                reverse.setdefault(dep, set()).add(node)
+        reverse = self._reverse
+        if not reverse:
+            for node, deps in self.dependencies.items():
+                for dep in deps:
+                    reverse.setdefault(dep, set()).add(node)
         seen: set[str] = set()
         stack = [ref]
         while stack:

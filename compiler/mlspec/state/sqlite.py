@@ -2,7 +2,7 @@
 
 Every resource write is its own transaction, committed before the next resource
 is applied, so a crash at any point leaves state that says exactly what was
-applied. The database runs in WAL mode with full synchronisation.
+applied. The database runs in WAL mode.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ class SqliteState:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: every commit survives a crash of the process (what apply must survive); after a
+        # power loss the last commits may roll back, and re-applying (idempotent) converges.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
 
