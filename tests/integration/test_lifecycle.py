@@ -317,3 +317,15 @@ def test_rollback_to_a_git_revision(project: Path, cli: Callable[..., CliResult]
     assert result.code == 0, result.out + result.err
     assert applied_state(project) == v1
     assert "rollback to HEAD~1" in cli("audit", "log", "--env", "prod", "-C", str(project)).out
+
+
+def test_the_output_target_plans_what_it_would_write(project: Path) -> None:
+    from mlspec.apply.workflow import output_dir
+    from mlspec.targets.output_dir import OutputDirTarget
+
+    result = plan_environment(Project.open(project), "prod")
+    assert result.plan is not None and result.graph is not None
+    target = OutputDirTarget(output_dir(Project.open(project), result.graph))
+    deployment = next(c for c in result.plan.changes if c.ref == "Deployment/fraud-api")
+    assert "write kubernetes/fraud-api.yaml" in target.plan(deployment, None)
+    assert not (output_dir(Project.open(project), result.graph) / "kubernetes").exists(), "planning writes nothing"

@@ -22,6 +22,10 @@ class Target(Protocol):
 
     name: ClassVar[str]
 
+    def plan(self, change: Change, previous: ResourceState | None) -> list[str]:
+        """What applying ``change`` would do here, in words (nothing is changed)."""
+        ...
+
     def apply(self, change: Change, artifacts: dict[str, Artifact], previous: ResourceState | None) -> dict[str, str]:
         """Make the target match ``change``; returns target-side ids (model versions, object uids...)."""
         ...

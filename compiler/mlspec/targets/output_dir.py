@@ -32,6 +32,18 @@ class OutputDirTarget:
             raise TargetError(f"artifact path escapes the output folder: {relative}")
         return path
 
+    def plan(self, change: Change, previous: ResourceState | None) -> list[str]:
+        """The files applying ``change`` would write or remove."""
+        old = set(previous.artifacts) if previous else set()
+        if change.action == "delete":
+            return [f"remove {p}" for p in sorted(old)]
+        steps = [
+            f"write {p}"
+            for p, sha in sorted(change.artifacts.items())
+            if previous is None or previous.artifacts.get(p) != sha or not self._path(p).is_file()
+        ]
+        return steps + [f"remove {p}" for p in sorted(old - set(change.artifacts))]
+
     def apply(self, change: Change, artifacts: dict[str, Artifact], previous: ResourceState | None) -> dict[str, str]:
         """Write (or, for a delete, remove) the resource's artifacts."""
         old = set(previous.artifacts) if previous else set()
