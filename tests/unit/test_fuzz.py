@@ -19,7 +19,7 @@ DOCUMENTED = set(re.findall(r"^\| `([a-z0-9-]+)` \|", (REPO / "docs" / "errors.m
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def check(data: bytes) -> None:
+def assert_clean_outcome(data: bytes) -> None:
     """Run load + validate; every outcome must be a clean result."""
     documents, diagnostics = load_bytes(data, "fuzz.yaml", Limits())
     for document in documents:
@@ -43,7 +43,7 @@ trees = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionarie
 @FUZZ
 @given(trees)
 def test_any_yaml_tree_is_handled(tree: Any) -> None:
-    check(yaml.safe_dump(tree, allow_unicode=True).encode())
+    assert_clean_outcome(yaml.safe_dump(tree, allow_unicode=True).encode())
 
 
 @st.composite
@@ -76,7 +76,7 @@ def spec_like(draw: st.DrawFn) -> dict[str, Any]:
 @FUZZ
 @given(spec_like())
 def test_mutated_specs_are_handled(spec: dict[str, Any]) -> None:
-    check(yaml.safe_dump(spec, allow_unicode=True).encode())
+    assert_clean_outcome(yaml.safe_dump(spec, allow_unicode=True).encode())
 
 
 @FUZZ
@@ -94,10 +94,10 @@ def test_byte_level_corruption_is_handled(text: str, data: st.DataObject) -> Non
                 del raw[position]
             else:
                 raw[position] = byte
-    check(bytes(raw))
+    assert_clean_outcome(bytes(raw))
 
 
 @FUZZ
 @given(st.binary(max_size=300))
 def test_random_bytes_are_handled(data: bytes) -> None:
-    check(data)
+    assert_clean_outcome(data)
