@@ -329,3 +329,12 @@ def test_the_output_target_plans_what_it_would_write(project: Path) -> None:
     deployment = next(c for c in result.plan.changes if c.ref == "Deployment/fraud-api")
     assert "write kubernetes/fraud-api.yaml" in target.plan(deployment, None)
     assert not (output_dir(Project.open(project), result.graph) / "kubernetes").exists(), "planning writes nothing"
+
+
+def test_a_corrupt_state_file_is_a_clear_error(project: Path) -> None:
+    state = project / ".mlspec" / "state.db"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"this is not sqlite" * 100)
+    proc = run_mlspec("plan", "--env", "prod", "-C", str(project))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "is not a usable SQLite database" in proc.stderr

@@ -78,7 +78,14 @@ class SqliteState:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise MlspecError(
+                f"the state file {path} is not a usable SQLite database ({exc})",
+                hint="restore it from a backup; never edit or replace state by hand",
+            ) from None
         # WAL + NORMAL: every commit survives a crash of the process (what apply must survive); after a
         # power loss the last commits may roll back, and re-applying (idempotent) converges.
         self._db.execute("PRAGMA synchronous=NORMAL")
