@@ -334,6 +334,46 @@ def audit_log(env: str | None, path: Path | None) -> int:
     return EXIT_OK
 
 
+@audit.command("live")
+@click.option("--env", "env", required=True)
+@click.option("--at", "at", help="ISO time, e.g. 2026-11-23T10:00:00+04:00 (default: now).")
+@PROJECT_OPTION
+def audit_live(env: str, at: str | None, path: Path | None) -> int:
+    """What was live in an environment at a time: every resource, and the model each Deployment served."""
+    import datetime as dt
+
+    from mlspec.apply.workflow import state_store
+    from mlspec.errors import UsageError
+    from mlspec.project import Project
+
+    try:
+        moment = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    except ValueError:
+        raise UsageError(f"--at {at!r} is not an ISO time", hint="e.g. 2026-11-23T10:00:00+04:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    store = state_store(Project.open(path or Path.cwd()))
+    try:
+        applies = [
+            e for e in store.audit(env) if e.record.get("type") == "apply" and dt.datetime.fromisoformat(e.at) <= moment
+        ]
+    finally:
+        store.close()
+    if not applies:
+        click.echo(f"nothing was applied to '{env}' by {moment.isoformat()}")
+        return EXIT_OK
+    entry = applies[-1]
+    click.echo(
+        f"{env} at {moment.isoformat()}: as applied by #{entry.seq} at {entry.at} by {entry.actor} "
+        f"({short_revision(entry.revision)})"
+    )
+    for ref, model in sorted(entry.record.get("serving", {}).items()):
+        click.echo(f"  {ref} served {model}")
+    for ref, fingerprint in sorted(entry.record.get("live", {}).items()):
+        click.echo(f"  {ref} {fingerprint[:12]}")
+    return EXIT_OK
+
+
 @audit.command("verify")
 @PROJECT_OPTION
 def audit_verify(path: Path | None) -> int:

@@ -338,3 +338,21 @@ def test_a_corrupt_state_file_is_a_clear_error(project: Path) -> None:
     proc = run_mlspec("plan", "--env", "prod", "-C", str(project))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is not a usable SQLite database" in proc.stderr
+
+
+def test_audit_answers_what_was_live_when(project: Path, cli: Callable[..., CliResult]) -> None:
+    import datetime as dt
+
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    edit(project, "specs/all.yaml", "model: {name: fraud-detector}", "model: {name: fraud-detector, alias: challenger}")
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    now = cli("audit", "live", "--env", "prod", "-C", str(project)).out
+    assert "Deployment/fraud-api served fraud-detector@challenger" in now
+    earlier = cli("audit", "live", "--env", "prod", "--at", before.isoformat(), "-C", str(project)).out
+    assert "nothing was applied" in earlier
+    store = state_store(Project.open(project))
+    first = next(e for e in store.audit("prod") if e.record.get("type") == "apply")
+    store.close()
+    then = cli("audit", "live", "--env", "prod", "--at", first.at, "-C", str(project)).out
+    assert "Deployment/fraud-api served fraud-detector@champion" in then

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from mlspec.failpoints import failpoint
 from mlspec.plan.model import Plan
@@ -110,9 +110,16 @@ def apply_plan(
         "summary": plan.counts(),
         "changes": [{"ref": r.ref, "action": r.action, "status": r.status, "error": r.error} for r in results],
         "live": {ref: r.fingerprint for ref, r in sorted(applied.items())},
+        "serving": {ref: _served_model(r.spec) for ref, r in sorted(applied.items()) if ref.startswith("Deployment/")},
     }
     audit = state.append_audit(env, actor, revision, plan.plan_hash, record) if results else None
     return ApplyResult(env, tuple(results), audit)
+
+
+def _served_model(spec: dict[str, Any]) -> str:
+    model = spec.get("spec", {}).get("model", {})
+    version = model.get("version")
+    return f"{model.get('name')}/{version}" if version else f"{model.get('name')}@{model.get('alias')}"
 
 
 def _upstream(ref: str, graph: ResolvedGraph) -> set[str]:

@@ -62,8 +62,8 @@ class StateReader(Protocol):
 
 
 def now() -> str:
-    """UTC time as ISO-8601 with seconds."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    """UTC time as ISO-8601 with milliseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
