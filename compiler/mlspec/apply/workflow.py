@@ -88,11 +88,12 @@ def plan_environment(
         drifted = frozenset(_drifted(project, graph, store)) if refresh else frozenset()
     finally:
         store.close()
+    desired = desired_state(graph, rendered.artifacts)
     plan = make_plan(
-        graph, rendered.artifacts, state, project=project.name,
+        graph, desired, state, project=project.name,
         revision=revision or str(current_revision(project.root)), prune=prune, drifted=drifted,
     )  # fmt: skip
-    return PlanResult(plan, graph, desired_state(graph, rendered.artifacts), (), ())
+    return PlanResult(plan, graph, desired, (), ())
 
 
 def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState) -> list[str]:

@@ -158,7 +158,7 @@ def classify(
 
 def make_plan(
     graph: ResolvedGraph,
-    artifacts: tuple[Artifact, ...],
+    desired: dict[str, Desired],
     state: EnvironmentState,
     *,
     project: str,
@@ -166,8 +166,7 @@ def make_plan(
     prune: bool = True,
     drifted: frozenset[str] = frozenset(),
 ) -> Plan:
-    """The plan that takes ``state`` to what the specs and their artifacts say, in apply order."""
-    desired = desired_state(graph, artifacts)
+    """The plan that takes ``state`` to ``desired`` (see desired_state), in apply order."""
     changes: list[Change] = []
     order = [*graph.order, graph.environment.ref]
     for ref in order:

@@ -11,11 +11,12 @@ Compiles are cached by content hash (they cost ~15 ms each).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 from typing import Any, ClassVar
 
-from mlspec.render.base import Artifact, RenderContext, RenderOutput
+from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.training import TrainingPipeline
@@ -67,6 +68,17 @@ def compile_all(jobs: list[dict[str, Any]]) -> list[bytes]:
         return list(pool.map(_compile, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
 
 
+def _schedule_file(path: str, pipeline: str, cron: str, environment: str) -> dict[str, bytes]:
+    document = {
+        "pipeline": pipeline,
+        "cron": cron,
+        "max_concurrency": 1,
+        "no_catchup": True,
+        "parameters": {"environment": environment},
+    }
+    return {path: to_json(document)}
+
+
 class KfpRenderer:
     """Renders ``kfp/<pipeline>.yaml`` (and ``-cpu`` variants and schedules) for every TrainingPipeline."""
 
@@ -104,14 +116,8 @@ class KfpRenderer:
         for spec in graph.of_kind("TrainingPipeline"):
             schedule = spec.model.spec.schedule  # type: ignore[attr-defined]
             if schedule:
-                document = {
-                    "pipeline": spec.name,
-                    "cron": schedule,
-                    "max_concurrency": 1,
-                    "no_catchup": True,
-                    "parameters": {"environment": graph.name},
-                }
-                out.artifacts.append(
-                    Artifact(f"kfp/{spec.name}.schedule.json", to_json(document), self.name, (spec.ref,))
-                )
+                path = f"kfp/{spec.name}.schedule.json"
+                build = functools.partial(_schedule_file, path, spec.name, schedule, graph.name)
+                files = reuse(context, f"{self.name}-schedule/{self.version}", [graph.name, spec.digest], build)
+                out.artifacts.append(Artifact(path, files[path], self.name, (spec.ref,)))
         return out
