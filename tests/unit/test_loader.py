@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +160,12 @@ def test_control_characters_are_a_syntax_error_with_position() -> None:
 def test_complex_keys_are_refused() -> None:
     _, diags = load("? [a, b]\n: 1\n")
     assert [d.code for d in diags] == ["invalid-key"]
+
+
+def test_a_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
+    from mlspec.load import load_file
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    docs, diags = load_file(fifo, "pipe.yaml", LIMITS)
+    assert docs == [] and [d.code for d in diags] == ["unreadable-file"]

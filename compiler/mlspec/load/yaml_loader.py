@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from typing import Any
 
 import yaml
@@ -251,7 +252,12 @@ def _too_large(display: str, size: int, limits: Limits) -> Diagnostic:
 def load_file(path: str | os.PathLike[str], display: str, limits: Limits) -> tuple[list[RawDocument], list[Diagnostic]]:
     """Load every document of one YAML file; ``display`` is the name used in messages."""
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            return [], [
+                Diagnostic("unreadable-file", "not a regular file (a pipe, device or socket)", Location(display, 1, 1))
+            ]
+        size = info.st_size
         if size > limits.max_file_bytes:
             return [], [_too_large(display, size, limits)]
         with open(path, "rb") as handle:
