@@ -343,11 +343,15 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             click.echo(f"  = help: {exc.hint}", err=True)
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (mlspec ... | head): not an error
+        return EXIT_OK
+    except OSError as exc:  # the file system said no (permissions, missing folders, full disk): not a bug
+        target = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"error: cannot use{target}: {exc.strerror or exc}", err=True)
+        return EXIT_FINDINGS
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
     except Exception as exc:  # a bug in mlspec, not the user's mistake
         if os.environ.get("MLSPEC_DEBUG"):
             raise

@@ -195,3 +195,10 @@ def test_reference_platform_validates_through_the_real_entry_point() -> None:
     proc = run_mlspec("validate", str(REPO))
     assert proc.returncode == 0, proc.stdout
     assert "✓ valid" in proc.stdout
+
+
+def test_file_system_errors_are_messages_not_internal_errors(project: Path, cli: Callable[..., CliResult]) -> None:
+    blocker = project / "blocked"
+    blocker.write_text("a file where a folder must go")
+    result = cli("schema", "-o", str(blocker / "schemas"))
+    assert result.code == 1 and result.err.startswith("error: cannot use") and "blocked" in result.err
