@@ -103,7 +103,7 @@ def apply(
     if plan_file is not None:
         try:
             saved = Plan.from_dict(json.loads(plan_file.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{plan_file} is not a valid mlspec plan: {exc}") from None
         env = env or saved.environment
     if env is None:

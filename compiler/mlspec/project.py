@@ -99,6 +99,12 @@ class Project:
     name: str
     project_diagnostics: tuple[Diagnostic, ...] = field(default=())
     _caches: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    state_root: Path | None = None  # where state, caches and outputs live; differs from root only in rollback
+
+    @property
+    def home(self) -> Path:
+        """The folder state, caches and environment outputs are relative to."""
+        return self.state_root or self.root
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Project:
@@ -236,7 +242,7 @@ class Project:
     @property
     def cache_dir(self) -> Path:
         """Where content-hash caches live (never committed)."""
-        return self.root / ".mlspec" / "cache"
+        return self.home / ".mlspec" / "cache"
 
     def render(
         self,
@@ -345,4 +351,5 @@ def validate_paths(paths: Sequence[str | Path]) -> ValidationResult:
         files.extend(yaml_files(path))
     if not files:
         raise UsageError(f"no YAML files found in: {', '.join(str(p) for p in paths)}")
-    return validate_files(files)
+    unique = list(dict.fromkeys(f.resolve() for f in files))  # overlapping paths name a file once
+    return validate_files(unique)

@@ -356,3 +356,56 @@ def test_audit_answers_what_was_live_when(project: Path, cli: Callable[..., CliR
     store.close()
     then = cli("audit", "live", "--env", "prod", "--at", first.at, "-C", str(project)).out
     assert "Deployment/fraud-api served fraud-detector@champion" in then
+
+
+def test_a_renamed_resource_keeps_the_files_it_now_owns(project: Path, cli: Callable[..., CliResult]) -> None:
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    # the FeatureView's name changes: its old and new owner claim different paths, the shared feast repo moves on
+    edit(
+        project,
+        "specs/all.yaml",
+        "metadata: {owner: team, name: fraud-api}",
+        "metadata: {owner: team, name: fraud-api-v2}",
+    )
+    assert cli("apply", "--env", "prod", "--auto-approve", "--allow-destroy", "-C", str(project)).code == 0
+    assert (project / ".mlspec/prod/output/kubernetes/fraud-api-v2.yaml").is_file()
+    assert cli("diff", "--env", "prod", "-C", str(project)).code == 0, "nothing applied was deleted by another change"
+
+
+def test_a_saved_plan_without_its_hash_or_not_a_plan_is_refused(
+    project: Path, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    saved = tmp_path / "plan.json"
+    cli("plan", "--env", "prod", "--out", str(saved), "-C", str(project))
+    data = json.loads(saved.read_text())
+    del data["plan_hash"]
+    saved.write_text(json.dumps(data))
+    assert "hash is missing or does not match" in cli("apply", str(saved), "-C", str(project)).err
+    saved.write_text("[]")
+    result = cli("apply", str(saved), "-C", str(project))
+    assert result.code == 2 and "not a valid mlspec plan" in result.err
+
+
+def test_a_corrupt_audit_record_is_reported_as_edited(project: Path, cli: Callable[..., CliResult]) -> None:
+    apply_environment(Project.open(project), "prod")
+    db = sqlite3.connect(project / ".mlspec/state.db")
+    db.execute("UPDATE audit SET record = '{' WHERE seq = 2")
+    db.commit()
+    db.close()
+    result = cli("audit", "verify", "-C", str(project))
+    assert result.code == 1 and "record 2: its content does not match its hash (edited)" in result.out
+
+
+def test_rollback_writes_into_the_project_whatever_its_data_dir(project: Path, cli: Callable[..., CliResult]) -> None:
+    edit(project, "environments/prod.yaml", "  targets:\n", "  data_dir: out/prod\n  targets:\n")
+    git = ["git", "-C", str(project), "-c", "user.email=t@bank.ae", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    edit(project, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
+    subprocess.run([*git, "commit", "-qam", "v2"], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    assert cli("rollback", "--env", "prod", "--to", "HEAD~1", "--auto-approve", "-C", str(project)).code == 0
+    assert "ttl=timedelta(seconds=604800)" in (project / "out/prod/output/feast/features.py").read_text()
+    assert cli("diff", "--env", "prod", "-C", str(project)).code == 0

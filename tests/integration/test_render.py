@@ -285,3 +285,15 @@ def test_cached_render_after_a_change_equals_a_fresh_render(tmp_path: Path, path
     changed = {p for p, c in files(fresh).items() if files(first).get(p) != c} - {"manifest.json"}
     assert changed, "the change must show in the rendered output"
     assert len(changed) < len(files(fresh)) - 1, "and only where it matters"
+
+
+def test_render_never_deletes_outside_its_folder(tmp_path: Path, rendered: dict[str, RenderResult]) -> None:
+    out = tmp_path / "out"
+    write_tree(out, rendered["prod"].artifacts)
+    precious = tmp_path / "README.md"
+    precious.write_text("keep me")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"].append({"path": "../README.md", "sha256": "0" * 64})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    summary = write_tree(out, rendered["prod"].artifacts)
+    assert precious.read_text() == "keep me" and "../README.md" not in summary.removed

@@ -169,3 +169,34 @@ def test_a_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     docs, diags = load_file(fifo, "pipe.yaml", LIMITS)
     assert docs == [] and [d.code for d in diags] == ["unreadable-file"]
+
+
+def test_merge_keys_follow_the_yaml_spec_earlier_sources_win() -> None:
+    docs, diags = load("x: &x {k: 1, j: 1}\ny: &y {k: 2}\nc: {<<: [*x, *y]}\n")
+    assert diags == [] and docs[0].data["c"] == {"k": 1, "j": 1}
+    assert docs[0].locate(("c", "k")).line == 1
+
+
+def test_keys_stay_as_written() -> None:
+    docs, _ = load("labels: {true: a, 0x10: b, on: c}\n")
+    assert docs[0].data["labels"] == {"true": "a", "0x10": "b", "on": "c"}
+    assert docs[0].locate(("labels", "0x10"), key=True).column == 19
+
+
+def test_huge_numbers_are_refused_not_crashed_on() -> None:
+    _, diags = load("a: " + "1" * 5000 + "\nb: 0x" + "f" * 5000 + "\n")
+    assert [d.code for d in diags] == ["number-too-large", "number-too-large"]
+
+
+def test_aliases_cannot_hide_nesting_depth() -> None:
+    lines = ["a0: &a0 1"]
+    for i in range(1, 6):
+        lines.append(f"a{i}: &a{i} " + "{k: " * 20 + f"*a{i - 1}" + "}" * 20)
+    docs, diags = load("\n".join(lines) + "\n")
+    assert docs == [] and [d.code for d in diags] == ["nesting-too-deep"]
+
+
+def test_reader_errors_count_characters_not_bytes() -> None:
+    _, diags = load("a: مرحبا بالعالم\nb: x\x07\n")
+    (d,) = diags
+    assert (d.location.line, d.location.column) == (2, 5)

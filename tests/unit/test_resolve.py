@@ -142,3 +142,9 @@ def test_graph_command_reports_resolution_problems(tmp_path: Path, cli: Callable
     )
     result = cli("graph", "--env", "prod", "-C", str(tmp_path))
     assert result.code == 1 and "error[invalid-value]" in result.out and "prod.yaml" in result.out
+
+
+def test_only_platform_resources_can_be_overridden(tmp_path: Path) -> None:
+    extra = "  overrides:\n    - {target: Environment/prod, patch: {spec: {tier: staging}}}\n"
+    (d,) = project(tmp_path, extra).resolve("prod").diagnostics
+    assert d.code == "invalid-override" and "Environment cannot be overridden" in d.message

@@ -66,6 +66,7 @@ def apply_plan(
     failed: set[str] = set()
     pending = plan.pending
     applied = dict(state.read(env).resources)  # kept current as changes land, instead of re-reading per change
+    owners = {path: ref for ref, want in desired.items() for path in want.artifacts}
     for position, change in enumerate(pending, start=1):
         upstream = _upstream(change.ref, graph)
         blocked = sorted(upstream & failed) if change.action != "delete" else []
@@ -81,7 +82,8 @@ def apply_plan(
         failpoint("apply.before_target")
         try:
             artifacts = {} if change.action == "delete" else dict(desired[change.ref].artifacts)
-            target_ids = target.apply(change, artifacts, previous)
+            keep = frozenset(path for path, owner in owners.items() if owner != change.ref)
+            target_ids = target.apply(change, artifacts, previous, keep)
         except TargetError as exc:
             failed.add(change.ref)
             where = _location(change.ref, graph)

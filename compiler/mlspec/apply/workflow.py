@@ -8,6 +8,7 @@ refuses destructive or policy-failing plans, and reconciles through the target.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import subprocess
 import tarfile
@@ -55,12 +56,12 @@ class PlanResult:
 
 def state_store(project: Project) -> SqliteState:
     """The project's state database."""
-    return SqliteState(project.root / project.settings.state.path)
+    return SqliteState(project.home / project.settings.state.path)
 
 
 def output_dir(project: Project, graph: ResolvedGraph) -> Path:
     """Where the output target writes an environment's artifacts."""
-    return project.root / (graph.env.spec.data_dir or f".mlspec/{graph.name}") / "output"
+    return project.home / (graph.env.spec.data_dir or f".mlspec/{graph.name}") / "output"
 
 
 def plan_environment(
@@ -182,7 +183,7 @@ def _check_saved(saved: Plan, fresh: Plan) -> None:
             f"stale plan: state changed since it was made (serial {saved.state_serial} -> {fresh.state_serial})",
             hint="run 'mlspec plan' again",
         )
-    if saved.desired_hash != fresh.desired_hash:
+    if saved.desired_hash != fresh.desired_hash or saved.changes != fresh.changes:
         raise PlanRefused(
             "stale plan: the specs or their rendered artifacts changed since it was made",
             hint="run 'mlspec plan' again",
@@ -223,9 +224,8 @@ def project_at(project: Project, revision: str) -> Iterator[Project]:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
         prefix = Path(tmp) / project.root.relative_to(_git_root(project.root))
-        (project.root / ".mlspec").mkdir(exist_ok=True)
-        (prefix / ".mlspec").symlink_to(project.root / ".mlspec", target_is_directory=True)
-        yield ProjectClass.open(prefix)
+        # the old specs, but the current project's state, caches and outputs
+        yield dataclasses.replace(ProjectClass.open(prefix), state_root=project.home)
 
 
 def _git_root(path: Path) -> Path:

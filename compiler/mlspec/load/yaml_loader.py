@@ -99,6 +99,7 @@ class _Builder:
         self.diagnostics: list[Diagnostic] = []
         self.alias_nodes = 0
         self._memo: dict[int, tuple[Any, int]] = {}
+        self._heights: dict[int, int] = {}  # levels below each container, so a reused alias cannot hide depth
 
     def build(self, node: yaml.Node) -> Any:
         value, _ = self._build(node, 0)
@@ -114,6 +115,13 @@ class _Builder:
                     f"aliases expand to more than {self.limits.max_alias_nodes} nodes",
                     node,
                     "a YAML alias bomb ('billion laughs') is refused; inline the data or use fewer aliases",
+                )
+            if depth + self._heights.get(id(node), 0) > self.limits.max_depth:
+                raise _LimitError(
+                    "nesting-too-deep",
+                    f"nesting is deeper than {self.limits.max_depth} levels (through aliases)",
+                    node,
+                    "flatten the structure; no mlspec spec needs this depth",
                 )
             return memo
         if depth > self.limits.max_depth:
@@ -134,9 +142,17 @@ class _Builder:
                 items.append(value)
                 size += child_size
             result = (items, size)
+            self._heights[id(node)] = 1 + max((self._heights.get(id(c), 0) for c in node.value), default=0)
         elif isinstance(node, yaml.MappingNode):
             self._check_tag(node, _MAP)
             result = self._mapping(node, depth)
+            children = [v for _, v in node.value] + [
+                s
+                for k, v in node.value
+                if k.value == MERGE_KEY
+                for s in (v.value if isinstance(v, yaml.SequenceNode) else [v])
+            ]
+            self._heights[id(node)] = 1 + max((self._heights.get(id(c), 0) for c in children), default=0)
         else:  # pragma: no cover - libyaml produces only the three node kinds
             raise TypeError(f"unexpected YAML node {type(node).__name__}")
         self._memo[id(node)] = result
@@ -165,11 +181,8 @@ class _Builder:
                     else:
                         self._error("invalid-merge", "a merge key '<<' takes a mapping or a list of them", source)
                 continue
-            key = self._scalar(key_node)
-            try:
-                first = key_nodes.get(key)
-            except TypeError:  # unhashable cannot happen for scalars, but stay total
-                first = None
+            key = key_node.value  # keys are names: `on`, `true` or `0x10` stay as written
+            first = key_nodes.get(key)
             if first is not None:
                 self._error(
                     "duplicate-key",
@@ -183,7 +196,7 @@ class _Builder:
             value, child_size = self._build(value_node, depth + 1)
             out[key] = value
             size += child_size
-        for source in reversed(merged):  # explicit keys win over merged ones
+        for source in merged:  # explicit keys win, then earlier merge sources over later ones (YAML spec)
             for key, value in source.items():
                 out.setdefault(key, value)
         return out, size
@@ -194,6 +207,9 @@ class _Builder:
         if tag in (_STR, "!"):
             return value
         if tag == _INT:
+            if len(value) > 64:
+                self._error("number-too-large", f"the number {value[:20]}... has {len(value)} digits", node)
+                return 0
             if value.startswith("0o"):
                 return int(value[2:], 8)
             if value.startswith("0x"):
@@ -400,6 +416,8 @@ def _syntax_diagnostic(exc: yaml.YAMLError, text: str, display: str) -> Diagnost
         message = f"{problem}" + (f" ({context})" if context else "")
     else:
         position = getattr(exc, "position", 0) or 0
+        # libyaml counts UTF-8 bytes, not characters
+        position = len(text.encode()[:position].decode("utf-8", errors="ignore"))
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
         location = Location(display, line, column)

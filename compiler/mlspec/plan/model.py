@@ -114,7 +114,9 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
-        """Read a saved plan; refuses other schema versions."""
+        """Read a saved plan; refuses other schema versions and edited files."""
+        if not isinstance(data, dict):
+            raise ValueError("not a plan document (a JSON object)")
         if data.get("schema_version") != PLAN_SCHEMA_VERSION:
             raise ValueError(f"plan schema_version {data.get('schema_version')!r} is not {PLAN_SCHEMA_VERSION}")
         changes = tuple(
@@ -133,6 +135,6 @@ class Plan:
         plan = cls(
             data["environment"], data["project"], data["revision"], data["state_serial"], data["desired_hash"], changes
         )
-        if data.get("plan_hash") not in (None, plan.plan_hash):
-            raise ValueError("the plan file was edited after it was made (its hash does not match)")
+        if data.get("plan_hash") != plan.plan_hash:
+            raise ValueError("the plan file was edited after it was made (its hash is missing or does not match)")
         return plan

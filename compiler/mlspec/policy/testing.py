@@ -43,14 +43,14 @@ def run_policy_tests(files: Iterable[Path]) -> list[PolicyTestResult]:
     for path in files:
         try:
             engine.add_policy(display_path(path), path.read_text(encoding="utf-8"))
-        except PolicyEngineError as exc:
+        except (PolicyEngineError, UnicodeDecodeError, OSError) as exc:
             results.append(PolicyTestResult(display_path(path), "(load)", False, 0.0, str(exc)))
     if results:
         return results
     for path in files:
         if not path.name.endswith("_test.rego"):
             continue
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace")
         package = _PACKAGE.search(text)
         if package is None:
             continue

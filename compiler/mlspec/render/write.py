@@ -62,7 +62,10 @@ def write_tree(directory: Path, artifacts: tuple[Artifact, ...]) -> WriteSummary
         atomic_write(target, artifact.content)
         written.append(artifact.path)
     current = {a.path for a in artifacts}
-    removed = sorted(previous - current)
+    removed = sorted(p for p in previous - current if not os.path.isabs(p) and not os.path.normpath(p).startswith(".."))
     for stale in removed:
-        (directory / stale).unlink(missing_ok=True)
+        normal = os.path.normpath(stale)
+        if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == "..":
+            continue  # a manifest entry pointing outside the folder is never acted on
+        (directory / normal).unlink(missing_ok=True)
     return WriteSummary(tuple(written), tuple(unchanged), tuple(removed))

@@ -109,6 +109,17 @@ def resolve_environment(specs: list[ParsedSpec], env_name: str) -> tuple[Resolve
     for i, override in enumerate(model.spec.overrides):
         patch = Patch(environment.document, ("spec", "overrides", i, "patch"))
         problems.extend(check_patch(patch))
+        kind = override.target.split("/", 1)[0]
+        if kind not in GRAPH_KINDS:
+            problems.append(
+                Diagnostic(
+                    "invalid-override",
+                    f"overrides patch platform resources; {kind} cannot be overridden",
+                    environment.document.locate(("spec", "overrides", i, "target")),
+                    path=f"spec.overrides[{i}].target",
+                    hint=f"one of: {', '.join(GRAPH_KINDS)}; edit the {kind} itself instead",
+                )
+            )
         patches.setdefault(override.target, []).append(patch)
     if problems:
         return None, problems

@@ -15,7 +15,7 @@ class LimitsConfig(StrictModel):
     """Loader limits (see mlspec.load.Limits)."""
 
     max_file_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 2 * 1024 * 1024
-    max_depth: Annotated[int, Field(ge=8, le=1000)] = 64
+    max_depth: Annotated[int, Field(ge=8, le=200)] = 64
     max_alias_nodes: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
 
 

@@ -77,11 +77,10 @@ class SqliteState:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
-            self._db.close()
             raise MlspecError(
                 f"the state file {path} is not a usable SQLite database ({exc})",
                 hint="restore it from a backup; never edit or replace state by hand",
@@ -127,7 +126,7 @@ class SqliteState:
         """Audit records, oldest first."""
         query = "SELECT * FROM audit" + (" WHERE environment = ?" if environment else "") + " ORDER BY seq"
         rows = self._db.execute(query, (environment,) if environment else ()).fetchall()
-        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
+        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], _record(r[6]), r[7], r[8]) for r in rows]
 
     # writing: one transaction per call
     def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
@@ -226,6 +225,15 @@ class SqliteState:
             row = db.execute("SELECT * FROM locks WHERE environment = ?", (environment,)).fetchone()
             db.execute("DELETE FROM locks WHERE environment = ?", (environment,))
         return LockInfo(*row) if row else None
+
+
+def _record(text: str) -> dict[str, Any]:
+    """An audit record's body; one that no longer parses was tampered with and fails verification."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"unparseable": text}
+    return value if isinstance(value, dict) else {"unparseable": text}
 
 
 def _stale(lock: LockInfo) -> bool:

@@ -26,8 +26,17 @@ class Target(Protocol):
         """What applying ``change`` would do here, in words (nothing is changed)."""
         ...
 
-    def apply(self, change: Change, artifacts: dict[str, Artifact], previous: ResourceState | None) -> dict[str, str]:
-        """Make the target match ``change``; returns target-side ids (model versions, object uids...)."""
+    def apply(
+        self,
+        change: Change,
+        artifacts: dict[str, Artifact],
+        previous: ResourceState | None,
+        keep: frozenset[str] = frozenset(),
+    ) -> dict[str, str]:
+        """Make the target match ``change``; returns target-side ids (model versions, object uids...).
+
+        ``keep`` names what other resources own now: a delete or update never removes those.
+        """
         ...
 
     def read_live(self, resource: ResourceState) -> dict[str, str | None]:

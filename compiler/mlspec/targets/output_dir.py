@@ -44,9 +44,15 @@ class OutputDirTarget:
         ]
         return steps + [f"remove {p}" for p in sorted(old - set(change.artifacts))]
 
-    def apply(self, change: Change, artifacts: dict[str, Artifact], previous: ResourceState | None) -> dict[str, str]:
-        """Write (or, for a delete, remove) the resource's artifacts."""
-        old = set(previous.artifacts) if previous else set()
+    def apply(
+        self,
+        change: Change,
+        artifacts: dict[str, Artifact],
+        previous: ResourceState | None,
+        keep: frozenset[str] = frozenset(),
+    ) -> dict[str, str]:
+        """Write (or, for a delete, remove) the resource's artifacts; files in ``keep`` are never removed."""
+        old = (set(previous.artifacts) if previous else set()) - keep
         if change.action == "delete":
             for relative in sorted(old):
                 self._path(relative).unlink(missing_ok=True)
