@@ -165,7 +165,8 @@ def policy() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every test, not only failures.")
 def policy_test(path: Path | None, verbose: bool) -> int:
     """Run every test_ rule of the *_test.rego files, like `opa test`."""
-    from mlspec.policy.testing import policy_files, run_policy_tests
+    from mlspec.policy.evaluate import policy_files
+    from mlspec.policy.testing import run_policy_tests
     from mlspec.project import Project
 
     project = Project.open(path or Path.cwd())

@@ -127,14 +127,7 @@ def _served_model(spec: dict[str, Any]) -> str:
 def _upstream(ref: str, graph: ResolvedGraph) -> set[str]:
     if ref == graph.environment.ref:  # the environment's shared artifacts aggregate every resource
         return set(graph.order)
-    seen: set[str] = set()
-    stack = list(graph.dependencies.get(ref, ()))
-    while stack:
-        dep = stack.pop()
-        if dep not in seen:
-            seen.add(dep)
-            stack.extend(graph.dependencies.get(dep, ()))
-    return seen
+    return graph.upstream(ref)
 
 
 def _location(ref: str, graph: ResolvedGraph) -> str:

@@ -41,10 +41,15 @@ class PolicySet:
     @classmethod
     def for_project(cls, policy_dir: Path | None) -> PolicySet:
         """The library and, when it exists, every ``*.rego`` under the project's policy folder."""
-        files = sorted(LIBRARY.glob("*.rego"))
-        if policy_dir is not None and policy_dir.is_dir():
-            files += sorted(policy_dir.rglob("*.rego"))
-        return cls(tuple(f for f in files if not f.name.endswith("_test.rego")))
+        return cls(tuple(f for f in policy_files(policy_dir) if not f.name.endswith("_test.rego")))
+
+
+def policy_files(policy_dir: Path | None) -> list[Path]:
+    """The library's Rego files and, when the folder exists, the project's; tests included."""
+    files = sorted(LIBRARY.glob("*.rego"))
+    if policy_dir is not None and policy_dir.is_dir():
+        files += sorted(policy_dir.rglob("*.rego"))
+    return files
 
 
 def resource_document(spec: ParsedSpec) -> dict[str, Any]:

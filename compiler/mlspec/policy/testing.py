@@ -10,7 +10,6 @@ from pathlib import Path
 
 from mlspec.load.discovery import display_path
 from mlspec.policy.engine import PolicyEngineError, RegorusEngine
-from mlspec.policy.evaluate import LIBRARY
 
 _PACKAGE = re.compile(r"^package\s+([\w.]+)", re.M)
 _TEST_RULE = re.compile(r"^(test_\w+)\b", re.M)
@@ -25,14 +24,6 @@ class PolicyTestResult:
     passed: bool
     seconds: float
     error: str = ""
-
-
-def policy_files(policy_dir: Path | None) -> list[Path]:
-    """The library's files and the project's, tests included."""
-    files = sorted(LIBRARY.glob("*.rego"))
-    if policy_dir is not None and policy_dir.is_dir():
-        files += sorted(policy_dir.rglob("*.rego"))
-    return files
 
 
 def run_policy_tests(files: Iterable[Path]) -> list[PolicyTestResult]:

@@ -7,13 +7,12 @@ input that shapes the output, so a change anywhere in those inputs is a new key.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlspec.hashing import canonical
+from mlspec.render.write import atomic_write
 
 
 class RenderCache:
@@ -50,12 +49,7 @@ class RenderCache:
         key = self.key(namespace, inputs)
         self._memory[key] = content
         if self.directory is not None:
-            path = self.directory / key[:2] / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.replace(tmp, path)  # atomic: a reader sees the old entry or the whole new one
+            atomic_write(self.directory / key[:2] / key, content)
 
     def get_or_build(self, namespace: str, inputs: Any, build: Callable[[], bytes]) -> bytes:
         """Cached bytes for these inputs, or ``build()``'s result, stored for next time."""

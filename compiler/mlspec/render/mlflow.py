@@ -16,21 +16,12 @@ _RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
 
 def data_classification(graph: ResolvedGraph, pipeline_ref: str) -> str:
     """The most sensitive classification among the sources a pipeline depends on, directly or not."""
-    seen: set[str] = set()
-    stack = [pipeline_ref]
-    worst = "public"
-    while stack:
-        ref = stack.pop()
-        for dep in graph.dependencies.get(ref, ()):
-            if dep in seen:
-                continue
-            seen.add(dep)
-            stack.append(dep)
-            spec = graph.resources[dep]
-            if spec.kind == "DataSource":
-                level = spec.model.spec.classification  # type: ignore[attr-defined]
-                worst = level if _RANK[level] > _RANK[worst] else worst
-    return worst
+    levels = [
+        graph.resources[ref].model.spec.classification  # type: ignore[attr-defined]
+        for ref in graph.upstream(pipeline_ref)
+        if graph.resources[ref].kind == "DataSource"
+    ]
+    return max(levels, key=_RANK.__getitem__, default="public")
 
 
 class MlflowRenderer:

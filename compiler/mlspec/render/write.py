@@ -38,6 +38,14 @@ def atomic_write(path: Path, content: bytes) -> None:
         raise
 
 
+def inside(relative: str) -> str | None:
+    """``relative`` normalised, or None when it is absolute or climbs out of its folder."""
+    normal = os.path.normpath(relative)
+    if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == "..":
+        return None
+    return normal
+
+
 def _previous(directory: Path) -> set[str]:
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -52,8 +60,8 @@ def write_tree(directory: Path, artifacts: tuple[Artifact, ...]) -> WriteSummary
     written, unchanged = [], []
     ordered = sorted(artifacts, key=lambda a: a.path == MANIFEST)
     for artifact in ordered:
-        normal = os.path.normpath(artifact.path)
-        if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == "..":
+        normal = inside(artifact.path)
+        if normal is None:
             raise RuntimeError(f"artifact path escapes the output folder: {artifact.path}")
         target = directory / normal
         if target.is_file() and target.read_bytes() == artifact.content:
@@ -62,10 +70,8 @@ def write_tree(directory: Path, artifacts: tuple[Artifact, ...]) -> WriteSummary
         atomic_write(target, artifact.content)
         written.append(artifact.path)
     current = {a.path for a in artifacts}
-    removed = sorted(p for p in previous - current if not os.path.isabs(p) and not os.path.normpath(p).startswith(".."))
+    # a manifest entry pointing outside the folder is never acted on
+    removed = sorted(p for p in previous - current if inside(p) is not None)
     for stale in removed:
-        normal = os.path.normpath(stale)
-        if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == "..":
-            continue  # a manifest entry pointing outside the folder is never acted on
-        (directory / normal).unlink(missing_ok=True)
+        (directory / stale).unlink(missing_ok=True)
     return WriteSummary(tuple(written), tuple(unchanged), tuple(removed))

@@ -67,6 +67,17 @@ class ResolvedGraph:
             cache[ref] = found
         return found
 
+    def upstream(self, ref: str) -> set[str]:
+        """Every resource ``ref`` depends on, directly or through others."""
+        seen: set[str] = set()
+        stack = list(self.dependencies.get(ref, ()))
+        while stack:
+            dep = stack.pop()
+            if dep not in seen:
+                seen.add(dep)
+                stack.extend(self.dependencies.get(dep, ()))
+        return seen
+
     def dependents(self, ref: str) -> set[str]:
         """Every resource that depends on ``ref``, directly or through others."""
         reverse = self._reverse
