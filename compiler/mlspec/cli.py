@@ -319,8 +319,9 @@ def init(directory: Path, name: str | None, force: bool) -> int:
 
 def _register_lifecycle() -> None:
     from mlspec.cli_lifecycle import lifecycle
+    from mlspec.cli_platform import platform
 
-    for command in lifecycle.commands.values():
+    for command in (*lifecycle.commands.values(), *platform.commands.values()):
         cli.add_command(command)
 
 

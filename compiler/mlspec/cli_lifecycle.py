@@ -76,6 +76,9 @@ def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool,
 @click.option("--allow-destroy", is_flag=True, help="Allow deleting production Deployments.")
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, help="Seconds to wait for the lock.")
 @click.option("--as", "who", help="Who is applying (default: git user or login).")
+@click.option(
+    "--artifacts-only", is_flag=True, help="On a local environment: write artifacts and state, run no engines."
+)
 @PROJECT_OPTION
 def apply(
     *,
@@ -87,6 +90,7 @@ def apply(
     allow_destroy: bool,
     lock_timeout: float,
     who: str | None,
+    artifacts_only: bool,
     path: Path | None,
 ) -> int:
     """Apply the specs (or exactly a saved plan) to an environment, one resource at a time."""
@@ -121,6 +125,7 @@ def apply(
     result, applied = apply_environment(
         Project.open(path or Path.cwd()), env, saved=saved, prune=not no_prune, refresh=refresh,
         allow_destroy=allow_destroy, lock_timeout=lock_timeout, who=who, approve=approve, progress=click.echo,
+        engines=not artifacts_only,
     )  # fmt: skip
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
@@ -128,6 +133,10 @@ def apply(
     if applied is None:
         click.echo("Nothing to apply." if result.plan.empty else "Apply cancelled.")
         return EXIT_OK
+    return _report_apply(applied, style)
+
+
+def _report_apply(applied: Any, style: Any) -> int:
     failed = [r for r in applied.results if r.status != "applied"]
     for r in failed:
         click.echo(

@@ -24,14 +24,17 @@ from mlspec.errors import MlspecError
 from mlspec.gitinfo import actor as current_actor
 from mlspec.gitinfo import revision as current_revision
 from mlspec.plan.model import Plan
-from mlspec.plan.planner import Desired, desired_state, make_plan
+from mlspec.plan.planner import Desired, desired_state, destroy_plan, make_plan
 from mlspec.policy.findings import Finding
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.state.model import ResourceState
 from mlspec.state.sqlite import SqliteState
+from mlspec.targets.base import Target
 from mlspec.targets.output_dir import OutputDirTarget
 
 if TYPE_CHECKING:
     from mlspec.project import Project, ValidationResult
+    from mlspec.targets.local.paths import LocalPaths
 
 
 class PlanRefused(MlspecError):
@@ -59,9 +62,44 @@ def state_store(project: Project) -> SqliteState:
     return SqliteState(project.home / project.settings.state.path)
 
 
+def data_dir(project: Project, graph: ResolvedGraph) -> Path:
+    """The environment's local folder: applied artifacts and, on a local tier, the engines' stores."""
+    return project.home / (graph.env.spec.data_dir or f".mlspec/{graph.name}")
+
+
 def output_dir(project: Project, graph: ResolvedGraph) -> Path:
     """Where the output target writes an environment's artifacts."""
-    return project.home / (graph.env.spec.data_dir or f".mlspec/{graph.name}") / "output"
+    return data_dir(project, graph) / "output"
+
+
+def runs_engines(graph: ResolvedGraph) -> bool:
+    """A local-tier environment brings the platform up on this machine; the others hand artifacts to GitOps."""
+    return graph.env.spec.tier == "local"
+
+
+def local_paths(project: Project, graph: ResolvedGraph) -> LocalPaths:
+    """The local platform's folders for an environment."""
+    from mlspec.targets.local.paths import LocalPaths
+
+    return LocalPaths(graph.name, project.root, data_dir(project, graph))
+
+
+def make_target(
+    project: Project,
+    graph: ResolvedGraph,
+    desired: dict[str, Desired],
+    applied: dict[str, ResourceState],
+    *,
+    engines: bool = True,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Target:
+    """The target an environment applies through: the local platform, or the output folder alone."""
+    if engines and runs_engines(graph):
+        from mlspec.targets.local.platform import LocalPlatformTarget
+
+        rendered = {path: a for want in desired.values() for path, a in want.artifacts.items()}
+        return LocalPlatformTarget(local_paths(project, graph), graph, rendered, applied, progress)
+    return OutputDirTarget(output_dir(project, graph))
 
 
 def plan_environment(
@@ -98,8 +136,9 @@ def plan_environment(
 
 
 def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState) -> list[str]:
-    target = OutputDirTarget(output_dir(project, graph))
-    return [ref for ref, resource in store.read(graph.name).resources.items() if not target.healthy(resource)]
+    applied = store.read(graph.name).resources
+    target = make_target(project, graph, {}, applied)
+    return [ref for ref, resource in applied.items() if not target.healthy(resource)]
 
 
 def drift(project: Project, environment: str) -> dict[str, dict[str, tuple[str | None, str | None]]]:
@@ -137,8 +176,13 @@ def apply_environment(
     approve: Callable[[Plan], bool] = lambda _: True,
     progress: Callable[[str], None] = lambda _: None,
     revision: str | None = None,
+    engines: bool = True,
 ) -> tuple[PlanResult, ApplyResult | None]:
-    """Lock the environment, plan (or verify a saved plan), and apply it."""
+    """Lock the environment, plan (or verify a saved plan), and apply it.
+
+    On a local-tier environment the engines run too (Feast, training, serving)
+    unless ``engines`` is False: then only the artifacts are written.
+    """
     store = state_store(project)
     holder = current_actor(who, project.root)
     try:
@@ -164,11 +208,55 @@ def apply_environment(
             _check_destroy(plan, result.graph, allow_destroy)
             if plan.empty or not approve(plan):
                 return result, None
+            target = make_target(
+                project, result.graph, result.desired, store.read(environment).resources,
+                engines=engines, progress=progress,
+            )  # fmt: skip
             applied = apply_plan(
-                plan, result.desired, result.graph, store, OutputDirTarget(output_dir(project, result.graph)),
+                plan, result.desired, result.graph, store, target,
                 actor=holder, revision=plan.revision, progress=progress,
             )  # fmt: skip
             return result, applied
+        finally:
+            store.release(environment)
+    finally:
+        store.close()
+
+
+def destroy_environment(
+    project: Project,
+    environment: str,
+    *,
+    allow_destroy: bool = False,
+    lock_timeout: float = 0.0,
+    who: str | None = None,
+    approve: Callable[[Plan], bool] = lambda _: True,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[Plan | None, ApplyResult | None]:
+    """Delete everything applied in an environment: servers stop, artifacts go, state empties.
+
+    Registered models and experiment runs stay in the registry (they are history, not
+    configuration). Production needs ``allow_destroy``.
+    """
+    store = state_store(project)
+    holder = current_actor(who, project.root)
+    try:
+        store.acquire(environment, holder, "destroy", wait=lock_timeout)
+        try:
+            resolution = project.resolve(environment)
+            if resolution.graph is None:
+                raise MlspecError(f"environment '{environment}' does not resolve; run mlspec check")
+            graph = resolution.graph
+            state = store.read(environment)
+            plan = destroy_plan(graph, state, project=project.name, revision=str(current_revision(project.root)))
+            _check_destroy(plan, graph, allow_destroy)
+            if plan.empty or not approve(plan):
+                return plan, None
+            target = make_target(project, graph, {}, state.resources, progress=progress)
+            applied = apply_plan(
+                plan, {}, graph, store, target, actor=holder, revision=plan.revision, progress=progress
+            )
+            return plan, applied
         finally:
             store.release(environment)
     finally:

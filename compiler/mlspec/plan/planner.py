@@ -200,12 +200,29 @@ def make_plan(
             )
         )
     if prune:
-        gone = [ref for ref in state.resources if ref not in desired]
-        for ref in sorted(gone, key=_kind_rank, reverse=True):  # dependants first
-            have = state.resources[ref]
-            classification, reasons = classify(ref, "delete", [], graph, have.spec)
-            changes.append(Change(ref, "delete", classification, (), tuple(reasons), have.fingerprint, have.spec, {}))
+        changes.extend(_deletes(graph, state, [ref for ref in state.resources if ref not in desired]))
     return Plan(graph.name, project, revision, state.serial, desired_hash(desired), tuple(changes))
+
+
+def destroy_plan(graph: ResolvedGraph, state: EnvironmentState, *, project: str, revision: str) -> Plan:
+    """The plan that deletes everything applied in the environment (``mlspec destroy``)."""
+    return Plan(
+        graph.name,
+        project,
+        revision,
+        state.serial,
+        desired_hash({}),
+        tuple(_deletes(graph, state, list(state.resources))),
+    )
+
+
+def _deletes(graph: ResolvedGraph, state: EnvironmentState, gone: list[str]) -> list[Change]:
+    changes = []
+    for ref in sorted(gone, key=_kind_rank, reverse=True):  # dependants first
+        have = state.resources[ref]
+        classification, reasons = classify(ref, "delete", [], graph, have.spec)
+        changes.append(Change(ref, "delete", classification, (), tuple(reasons), have.fingerprint, have.spec, {}))
+    return changes
 
 
 _RANK = {"DataSource": 0, "Entity": 1, "FeatureView": 2, "FeatureService": 3, "TrainingPipeline": 4, "Deployment": 5}

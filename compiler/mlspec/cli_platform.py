@@ -1,0 +1,91 @@
+"""Commands on a running local platform: status, monitor, destroy (registered on the main CLI)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mlspec.cli_lifecycle import PROJECT_OPTION, _report_apply
+from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
+
+
+@click.group()
+def platform() -> None:
+    """Holder for the platform commands; each is added to the main CLI."""
+
+
+@platform.command()
+@click.option("--env", "env", required=True, help="A local environment.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@PROJECT_OPTION
+def status(env: str, fmt: str, path: Path | None) -> int:
+    """Endpoints, model versions, traffic weights and health of a local environment."""
+    from mlspec.project import Project
+    from mlspec.targets.local.operations import status as platform_status
+    from mlspec.views.platform_text import render_status_text, status_json
+    from mlspec.views.style import Style, use_color
+
+    result = platform_status(Project.open(path or Path.cwd()), env)
+    if fmt == "json":
+        click.echo(status_json(result))
+    else:
+        style = Style(use_color(sys.stdout, "auto"))
+        click.echo(render_status_text(result, style), color=style.enabled)
+    down = [s.deployment for s in result.servers if not s.ready]
+    return EXIT_FINDINGS if down else EXIT_OK
+
+
+@platform.command()
+@click.option("--env", "env", required=True, help="A local environment.")
+@PROJECT_OPTION
+def monitor(env: str, path: Path | None) -> int:
+    """Check served traffic for drift once (Evidently); retrain and roll out again where the spec says so.
+
+    Exits 1 when drift was found.
+    """
+    from mlspec.project import Project
+    from mlspec.targets.local.operations import monitor as run_monitor
+    from mlspec.views.platform_text import render_monitor_text
+    from mlspec.views.style import Style, use_color
+
+    outcomes = run_monitor(Project.open(path or Path.cwd()), env, progress=click.echo)
+    style = Style(use_color(sys.stdout, "auto"))
+    click.echo(render_monitor_text(outcomes, style), color=style.enabled)
+    return EXIT_FINDINGS if any(o.drifted for o in outcomes) else EXIT_OK
+
+
+@platform.command()
+@click.option("--env", "env", required=True, help="Environment to tear down.")
+@click.option("--auto-approve", is_flag=True, help="Destroy without asking.")
+@click.option("--allow-destroy", is_flag=True, help="Needed for production environments.")
+@click.option("--as", "who", help="Who is destroying (default: git user or login).")
+@PROJECT_OPTION
+def destroy(env: str, auto_approve: bool, allow_destroy: bool, who: str | None, path: Path | None) -> int:
+    """Delete everything applied in an environment: servers stop, artifacts go (registered models stay)."""
+    from mlspec.apply.workflow import destroy_environment
+    from mlspec.errors import UsageError
+    from mlspec.plan.model import Plan
+    from mlspec.project import Project
+    from mlspec.views.plan import render_plan_text
+    from mlspec.views.style import Style, use_color
+
+    style = Style(use_color(sys.stdout, "auto"))
+
+    def approve(plan: Plan) -> bool:
+        click.echo(render_plan_text(plan, style), color=style.enabled)
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("not a terminal: pass --auto-approve to destroy without confirmation")
+        return click.confirm(f"Destroy everything in '{env}'?", default=False)
+
+    plan, applied = destroy_environment(
+        Project.open(path or Path.cwd()), env, allow_destroy=allow_destroy, who=who, approve=approve,
+        progress=click.echo,
+    )  # fmt: skip
+    if applied is None:
+        click.echo("Nothing to destroy." if plan is None or plan.empty else "Destroy cancelled.")
+        return EXIT_OK
+    return _report_apply(applied, style)

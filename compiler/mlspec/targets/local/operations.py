@@ -1,0 +1,258 @@
+"""Day-2 operations on a local environment: status, monitor (drift -> retrain -> rollout) and destroy.
+
+These work on what apply brought up. Anything that changes the platform (a
+retrain, a settled rollout) takes the environment's lock and leaves an audit
+record, like apply does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlspec.errors import MlspecError
+from mlspec.gitinfo import actor as current_actor
+from mlspec.gitinfo import revision as current_revision
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.deployment import Deployment
+from mlspec.spec.training import TrainingPipeline
+from mlspec.state.model import ResourceState
+from mlspec.state.sqlite import now
+from mlspec.targets.base import TargetError
+from mlspec.targets.local.platform import LocalPlatform, expected_hashes
+from mlspec.targets.local.serving import ServerStatus
+
+if TYPE_CHECKING:
+    from mlspec.project import Project
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    """Everything `mlspec status` shows for a local environment."""
+
+    environment: str
+    feature_store: dict[str, Any] | None
+    models: tuple[dict[str, Any], ...]
+    servers: tuple[ServerStatus, ...]
+    events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """One Deployment's drift check and what followed from it."""
+
+    deployment: str
+    drift: dict[str, Any] | None
+    action: str
+    message: str
+    retrained: dict[str, Any] | None = None
+    events: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def drifted(self) -> bool:
+        """Drift crossed the threshold."""
+        return bool(self.drift and self.drift.get("drift_detected"))
+
+
+def _graph(project: Project, environment: str) -> ResolvedGraph:
+    from mlspec.apply.workflow import runs_engines
+
+    resolution = project.resolve(environment)
+    if resolution.graph is None or not resolution.ok:
+        raise MlspecError(f"environment '{environment}' does not resolve", hint="run 'mlspec check' to see why")
+    if not runs_engines(resolution.graph):
+        raise MlspecError(
+            f"'{environment}' is not a local environment: its platform runs on its cluster",
+            hint="status, monitor and destroy work on local-tier environments",
+        )
+    return resolution.graph
+
+
+def _platform(project: Project, graph: ResolvedGraph) -> LocalPlatform:
+    from mlspec.apply.workflow import local_paths
+
+    return LocalPlatform(local_paths(project, graph))
+
+
+def _deployments(graph: ResolvedGraph) -> list[Deployment]:
+    return [s.model for s in graph.of_kind("Deployment") if isinstance(s.model, Deployment)]
+
+
+def settle_rollouts(
+    project: Project, graph: ResolvedGraph, platform: LocalPlatform, applied: dict[str, ResourceState]
+) -> list[str]:
+    """Move registry aliases for rollouts the servers finished (promoted or rolled back) and serve the outcome."""
+    events: list[str] = []
+    expected = expected_hashes(applied)
+    for deployment in _deployments(graph):
+        if f"Deployment/{deployment.metadata.name}" not in applied:
+            continue
+        outcome = platform.serving.settle(
+            deployment, features=[], expected=expected.get(deployment.spec.model.name, {})
+        )
+        if outcome:
+            events.append(f"{deployment.metadata.name}: {outcome}")
+    return events
+
+
+def status(project: Project, environment: str) -> PlatformStatus:
+    """Endpoints, versions, traffic weights and health of a local environment (settling finished rollouts)."""
+    from mlspec.apply.workflow import state_store
+
+    graph = _graph(project, environment)
+    platform = _platform(project, graph)
+    store = state_store(project)
+    try:
+        applied = store.read(environment).resources
+        events = settle_rollouts(project, graph, platform, applied) if applied else []
+        if events:
+            _audit(project, store, environment, {"type": "rollout", "events": events})
+    finally:
+        store.close()
+    models = []
+    for ref, resource in sorted(applied.items()):
+        if resource.kind != "TrainingPipeline":
+            continue
+        name = resource.target_ids.get("model", ref.split("/", 1)[1])
+        aliases = {}
+        for alias in ("champion", "challenger"):
+            found = platform.registry.version(name, alias=alias)
+            aliases[alias] = found.version if found else None
+        models.append({"model": name, **aliases, "device": resource.target_ids.get("device", "")})
+    servers = tuple(platform.serving.status(d.metadata.name) for d in _deployments(graph) if
+                    f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
+    return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events))
+
+
+def _audit(project: Project, store: Any, environment: str, record: dict[str, Any]) -> None:
+    store.append_audit(environment, current_actor(None, project.root), str(current_revision(project.root)), "", record)
+
+
+def monitor(
+    project: Project, environment: str, *, progress: Callable[[str], None] = lambda _: None
+) -> list[MonitorOutcome]:
+    """Check every monitored Deployment for drift once; retrain and roll out again where the spec says so."""
+    from mlspec.apply.workflow import state_store
+
+    graph = _graph(project, environment)
+    platform = _platform(project, graph)
+    store = state_store(project)
+    holder = current_actor(None, project.root)
+    outcomes: list[MonitorOutcome] = []
+    try:
+        store.acquire(environment, holder, "monitor")
+        try:
+            applied = dict(store.read(environment).resources)
+            events = settle_rollouts(project, graph, platform, applied)
+            for deployment in _deployments(graph):
+                if f"Deployment/{deployment.metadata.name}" not in applied or deployment.spec.monitoring.drift is None:
+                    continue
+                outcome = _monitor_one(
+                    project, graph, platform, store=store, applied=applied, deployment=deployment, progress=progress
+                )
+                outcomes.append(outcome)
+            if events or outcomes:
+                _audit(project, store, environment, {
+                    "type": "monitor", "events": events,
+                    "drift": {o.deployment: {"detected": o.drifted, "action": o.action} for o in outcomes},
+                })  # fmt: skip
+        finally:
+            store.release(environment)
+    finally:
+        store.close()
+    return outcomes
+
+
+def _monitor_one(
+    project: Project,
+    graph: ResolvedGraph,
+    platform: LocalPlatform,
+    *,
+    store: Any,
+    applied: dict[str, ResourceState],
+    deployment: Deployment,
+    progress: Callable[[str], None],
+) -> MonitorOutcome:
+    from mlspec.runtime.drift import DriftError, detect_drift, read_request_log
+
+    name = deployment.metadata.name
+    config_file = platform.paths.output / "monitoring" / f"{name}.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return MonitorOutcome(name, None, "none", f"no monitoring config at {config_file}; run mlspec apply")
+    reference_path = project.home / config["reference"]["dataset"]
+    if not reference_path.is_file():
+        return MonitorOutcome(name, None, "none", f"no reference data yet ({reference_path}); train the model first")
+    import pandas as pd
+
+    features = [f["name"] for f in config["features"]]
+    marker = platform.paths.monitoring / f"{name}.since"
+    since = float(marker.read_text()) if marker.is_file() else None
+    reference = pd.read_parquet(reference_path)
+    current = read_request_log(platform.serving.request_log(name), features, since=since)
+    progress(f"{name}: drift check on {len(current)} logged requests against {len(reference)} training rows")
+    try:
+        result = detect_drift(
+            reference, current, deployment=name, features=features,
+            method=config["drift"]["method"], threshold=config["drift"]["threshold"], out_dir=platform.paths.monitoring,
+        )  # fmt: skip
+    except DriftError as exc:
+        return MonitorOutcome(name, None, "none", str(exc))
+    summary = result.to_dict()
+    if not result.drift_detected:
+        return MonitorOutcome(
+            name, summary, "none", f"no drift ({len(features)} features, {config['drift']['method']})"
+        )
+    drifted = ", ".join(result.drifted_features)
+    action = config["action"]["on_drift"]
+    if action != "retrain" or not config["action"]["retrain"]:
+        return MonitorOutcome(name, summary, action, f"drift in {drifted}; action: {action}")
+    ref = config["action"]["retrain"]
+    spec = graph.resources[ref]
+    assert isinstance(spec.model, TrainingPipeline)
+    progress(f"{name}: drift in {drifted}: retraining {spec.model.model_name}")
+    retrained = _retrain(platform, graph, store, applied=applied, ref=ref, pipeline=spec.model, name=spec.name)
+    events = []
+    for other in _deployments(graph):
+        if other.spec.model.name == spec.model.model_name and f"Deployment/{other.metadata.name}" in applied:
+            ids = platform.serving.deploy(
+                other, features=[], expected=expected_hashes(applied).get(spec.model.model_name, {})
+            )
+            events.append(f"{other.metadata.name} now serves {ids['versions']}")
+    platform.paths.monitoring.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(time.time()))  # later checks compare traffic after the retrain only
+    message = f"drift in {drifted}: retrained {spec.model.model_name} v{retrained['model_version']}"
+    return MonitorOutcome(name, summary, "retrain", message, retrained, tuple(events))
+
+
+def _retrain(
+    platform: LocalPlatform,
+    graph: ResolvedGraph,
+    store: Any,
+    *,
+    applied: dict[str, ResourceState],
+    ref: str,
+    pipeline: TrainingPipeline,
+    name: str,
+) -> dict[str, str]:
+    from mlspec.targets.local.platform import LocalPlatformTarget
+
+    target = LocalPlatformTarget(platform.paths, graph, {}, applied)
+    try:
+        ids = target.train(pipeline, name)
+    except TargetError as exc:
+        raise MlspecError(f"retraining {pipeline.model_name} after drift failed: {exc}") from None
+    previous = applied[ref]
+    resource = ResourceState(
+        previous.ref, previous.fingerprint, previous.spec, previous.artifacts, ids, previous.revision, now(),
+        previous.applied_by,
+    )  # fmt: skip
+    store.put(graph.name, resource, ("mlspec-monitor", previous.revision, "", {
+        "type": "retrain", "ref": ref, "reason": "drift", "target_ids": ids,
+    }))  # fmt: skip
+    applied[ref] = resource
+    return ids

@@ -1,0 +1,182 @@
+"""The local platform target: writes the environment's artifacts, then makes each engine match them.
+
+Per resource kind: the Environment's Feast repository is applied and
+materialized (and before any training, since training reads features); a
+TrainingPipeline runs its compiled KFP pipeline with the local runner; a
+Deployment is served by a local model server (stopped when deleted). Every engine
+step is idempotent, so re-applying after a crash converges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from mlspec.plan.model import Change
+from mlspec.render.base import Artifact
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.deployment import Deployment
+from mlspec.spec.training import TrainingPipeline
+from mlspec.state.model import ResourceState
+from mlspec.targets.local.feature_store import FeatureStoreEngine
+from mlspec.targets.local.paths import LocalPaths
+from mlspec.targets.local.registry import Registry
+from mlspec.targets.local.serving import ServingEngine
+from mlspec.targets.local.training import TrainingEngine
+from mlspec.targets.output_dir import OutputDirTarget
+
+
+class LocalPlatform:
+    """The engines of one local environment, shared by apply, status and monitor."""
+
+    def __init__(self, paths: LocalPaths) -> None:
+        self.paths = paths
+        self._registry: Registry | None = None
+        self.features = FeatureStoreEngine(paths)
+
+    @property
+    def registry(self) -> Registry:
+        """MLflow's registry (opened on first use: importing mlflow takes seconds)."""
+        if self._registry is None:
+            self.paths.mlflow.mkdir(parents=True, exist_ok=True)
+            self._registry = Registry(self.paths.runtime_context().tracking_uri)
+        return self._registry
+
+    @property
+    def training(self) -> TrainingEngine:
+        """Runs training pipelines."""
+        return TrainingEngine(self.paths, self.registry)
+
+    @property
+    def serving(self) -> ServingEngine:
+        """Runs model servers."""
+        return ServingEngine(self.paths, self.registry)
+
+
+def expected_hashes(resources: dict[str, ResourceState]) -> dict[str, dict[str, str]]:
+    """Per model, version -> ONNX sha256 as recorded in state when its pipeline was applied."""
+    hashes: dict[str, dict[str, str]] = {}
+    for resource in resources.values():
+        ids = resource.target_ids
+        if resource.kind == "TrainingPipeline" and ids.get("model") and ids.get("model_version"):
+            hashes.setdefault(ids["model"], {})[ids["model_version"]] = ids.get("onnx_sha256", "")
+    return hashes
+
+
+class LocalPlatformTarget:
+    """A Target over the output folder plus the local engines."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(
+        self,
+        paths: LocalPaths,
+        graph: ResolvedGraph,
+        rendered: dict[str, Artifact],
+        applied: dict[str, ResourceState],
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.paths = paths
+        self.graph = graph
+        self.rendered = rendered
+        self.platform = LocalPlatform(paths)
+        self.output = OutputDirTarget(paths.output)
+        self.expected = expected_hashes(applied)
+        self.progress = progress
+
+    # -- Target protocol ------------------------------------------------------------------------------
+
+    def plan(self, change: Change, previous: ResourceState | None) -> list[str]:
+        """The files written plus what each engine will do."""
+        steps = self.output.plan(change, previous)
+        spec = self.graph.resources.get(change.ref)
+        if change.action == "delete":
+            if change.kind == "Deployment":
+                steps.append(f"stop the model server of {change.ref.split('/', 1)[1]}")
+            return steps
+        if change.kind == "Environment" and FeatureStoreEngine.repo_files(self.rendered):
+            steps.append("feast apply + materialize the online store (if the repository changed)")
+        if spec is not None and isinstance(spec.model, TrainingPipeline):
+            steps.append(
+                f"run kfp/{spec.name}.yaml with the KFP local runner: features, train, gates, ONNX, "
+                f"register {spec.model.model_name}"
+            )
+        if spec is not None and isinstance(spec.model, Deployment):
+            model = spec.model.spec.model
+            steps.append(
+                f"serve {model.name}@{model.version or model.alias} with onnxruntime "
+                f"({spec.model.spec.rollout.strategy} rollout)"
+            )
+        return steps
+
+    def apply(
+        self,
+        change: Change,
+        artifacts: dict[str, Artifact],
+        previous: ResourceState | None,
+        keep: frozenset[str] = frozenset(),
+    ) -> dict[str, str]:
+        """Write the artifacts, then run the engine for the resource's kind."""
+        ids = self.output.apply(change, artifacts, previous, keep)
+        if change.action == "delete":
+            if change.kind == "Deployment":
+                self.platform.serving.stop(change.ref.split("/", 1)[1])
+            return ids
+        spec = self.graph.resources.get(change.ref)
+        if change.kind == "Environment":
+            self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
+        elif spec is not None and isinstance(spec.model, TrainingPipeline):
+            ids.update(self.train(spec.model, spec.name))
+        elif spec is not None and isinstance(spec.model, Deployment):
+            ids.update(self._serve(spec.model))
+        return ids
+
+    def read_live(self, resource: ResourceState) -> dict[str, str | None]:
+        """Artifact files as they are now."""
+        return self.output.read_live(resource)
+
+    def healthy(self, resource: ResourceState) -> bool:
+        """Artifacts intact and, for a Deployment, its server up and ready."""
+        if not self.output.healthy(resource):
+            return False
+        if resource.kind == "Deployment":
+            return self.platform.serving.healthy(resource.ref.split("/", 1)[1])
+        return True
+
+    # -- engines --------------------------------------------------------------------------------------
+
+    def train(self, pipeline: TrainingPipeline, name: str) -> dict[str, str]:
+        """Run the pipeline (features applied first); returns target ids (model, version, sha256, device)."""
+        self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
+        gated = [
+            d.name
+            for d in self.graph.of_kind("Deployment")
+            if isinstance(d.model, Deployment)
+            and d.model.spec.model.name == pipeline.model_name
+            and d.model.spec.rollout.strategy != "direct"
+        ]
+        self.progress(f"train {pipeline.model_name} (KFP local runner)")
+        summary = self.platform.training.run(
+            pipeline, self.paths.output / f"kfp/{name}.yaml", promote_directly=not gated
+        )
+        version, sha256 = str(summary["version"]), str(summary["onnx_sha256"])
+        self.expected.setdefault(pipeline.model_name, {})[version] = sha256
+        metrics = summary.get("metrics", {})
+        self.progress(
+            f"registered {pipeline.model_name} v{version} on {summary.get('device')}: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
+            + (" (champion)" if summary.get("promoted") else " (challenger)")
+        )
+        return {
+            "model": pipeline.model_name,
+            "model_version": version,
+            "onnx_sha256": sha256,
+            "run_id": str(summary.get("run_id", "")),
+            "device": str(summary.get("device", "")),
+            "promoted": str(bool(summary.get("promoted"))).lower(),
+        }
+
+    def _serve(self, deployment: Deployment) -> dict[str, str]:
+        model = deployment.spec.model.name
+        self.progress(f"serve {deployment.metadata.name}")
+        return self.platform.serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))

@@ -1,0 +1,294 @@
+"""Serving engine: one onnxruntime model server process per Deployment, configured from the spec and the registry.
+
+The server (``mlspec.serving``) speaks the Open Inference Protocol v2 and runs the
+rollout itself (canary steps, A/B split, shadow, blue-green). This side decides
+which registered versions it serves, verifies their sha256 before the server may
+load them, starts, reloads (SIGHUP) and stops it, and turns a finished rollout
+into registry aliases: promoted means the canary becomes champion, rolled back
+means the challenger is tagged rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlspec.render.write import atomic_write
+from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
+from mlspec.targets.base import TargetError
+from mlspec.targets.local.paths import LocalPaths
+from mlspec.targets.local.registry import REJECTED_TAG, ModelVersion, Registry
+
+FIRST_PORT = 8601
+HOST = "127.0.0.1"
+GATED = ("canary", "blue_green")  # strategies whose rollout decides promotion
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What `mlspec status` shows for one Deployment."""
+
+    deployment: str
+    endpoint: str
+    running: bool
+    ready: bool
+    pid: int | None
+    variants: tuple[dict[str, Any], ...]
+    rollout: dict[str, Any]
+
+
+class ServingEngine:
+    """Starts, reloads and stops the local model servers of one environment."""
+
+    def __init__(self, paths: LocalPaths, registry: Registry) -> None:
+        self.paths = paths
+        self.registry = registry
+
+    def folder(self, deployment: str) -> Path:
+        """The Deployment's config, pid, logs, request log and rollout status."""
+        return self.paths.serving / deployment
+
+    def request_log(self, deployment: str) -> Path:
+        """Where the server appends its sampled requests (the monitoring config's ``current.request_log``)."""
+        return self.paths.data_dir / "requests" / deployment / "requests.jsonl"
+
+    def config_path(self, deployment: str) -> Path:
+        """The server's config file."""
+        return self.folder(deployment) / "config.json"
+
+    def read_config(self, deployment: str) -> dict[str, Any] | None:
+        """The config the server runs with, or None."""
+        try:
+            data: dict[str, Any] = json.loads(self.config_path(deployment).read_text())
+            return data
+        except (OSError, ValueError):
+            return None
+
+    def endpoint(self, deployment: str) -> str | None:
+        """The server's base URL."""
+        config = self.read_config(deployment)
+        return f"http://{config['host']}:{config['port']}" if config else None
+
+    # -- which versions serve -------------------------------------------------------------------------
+
+    def variants(self, deployment: Deployment, expected: dict[str, str]) -> list[dict[str, Any]]:
+        """The registered versions the Deployment serves now, each verified; ``expected``: version -> sha256."""
+        spec = deployment.spec
+        name = spec.model.name
+        rollout = spec.rollout
+
+        def entry(role: str, model: ModelVersion, alias: str | None) -> dict[str, Any]:
+            sha256 = self.registry.verify(model, expected.get(model.version))
+            return {"name": role, "alias": alias, "version": model.version, "path": model.onnx_path, "sha256": sha256}
+
+        if isinstance(rollout, AbRollout):
+            arms = []
+            for variant in rollout.variants:
+                model = self._require(name, alias=variant.alias)
+                arms.append(entry(variant.alias, model, variant.alias))
+            return arms
+        stable = (
+            self._require(name, version=spec.model.version)
+            if spec.model.version
+            else self._require(name, alias=spec.model.alias)
+        )
+        chosen = [entry("stable", stable, spec.model.alias if not spec.model.version else None)]
+        second_alias = rollout.challenger if isinstance(rollout, ShadowRollout) else "challenger"
+        if rollout.strategy == "direct" or spec.model.version:
+            return chosen
+        second = self.registry.version(name, alias=second_alias)
+        if second and second.version != stable.version and not (rollout.strategy in GATED and second.rejected):
+            role = {"canary": "canary", "blue_green": "green", "shadow": "shadow"}[rollout.strategy]
+            chosen.append(entry(role, second, second_alias))
+        return chosen
+
+    def _require(self, name: str, *, alias: str | None = None, version: int | None = None) -> ModelVersion:
+        found = self.registry.version(name, alias=alias, version=version)
+        if found is None:
+            what = f"version {version}" if version else f"alias '{alias}'"
+            raise TargetError(f"model '{name}' has no {what} in the registry; apply its TrainingPipeline first")
+        return found
+
+    # -- process lifecycle ----------------------------------------------------------------------------
+
+    def deploy(self, deployment: Deployment, *, features: list[str], expected: dict[str, str]) -> dict[str, str]:
+        """Serve the Deployment as the spec and registry say; returns target ids (endpoint, versions, pid)."""
+        from mlspec.serving import process
+
+        name = deployment.metadata.name
+        spec = deployment.spec
+        variants = self.variants(deployment, expected)
+        folder = self.folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        previous = self.read_config(name)
+        drift = spec.monitoring.drift
+        config = {
+            "deployment": name,
+            "model_name": spec.model.name,
+            "host": HOST,
+            "port": previous["port"] if previous else self._free_port(name),
+            "device": spec.runtime.device,
+            "fallback": spec.runtime.fallback,
+            "batching": spec.runtime.batching,
+            "features": features or list(_features_of(variants, self.registry, spec.model.name)),
+            "variants": variants,
+            "rollout": spec.rollout.model_dump(mode="json"),
+            "log": {
+                "path": str(self.request_log(name)),
+                "sample_rate": drift.sample_rate if drift else 0.0,
+                "enabled": spec.monitoring.log_requests and drift is not None,
+            },
+            "status_path": str(folder / "rollout.json"),
+        }
+        pid = self._pid(name)
+        running = pid is not None and process.is_running(pid)
+        if config != previous:
+            if previous and _versions(previous) != _versions(config):
+                (folder / "rollout.json").unlink(missing_ok=True)  # a new rollout starts from its first step
+            atomic_write(self.config_path(name), json.dumps(config, indent=2, sort_keys=True).encode())
+            if running and pid is not None:
+                os.kill(pid, signal.SIGHUP)
+                self._wait_versions(name, config)
+        if not running:
+            try:
+                pid = process.start(self.config_path(name), folder / "server.log")
+            except Exception as exc:  # the server's own message: bad model, port taken, ...
+                raise TargetError(f"model server for {name} did not start: {exc}") from None
+            atomic_write(folder / "server.pid", str(pid).encode())
+        return {
+            "endpoint": f"http://{HOST}:{config['port']}/v2/models/{name}",
+            "versions": ",".join(f"{v['name']}={v['version']}" for v in variants),
+            "sha256": ",".join(f"{v['version']}:{v['sha256'][:16]}" for v in variants),
+            "pid": str(pid),
+        }
+
+    def _wait_versions(self, name: str, config: dict[str, Any]) -> None:
+        from mlspec.serving import client
+
+        url = f"http://{config['host']}:{config['port']}"
+        try:
+            client.wait_ready(url, timeout=60)
+        except Exception as exc:
+            raise TargetError(f"model server for {name} did not reload: {exc}") from None
+
+    def stop(self, deployment: str) -> bool:
+        """Stop the Deployment's server (flushing its request log); True when one was running."""
+        from mlspec.serving import process
+
+        pid = self._pid(deployment)
+        if pid is None or not process.is_running(pid):
+            return False
+        process.stop(pid)
+        (self.folder(deployment) / "server.pid").unlink(missing_ok=True)
+        return True
+
+    def _pid(self, deployment: str) -> int | None:
+        try:
+            return int((self.folder(deployment) / "server.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def healthy(self, deployment: str) -> bool:
+        """The server runs and answers ready."""
+        from mlspec.serving import client, process
+
+        pid = self._pid(deployment)
+        url = self.endpoint(deployment)
+        if pid is None or url is None or not process.is_running(pid):
+            return False
+        try:
+            client.wait_ready(url, timeout=2)
+        except Exception:
+            return False
+        return True
+
+    def _free_port(self, deployment: str) -> int:
+        taken = {c["port"] for c in (self.read_config(p.name) for p in self._folders()) if c}
+        port = FIRST_PORT
+        while True:
+            if port not in taken:
+                with socket.socket() as probe:
+                    try:
+                        probe.bind((HOST, port))
+                        return port
+                    except OSError:
+                        pass
+            port += 1
+
+    def _folders(self) -> list[Path]:
+        return [p for p in self.paths.serving.iterdir() if p.is_dir()] if self.paths.serving.is_dir() else []
+
+    def deployments(self) -> list[str]:
+        """Every Deployment with a server folder."""
+        return sorted(p.name for p in self._folders() if (p / "config.json").is_file())
+
+    # -- rollout outcome -> registry ------------------------------------------------------------------
+
+    def rollout(self, deployment: str) -> dict[str, Any]:
+        """The rollout status the server last wrote ({} before it wrote one)."""
+        try:
+            data: dict[str, Any] = json.loads((self.folder(deployment) / "rollout.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def settle(self, deployment: Deployment, *, features: list[str], expected: dict[str, str]) -> str | None:
+        """Turn a finished rollout into registry aliases and serve the outcome; returns what happened, or None."""
+        name = deployment.metadata.name
+        config = self.read_config(name)
+        status = self.rollout(name)
+        if not config or deployment.spec.rollout.strategy not in GATED:
+            return None
+        second = next((v for v in config["variants"] if v["name"] in ("canary", "green")), None)
+        if second is None:
+            return None
+        phase = status.get("phase")
+        model = deployment.spec.model.name
+        if phase in ("promoted", "switched"):
+            self.registry.set_alias(model, deployment.spec.model.alias or "champion", second["version"])
+            outcome = f"{model} v{second['version']} promoted to {deployment.spec.model.alias or 'champion'}"
+        elif phase == "rolled_back":
+            self.registry.tag(model, second["version"], REJECTED_TAG, "rolled_back")
+            outcome = f"{model} v{second['version']} rolled back: {status.get('reason', 'thresholds breached')}"
+        else:
+            return None
+        self.deploy(deployment, features=features, expected=expected)
+        return outcome
+
+    def status(self, deployment: str) -> ServerStatus:
+        """Endpoint, process, versions, traffic and health of one Deployment's server."""
+        from mlspec.serving import client
+
+        config = self.read_config(deployment) or {}
+        url = self.endpoint(deployment) or ""
+        pid = self._pid(deployment)
+        ready = self.healthy(deployment)
+        live: dict[str, Any] = {}
+        if ready:
+            try:
+                live = client.rollout_status(url, deployment)
+            except Exception:
+                live = {}
+        return ServerStatus(
+            deployment=deployment,
+            endpoint=f"{url}/v2/models/{deployment}" if url else "",
+            running=pid is not None and ready,
+            ready=ready,
+            pid=pid,
+            variants=tuple(config.get("variants", ())),
+            rollout=live or self.rollout(deployment),
+        )
+
+
+def _versions(config: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(v["name"], v["version"]) for v in config.get("variants", [])]
+
+
+def _features_of(variants: list[dict[str, Any]], registry: Registry, model: str) -> tuple[str, ...]:
+    found = registry.version(model, version=variants[0]["version"])
+    return found.features if found else ()

@@ -1,0 +1,82 @@
+"""Terminal and JSON views of a local platform's status and of monitoring outcomes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from mlspec.views.style import Style
+
+if TYPE_CHECKING:
+    from mlspec.targets.local.operations import MonitorOutcome, PlatformStatus
+
+
+def render_status_text(status: PlatformStatus, style: Style) -> str:
+    """Feature store, models and servers, one block each."""
+    lines = [style(f"environment {status.environment}", "bold")]
+    for event in status.events:
+        lines.append(f"  event: {event}")
+    feast = status.feature_store
+    lines.append("feature store (Feast):")
+    if feast:
+        views, services = len(feast.get("feature_views", [])), len(feast.get("feature_services", []))
+        lines.append(
+            f"  applied: {views} views, {services} services;"
+            f" online store materialized until {feast.get('materialized_until', '-')}"
+        )
+    else:
+        lines.append("  not applied")
+    lines.append("models (MLflow registry):")
+    for model in status.models:
+        champion, challenger = model.get("champion") or "-", model.get("challenger") or "-"
+        lines.append(
+            f"  {model['model']:<24} champion=v{champion}  challenger=v{challenger}"
+            f"  trained on {model.get('device') or '-'}"
+        )
+    if not status.models:
+        lines.append("  none trained")
+    lines.append("servers (Open Inference Protocol v2):")
+    for server in status.servers:
+        health = style("ready", "green") if server.ready else style("DOWN", "red")
+        lines.append(f"  {server.deployment:<24} {health}  {server.endpoint or '-'}  pid {server.pid or '-'}")
+        rollout = server.rollout or {}
+        weights = rollout.get("weights") or {}
+        for variant in server.variants:
+            weight = weights.get(variant["name"])
+            lines.append(
+                f"    {variant['name']:<10} v{variant['version']:<4} alias={variant.get('alias') or '-':<11}"
+                f" weight={'-' if weight is None else f'{weight}%'}  sha256 {variant['sha256'][:12]}…"
+            )
+        if rollout.get("strategy"):
+            reason = f" ({rollout['reason']})" if rollout.get("reason") else ""
+            lines.append(f"    rollout: {rollout['strategy']}, phase {rollout.get('phase', '-')}{reason}")
+    if not status.servers:
+        lines.append("  none running")
+    return "\n".join(lines)
+
+
+def status_json(status: PlatformStatus) -> str:
+    """The status as JSON."""
+    return json.dumps(asdict(status), indent=2, sort_keys=True, default=str)
+
+
+def render_monitor_text(outcomes: list[MonitorOutcome], style: Style) -> str:
+    """One line per monitored Deployment, plus where its reports are."""
+    if not outcomes:
+        return "no Deployment with drift monitoring is applied"
+    lines = []
+    for outcome in outcomes:
+        mark = style("drift", "yellow") if outcome.drifted else style("ok", "green")
+        lines.append(f"{outcome.deployment}: {mark}: {outcome.message}")
+        drift: dict[str, Any] = outcome.drift or {}
+        for feature in drift.get("features", []):
+            flag = " <- drifted" if feature["drifted"] else ""
+            lines.append(
+                f"    {feature['feature']:<28} {feature['method']} {feature['score']:.4f}"
+                f" (threshold {feature['threshold']}){flag}"
+            )
+        if drift.get("html_report"):
+            lines.append(f"    report: {drift['html_report']}")
+        lines.extend(f"    {event}" for event in outcome.events)
+    return "\n".join(lines)
