@@ -1,0 +1,301 @@
+"""HTTP/1.1 on asyncio.Protocol: keep-alive, pipelining (responses in request order), Content-Length bodies.
+
+httptools parses when importable; otherwise a small pure-Python parser does (Content-Length bodies only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from typing import Any, Protocol
+
+MAX_BODY = 64 * 1024 * 1024
+MAX_HEAD = 64 * 1024
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_HEADS: dict[tuple[int, str], bytes] = {}
+
+
+def head(status: int, content_type: str, length: int) -> bytes:
+    """The status line and headers of a response (the constant part is encoded once and cached)."""
+    key = (status, content_type)
+    prefix = _HEADS.get(key)
+    if prefix is None:
+        prefix = f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\nContent-Type: {content_type}\r\n".encode()
+        _HEADS[key] = prefix
+    return b"%sContent-Length: %d\r\n\r\n" % (prefix, length)
+
+
+def response(status: int, body: bytes, content_type: str = "application/json") -> bytes:
+    """A whole response: head and body."""
+    return head(status, content_type, len(body)) + body
+
+
+class ParseError(Exception):
+    """The bytes are not a request this server reads."""
+
+    def __init__(self, status: int, message: str) -> None:
+        """An error answered with ``status`` and ``message`` before the connection is closed."""
+        super().__init__(message)
+        self.status = status
+
+
+class Callbacks(Protocol):
+    """What a parser calls back (httptools' interface)."""
+
+    def on_url(self, url: bytes) -> None: ...
+    def on_header(self, name: bytes, value: bytes) -> None: ...
+    def on_headers_complete(self) -> None: ...
+    def on_body(self, body: bytes) -> None: ...
+    def on_message_complete(self) -> None: ...
+
+
+class FallbackParser:
+    """A minimal HTTP/1.x request parser with httptools' interface: Content-Length bodies, no chunked encoding."""
+
+    def __init__(self, callbacks: Callbacks) -> None:
+        """A parser feeding ``callbacks``."""
+        self.cb = callbacks
+        self.buffer = b""
+        self.method = b""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.remaining = -1  # body bytes still expected; -1 while reading the head
+
+    def get_method(self) -> bytes:
+        """The current request's method."""
+        return self.method
+
+    def should_keep_alive(self) -> bool:
+        """Whether the connection stays open after this request."""
+        return self.keep_alive
+
+    def feed_data(self, data: bytes) -> None:
+        """Parse ``data``; call back for every complete part; raise ParseError on malformed input."""
+        self.buffer += data
+        while True:
+            if self.remaining < 0:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self.buffer) > MAX_HEAD:
+                        raise ParseError(400, "request head too large")
+                    return
+                head_bytes, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+                self._head(head_bytes)
+            if len(self.buffer) < self.remaining:
+                return
+            body, self.buffer = self.buffer[: self.remaining], self.buffer[self.remaining :]
+            self.remaining = -1
+            if body:
+                self.cb.on_body(body)
+            self.cb.on_message_complete()
+
+    def _head(self, raw: bytes) -> None:
+        lines = raw.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            raise ParseError(400, "malformed request line")
+        self.method, url, version = parts
+        self.version = version[5:].decode("ascii", "replace")
+        self.cb.on_url(url)
+        length = 0
+        connection = b""
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise ParseError(400, "malformed header line")
+            name, value = name.strip(), value.strip()
+            self.cb.on_header(name, value)
+            lower = name.lower()
+            if lower == b"content-length":
+                if not value.isdigit():
+                    raise ParseError(400, "bad Content-Length")
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                raise ParseError(411, "chunked bodies are not supported; send Content-Length")
+            elif lower == b"connection":
+                connection = value.lower()
+        if length > MAX_BODY:
+            raise ParseError(413, f"body over {MAX_BODY} bytes")
+        self.keep_alive = connection != b"close" if self.version == "1.1" else connection == b"keep-alive"
+        self.cb.on_headers_complete()
+        self.remaining = length
+
+
+def _parser_factory() -> tuple[Any, tuple[type[Exception], ...]]:
+    if os.environ.get("MLSPEC_SERVING_PURE") != "1":
+        try:
+            import httptools
+
+            return httptools.HttpRequestParser, (httptools.HttpParserError,)
+        except ImportError:  # pragma: no cover - httptools is in the serve extra
+            pass
+    return FallbackParser, ()
+
+
+class Handler(Protocol):
+    """The application behind the connections."""
+
+    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, sticky: str | None) -> bytes | None:
+        """A whole response, or None when the handler will call ``conn.complete`` later."""
+        ...
+
+
+class Ticket:
+    """A response slot kept in request order (pipelining)."""
+
+    __slots__ = ("close", "data")
+
+    def __init__(self, close: bool) -> None:
+        """An empty slot; ``close`` when the connection ends after it."""
+        self.data: bytes | None = None
+        self.close = close
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parses requests, hands them to the handler, writes responses in order."""
+
+    def __init__(self, handler: Handler, connections: set[Connection]) -> None:
+        """A connection serving ``handler``, registered in ``connections`` while open."""
+        factory, errors = _parser_factory()
+        self.parser = factory(self)
+        self.parse_errors: tuple[type[Exception], ...] = (ParseError, *errors)
+        self.handler = handler
+        self.connections = connections
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+        self.size = 0
+        self.sticky: str | None = None
+        self.queue: deque[Ticket] = deque()
+        self.closing = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection."""
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection."""
+        self.connections.discard(self)
+        self.transport = None
+        self.closing = True
+
+    def pause_writing(self) -> None:
+        """Stop reading while the client does not read its responses."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """Read again."""
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; malformed input is answered with 400 and the connection is closed."""
+        try:
+            self.parser.feed_data(data)
+        except self.parse_errors as exc:
+            status = exc.status if isinstance(exc, ParseError) else 400
+            self._fail(status, f"bad HTTP request: {exc}")
+        except Exception:  # httptools re-raises callback errors; answer them without killing the loop
+            self._fail(500, "internal error while reading the request")
+
+    def _fail(self, status: int, message: str) -> None:
+        from mlspec.serving.protocol import error_body
+
+        ticket = Ticket(close=True)
+        ticket.data = response(status, error_body(message))
+        self.queue.append(ticket)
+        self.drain()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    # parser callbacks
+    def on_url(self, url: bytes) -> None:
+        """Collect the request target."""
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Keep the headers the server uses."""
+        if len(name) == 12 and name.lower() == b"x-sticky-key":
+            self.sticky = value.decode("utf-8", "replace")
+
+    def on_headers_complete(self) -> None:
+        """Nothing to do until the body is complete."""
+
+    def on_body(self, body: bytes) -> None:
+        """Collect the body, refusing bodies over MAX_BODY."""
+        self.size += len(body)
+        if self.size > MAX_BODY:
+            raise ParseError(413, f"body over {MAX_BODY} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        """Dispatch a complete request."""
+        if self.closing:
+            return
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        url, sticky = self.url, self.sticky
+        self.url, self.body, self.size, self.sticky = b"", [], 0, None
+        keep = self.parser.should_keep_alive()
+        data = self.handler.dispatch(self, self.parser.get_method(), url, body, sticky)
+        if data is None:  # the handler deferred: its ticket is the last one queued
+            if not keep and self.queue:
+                self.queue[-1].close = True
+            return
+        if keep and not self.queue:
+            if self.transport is not None:
+                self.transport.write(data)
+            return
+        ticket = Ticket(close=not keep)
+        ticket.data = data
+        self.queue.append(ticket)
+        self.drain()
+
+    # responses
+    def defer(self) -> Ticket:
+        """The slot of the request being dispatched, for a handler answering later (call only from dispatch)."""
+        ticket = Ticket(close=False)
+        self.queue.append(ticket)
+        return ticket
+
+    def complete(self, ticket: Ticket, data: bytes) -> None:
+        """Fill a deferred slot and write every response that is now in order."""
+        ticket.data = data
+        self.drain()
+
+    def drain(self) -> None:
+        """Write the leading filled slots."""
+        queue, transport = self.queue, self.transport
+        while queue and queue[0].data is not None:
+            ticket = queue.popleft()
+            if transport is None:
+                continue
+            transport.write(ticket.data)  # type: ignore[arg-type]
+            if ticket.close:
+                self.closing = True
+                transport.close()
+                queue.clear()
+                return
+
+    def close_when_idle(self) -> None:
+        """Close now when nothing is pending, else after the pending responses."""
+        self.closing = True
+        if self.transport is None:
+            return
+        if not self.queue:
+            self.transport.close()
+        else:
+            self.queue[-1].close = True

@@ -1,0 +1,222 @@
+"""Run the server: load and verify variants, listen, handle SIGTERM/SIGINT (stop) and SIGHUP (reload)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from mlspec.serving.app import App
+from mlspec.serving.config import STABLE, ConfigError, ServingConfig
+from mlspec.serving.http import Connection
+from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
+from mlspec.serving.router import REJECTED, Arm
+
+log = logging.getLogger("mlspec.serving")
+
+
+class StartupError(Exception):
+    """The server cannot start (the message says why); the process exits 1."""
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop when uvloop is importable (and MLSPEC_SERVING_PURE is not 1), else asyncio's."""
+    if os.environ.get("MLSPEC_SERVING_PURE") != "1":
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+        except ImportError:  # pragma: no cover - uvloop is optional
+            pass
+    return asyncio.new_event_loop()
+
+
+def load_variant(config: ServingConfig, arm_name: str) -> LoadedModel:
+    """Verify and load one variant of ``config`` (with a smoke inference for a blue/green green)."""
+    variant = config.variant(arm_name)
+    assert variant is not None
+    model = load_model(variant, len(config.features), config.device, config.fallback, config.threads)
+    if config.strategy == "blue_green" and arm_name != STABLE:
+        smoke_test(model)
+    return model
+
+
+def primary_names(config: ServingConfig) -> list[str]:
+    """Variants loaded before listening: 'stable', or every arm of an A/B test."""
+    if config.strategy == "ab":
+        return [v.name for v in config.variants]
+    return [STABLE]
+
+
+class Server:
+    """One listening socket, one event loop, one App."""
+
+    def __init__(self, config_path: str) -> None:
+        """A server for the configuration file at ``config_path`` (read by start)."""
+        self.config_path = config_path
+        self.connections: set[Connection] = set()
+        self.stopping: asyncio.Event | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.app: App | None = None
+        self.reloading = False
+        self.background: set[asyncio.Future[Any]] = set()
+
+    async def _load(self, config: ServingConfig, name: str) -> LoadedModel | ModelError:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, load_variant, config, name)
+        except ModelError as exc:
+            return exc
+
+    async def start(self) -> str:
+        """Load the primary variants, listen, and load the others in the background; return the URL."""
+        try:
+            config = ServingConfig.load(self.config_path)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from exc
+        app = App(config)
+        app.loop = asyncio.get_running_loop()
+        self.app = app
+        primaries = primary_names(config)
+        for name in primaries:
+            self._settle(app, app.arms[name], await self._load(config, name))
+        if not any(app.arms[n].model is not None for n in primaries):
+            reasons = "; ".join(app.arms[n].reason for n in primaries)
+            raise StartupError(f"no variant can serve: {reasons}")
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: Connection(self, self.connections), config.host, config.port, reuse_address=True, backlog=2048
+        )
+        sock = self.server.sockets[0]
+        host, port = sock.getsockname()[:2]
+        for name in app.arms:
+            if name not in primaries:
+                self._spawn(self._load_later(app, config, name))
+        app.write_status()
+        return f"http://{host}:{port}"
+
+    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, sticky: str | None) -> bytes | None:
+        """Hand a request to the current app (a reload swaps it)."""
+        assert self.app is not None
+        return self.app.dispatch(conn, method, url, body, sticky)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    @staticmethod
+    def _settle(app: App, arm: Arm, result: LoadedModel | ModelError) -> None:
+        if isinstance(result, ModelError):
+            arm.state, arm.reason = REJECTED, str(result)
+            log.error("%s", result)
+        else:
+            arm.model = result
+        app.arm_loaded(arm)
+
+    async def _load_later(self, app: App, config: ServingConfig, name: str) -> None:
+        result = await self._load(config, name)
+        if app.arms.get(name) is not None and app.config is config:
+            self._settle(app, app.arms[name], result)
+
+    async def reload(self) -> bool:
+        """Re-read the config; verify and load its variants; swap only when all load (else keep the old one)."""
+        app = self.app
+        if app is None or self.reloading:
+            return False
+        self.reloading = True
+        try:
+            try:
+                new = ServingConfig.load(self.config_path)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the old config: %s", exc)
+                return False
+            old = app.config
+            if (new.host, new.port) != (old.host, old.port):
+                log.warning("reload: host/port changes need a restart; keeping %s:%s", old.host, old.port)
+            if new.variants == old.variants and new.rollout == old.rollout and new.features == old.features:
+                app.install(new, app.arms, app.router)  # same models and rollout: keep their state
+                log.info("reload: variants and rollout unchanged; settings applied")
+                return True
+            arms = app.make_arms(new)
+            for name, arm in arms.items():
+                variant = new.variant(name)
+                previous = old.variant(name)
+                current = app.arms.get(name)
+                same = (
+                    previous == variant
+                    and current is not None
+                    and current.model is not None
+                    and (new.device, new.fallback, new.features) == (old.device, old.fallback, old.features)
+                )
+                if same and current is not None:
+                    arm.model = current.model
+                    continue
+                result = await self._load(new, name)
+                if isinstance(result, ModelError):
+                    log.error("reload refused, keeping the old config: %s", result)
+                    return False
+                arm.model = result
+            app.install(new, arms)
+            for arm in arms.values():
+                app.arm_loaded(arm)
+            log.info(
+                "reload: now serving %s (%s)", ", ".join(f"{a.name}@{a.version}" for a in arms.values()), new.strategy
+            )
+            return True
+        finally:
+            self.reloading = False
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        try:
+            url = await self.start()
+        except StartupError as exc:
+            log.error("cannot start: %s", exc)
+            self._close_log()
+            return 1
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            self._close_log()
+            return 1
+        stopping = self.stopping
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        log.info("listening on %s (pid %d)", url, os.getpid())
+        await stopping.wait()
+        log.info("stopping: no new connections; flushing logs")
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let queued answers go out, close connections and flush the request log."""
+        if self.server is not None:
+            self.server.close()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        await asyncio.sleep(0.05)
+        self._close_log()
+        if self.app is not None:
+            self.app.write_status()
+
+    def _close_log(self) -> None:
+        if self.app is not None and self.app.reqlog is not None:
+            self.app.reqlog.close()
+
+
+def run(config_path: str) -> int:
+    """Serve the configuration at ``config_path`` until stopped; return the process exit code."""
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(Server(config_path).serve())
+    finally:
+        loop.close()

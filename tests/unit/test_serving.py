@@ -1,0 +1,633 @@
+"""The local model server, end to end: real onnxruntime sessions behind real HTTP on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from mlspec.serving import client, process  # noqa: E402
+from mlspec.serving.config import ConfigError, ServingConfig  # noqa: E402
+from mlspec.serving.http import FallbackParser, ParseError  # noqa: E402
+from mlspec.serving.models import ModelError, choose_providers  # noqa: E402
+from mlspec.serving.router import sticky_point  # noqa: E402
+
+FEATURES = ["a", "b", "c"]
+
+
+def linear_onnx(path: Path, weight: list[float], bias: float = 0.0, sqrt: bool = False) -> str:
+    """score = input @ weight + bias (optionally sqrt of it: NaN for negative values); returns the sha256."""
+    w = numpy_helper.from_array(np.array(weight, dtype=np.float32).reshape(len(weight), 1), "W")
+    b = numpy_helper.from_array(np.array([bias], dtype=np.float32), "B")
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["mm"]),
+        helper.make_node("Add", ["mm", "B"], ["lin" if sqrt else "score"]),
+    ]
+    if sqrt:
+        nodes.append(helper.make_node("Sqrt", ["lin"], ["score"]))
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", len(weight)])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def ort_scores(path: Path, rows: list[list[float]]) -> list[float]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": np.array(rows, dtype=np.float32)})[0]
+    return [float(v) for v in out.ravel()]
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    config_path: Path
+    log: Path
+    tmp: Path
+    config: dict[str, Any]
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        host, port = self.url.removeprefix("http://").split(":")
+        return host, int(port)
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(*self.addr, timeout=10)
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        conn = self.conn()
+        try:
+            raw = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+            conn.request(method, path, body=raw, headers=headers or {})
+            reply = conn.getresponse()
+            data = reply.read()
+            ctype = reply.getheader("Content-Type", "")
+            return reply.status, json.loads(data) if "json" in ctype else data.decode()
+        finally:
+            conn.close()
+
+    def infer(self, rows: list[list[float]], path: str = "/v2/models/fraud-api/infer", **extra: Any) -> tuple[int, Any]:
+        body = {"inputs": [{"name": "input", "shape": [len(rows), 3], "datatype": "FP32", "data": rows}], **extra}
+        return self.request("POST", path, body)
+
+    def status(self) -> dict[str, Any]:
+        return client.rollout_status(self.url, "fraud-api")
+
+    def metrics(self) -> str:
+        status, text = self.request("GET", "/metrics")
+        assert status == 200
+        return str(text)
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def url_of(log: Path, offset: int = 0) -> str:
+    found = re.findall(r"listening on (http://\S+)", log.read_text()[offset:])
+    assert found, log.read_text()
+    return str(found[-1])
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[int] = []
+
+    def start(variants: list[dict[str, Any]], rollout: dict[str, Any] | None = None, **over: Any) -> Server:
+        config = {
+            "deployment": "fraud-api",
+            "model_name": "fraud-detector",
+            "host": "127.0.0.1",
+            "port": 0,
+            "device": "cpu",
+            "fallback": "cpu",
+            "batching": True,
+            "features": FEATURES,
+            "variants": variants,
+            "rollout": rollout or {"strategy": "direct"},
+            "log": {"path": str(tmp_path / "requests.jsonl"), "sample_rate": 0.0, "enabled": False},
+            "status_path": str(tmp_path / "rollout.json"),
+            **over,
+        }
+        path = tmp_path / "serving.json"
+        path.write_text(json.dumps(config))
+        log = tmp_path / "server.log"
+        pid = process.start(path, log, timeout=30)
+        started.append(pid)
+        return Server(url_of(log), pid, path, log, tmp_path, config)
+
+    yield start
+    for pid in started:
+        process.stop(pid)
+
+
+def variant(tmp: Path, name: str, version: str, weight: list[float], bias: float = 0.0, sqrt: bool = False,
+            alias: str | None = None) -> dict[str, Any]:  # fmt: skip
+    path = tmp / f"{name}-{version}.onnx"
+    sha = linear_onnx(path, weight, bias, sqrt)
+    return {"name": name, "alias": alias or name, "version": version, "path": str(path), "sha256": sha}
+
+
+STABLE_W = [1.0, 2.0, 3.0]
+CANARY_W = [1.0, 1.0, 1.0]
+
+
+def score(weight: list[float], row: list[float], bias: float = 0.0) -> float:
+    return sum(w * x for w, x in zip(weight, row, strict=True)) + bias
+
+
+# --- endpoints and the protocol ------------------------------------------------------------------------
+
+
+def test_oip_endpoints_and_errors(serve: Callable[..., Server], tmp_path: Path) -> None:
+    stable = variant(tmp_path, "stable", "3", STABLE_W)
+    srv = serve([stable])
+    assert srv.request("GET", "/v2/health/live") == (200, {"live": True})
+    assert srv.request("GET", "/v2/health/ready")[0] == 200
+    status, meta = srv.request("GET", "/v2")
+    assert status == 200 and meta["name"] == "mlspec"
+    status, meta = srv.request("GET", "/v2/models/fraud-api")
+    assert status == 200
+    assert meta["name"] == "fraud-api" and meta["versions"] == ["3"] and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}]
+    assert meta["outputs"][0]["name"] == "score" and meta["parameters"]["device"] == "cpu"
+    assert srv.request("GET", "/v2/models/fraud-api/ready")[0] == 200
+
+    rows = [[0.5, -1.0, 2.0], [3.0, 0.25, 1.0]]
+    expected = ort_scores(Path(stable["path"]), rows)
+    status, out = srv.infer(rows, id="req-7")
+    assert status == 200, out
+    assert out["model_name"] == "fraud-api" and out["model_version"] == "3" and out["id"] == "req-7"
+    assert out["parameters"] == {"variant": "stable"}
+    assert out["outputs"][0]["shape"] == [2, 1] and out["outputs"][0]["datatype"] == "FP32"
+    assert out["outputs"][0]["data"] == pytest.approx(expected)
+    assert expected == pytest.approx([score(STABLE_W, r) for r in rows])
+    # flat data, the registered model's name, a pinned version, and per-feature inputs give the same scores
+    flat = {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [v for r in rows for v in r]}]}
+    assert srv.request("POST", "/v2/models/fraud-detector/infer", flat)[1]["outputs"][0]["data"] == pytest.approx(
+        expected
+    )
+    assert srv.infer(rows, path="/v2/models/fraud-api/versions/3/infer")[1]["outputs"][0]["data"] == pytest.approx(
+        expected
+    )
+    per_feature = {
+        "inputs": [
+            {"name": "c", "shape": [2], "datatype": "FP64", "data": [2.0, 1.0]},
+            {"name": "a", "shape": [2, 1], "datatype": "FP32", "data": [[0.5], [3.0]]},
+            {"name": "b", "shape": [2], "datatype": "FP32", "data": [-1.0, 0.25]},
+        ]
+    }
+    status, out = srv.request("POST", "/v2/models/fraud-api/infer", per_feature)
+    assert status == 200 and out["outputs"][0]["data"] == pytest.approx(expected)
+
+    # errors say what is wrong
+    status, err = srv.infer(rows, path="/v2/models/nope/infer")
+    assert status == 404 and "nope" in err["error"]
+    status, err = srv.infer(rows, path="/v2/models/fraud-api/versions/9/infer")
+    assert status == 404 and "9" in err["error"]
+    status, err = srv.request("POST", "/v2/models/fraud-api/infer", b"{not json")
+    assert status == 400 and "JSON" in err["error"]
+    bad_shape = {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+    status, err = srv.request("POST", "/v2/models/fraud-api/infer", bad_shape)
+    assert status == 400 and "shape [1, 2]" in err["error"]
+    bad_type = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["x", "y", "z"]}]}
+    status, err = srv.request("POST", "/v2/models/fraud-api/infer", bad_type)
+    assert status == 400 and "datatype" in err["error"]
+    short = {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    status, err = srv.request("POST", "/v2/models/fraud-api/infer", short)
+    assert status == 400 and "3 values" in err["error"]
+    missing = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}
+    status, err = srv.request("POST", "/v2/models/fraud-api/infer", missing)
+    assert status == 400 and "b, c" in err["error"]
+    assert srv.request("GET", "/v2/models/fraud-api/infer")[0] == 405
+    assert srv.request("GET", "/v2/nothing")[0] == 404
+
+    text = srv.metrics()
+    assert 'mlspec_requests_total{deployment="fraud-api",variant="stable",version="3"} 4' in text
+    assert (
+        'mlspec_model_info{deployment="fraud-api",variant="stable",version="3",alias="stable",device="cpu"} 1' in text
+    )
+    assert "# TYPE mlspec_request_duration_seconds histogram" in text
+    assert 'mlspec_traffic_weight_percent{deployment="fraud-api",variant="stable",version="3"} 100' in text
+
+
+def raw_requests(srv: Server, bodies: list[bytes], path: str = "/v2/models/fraud-api/infer") -> list[dict[str, Any]]:
+    """Send ``bodies`` pipelined in ONE write on one keep-alive connection; read the responses in order."""
+    payload = b"".join(
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (path.encode(), len(b), b)
+        for b in bodies
+    )
+    with socket.create_connection(srv.addr, timeout=10) as sock:
+        sock.sendall(payload)
+        buffer = b""
+        replies: list[dict[str, Any]] = []
+        while len(replies) < len(bodies):
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    break
+                length = int(re.search(rb"Content-Length: (\d+)", buffer[:end]).group(1))  # type: ignore[union-attr]
+                if len(buffer) < end + 4 + length:
+                    break
+                replies.append(json.loads(buffer[end + 4 : end + 4 + length]))
+                buffer = buffer[end + 4 + length :]
+    return replies
+
+
+def body(row: list[float], rid: str) -> bytes:
+    return json.dumps(
+        {"id": rid, "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": row}]}
+    ).encode()
+
+
+def test_pipelining_batches_and_keeps_order(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    rows = [[float(i), float(i % 7), -float(i) / 3] for i in range(40)]
+    bodies = [body(r, f"r{i}") for i, r in enumerate(rows)]
+    bodies.insert(5, b"{broken")  # an error in the middle keeps its place
+    replies = raw_requests(srv, bodies)
+    assert replies[5] == {"error": replies[5]["error"]} and "JSON" in replies[5]["error"]
+    del replies[5]
+    for i, (row, reply) in enumerate(zip(rows, replies, strict=True)):
+        assert reply["id"] == f"r{i}"
+        assert reply["outputs"][0]["data"] == pytest.approx([score(STABLE_W, row)], rel=1e-5, abs=1e-4)
+    # the pipelined requests arrived in one read, so they ran as batches of more than one row
+    batches = srv.metric("mlspec_batch_size_rows_count", variant="stable")
+    assert 0 < batches < 40
+    assert srv.metric("mlspec_batch_size_rows_sum", variant="stable") == 40
+
+
+def test_concurrent_clients_are_batched_and_answered_correctly(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    results: dict[int, float] = {}
+    errors: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def worker(index: int) -> None:
+        conn = srv.conn()
+        barrier.wait()
+        for j in range(15):
+            row = [float(index), float(j), 1.0]
+            conn.request("POST", "/v2/models/fraud-api/infer", body=body(row, f"{index}-{j}"))
+            reply = json.loads(conn.getresponse().read())
+            if reply.get("id") != f"{index}-{j}":
+                errors.append(str(reply))
+            results[index * 100 + j] = reply["outputs"][0]["data"][0]
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for key, value in results.items():
+        assert value == pytest.approx(score(STABLE_W, [float(key // 100), float(key % 100), 1.0]))
+    assert srv.metric("mlspec_batch_size_rows_sum", variant="stable") == 180
+    # rows per session.run: some runs carried more than one request
+    assert srv.metric("mlspec_batch_size_rows_count", variant="stable") < 180
+
+
+def test_fallback_parser_server(serve: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSPEC_SERVING_PURE", "1")  # no httptools, no uvloop
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    rows = [[1.0, 2.0, 3.0], [0.0, 0.5, -1.0]]
+    replies = raw_requests(srv, [body(r, str(i)) for i, r in enumerate(rows)])
+    assert [r["outputs"][0]["data"][0] for r in replies] == pytest.approx([score(STABLE_W, r) for r in rows])
+    assert srv.request("GET", "/v2/health/ready")[0] == 200
+
+
+def test_fallback_parser_unit() -> None:
+    events: list[tuple[str, bytes]] = []
+
+    class Sink:
+        def on_url(self, url: bytes) -> None:
+            events.append(("url", url))
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            events.append(("header", name))
+
+        def on_headers_complete(self) -> None:
+            pass
+
+        def on_body(self, data: bytes) -> None:
+            events.append(("body", data))
+
+        def on_message_complete(self) -> None:
+            events.append(("done", b""))
+
+    parser = FallbackParser(Sink())
+    raw = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.0\r\n\r\n"
+    for i in range(len(raw)):  # byte by byte
+        parser.feed_data(raw[i : i + 1])
+    assert [e for e in events if e[0] != "header"] == [
+        ("url", b"/x"),
+        ("body", b"abc"),
+        ("done", b""),
+        ("url", b"/y"),
+        ("done", b""),
+    ]
+    assert parser.get_method() == b"GET" and not parser.should_keep_alive()
+    with pytest.raises(ParseError):
+        FallbackParser(Sink()).feed_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+# --- integrity and devices -------------------------------------------------------------------------
+
+
+def test_sha256_mismatch_of_stable_refuses_to_start(serve: Callable[..., Server], tmp_path: Path) -> None:
+    stable = variant(tmp_path, "stable", "3", STABLE_W)
+    stable["sha256"] = "0" * 64
+    with pytest.raises(process.ServingStartError, match="sha256 mismatch"):
+        serve([stable])
+
+
+def test_sha256_mismatch_of_canary_rolls_it_back(serve: Callable[..., Server], tmp_path: Path) -> None:
+    canary = variant(tmp_path, "canary", "4", CANARY_W)
+    Path(canary["path"]).write_bytes(Path(canary["path"]).read_bytes() + b"tampered")
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W), canary], {"strategy": "canary", "steps": [50, 100]})
+    client.wait_ready(srv.url, timeout=10)
+    status = srv.status()
+    assert status["phase"] == "rolled_back" and "sha256 mismatch" in status["reason"]
+    assert status["variants"]["canary"]["state"] == "rejected"
+    for _ in range(20):
+        assert srv.infer([[1.0, 1.0, 1.0]])[1]["parameters"]["variant"] == "stable"
+
+
+def test_device_choice() -> None:
+    assert choose_providers("gpu", "cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"])[1] == "gpu"
+    assert choose_providers("gpu", "cpu", ["CPUExecutionProvider"]) == (["CPUExecutionProvider"], "cpu")
+    with pytest.raises(ModelError, match="fallback is none"):
+        choose_providers("gpu", "none", ["CPUExecutionProvider"])
+    assert choose_providers("cpu", "none", ["CUDAExecutionProvider"])[1] == "cpu"
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU is present")
+def test_gpu_without_cuda_falls_back_or_fails(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], device="gpu", fallback="cpu")
+    assert srv.request("GET", "/v2/models/fraud-api")[1]["parameters"]["device"] == "cpu"
+    assert srv.metric("mlspec_model_info", device="cpu") == 1
+    assert "falling back to cpu" in srv.log.read_text()
+    with pytest.raises(process.ServingStartError, match="fallback is none"):
+        serve([variant(tmp_path, "stable", "3", STABLE_W)], device="gpu", fallback="none")
+
+
+# --- traffic strategies ------------------------------------------------------------------------------
+
+
+def drive(srv: Server, until: Callable[[dict[str, Any]], bool], limit: int = 3000) -> dict[str, Any]:
+    """Send single-row requests (pipelined in groups) until ``until(status)`` holds."""
+    for start in range(0, limit, 50):
+        raw_requests(srv, [body([1.0, float(i % 5), 2.0], str(i)) for i in range(start, start + 50)])
+        status = srv.status()
+        if until(status):
+            return status
+    raise AssertionError(f"condition not reached: {srv.status()}")
+
+
+def test_canary_promotes_a_good_canary(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve(
+        [variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "canary", "4", CANARY_W, 0.5)],
+        {"strategy": "canary", "steps": [20, 60, 100],
+         "analysis": {"max_error_rate": 0.01, "max_p99_ms": 5000, "min_requests": 30, "interval": "5m"}},
+    )  # fmt: skip
+    client.wait_ready(srv.url, timeout=10)
+    first = srv.status()
+    assert first["phase"] == "progressing" and first["weights"] == {"stable": 80.0, "canary": 20.0}
+    seen: set[str] = set()
+    for _ in range(40):
+        seen.add(srv.infer([[1.0, 1.0, 1.0]])[1]["parameters"]["variant"])
+    assert seen == {"stable", "canary"}
+    status = drive(srv, lambda s: s["phase"] != "progressing")
+    assert status["phase"] == "promoted", status
+    assert status["weights"]["canary"] == 100.0
+    on_disk = json.loads(Path(srv.config["status_path"]).read_text())
+    assert on_disk["phase"] == "promoted" and on_disk["variants"]["canary"]["version"] == "4"
+    _status_code, out = srv.infer([[1.0, 2.0, 3.0]])
+    assert out["parameters"]["variant"] == "canary" and out["outputs"][0]["data"] == pytest.approx([6.5])
+
+
+def test_canary_with_errors_rolls_back(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve(
+        [variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "canary", "4", [-1.0, -1.0, -1.0], sqrt=True)],
+        {"strategy": "canary", "steps": [50, 100], "analysis": {"max_error_rate": 0.01, "min_requests": 20}},
+    )
+    client.wait_ready(srv.url, timeout=10)
+    status = drive(srv, lambda s: s["phase"] != "progressing")
+    assert status["phase"] == "rolled_back"
+    assert re.match(r"error rate 1\.00 > max 0\.01", status["reason"]), status["reason"]
+    assert status["weights"] == {"stable": 100.0, "canary": 0.0}
+    assert json.loads(Path(srv.config["status_path"]).read_text())["phase"] == "rolled_back"
+    assert srv.metric("mlspec_request_errors_total", variant="canary") >= 20
+    replies = raw_requests(srv, [body([1.0, 1.0, 1.0], str(i)) for i in range(50)])
+    assert {r["parameters"]["variant"] for r in replies} == {"stable"}
+    # the canary's NaN outputs were answered as 500 errors, never as data
+    status_code, err = srv.infer([[1.0, 1.0, 1.0]], path="/v2/models/fraud-api/versions/4/infer")
+    assert status_code == 500 and "NaN" in err["error"]
+
+
+def test_canary_over_latency_rolls_back(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve(
+        [variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "canary", "4", CANARY_W)],
+        {"strategy": "canary", "steps": [50, 100], "analysis": {"max_p99_ms": 0.0001, "min_requests": 20}},
+    )
+    client.wait_ready(srv.url, timeout=10)
+    status = drive(srv, lambda s: s["phase"] != "progressing")
+    assert status["phase"] == "rolled_back"
+    assert re.match(r"p99 [\d.]+ ms > max 0\.0001 ms", status["reason"]), status["reason"]
+
+
+def test_ab_is_sticky_and_split_by_weight(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve(
+        [variant(tmp_path, "champion", "3", STABLE_W), variant(tmp_path, "challenger", "4", CANARY_W)],
+        {"strategy": "ab", "variants": [{"alias": "champion", "weight": 70}, {"alias": "challenger", "weight": 30}],
+         "sticky_key": "customer_id"},
+    )  # fmt: skip
+    arms: dict[str, str] = {}
+    for i in range(300):
+        key = f"cust-{i}"
+        reply = raw_requests(
+            srv,
+            [
+                json.dumps(
+                    {
+                        "parameters": {"customer_id": key},
+                        "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
+                    }
+                ).encode()
+            ],
+        )[0]
+        arms[key] = reply["parameters"]["variant"]
+        expected = score(STABLE_W if arms[key] == "champion" else CANARY_W, [1, 2, 3])
+        assert reply["outputs"][0]["data"] == pytest.approx([expected])
+    share = sum(a == "champion" for a in arms.values()) / len(arms)
+    assert 0.6 < share < 0.8, share
+    # the same key always gets the same arm, by parameter or by header
+    for key in list(arms)[:20]:
+        assert srv.infer([[1, 2, 3]], parameters={"customer_id": key})[1]["parameters"]["variant"] == arms[key]
+        _status, out = srv.request(
+            "POST", "/v2/models/fraud-api/infer",
+            {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+            headers={"x-sticky-key": key},
+        )  # fmt: skip
+        assert out["parameters"]["variant"] == arms[key]
+        assert (sticky_point(key) * 100 < 70) == (arms[key] == "champion")
+    assert srv.status()["phase"] == "running"
+    assert srv.status()["weights"] == {"champion": 70.0, "challenger": 30.0}
+
+
+def test_shadow_answers_from_stable_and_compares(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve(
+        [variant(tmp_path, "stable", "3", [0.1, 0.1, 0.1]), variant(tmp_path, "shadow", "4", [0.1, 0.1, 0.1], 0.25)],
+        {"strategy": "shadow", "challenger": "challenger", "sample": 100},
+    )
+    client.wait_ready(srv.url, timeout=10)
+    rows = [[float(i % 4), 1.0, 0.5] for i in range(60)]
+    replies = raw_requests(srv, [body(r, str(i)) for i, r in enumerate(rows)])
+    assert {r["parameters"]["variant"] for r in replies} == {"stable"}
+    assert [r["outputs"][0]["data"][0] for r in replies] == pytest.approx([score([0.1] * 3, r) for r in rows])
+    deadline = time.monotonic() + 5
+    while srv.metric("mlspec_shadow_requests_total") < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.metric("mlspec_shadow_requests_total") == 60
+    assert srv.metric("mlspec_shadow_mean_abs_diff") == pytest.approx(0.25, abs=1e-5)
+    stable_scores = np.array([score([0.1] * 3, r) for r in rows])
+    agree = np.mean((stable_scores > 0.5) == (stable_scores + 0.25 > 0.5))
+    assert srv.metric("mlspec_shadow_agreement_ratio") == pytest.approx(agree, abs=1e-6)
+    status = srv.status()
+    assert status["phase"] == "shadowing" and status["weights"] == {"stable": 100.0, "shadow": 0.0}
+
+
+def test_blue_green_switches_to_a_healthy_green(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "green", "4", CANARY_W)],
+                {"strategy": "blue_green"})  # fmt: skip
+    client.wait_ready(srv.url, timeout=10)
+    status = srv.status()
+    assert status["phase"] == "switched" and status["weights"] == {"stable": 0.0, "green": 100.0}
+    replies = raw_requests(srv, [body([1.0, 2.0, 3.0], str(i)) for i in range(20)])
+    assert {r["parameters"]["variant"] for r in replies} == {"green"}
+    assert json.loads(Path(srv.config["status_path"]).read_text())["phase"] == "switched"
+
+
+def test_blue_green_keeps_blue_when_green_fails_smoke(serve: Callable[..., Server], tmp_path: Path) -> None:
+    # sqrt(-1 * 0 - 1) is NaN for the all-zero smoke row
+    green = variant(tmp_path, "green", "4", CANARY_W, bias=-1.0, sqrt=True)
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W), green], {"strategy": "blue_green"})
+    client.wait_ready(srv.url, timeout=10)
+    status = srv.status()
+    assert status["phase"] == "rolled_back" and "smoke" in status["reason"]
+    replies = raw_requests(srv, [body([1.0, 2.0, 3.0], str(i)) for i in range(10)])
+    assert {r["parameters"]["variant"] for r in replies} == {"stable"}
+
+
+# --- request log, signals, reload --------------------------------------------------------------------
+
+
+def test_request_log_sampled_and_flushed_on_sigterm(serve: Callable[..., Server], tmp_path: Path) -> None:
+    log_path = tmp_path / "requests.jsonl"
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)],
+                log={"path": str(log_path), "sample_rate": 0.25, "enabled": True})  # fmt: skip
+    rows = [[float(i), 1.0, 2.0] for i in range(800)]
+    for start in range(0, 800, 100):
+        raw_requests(srv, [body(r, str(start + i)) for i, r in enumerate(rows[start : start + 100])])
+    os.kill(srv.pid, signal.SIGTERM)
+    _, code = os.waitpid(srv.pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert 140 <= len(lines) <= 260, len(lines)  # 25% of 800, within ~4 sigma
+    first = lines[0]
+    assert set(first) >= {"a", "b", "c", "timestamp", "variant", "score"}
+    assert first["variant"] == "stable" and first["score"] == pytest.approx(
+        score(STABLE_W, [first["a"], first["b"], first["c"]])
+    )
+    assert "stopping" in srv.log.read_text()
+
+
+def test_sighup_reloads_and_keeps_old_config_on_bad_sha(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    conn = srv.conn()  # a connection kept open across the reload
+    assert srv.infer([[1.0, 1.0, 1.0]])[1]["outputs"][0]["data"] == pytest.approx([6.0])
+    new = dict(srv.config, variants=[variant(tmp_path, "stable", "5", CANARY_W, 1.0)])
+    srv.config_path.write_text(json.dumps(new))
+    os.kill(srv.pid, signal.SIGHUP)
+    client.wait_versions(srv.url, "fraud-api", ["5"], timeout=10)
+    _status, out = srv.infer([[1.0, 1.0, 1.0]])
+    assert out["model_version"] == "5" and out["outputs"][0]["data"] == pytest.approx([4.0])
+    conn.request("GET", "/v2/health/ready")
+    assert conn.getresponse().status == 200  # the socket and open connections survived
+    # a reload whose file does not match its sha256 is refused; version 5 keeps serving
+    broken = variant(tmp_path, "stable", "6", STABLE_W)
+    broken["sha256"] = "f" * 64
+    srv.config_path.write_text(json.dumps(dict(srv.config, variants=[broken])))
+    os.kill(srv.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload refused" not in srv.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "sha256 mismatch" in srv.log.read_text()
+    assert srv.infer([[1.0, 1.0, 1.0]])[1]["model_version"] == "5"
+    assert process.is_running(srv.pid)
+    process.stop(srv.pid)
+    assert not process.is_running(srv.pid)
+
+
+# --- config ---------------------------------------------------------------------------------------------
+
+
+def test_config_round_trip_and_errors(tmp_path: Path) -> None:
+    raw = {
+        "deployment": "d", "model_name": "m", "features": ["a"], "port": 8601,
+        "variants": [{"name": "stable", "alias": "champion", "version": 3, "path": "/x.onnx", "sha256": "a" * 64}],
+        "rollout": {"strategy": "canary", "steps": [10, 50, 100], "analysis": {"max_p99_ms": 50}},
+        "log": {"path": "/r.jsonl", "sample_rate": 0.1, "enabled": True}, "status_path": "/s.json",
+    }  # fmt: skip
+    config = ServingConfig.from_json(json.dumps(raw))
+    assert config.variants[0].version == "3" and config.strategy == "canary"
+    assert ServingConfig.from_json(config.to_json()) == config
+    for change, message in [
+        ({"variants": []}, "at least one"),
+        ({"rollout": {"strategy": "canary", "steps": [50, 10]}}, "increase"),
+        ({"rollout": {"strategy": "bogus"}}, "strategy"),
+        ({"device": "tpu"}, "device"),
+        ({"surprise": 1}, "unknown field"),
+        (
+            {"rollout": {"strategy": "ab", "variants": [{"alias": "x", "weight": 50}, {"alias": "y", "weight": 50}]}},
+            "names no configured variant",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ServingConfig.from_dict({**raw, **change})
