@@ -145,7 +145,8 @@ def test_kfp_pipeline_loads_back_with_its_steps_resources_and_parameters(
     ir, platform = documents(content)
     tasks = ir["root"]["dag"]["tasks"]
     assert set(tasks) == {"fetch-features", "train", "evaluate", "export-onnx", "register"}
-    assert tasks["register"]["dependentTasks"] == sorted(["evaluate", "export-onnx"])
+    # register logs the dataset (reference data), the torch model, the evaluation and the ONNX model
+    assert tasks["register"]["dependentTasks"] == sorted(["fetch-features", "train", "evaluate", "export-onnx"])
     resources = ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert resources["resourceCpuRequest"] == "4" and resources["resourceMemoryLimit"] == "8Gi"
     assert resources["accelerator"]["resourceCount"] == "1"

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
 import multiprocessing
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
@@ -45,6 +47,13 @@ def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool) -> dict[str, Any]:
         "spot": resources.spot,
         "caching": spec.caching,
     }
+
+
+@functools.cache
+def _components_digest() -> str:
+    """A digest of the component code: compiled pipelines embed it, so it keys the render cache."""
+    source = (Path(__file__).parent / "kfp_components.py").read_bytes()
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 def _compile(inputs: dict[str, Any]) -> bytes:
@@ -83,12 +92,12 @@ class KfpRenderer:
     """Renders ``kfp/<pipeline>.yaml`` (and ``-cpu`` variants and schedules) for every TrainingPipeline."""
 
     name: ClassVar[str] = "kfp"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Compile every pipeline of the environment (cached ones are reused)."""
         out = RenderOutput()
-        namespace = f"kfp/{self.version}/{context.mlspec_version}"
+        namespace = f"kfp/{self.version}/{_components_digest()}/{context.mlspec_version}"
         # (spec, with GPU, cache key): the key is the spec's content digest, so a hit costs no model dump
         planned: list[tuple[ParsedSpec, bool, list[str]]] = []
         for spec in graph.of_kind("TrainingPipeline"):

@@ -10,10 +10,10 @@ under Kubeflow and the local KFP runner.
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from mlspec.hashing import canonical
 
@@ -25,7 +25,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 @dsl.component(base_image=BASE_IMAGE)
 def fetch_features(training_spec_json: str, environment: str, dataset: Output[Dataset]) -> int:
     """Point-in-time join of the feature service with the label source; returns the row count."""
-    from mlspec.runtime.steps import fetch_features as run  # type: ignore[import-not-found]  # runtime of the step's image
+    from mlspec.runtime.steps import fetch_features as run
 
     return int(run(training_spec_json, environment, dataset.path))
 
@@ -33,54 +33,82 @@ def fetch_features(training_spec_json: str, environment: str, dataset: Output[Da
 @dsl.component(base_image=BASE_IMAGE)
 def train(
     training_spec_json: str,
+    environment: str,
     epochs: int,
     learning_rate: float,
     batch_size: int,
+    test_fraction: float,
     dataset: Input[Dataset],
     model: Output[Model],
 ) -> str:
-    """Train the model (GPU when present and asked for, else CPU); returns the device used."""
+    """Search (when asked) and train on the rows before the held-out test set; returns the device used."""
     from mlspec.runtime.steps import train as run
 
-    return str(run(training_spec_json, dataset.path, model.path, epochs, learning_rate, batch_size))
+    return str(
+        run(training_spec_json, environment, dataset.path, model.path, epochs, learning_rate, batch_size, test_fraction)
+    )
 
 
 @dsl.component(base_image=BASE_IMAGE)
 def evaluate(
     training_spec_json: str,
+    environment: str,
     gates_json: str,
-    test_fraction: float,
     dataset: Input[Dataset],
     model: Input[Model],
     metrics: Output[Metrics],
+    evaluation: Output[Artifact],
 ) -> bool:
     """Score the held-out split and check every gate; returns whether all gates pass."""
+    import math
+
     from mlspec.runtime.steps import evaluate as run
 
-    results, passed = run(training_spec_json, gates_json, test_fraction, dataset.path, model.path)
+    results, passed = run(training_spec_json, environment, gates_json, dataset.path, model.path, evaluation.path)
     for name, value in results.items():
-        metrics.log_metric(name, value)
+        if math.isfinite(value):
+            metrics.log_metric(name, value)
     return bool(passed)
 
 
 @dsl.component(base_image=BASE_IMAGE)
 def export_onnx(
-    training_spec_json: str, dataset: Input[Dataset], model: Input[Model], onnx_model: Output[Model]
+    training_spec_json: str, environment: str, dataset: Input[Dataset], model: Input[Model], onnx_model: Output[Model]
 ) -> str:
     """Export to ONNX and check it matches the trained model on the test split; returns the sha256."""
     from mlspec.runtime.steps import export_onnx as run
 
-    return str(run(training_spec_json, dataset.path, model.path, onnx_model.path))
+    return str(run(training_spec_json, environment, dataset.path, model.path, onnx_model.path))
 
 
 @dsl.component(base_image=BASE_IMAGE)
 def register(
-    training_spec_json: str, environment: str, model_name: str, alias: str, gates_passed: bool, onnx_model: Input[Model]
+    training_spec_json: str,
+    environment: str,
+    model_name: str,
+    alias: str,
+    promote_directly: bool,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    onnx_model: Input[Model],
 ) -> str:
-    """Register the model version and set its alias when the gates passed; returns the version."""
+    """Log the run, register the version when the gates passed, set aliases; returns the summary JSON."""
     from mlspec.runtime.steps import register as run
 
-    return str(run(training_spec_json, environment, model_name, alias, gates_passed, onnx_model.path))
+    return str(
+        run(
+            training_spec_json,
+            environment,
+            model_name,
+            alias,
+            promote_directly,
+            dataset.path,
+            model.path,
+            evaluation.path,
+            onnx_model.path,
+        )
+    )
 
 
 def compile_pipeline(inputs: dict[str, Any]) -> bytes:
@@ -99,13 +127,16 @@ def compile_pipeline(inputs: dict[str, Any]) -> bytes:
         gates_json: str = gates_json,
         model_name: str = inputs["model_name"],
         alias: str = inputs["alias"],
-    ) -> None:
+        promote_directly: bool = True,
+    ) -> str:
         fetch_task = fetch_features(training_spec_json=training_spec_json, environment=environment)
         train_task = train(
             training_spec_json=training_spec_json,
+            environment=environment,
             epochs=epochs,
             learning_rate=learning_rate,
             batch_size=batch_size,
+            test_fraction=test_fraction,
             dataset=fetch_task.outputs["dataset"],
         )
         train_task.set_cpu_request(inputs["cpu"]).set_cpu_limit(inputs["cpu"])
@@ -119,13 +150,14 @@ def compile_pipeline(inputs: dict[str, Any]) -> bytes:
             kubernetes.add_toleration(train_task, key=SPOT_LABEL, operator="Equal", value="spot", effect="NoSchedule")
         evaluate_task = evaluate(
             training_spec_json=training_spec_json,
+            environment=environment,
             gates_json=gates_json,
-            test_fraction=test_fraction,
             dataset=fetch_task.outputs["dataset"],
             model=train_task.outputs["model"],
         )
         export_task = export_onnx(
             training_spec_json=training_spec_json,
+            environment=environment,
             dataset=fetch_task.outputs["dataset"],
             model=train_task.outputs["model"],
         )
@@ -134,12 +166,16 @@ def compile_pipeline(inputs: dict[str, Any]) -> bytes:
             environment=environment,
             model_name=model_name,
             alias=alias,
-            gates_passed=evaluate_task.outputs["Output"],
+            promote_directly=promote_directly,
+            dataset=fetch_task.outputs["dataset"],
+            model=train_task.outputs["model"],
+            evaluation=evaluate_task.outputs["evaluation"],
             onnx_model=export_task.outputs["onnx_model"],
         )
         for task in (fetch_task, train_task, evaluate_task, export_task):
             task.set_caching_options(enable_caching=inputs["caching"])
         register_task.set_caching_options(enable_caching=False)  # registering twice must happen twice
+        return cast(str, register_task.output)  # the summary JSON: the pipeline's output
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.yaml"

@@ -1,1 +1,4 @@
-"""What runs inside the platform: training steps, drift checks. Imported only by engines, never by the CLI's fast paths."""
+"""What runs inside the platform: training steps, drift checks.
+
+Imported only by engines, never by the CLI's fast paths.
+"""

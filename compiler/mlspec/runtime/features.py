@@ -1,0 +1,125 @@
+"""The fetch-features step: training rows from Feast point-in-time joins of the feature service with the labels.
+
+The entity rows are the label source's rows (or ``entity_source``'s): its join keys,
+its event timestamp and the label. Feast's file offline store drops entity rows that
+repeat (join keys, timestamp) of a feature view (feast#6787): two labelled
+transactions of one customer on one day with different merchants come back as one.
+So each feature view is queried with the *distinct* (its join keys, timestamp) rows,
+which Feast joins one to one, and the features are merged back onto every entity row
+here, keyed by a row id; every count is checked, so no row is silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore
+
+from mlspec.runtime.context import RuntimeContext
+from mlspec.runtime.dataset import FEATURES_KEY, LABEL_KEY, ROW_ID, TIMESTAMP
+
+
+class FeatureJoinError(RuntimeError):
+    """The point-in-time join did not give one row per entity row."""
+
+
+def feast_name(name: str) -> str:
+    """Feast object names are the spec names with '-' as '_'."""
+    return name.replace("-", "_")
+
+
+def open_store(ctx: RuntimeContext) -> FeatureStore:
+    """The environment's Feast store; data paths resolve against the project root."""
+    os.environ["MLSPEC_PROJECT_ROOT"] = ctx.project_root
+    return FeatureStore(repo_path=ctx.feature_repo)
+
+
+def _source_path(store: FeatureStore, name: str, ctx: RuntimeContext) -> tuple[Path, str]:
+    source = store.get_data_source(feast_name(name))
+    path = Path(getattr(source, "path", "") or "")
+    if not str(path):
+        raise ValueError(f"data source '{name}' is not a file source; the local runtime reads parquet files")
+    if not path.is_absolute():
+        path = Path(ctx.project_root) / path
+    return path, source.timestamp_field
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, utc=True).astype("datetime64[ns, UTC]")
+
+
+def fetch(spec: dict[str, Any], ctx: RuntimeContext, out_path: str) -> int:  # noqa: PLR0915
+    """Write the training rows (features in service order, label, timestamp) to ``out_path``; returns the count."""
+    body = spec["spec"]
+    label = body["label"]
+    store = open_store(ctx)
+    service = store.get_feature_service(feast_name(body["features"]))
+    entity_name = body.get("entity_source") or label["source"]
+    entity_path, entity_ts = _source_path(store, entity_name, ctx)
+    projections = service.feature_view_projections
+    views = {p.name: store.get_feature_view(p.name) for p in projections}
+    join_keys = sorted({key for view in views.values() for key in view.join_keys})
+
+    entities = pd.read_parquet(entity_path)
+    if entity_name != label["source"]:
+        # labels come from their own source: attach them point in time (the latest label at or before each row)
+        label_path, label_ts = _source_path(store, label["source"], ctx)
+        labels = pd.read_parquet(label_path)
+        ts = label.get("timestamp_field") or label_ts
+        keys = [k for k in join_keys if k in labels.columns]
+        labels = labels[[*keys, ts, label["field"]]].rename(columns={ts: TIMESTAMP})
+        labels[TIMESTAMP] = _utc(labels[TIMESTAMP])
+        entities = entities.rename(columns={entity_ts: TIMESTAMP})
+        entities[TIMESTAMP] = _utc(entities[TIMESTAMP])
+        entities = pd.merge_asof(
+            entities.sort_values(TIMESTAMP), labels.sort_values(TIMESTAMP), on=TIMESTAMP, by=keys or None
+        )
+    else:
+        ts = label.get("timestamp_field") or entity_ts
+        entities = entities.rename(columns={ts: TIMESTAMP})
+    missing = [c for c in [*join_keys, TIMESTAMP, label["field"]] if c not in entities.columns]
+    if missing:
+        raise ValueError(f"entity source '{entity_name}' lacks the columns {missing} the feature service joins on")
+    entities = entities[[*join_keys, TIMESTAMP, label["field"]]].dropna(subset=[label["field"]])
+    entities[TIMESTAMP] = _utc(entities[TIMESTAMP])
+    entities = entities.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+    entities[ROW_ID] = range(len(entities))
+
+    columns: list[str] = []
+    frame = entities
+    for projection in projections:
+        view = views[projection.name]
+        keys = list(view.join_keys)
+        names = [f.name for f in projection.features]
+        distinct = entities[[*keys, TIMESTAMP]].drop_duplicates().reset_index(drop=True)
+        joined = store.get_historical_features(
+            entity_df=distinct, features=[f"{projection.name_alias or projection.name}:{n}" for n in names]
+        ).to_df()
+        if len(joined) != len(distinct):
+            raise FeatureJoinError(
+                f"Feast returned {len(joined)} rows for {len(distinct)} distinct (keys, timestamp) rows "
+                f"of feature view '{projection.name}' (feast#6787); refusing to train on a partial join"
+            )
+        joined[TIMESTAMP] = _utc(joined[TIMESTAMP])
+        frame = frame.merge(joined[[*keys, TIMESTAMP, *names]], on=[*keys, TIMESTAMP], how="left", validate="m:1")
+        columns.extend(names)
+    if len(frame) != len(entities) or frame[ROW_ID].tolist() != list(range(len(entities))):
+        raise FeatureJoinError(f"the join gave {len(frame)} rows for {len(entities)} entity rows")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"feature service '{body['features']}' selects a feature name twice: {columns}")
+    frame = frame[[ROW_ID, *join_keys, TIMESTAMP, *columns, label["field"]]]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {
+        **(table.schema.metadata or {}),
+        FEATURES_KEY: json.dumps(columns).encode(),
+        LABEL_KEY: label["field"].encode(),
+    }
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(metadata), out_path)
+    return len(frame)
