@@ -1,21 +1,114 @@
 """The main job on embedded defaults: what `make demo` runs.
 
-Today: validate the reference platform, show the platform the specs describe,
-check every policy, render every environment's artifacts, plan and apply `local`
-(into .mlspec/local/output, with state and a verified audit log), print prod's
-dependency graph, and generate the local data. The local platform's real engines
-(Feast, KFP runner, MLflow, serving) plug in as targets in a later issue.
+The reference platform (specs/, environments/) brought up on this machine from its
+specs: validate and check every policy, render what every environment's engines
+consume, then plan and apply `local` — Feast applies the feature repository and
+materializes the online store, each TrainingPipeline runs on the KFP local runner
+(features from Feast, torch, gates, ONNX, MLflow registry), each Deployment is
+served by onnxruntime behind an Open Inference Protocol server. Then it asks for a
+few predictions with features looked up online, checks the served traffic for
+drift with Evidently, and says where everything is. Run it again: the plan is a
+no-op and it finishes in seconds.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import sys
 import time
-from collections import Counter
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def step(title: str) -> None:
+    """Print a section header."""
+    print(f"\n==> {title}", flush=True)
+
+
+def infer(url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One Open Inference Protocol v2 request with named feature inputs."""
+    names = list(rows[0])
+    body = {
+        "id": "demo",
+        "inputs": [{"name": n, "shape": [len(rows)], "datatype": "FP32", "data": [r[n] for r in rows]} for n in names],
+        **({"parameters": parameters} if parameters else {}),
+    }
+    request = urllib.request.Request(
+        url + "/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def predictions(project: Any, env: str) -> tuple[int, list[str]]:
+    """Score a few customers of each Deployment with features from Feast's online store; returns (errors, urls)."""
+    from mlspec.apply.workflow import local_paths
+    from mlspec.targets.local.feature_store import FeatureStoreEngine
+    from mlspec.targets.local.operations import status
+
+    graph = project.resolve(env).graph
+    paths = local_paths(project, graph)
+    store = FeatureStoreEngine(paths)
+    errors, urls = 0, []
+    for server in status(project, env).servers:
+        deployment = graph.resources[f"Deployment/{server.deployment}"].model
+        service = deployment.spec.features
+        config = json.loads((paths.serving / server.deployment / "config.json").read_text())
+        features = config["features"]
+        entities = [{"customer_id": 100_001 + i, "merchant_id": 5_001 + i} for i in (0, 7, 42)]
+        online = store.online_features(service, entities)
+        urls.append(server.endpoint)
+        print(f"  {server.deployment}: POST {server.endpoint}/infer  (features of {service} from Feast online)")
+        for index, entity in enumerate(entities):
+            row = {name: float(online[name][index] or 0.0) for name in features}
+            sticky = {"customer_id": entity["customer_id"]}
+            try:
+                answer = infer(server.endpoint, [row], sticky)
+            except OSError as exc:
+                errors += 1
+                print(f"    customer {entity['customer_id']}: request failed: {exc}")
+                continue
+            score = answer["outputs"][0]["data"][0]
+            variant = answer.get("parameters", {}).get("variant", "?")
+            print(
+                f"    customer {entity['customer_id']}: score {score:.4f}  "
+                f"(model {answer['model_version']}, variant {variant})"
+            )
+    return errors, urls
+
+
+def traffic(project: Any, env: str, count: int = 600) -> int:
+    """Replay held-out feature rows as live traffic so monitoring has something to compare; returns requests sent."""
+    import pandas as pd
+
+    from mlspec.apply.workflow import local_paths
+    from mlspec.targets.local.operations import status
+
+    graph = project.resolve(env).graph
+    paths = local_paths(project, graph)
+    sent = 0
+    rng = random.Random(7)
+    for server in status(project, env).servers:
+        model = graph.resources[f"Deployment/{server.deployment}"].model.spec.model.name
+        reference = paths.data_dir / "datasets" / model / "reference.parquet"
+        config = json.loads((paths.serving / server.deployment / "config.json").read_text())
+        if not reference.is_file():
+            continue
+        frame = pd.read_parquet(reference)[config["features"]]
+        for start in range(0, count, 1):
+            row = frame.iloc[rng.randrange(len(frame))].astype(float).to_dict()
+            try:
+                infer(server.endpoint, [row], {"customer_id": start})
+                sent += 1
+            except OSError:
+                pass
+    return sent
 
 
 def main() -> int:
@@ -23,61 +116,56 @@ def main() -> int:
     from generate_data import generate
     from mlspec.cli import main as mlspec_main
     from mlspec.project import Project
-    from mlspec.spec.environment import Environment
-    from mlspec.spec.registry import RESOURCE_KINDS
 
-    print("==> mlspec validate (the reference platform in specs/ and environments/)")
-    code = mlspec_main(["validate", str(ROOT)])
-    if code != 0:
-        return code
     started = time.perf_counter()
-    result = Project.open(ROOT).validate()
-    elapsed = time.perf_counter() - started
-
-    print("\n==> the platform these specs describe")
-    kinds = Counter(spec.kind for spec in result.specs)
-    for kind in RESOURCE_KINDS:
-        count = kinds.get(kind, 0)
-        names = ", ".join(s.name for s in result.specs if s.kind == kind)
-        print(f"  {kind:<17} {count:>2}  {names}")
-    print("\n==> environments")
-    for spec in result.specs:
-        if isinstance(spec.model, Environment):
-            env = spec.model.spec
-            where = env.targets.kubernetes.namespace if env.targets.kubernetes else "this machine"
-            print(
-                f"  {spec.name:<8} tier={env.tier:<11} region={env.region:<10} "
-                f"allowed={','.join(env.data_residency.allowed_regions):<28} runs on: {where}"
-            )
-
-    print("\n==> mlspec check --all-envs (Rego policies: residency, encryption, access, rollout, governance)")
-    code = mlspec_main(["check", "--all-envs", "-C", str(ROOT)])
-    if code != 0:
-        return code
-
-    print("\n==> mlspec render --all-envs (what Feast, Kubeflow, KServe, Argo CD and MLflow consume)")
-    code = mlspec_main(["render", "--all-envs", "-C", str(ROOT)])
-    if code != 0:
-        return code
-    print("\n==> mlspec plan --env local, then apply it, then plan again (a no-op)")
-    if mlspec_main(["plan", "--env", "local", "-C", str(ROOT)]) != 0:
-        return 1
-    if mlspec_main(["apply", "--env", "local", "--auto-approve", "-C", str(ROOT)]) != 0:
-        return 1
-    mlspec_main(["plan", "--env", "local", "-C", str(ROOT)])
-    mlspec_main(["audit", "verify", "-C", str(ROOT)])
-
-    print("\n==> mlspec graph --env prod")
-    mlspec_main(["graph", "--env", "prod", "-C", str(ROOT)])
-
-    print("\n==> local data (deterministic, scripts/generate_data.py)")
+    step("local data (deterministic synthetic bank data, scripts/generate_data.py)")
     for name, path in generate(ROOT / "data").items():
         print(f"  {name:<24} {path.relative_to(ROOT)}")
-    print(
-        f"\n✓ {len(result.specs)} specs valid (validation took {elapsed * 1000:.0f} ms); "
-        "artifacts under rendered/<env>/, data under data/"
-    )
+
+    step("mlspec validate + check --all-envs (schemas, references, Rego policies)")
+    if mlspec_main(["validate", str(ROOT)]) != 0 or mlspec_main(["check", "--all-envs", "-C", str(ROOT)]) != 0:
+        return 1
+    step("mlspec render --all-envs (Feast repo, KFP pipelines, KServe, Argo CD, MLflow, monitoring)")
+    if mlspec_main(["render", "--all-envs", "-C", str(ROOT)]) != 0:
+        return 1
+
+    step("mlspec plan --env local")
+    if mlspec_main(["plan", "--env", "local", "--refresh", "-C", str(ROOT)]) != 0:
+        return 1
+    step("mlspec apply --env local (Feast, KFP local runner + MLflow, onnxruntime servers)")
+    if mlspec_main(["apply", "--env", "local", "--refresh", "--auto-approve", "-C", str(ROOT)]) != 0:
+        return 1
+    step("mlspec status --env local")
+    if mlspec_main(["status", "--env", "local", "-C", str(ROOT)]) != 0:
+        return 1
+
+    project = Project.open(ROOT)
+    step("predictions (features looked up online in Feast, scored by the served models)")
+    errors, _ = predictions(project, "local")
+    if errors:
+        return 1
+    step("live traffic, then mlspec monitor --env local (Evidently drift on the logged requests)")
+    print(f"  sent {traffic(project, 'local')} requests")
+    time.sleep(1.2)  # the servers flush their request logs every second
+    mlspec_main(["monitor", "--env", "local", "-C", str(ROOT)])
+
+    data = ROOT / ".mlspec" / "local"
+    step("where things are")
+    print(f"  MLflow UI:       .venv/bin/mlflow ui --backend-store-uri sqlite:///{data / 'mlflow' / 'mlflow.db'}")
+    print(f"  drift reports:   {data / 'monitoring'}/<deployment>-drift.html")
+    for server in json.loads(_status_json(ROOT)):
+        print(f"  metrics:         {server}")
+    print("  stop the servers: .venv/bin/mlspec destroy --env local --auto-approve")
+    print(f"\n✓ done in {time.perf_counter() - started:.0f} s; run `make demo` again: the plan is a no-op")
     return 0
+
+
+def _status_json(root: Path) -> str:
+    from mlspec.project import Project
+    from mlspec.targets.local.operations import status
+
+    result = status(Project.open(root), "local")
+    return json.dumps([s.endpoint.split("/v2/")[0] + "/metrics" for s in result.servers])
 
 
 if __name__ == "__main__":

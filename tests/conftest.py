@@ -47,7 +47,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def run_mlspec(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a real process, as a user would."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
@@ -57,7 +57,7 @@ def run_mlspec(
         capture_output=True,
         text=True,
         env=full_env,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 

@@ -67,7 +67,10 @@ def render_monitor_text(outcomes: list[MonitorOutcome], style: Style) -> str:
         return "no Deployment with drift monitoring is applied"
     lines = []
     for outcome in outcomes:
-        mark = style("drift", "yellow") if outcome.drifted else style("ok", "green")
+        if outcome.drift is None:
+            mark = style("not checked", "yellow")
+        else:
+            mark = style("drift", "yellow") if outcome.drifted else style("ok", "green")
         lines.append(f"{outcome.deployment}: {mark}: {outcome.message}")
         drift: dict[str, Any] = outcome.drift or {}
         for feature in drift.get("features", []):

@@ -192,16 +192,20 @@ def _monitor_one(
     features = [f["name"] for f in config["features"]]
     marker = platform.paths.monitoring / f"{name}.since"
     since = float(marker.read_text()) if marker.is_file() else None
-    reference = pd.read_parquet(reference_path)
-    current = read_request_log(platform.serving.request_log(name), features, since=since)
-    progress(f"{name}: drift check on {len(current)} logged requests against {len(reference)} training rows")
+    checked_at = time.time()
     try:
+        reference = pd.read_parquet(reference_path)
+        current = read_request_log(platform.serving.request_log(name), features, since=since)
+        progress(f"{name}: drift check on {len(current)} logged requests against {len(reference)} training rows")
         result = detect_drift(
             reference, current, deployment=name, features=features,
             method=config["drift"]["method"], threshold=config["drift"]["threshold"], out_dir=platform.paths.monitoring,
         )  # fmt: skip
     except DriftError as exc:
         return MonitorOutcome(name, None, "none", str(exc))
+    # each check judges the traffic since the previous one (too little traffic does not move the window)
+    platform.paths.monitoring.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(checked_at))
     summary = result.to_dict()
     if not result.drift_detected:
         return MonitorOutcome(
@@ -215,16 +219,10 @@ def _monitor_one(
     spec = graph.resources[ref]
     assert isinstance(spec.model, TrainingPipeline)
     progress(f"{name}: drift in {drifted}: retraining {spec.model.model_name}")
-    retrained = _retrain(platform, graph, store, applied=applied, ref=ref, pipeline=spec.model, name=spec.name)
-    events = []
-    for other in _deployments(graph):
-        if other.spec.model.name == spec.model.model_name and f"Deployment/{other.metadata.name}" in applied:
-            ids = platform.serving.deploy(
-                other, features=[], expected=expected_hashes(applied).get(spec.model.model_name, {})
-            )
-            events.append(f"{other.metadata.name} now serves {ids['versions']}")
-    platform.paths.monitoring.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(time.time()))  # later checks compare traffic after the retrain only
+    events: list[str] = []
+    retrained = _retrain(
+        platform, graph, store, applied=applied, ref=ref, pipeline=spec.model, name=spec.name, events=events
+    )
     message = f"drift in {drifted}: retrained {spec.model.model_name} v{retrained['model_version']}"
     return MonitorOutcome(name, summary, "retrain", message, retrained, tuple(events))
 
@@ -238,10 +236,11 @@ def _retrain(
     ref: str,
     pipeline: TrainingPipeline,
     name: str,
+    events: list[str],
 ) -> dict[str, str]:
     from mlspec.targets.local.platform import LocalPlatformTarget
 
-    target = LocalPlatformTarget(platform.paths, graph, {}, applied)
+    target = LocalPlatformTarget(platform.paths, graph, {}, applied, events.append)
     try:
         ids = target.train(pipeline, name)
     except TargetError as exc:

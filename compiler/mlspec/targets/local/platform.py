@@ -167,6 +167,7 @@ class LocalPlatformTarget:
             + ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
             + (" (champion)" if summary.get("promoted") else " (challenger)")
         )
+        self._roll_out(pipeline.model_name)
         return {
             "model": pipeline.model_name,
             "model_version": version,
@@ -175,6 +176,19 @@ class LocalPlatformTarget:
             "device": str(summary.get("device", "")),
             "promoted": str(bool(summary.get("promoted"))).lower(),
         }
+
+    def _roll_out(self, model: str) -> None:
+        """Deployments already serving ``model`` pick up the new version (a canary, a green, a shadow...)."""
+        serving = self.platform.serving
+        for spec in self.graph.of_kind("Deployment"):
+            deployment = spec.model
+            if (
+                isinstance(deployment, Deployment)
+                and deployment.spec.model.name == model
+                and serving.read_config(spec.name) is not None
+            ):
+                ids = serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
+                self.progress(f"{spec.name} now serves {ids['versions']}")
 
     def _serve(self, deployment: Deployment) -> dict[str, str]:
         model = deployment.spec.model.name

@@ -49,8 +49,11 @@ class Registry:
     """MLflow's model registry for one environment."""
 
     def __init__(self, tracking_uri: str) -> None:
+        import logging
+
         from mlflow import MlflowClient
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (table creation...) are noise here
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def version(self, name: str, *, alias: str | None = None, version: str | int | None = None) -> ModelVersion | None:
@@ -87,10 +90,13 @@ class Registry:
             return Path(tags["onnx_path"])
         roots: list[Path] = []
         model_id = getattr(found, "model_id", None)
+        source = str(found.source or "")
+        if not model_id and source.startswith("models:/m-"):  # a logged model (MLflow 3)
+            model_id = source.removeprefix("models:/").split("/", 1)[0]
         if model_id:
             roots.append(_local_path(self.client.get_logged_model(model_id).artifact_location))
-        if found.source and not str(found.source).startswith("models:/"):
-            roots.append(_local_path(found.source))
+        if source and not source.startswith("models:/"):
+            roots.append(_local_path(source))
         for root in roots:
             files = sorted(root.rglob("*.onnx")) if root.is_dir() else ([root] if root.suffix == ".onnx" else [])
             if files:

@@ -171,10 +171,12 @@ class ServingEngine:
         from mlspec.serving import client
 
         url = f"http://{config['host']}:{config['port']}"
+        versions = [v["version"] for v in config["variants"]]
         try:
-            client.wait_ready(url, timeout=60)
+            client.wait_versions(url, name, versions, timeout=60)
         except Exception as exc:
-            raise TargetError(f"model server for {name} did not reload: {exc}") from None
+            log = self.folder(name) / "server.log"
+            raise TargetError(f"model server for {name} did not reload to {versions}: {exc} (see {log})") from None
 
     def stop(self, deployment: str) -> bool:
         """Stop the Deployment's server (flushing its request log); True when one was running."""
@@ -201,11 +203,7 @@ class ServingEngine:
         url = self.endpoint(deployment)
         if pid is None or url is None or not process.is_running(pid):
             return False
-        try:
-            client.wait_ready(url, timeout=2)
-        except Exception:
-            return False
-        return True
+        return client.is_ready(url, timeout=2)
 
     def _free_port(self, deployment: str) -> int:
         taken = {c["port"] for c in (self.read_config(p.name) for p in self._folders()) if c}

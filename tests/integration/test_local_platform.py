@@ -1,0 +1,224 @@
+"""The whole loop on a small copy of the reference platform, with every engine real.
+
+Feast applies and materializes, the KFP local runner trains (features from Feast,
+torch, gates, ONNX, MLflow on SQLite), onnxruntime serves over the Open Inference
+Protocol, Evidently checks drift. The steps build on each other, in order:
+a failed gate, convergence, predictions, a canary that is rolled back because the
+challenger breaks its latency threshold, drift that triggers retraining, destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, copy_platform, run_mlspec
+
+sys.path.insert(0, str(REPO / "scripts"))
+import contextlib
+
+from generate_data import generate
+
+pytestmark = pytest.mark.slow
+
+LOCAL_OVERRIDES = """
+    - target: Deployment/fraud-api
+      patch:
+        spec:
+          rollout: {analysis: {min_requests: 40, max_p99_ms: 0.3}}
+          monitoring: {drift: {sample_rate: 1.0}}
+    - target: TrainingPipeline/fraud-detector
+      patch: {spec: {evaluation: {gates: {auc: ">= 0.6"}}}}
+    - target: TrainingPipeline/churn-model
+      patch: {spec: {evaluation: {gates: {auc: ">= 0.999"}}}}
+"""
+SLOW_MODEL = "architecture: {type: mlp, hidden: [2048, 2048, 2048]}"
+
+
+def mlspec(root: Path, *args: str, timeout: float = 600) -> Any:
+    """Run the CLI as a user would, in the platform's folder."""
+    return run_mlspec(*args, "-C", str(root), timeout=timeout)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def config(root: Path, deployment: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((root / f".mlspec/local/serving/{deployment}/config.json").read_text())
+    return data
+
+
+def endpoint(root: Path, deployment: str) -> str:
+    c = config(root, deployment)
+    return f"http://{c['host']}:{c['port']}/v2/models/{deployment}"
+
+
+def registry(root: Path) -> Any:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / '.mlspec/local/mlflow/mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def rows(root: Path, model: str, count: int) -> list[list[float]]:
+    import pandas as pd
+
+    features = config(root, "fraud-api")["features"]
+    frame = pd.read_parquet(root / f".mlspec/local/datasets/{model}/reference.parquet")[features]
+    # a random sample of the training rows: served traffic that looks like training traffic
+    return frame.sample(count, random_state=count).astype("float32").values.tolist()  # type: ignore[no-any-return]
+
+
+def send(url: str, batch: list[list[float]], key: int = 0) -> dict[str, Any]:
+    body = {
+        "inputs": [{"name": "input", "shape": [len(batch), len(batch[0])], "datatype": "FP32", "data": batch}],
+        "parameters": {"customer_id": key},
+    }
+    return post(url + "/infer", body)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = copy_platform(tmp_path_factory.mktemp("platform"))
+    generate(root / "data", customers=400, days=30)
+    edit(root / "environments/local.yaml", "  overrides:\n", "  overrides:" + LOCAL_OVERRIDES)
+    yield root
+    mlspec(root, "destroy", "--env", "local", "--auto-approve")
+    for folder in (root / ".mlspec/local/serving").glob("*"):  # never leave a server behind, even on failure
+        pid_file = folder / "server.pid"
+        if pid_file.is_file():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_1_a_failed_gate_stops_promotion_and_names_the_metric(platform: Path) -> None:
+    result = mlspec(platform, "apply", "--env", "local", "--auto-approve")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "churn-model: evaluation gate(s) failed" in result.stdout
+    assert "auc" in result.stdout and "0.999" in result.stdout and "short by" in result.stdout
+    assert "Deployment/churn-api: skipped" in result.stdout
+    # everything that does not depend on the failed pipeline is up
+    client = registry(platform)
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+    assert client.search_model_versions("name='churn-model'") == [] or all(
+        "champion" not in v.aliases for v in client.search_model_versions("name='churn-model'")
+    )
+    health = urllib.request.urlopen(endpoint(platform, "fraud-api").split("/v2/")[0] + "/v2/health/ready")
+    assert health.status == 200
+
+
+def test_2_fixing_the_gate_converges_without_retraining_the_rest(platform: Path) -> None:
+    edit(platform / "environments/local.yaml", 'gates: {auc: ">= 0.999"}', 'gates: {auc: ">= 0.55"}')
+    result = mlspec(platform, "apply", "--env", "local", "--auto-approve")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = registry(platform)
+    assert [str(v.version) for v in client.search_model_versions("name='fraud-detector'")] == ["1"]
+    assert str(client.get_model_version_by_alias("churn-model", "champion").version) == "1"
+    again = mlspec(platform, "plan", "--env", "local")
+    assert again.returncode == 0 and "No changes" in again.stdout, again.stdout[-2000:]
+    status = mlspec(platform, "status", "--env", "local", "--format", "json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    servers = {s["deployment"]: s for s in json.loads(status.stdout)["servers"]}
+    assert set(servers) == {"fraud-api", "churn-api"} and all(s["ready"] for s in servers.values())
+
+
+def test_3_served_predictions_equal_the_registered_onnx_model(platform: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    batch = rows(platform, "fraud-detector", 5)
+    answer = send(endpoint(platform, "fraud-api"), batch)
+    assert answer["model_version"] == "1" and answer["parameters"]["variant"] == "stable"
+    served = np.array(answer["outputs"][0]["data"], dtype=np.float32)
+    variant = config(platform, "fraud-api")["variants"][0]
+    session = ort.InferenceSession(variant["path"], providers=["CPUExecutionProvider"])
+    local = session.run(None, {"input": np.array(batch, dtype=np.float32)})[0].reshape(-1)
+    np.testing.assert_allclose(served, local, atol=1e-6)
+    assert ((served > 0) & (served < 1)).all()  # binary classifier: probabilities
+
+
+def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: Path) -> None:
+    spec = platform / "specs/training/fraud-detector.yaml"
+    edit(spec, "architecture: {type: mlp, hidden: [64, 32], dropout: 0.1}", SLOW_MODEL)
+    edit(spec, "epochs: 20", "epochs: 2")
+    result = mlspec(platform, "apply", "--env", "local", "--auto-approve")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = registry(platform)
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("fraud-detector", "challenger").version) == "2"
+    variants = {v["name"]: v["version"] for v in config(platform, "fraud-api")["variants"]}
+    assert variants == {"stable": "1", "canary": "2"}
+    url = endpoint(platform, "fraud-api")
+    traffic = rows(platform, "fraud-detector", 800)
+    seen = {send(url, [row], key=i)["model_version"] for i, row in enumerate(traffic)}
+    assert seen == {"1", "2"}  # the canary got its first step's share before it was judged
+    rollout = json.loads(urllib.request.urlopen(url + "/rollout").read())
+    assert rollout["phase"] == "rolled_back" and "p99" in rollout["reason"], rollout
+    status = mlspec(platform, "status", "--env", "local")
+    assert "fraud-detector v2 rolled back" in status.stdout, status.stdout
+    assert client.get_model_version("fraud-detector", "2").tags.get("mlspec.rollout") == "rolled_back"
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+    assert [v["version"] for v in config(platform, "fraud-api")["variants"]] == ["1"]
+    assert {send(url, [row], key=i)["model_version"] for i, row in enumerate(traffic[:50])} == {"1"}
+
+
+def test_5_drift_in_served_traffic_triggers_retraining_and_a_new_rollout(platform: Path) -> None:
+    url = endpoint(platform, "fraud-api")
+    features = config(platform, "fraud-api")["features"]
+    normal = rows(platform, "fraud-detector", 400)
+    for i, row in enumerate(normal):
+        send(url, [row], key=i)
+    quiet = mlspec(platform, "monitor", "--env", "local")
+    assert quiet.returncode == 0, quiet.stdout[-3000:] + quiet.stderr[-3000:]
+    assert "fraud-api: ok: no drift" in quiet.stdout
+    shifted_columns = [i for i, name in enumerate(features) if name.startswith("txn_amount")]
+    assert shifted_columns
+    for i, row in enumerate(normal):
+        send(url, [[v * 5 if c in shifted_columns else v for c, v in enumerate(row)]], key=i)
+    drift = mlspec(platform, "monitor", "--env", "local")
+    assert drift.returncode == 1, drift.stdout[-3000:] + drift.stderr[-3000:]
+    assert "fraud-api: drift: drift in" in drift.stdout and "txn_amount" in drift.stdout
+    assert "retrained fraud-detector v3" in drift.stdout
+    report = platform / ".mlspec/local/monitoring/fraud-api-drift.html"
+    assert report.is_file() and "drawDashboard" in report.read_text()
+    summary = json.loads((platform / ".mlspec/local/monitoring/fraud-api-drift.json").read_text())
+    drifted = {f["feature"] for f in summary["features"] if f["drifted"]}
+    assert drifted and drifted <= {features[c] for c in shifted_columns}
+    client = registry(platform)
+    assert str(client.get_model_version_by_alias("fraud-detector", "challenger").version) == "3"
+    variants = {v["name"]: v["version"] for v in config(platform, "fraud-api")["variants"]}
+    assert variants == {"stable": "1", "canary": "3"}  # the retrained model goes through the rollout again
+    audit = mlspec(platform, "audit", "log", "--env", "local")
+    assert "retrain" in audit.stdout or "monitor" in audit.stdout, audit.stdout
+
+
+def test_6_destroy_stops_every_server_and_empties_state(platform: Path) -> None:
+    pids = [int(p.read_text()) for p in (platform / ".mlspec/local/serving").glob("*/server.pid")]
+    assert len(pids) == 2
+    result = mlspec(platform, "destroy", "--env", "local", "--auto-approve")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    listing = mlspec(platform, "state", "list", "--env", "local")
+    assert "Deployment/" not in listing.stdout and "TrainingPipeline/" not in listing.stdout
+    # registered models are history, not configuration: destroy keeps them
+    assert str(registry(platform).get_model_version_by_alias("fraud-detector", "champion").version) == "1"
