@@ -14,7 +14,6 @@ no-op and it finishes in seconds.
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 import urllib.request
@@ -83,8 +82,11 @@ def predictions(project: Any, env: str) -> tuple[int, list[str]]:
     return errors, urls
 
 
-def traffic(project: Any, env: str, count: int = 600) -> int:
-    """Replay held-out feature rows as live traffic so monitoring has something to compare; returns requests sent."""
+def traffic(project: Any, env: str, count: int = 3000) -> int:
+    """Replay training-like rows as live traffic (one keep-alive connection per server); returns requests sent."""
+    import http.client
+    from urllib.parse import urlparse
+
     import pandas as pd
 
     from mlspec.apply.workflow import local_paths
@@ -93,21 +95,25 @@ def traffic(project: Any, env: str, count: int = 600) -> int:
     graph = project.resolve(env).graph
     paths = local_paths(project, graph)
     sent = 0
-    rng = random.Random(7)
     for server in status(project, env).servers:
         model = graph.resources[f"Deployment/{server.deployment}"].model.spec.model.name
         reference = paths.data_dir / "datasets" / model / "reference.parquet"
-        config = json.loads((paths.serving / server.deployment / "config.json").read_text())
+        features = json.loads((paths.serving / server.deployment / "config.json").read_text())["features"]
         if not reference.is_file():
             continue
-        frame = pd.read_parquet(reference)[config["features"]]
-        for start in range(0, count, 1):
-            row = frame.iloc[rng.randrange(len(frame))].astype(float).to_dict()
-            try:
-                infer(server.endpoint, [row], {"customer_id": start})
-                sent += 1
-            except OSError:
-                pass
+        sample = pd.read_parquet(reference)[features].sample(count, replace=True, random_state=7)
+        url = urlparse(server.endpoint)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        for key, row in enumerate(sample.astype("float32").values.tolist()):
+            body = {
+                "inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}],
+                "parameters": {"customer_id": key},
+            }
+            connection.request("POST", url.path + "/infer", json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            sent += response.status == 200
+        connection.close()
     return sent
 
 

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from mlspec.project import Project
 
 
+# Below this many logged rows a per-feature drift verdict is mostly sampling noise (PSI's noise floor is
+# about bins/rows), so the check waits for more traffic instead of retraining on noise.
+MIN_ROWS = 200
+
+
 @dataclass(frozen=True)
 class PlatformStatus:
     """Everything `mlspec status` shows for a local environment."""
@@ -176,7 +181,11 @@ def _monitor_one(
     deployment: Deployment,
     progress: Callable[[str], None],
 ) -> MonitorOutcome:
-    from mlspec.runtime.drift import DriftError, detect_drift, read_request_log
+    import warnings
+
+    with warnings.catch_warnings():  # Evidently's dependencies warn about their own deprecations on import
+        warnings.simplefilter("ignore")
+        from mlspec.runtime.drift import DriftError, detect_drift, read_request_log
 
     name = deployment.metadata.name
     config_file = platform.paths.output / "monitoring" / f"{name}.json"
@@ -200,6 +209,7 @@ def _monitor_one(
         result = detect_drift(
             reference, current, deployment=name, features=features,
             method=config["drift"]["method"], threshold=config["drift"]["threshold"], out_dir=platform.paths.monitoring,
+            min_rows=MIN_ROWS,
         )  # fmt: skip
     except DriftError as exc:
         return MonitorOutcome(name, None, "none", str(exc))
