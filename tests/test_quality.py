@@ -73,3 +73,14 @@ def test_validate_and_schema_import_nothing_heavy(argv: tuple[str, ...]) -> None
     loaded = modules_after(*argv)
     assert "pydantic" in loaded
     assert not loaded & HEAVY, loaded & HEAVY
+
+
+@pytest.mark.parametrize("module", ["mlspec.serving.server", "mlspec.runtime.steps"])
+def test_engine_side_code_needs_no_spec_stack(module: str) -> None:
+    """The model server and pipeline steps run in slim images: no pydantic, YAML, Jinja or click there."""
+    code = f"import sys, json, {module}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))\n"
+    proc = run(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    assert "mlspec" in loaded
+    assert not loaded & {"pydantic", "yaml", "jinja2", "click", "feast", "mlflow"}, loaded

@@ -60,7 +60,7 @@ def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool,
         style = Style(use_color(sys.stdout, "auto"))
         click.echo(views.render_plan_text(result.plan, style), color=style.enabled)
     if out is not None:
-        from mlspec.render.write import atomic_write
+        from mlspec.atomic import atomic_write
 
         atomic_write(out, views.render_plan_json(result.plan).encode() + b"\n")
         click.echo(f"saved plan to {out}; apply exactly it with: mlspec apply {out}")

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlspec.atomic import atomic_write
 from mlspec.hashing import canonical
-from mlspec.render.write import atomic_write
 
 
 class RenderCache:

@@ -49,8 +49,8 @@ from evidently.legacy.core import ColumnType
 from evidently.legacy.tests.base_test import TestStatus
 from evidently.presets import DataDriftPreset
 
+from mlspec.atomic import atomic_write
 from mlspec.errors import MlspecError
-from mlspec.render.write import atomic_write
 
 SCHEMA_VERSION = 1
 

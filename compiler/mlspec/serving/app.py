@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlspec.render.write import atomic_write
+from mlspec.atomic import atomic_write
 from mlspec.serving import metrics as m
 from mlspec.serving.config import STABLE, ServingConfig
 from mlspec.serving.http import Connection, Ticket, response

@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path
 from typing import ClassVar
 
+from mlspec.atomic import atomic_write
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
-from mlspec.render.write import atomic_write
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
 

@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any
 
+from mlspec.atomic import atomic_write
 from mlspec.hashing import digest
 from mlspec.render.base import Artifact
-from mlspec.render.write import atomic_write
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlspec.render.write import atomic_write
+from mlspec.atomic import atomic_write
 from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlspec.render.write import atomic_write
+from mlspec.atomic import atomic_write
 from mlspec.spec.training import TrainingPipeline
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths

@@ -1,0 +1,31 @@
+"""Atomic file writes, with no dependencies: the model server and pipeline steps use it as well as the CLI."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, content: bytes, *, mode: int = 0o644) -> None:
+    """Write ``content`` to ``path`` atomically and durably: readers see the old file or the whole new one.
+
+    The bytes are flushed to disk before the rename, so a crash never leaves an
+    empty or partial file under the final name. ``mode`` is applied under the umask
+    (temporary files are created 0600).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
