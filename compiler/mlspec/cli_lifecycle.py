@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool,
     from mlspec.views import plan as views
     from mlspec.views.style import Style, use_color
 
-    result = plan_environment(Project.open(path or Path.cwd()), env, prune=not no_prune, refresh=refresh)
+    project = Project.open(path or Path.cwd())
+    result = plan_environment(project, env, prune=not no_prune, refresh=refresh)
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
         return EXIT_FINDINGS
@@ -59,12 +61,40 @@ def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool,
     else:
         style = Style(use_color(sys.stdout, "auto"))
         click.echo(views.render_plan_text(result.plan, style), color=style.enabled)
+        _print_engine_steps(project, result)
     if out is not None:
         from mlspec.atomic import atomic_write
 
         atomic_write(out, views.render_plan_json(result.plan).encode() + b"\n")
         click.echo(f"saved plan to {out}; apply exactly it with: mlspec apply {out}")
     return EXIT_OK
+
+
+def approver(style: Any, auto_approve: bool, question: str, verb: str) -> Callable[[Any], bool]:
+    """Show the plan, then go ahead when approved in advance, or ask on a terminal (refuse off one)."""
+    from mlspec.errors import UsageError
+    from mlspec.views.plan import render_plan_text
+
+    def approve(plan: Any) -> bool:
+        click.echo(render_plan_text(plan, style), color=style.enabled)
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(f"not a terminal: pass --auto-approve to {verb} without confirmation")
+        return bool(click.confirm(question, default=False))
+
+    return approve
+
+
+def _print_engine_steps(project: Any, result: Any) -> None:
+    from mlspec.apply.workflow import engine_steps
+
+    steps = engine_steps(project, result)
+    if steps:
+        click.echo("On this machine, applying will also:")
+        for ref, lines in steps.items():
+            for line in lines:
+                click.echo(f"  {ref}: {line}")
 
 
 @lifecycle.command()
@@ -100,7 +130,6 @@ def apply(
     from mlspec.errors import UsageError
     from mlspec.plan.model import Plan
     from mlspec.project import Project
-    from mlspec.views.plan import render_plan_text
     from mlspec.views.style import Style, use_color
 
     saved = None
@@ -114,13 +143,7 @@ def apply(
         raise UsageError("name an environment with --env, or pass a saved plan")
     style = Style(use_color(sys.stdout, "auto"))
 
-    def approve(plan: Plan) -> bool:
-        click.echo(render_plan_text(plan, style), color=style.enabled)
-        if auto_approve or saved is not None:
-            return True
-        if not sys.stdin.isatty():
-            raise UsageError("not a terminal: pass --auto-approve to apply without confirmation")
-        return click.confirm("Apply these changes?", default=False)
+    approve = approver(style, auto_approve or saved is not None, "Apply these changes?", "apply")
 
     result, applied = apply_environment(
         Project.open(path or Path.cwd()), env, saved=saved, prune=not no_prune, refresh=refresh,
@@ -180,20 +203,12 @@ def diff_command(env: str, path: Path | None) -> int:
 def rollback(*, env: str, revision: str, auto_approve: bool, allow_destroy: bool, path: Path | None) -> int:
     """Plan and apply the specs as they were at a git revision (state and audit are shared)."""
     from mlspec.apply.workflow import apply_environment, project_at
-    from mlspec.errors import UsageError
     from mlspec.project import Project
-    from mlspec.views.plan import render_plan_text
     from mlspec.views.style import Style, use_color
 
     style = Style(use_color(sys.stdout, "auto"))
 
-    def approve(plan: Any) -> bool:
-        click.echo(render_plan_text(plan, style), color=style.enabled)
-        if auto_approve:
-            return True
-        if not sys.stdin.isatty():
-            raise UsageError("not a terminal: pass --auto-approve to apply without confirmation")
-        return click.confirm(f"Roll '{env}' back to {revision}?", default=False)
+    approve = approver(style, auto_approve, f"Roll '{env}' back to {revision}?", "roll back")
 
     current = Project.open(path or Path.cwd())
     with project_at(current, revision) as old:

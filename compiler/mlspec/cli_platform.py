@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlspec.cli_lifecycle import PROJECT_OPTION, _report_apply
+from mlspec.cli_lifecycle import PROJECT_OPTION, _report_apply, approver
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -65,21 +65,12 @@ def monitor(env: str, path: Path | None) -> int:
 def destroy(env: str, auto_approve: bool, allow_destroy: bool, who: str | None, path: Path | None) -> int:
     """Delete everything applied in an environment: servers stop, artifacts go (registered models stay)."""
     from mlspec.apply.workflow import destroy_environment
-    from mlspec.errors import UsageError
-    from mlspec.plan.model import Plan
     from mlspec.project import Project
-    from mlspec.views.plan import render_plan_text
     from mlspec.views.style import Style, use_color
 
     style = Style(use_color(sys.stdout, "auto"))
 
-    def approve(plan: Plan) -> bool:
-        click.echo(render_plan_text(plan, style), color=style.enabled)
-        if auto_approve:
-            return True
-        if not sys.stdin.isatty():
-            raise UsageError("not a terminal: pass --auto-approve to destroy without confirmation")
-        return click.confirm(f"Destroy everything in '{env}'?", default=False)
+    approve = approver(style, auto_approve, f"Destroy everything in '{env}'?", "destroy")
 
     plan, applied = destroy_environment(
         Project.open(path or Path.cwd()), env, allow_destroy=allow_destroy, who=who, approve=approve,

@@ -121,13 +121,13 @@ def plan_environment(
         problems = rendered.diagnostics if rendered else resolution.diagnostics
         return PlanResult(None, resolution.graph, {}, problems, ())
     graph = resolution.graph
+    desired = desired_state(graph, rendered.artifacts)
     store = state_store(project)
     try:
         state = store.read(environment)
-        drifted = frozenset(_drifted(project, graph, store)) if refresh else frozenset()
+        drifted = frozenset(_drifted(project, graph, store, desired)) if refresh else frozenset()
     finally:
         store.close()
-    desired = desired_state(graph, rendered.artifacts)
     plan = make_plan(
         graph, desired, state, project=project.name,
         revision=revision or str(current_revision(project.root)), prune=prune, drifted=drifted,
@@ -135,9 +135,27 @@ def plan_environment(
     return PlanResult(plan, graph, desired, (), ())
 
 
-def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState) -> list[str]:
+def engine_steps(project: Project, result: PlanResult) -> dict[str, list[str]]:
+    """What the local engines will do per pending change (empty for environments that hand off to GitOps)."""
+    if result.plan is None or result.graph is None or not runs_engines(result.graph):
+        return {}
+    store = state_store(project)
+    try:
+        applied = store.read(result.graph.name).resources
+    finally:
+        store.close()
+    target = make_target(project, result.graph, result.desired, applied)
+    steps: dict[str, list[str]] = {}
+    for change in result.plan.pending:
+        wanted = [s for s in target.plan(change, applied.get(change.ref)) if not s.startswith(("write ", "remove "))]
+        if wanted:
+            steps[change.ref] = wanted
+    return steps
+
+
+def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState, desired: dict[str, Desired]) -> list[str]:
     applied = store.read(graph.name).resources
-    target = make_target(project, graph, {}, applied)
+    target = make_target(project, graph, desired, applied)
     return [ref for ref, resource in applied.items() if not target.healthy(resource)]
 
 

@@ -84,6 +84,10 @@ class FeatureStoreEngine:
             online["path"] = str(self.paths.feast / "online_store.db")
         return yaml.safe_dump(data, sort_keys=False).encode()
 
+    def is_applied(self) -> bool:
+        """A repository was applied and its registry and online store are still there."""
+        return self.applied() is not None and self._stores_exist()
+
     def _stores_exist(self) -> bool:
         return (self.paths.feast / "registry.db").is_file() and (self.paths.feast / "online_store.db").is_file()
 

@@ -110,11 +110,16 @@ def status(project: Project, environment: str) -> PlatformStatus:
     graph = _graph(project, environment)
     platform = _platform(project, graph)
     store = state_store(project)
+    events: list[str] = []
     try:
         applied = store.read(environment).resources
-        events = settle_rollouts(project, graph, platform, applied) if applied else []
-        if events:
-            _audit(project, store, environment, {"type": "rollout", "events": events})
+        if applied and _try_lock(project, store, environment, "status"):
+            try:  # finished rollouts move registry aliases: only while nobody else changes the environment
+                events = settle_rollouts(project, graph, platform, applied)
+                if events:
+                    _audit(project, store, environment, {"type": "rollout", "events": events})
+            finally:
+                store.release(environment)
     finally:
         store.close()
     models = []
@@ -130,6 +135,16 @@ def status(project: Project, environment: str) -> PlatformStatus:
     servers = tuple(platform.serving.status(d.metadata.name) for d in _deployments(graph) if
                     f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
     return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events))
+
+
+def _try_lock(project: Project, store: Any, environment: str, operation: str) -> bool:
+    from mlspec.state.sqlite import LockedError
+
+    try:
+        store.acquire(environment, current_actor(None, project.root), operation)
+    except LockedError:
+        return False
+    return True
 
 
 def _audit(project: Project, store: Any, environment: str, record: dict[str, Any]) -> None:

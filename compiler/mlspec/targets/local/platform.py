@@ -15,9 +15,11 @@ from typing import ClassVar
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.datasource import FileSource
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.state.model import ResourceState
+from mlspec.targets.base import TargetError
 from mlspec.targets.local.feature_store import FeatureStoreEngine
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import Registry
@@ -124,7 +126,7 @@ class LocalPlatformTarget:
             return ids
         spec = self.graph.resources.get(change.ref)
         if change.kind == "Environment":
-            self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
+            self._ensure_features()
         elif spec is not None and isinstance(spec.model, TrainingPipeline):
             ids.update(self.train(spec.model, spec.name))
         elif spec is not None and isinstance(spec.model, Deployment):
@@ -141,13 +143,42 @@ class LocalPlatformTarget:
             return False
         if resource.kind == "Deployment":
             return self.platform.serving.healthy(resource.ref.split("/", 1)[1])
+        if resource.kind == "TrainingPipeline":
+            return self._model_intact(resource.target_ids)
+        if resource.kind == "Environment" and FeatureStoreEngine.repo_files(self.rendered):
+            return self.platform.features.is_applied()
         return True
+
+    def _model_intact(self, ids: dict[str, str]) -> bool:
+        """The version the pipeline registered is still in the registry, with the bytes state recorded."""
+        if not ids.get("model") or not ids.get("model_version"):
+            return True  # applied without engines: nothing to check
+        try:
+            found = self.platform.registry.version(ids["model"], version=ids["model_version"])
+            return found is not None and self.platform.registry.verify(found, ids.get("onnx_sha256")) != ""
+        except (TargetError, OSError):
+            return False
 
     # -- engines --------------------------------------------------------------------------------------
 
+    def _ensure_features(self) -> None:
+        missing = []
+        for spec in self.graph.of_kind("DataSource"):
+            source = getattr(spec.model, "spec", None)
+            if isinstance(source, FileSource) and not (self.paths.project_root / source.path).exists():
+                where = spec.document.locate(("spec", "path"))
+                missing.append(f"{where}: DataSource {spec.name}: {source.path} does not exist")
+        if missing:
+            raise TargetError(
+                "the feature store's data is missing: "
+                + "; ".join(missing)
+                + ". Put the files there (for the reference platform: python scripts/generate_data.py)"
+            )
+        self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
+
     def train(self, pipeline: TrainingPipeline, name: str) -> dict[str, str]:
         """Run the pipeline (features applied first); returns target ids (model, version, sha256, device)."""
-        self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
+        self._ensure_features()
         gated = [
             d.name
             for d in self.graph.of_kind("Deployment")

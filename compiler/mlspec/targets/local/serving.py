@@ -126,12 +126,17 @@ class ServingEngine:
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         previous = self.read_config(name)
+        pid = self._pid(name)
+        running = pid is not None and process.is_running(pid)
+        port = previous["port"] if previous else None
+        if port is None or (not running and not _bindable(port)):  # keep the URL callers know, unless it is taken
+            port = self._free_port()
         drift = spec.monitoring.drift
         config = {
             "deployment": name,
             "model_name": spec.model.name,
             "host": HOST,
-            "port": previous["port"] if previous else self._free_port(name),
+            "port": port,
             "device": spec.runtime.device,
             "fallback": spec.runtime.fallback,
             "batching": spec.runtime.batching,
@@ -145,8 +150,6 @@ class ServingEngine:
             },
             "status_path": str(folder / "rollout.json"),
         }
-        pid = self._pid(name)
-        running = pid is not None and process.is_running(pid)
         if config != previous:
             if previous and _versions(previous) != _versions(config):
                 (folder / "rollout.json").unlink(missing_ok=True)  # a new rollout starts from its first step
@@ -205,18 +208,12 @@ class ServingEngine:
             return False
         return client.is_ready(url, timeout=2)
 
-    def _free_port(self, deployment: str) -> int:
+    def _free_port(self) -> int:
         taken = {c["port"] for c in (self.read_config(p.name) for p in self._folders()) if c}
         port = FIRST_PORT
-        while True:
-            if port not in taken:
-                with socket.socket() as probe:
-                    try:
-                        probe.bind((HOST, port))
-                        return port
-                    except OSError:
-                        pass
+        while port in taken or not _bindable(port):
             port += 1
+        return port
 
     def _folders(self) -> list[Path]:
         return [p for p in self.paths.serving.iterdir() if p.is_dir()] if self.paths.serving.is_dir() else []
@@ -281,6 +278,15 @@ class ServingEngine:
             variants=tuple(config.get("variants", ())),
             rollout=live or self.rollout(deployment),
         )
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _versions(config: dict[str, Any]) -> list[tuple[str, str]]:
