@@ -318,11 +318,13 @@ def init(directory: Path, name: str | None, force: bool) -> int:
 
 
 def _register_lifecycle() -> None:
+    from mlspec import cli_pr, cli_promote, cli_reconcile
     from mlspec.cli_lifecycle import lifecycle
     from mlspec.cli_platform import platform
 
-    for command in (*lifecycle.commands.values(), *platform.commands.values()):
-        cli.add_command(command)
+    for group in (lifecycle, platform, cli_pr.commands, cli_promote.commands, cli_reconcile.commands):
+        for command in group.commands.values():
+            cli.add_command(command)
 
 
 _register_lifecycle()
