@@ -109,6 +109,7 @@ def _print_engine_steps(project: Any, result: Any) -> None:
 @click.option(
     "--artifacts-only", is_flag=True, help="On a local environment: write artifacts and state, run no engines."
 )
+@click.option("--allow-dirty", is_flag=True, help="Apply to a non-local environment from uncommitted changes.")
 @PROJECT_OPTION
 def apply(
     *,
@@ -121,6 +122,7 @@ def apply(
     lock_timeout: float,
     who: str | None,
     artifacts_only: bool,
+    allow_dirty: bool,
     path: Path | None,
 ) -> int:
     """Apply the specs (or exactly a saved plan) to an environment, one resource at a time."""
@@ -148,7 +150,7 @@ def apply(
     result, applied = apply_environment(
         Project.open(path or Path.cwd()), env, saved=saved, prune=not no_prune, refresh=refresh,
         allow_destroy=allow_destroy, lock_timeout=lock_timeout, who=who, approve=approve, progress=click.echo,
-        engines=not artifacts_only,
+        engines=not artifacts_only, allow_dirty=allow_dirty,
     )  # fmt: skip
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
@@ -240,7 +242,8 @@ def _resolve(root: Path, revision: str) -> str:
 def short_revision(revision: str) -> str:
     """A commit shortened to 12 characters, keeping any note after it (``abc123def456 rollback to v1``)."""
     head, _, rest = revision.partition(" ")
-    return head[:12] + (f" {rest}" if rest else "")
+    commit, dirty, _ = head.partition("+dirty")
+    return commit[:12] + (dirty and "+dirty") + (f" {rest}" if rest else "")
 
 
 @lifecycle.group()

@@ -19,14 +19,25 @@ class Revision:
         return self.commit + ("+dirty" if self.dirty else "")
 
 
-def revision(root: Path) -> Revision:
-    """The project's git revision; ``unversioned`` outside a git repository."""
+def revision(root: Path, own: tuple[Path, ...] = ()) -> Revision:
+    """The project's git revision; ``unversioned`` outside a git repository.
+
+    Untracked files under ``own`` (mlspec's state, caches and outputs) and any
+    ``.mlspec`` folder do not make the tree dirty, whether git ignores them or not.
+    """
     try:
         import git
 
         repo = git.Repo(root, search_parent_directories=True)
         commit = repo.head.commit.hexsha
-        return Revision(commit, repo.is_dirty(untracked_files=True))
+        top = Path(str(repo.working_tree_dir)).resolve()
+        mine = [p.resolve() for p in own]
+        untracked = [
+            p
+            for p in repo.untracked_files
+            if ".mlspec" not in p.split("/") and not any((top / p).is_relative_to(m) for m in mine)
+        ]
+        return Revision(commit, repo.is_dirty(untracked_files=False) or bool(untracked))
     except Exception:  # no git, not a repository, or no commit yet
         return Revision("unversioned", False)
 

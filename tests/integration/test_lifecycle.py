@@ -409,3 +409,27 @@ def test_rollback_writes_into_the_project_whatever_its_data_dir(project: Path, c
     assert cli("rollback", "--env", "prod", "--to", "HEAD~1", "--auto-approve", "-C", str(project)).code == 0
     assert "ttl=timedelta(seconds=604800)" in (project / "out/prod/output/feast/features.py").read_text()
     assert cli("diff", "--env", "prod", "-C", str(project)).code == 0
+
+
+def test_shared_environments_apply_only_committed_specs(project: Path, cli: Callable[..., CliResult]) -> None:
+    git = ["git", "-C", str(project), "-c", "user.email=t@bank.ae", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    edit(project, "specs/all.yaml", "ttl: 7d", "ttl: 14d")  # uncommitted
+    refused = cli("apply", "--env", "prod", "--auto-approve", "-C", str(project))
+    assert refused.code == 1 and "uncommitted changes" in refused.err and "--allow-dirty" in refused.err
+    assert applied_state(project) == {}
+    subprocess.run([*git, "checkout", "-q", "--", "."], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0  # .mlspec/ is not dirt
+    store = state_store(Project.open(project))
+    try:
+        assert {r.revision for r in store.read("prod").resources.values()} == {head}
+        assert next(e for e in store.audit("prod") if e.record.get("type") == "apply").revision == head
+    finally:
+        store.close()
+    edit(project, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
+    forced = cli("apply", "--env", "prod", "--auto-approve", "--allow-dirty", "-C", str(project))
+    assert forced.code == 0, forced.err
+    assert "+dirty" in cli("audit", "log", "--env", "prod", "-C", str(project)).out

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from mlspec.apply.reconciler import ApplyResult, apply_plan
 from mlspec.diagnostics import Diagnostic
 from mlspec.errors import MlspecError
+from mlspec.gitinfo import Revision
 from mlspec.gitinfo import actor as current_actor
 from mlspec.gitinfo import revision as current_revision
 from mlspec.plan.model import Plan
@@ -60,6 +61,13 @@ class PlanResult:
 def state_store(project: Project) -> SqliteState:
     """The project's state database."""
     return SqliteState(project.home / project.settings.state.path)
+
+
+def project_revision(project: Project, graph: ResolvedGraph) -> Revision:
+    """The commit the specs come from; the environment's own folders and the state never count as changes."""
+    state = project.home / project.settings.state.path
+    journals = tuple(state.with_name(state.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+    return current_revision(project.root, (project.home / ".mlspec", data_dir(project, graph), *journals))
 
 
 def data_dir(project: Project, graph: ResolvedGraph) -> Path:
@@ -130,7 +138,7 @@ def plan_environment(
         store.close()
     plan = make_plan(
         graph, desired, state, project=project.name,
-        revision=revision or str(current_revision(project.root)), prune=prune, drifted=drifted,
+        revision=revision or str(project_revision(project, graph)), prune=prune, drifted=drifted,
     )  # fmt: skip
     return PlanResult(plan, graph, desired, (), ())
 
@@ -195,6 +203,7 @@ def apply_environment(
     progress: Callable[[str], None] = lambda _: None,
     revision: str | None = None,
     engines: bool = True,
+    allow_dirty: bool = False,
 ) -> tuple[PlanResult, ApplyResult | None]:
     """Lock the environment, plan (or verify a saved plan), and apply it.
 
@@ -223,6 +232,7 @@ def apply_environment(
             if saved is not None:
                 _check_saved(saved, plan)
                 plan = saved
+            _check_clean(plan, result.graph, allow_dirty)
             _check_destroy(plan, result.graph, allow_destroy)
             if plan.empty or not approve(plan):
                 return result, None
@@ -266,7 +276,7 @@ def destroy_environment(
                 raise MlspecError(f"environment '{environment}' does not resolve; run mlspec check")
             graph = resolution.graph
             state = store.read(environment)
-            plan = destroy_plan(graph, state, project=project.name, revision=str(current_revision(project.root)))
+            plan = destroy_plan(graph, state, project=project.name, revision=str(project_revision(project, graph)))
             _check_destroy(plan, graph, allow_destroy)
             if plan.empty or not approve(plan):
                 return plan, None
@@ -279,6 +289,17 @@ def destroy_environment(
             store.release(environment)
     finally:
         store.close()
+
+
+def _check_clean(plan: Plan, graph: ResolvedGraph, allow_dirty: bool) -> None:
+    """Only committed specs reach shared environments: the commit in state and audit must be the whole truth."""
+    if allow_dirty or graph.env.spec.tier == "local" or not plan.revision.endswith("+dirty"):
+        return
+    raise PlanRefused(
+        f"the working tree has uncommitted changes; '{graph.name}' is applied from commits only "
+        f"(at {plan.revision.removesuffix('+dirty')[:12]} plus local edits)",
+        hint="commit or stash the changes, or pass --allow-dirty",
+    )
 
 
 def _check_saved(saved: Plan, fresh: Plan) -> None:
