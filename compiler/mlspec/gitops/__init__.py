@@ -1,0 +1,1 @@
+"""GitOps: what a branch changes, pull-request comments, promotion between environments, the pull-based reconciler."""
