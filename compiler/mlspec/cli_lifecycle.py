@@ -381,11 +381,12 @@ def audit_live(env: str, at: str | None, path: Path | None) -> int:
         moment = moment.replace(tzinfo=dt.UTC)
     store = state_store(Project.open(path or Path.cwd()))
     try:
-        applies = [
-            e for e in store.audit(env) if e.record.get("type") == "apply" and dt.datetime.fromisoformat(e.at) <= moment
-        ]
+        until = [e for e in store.audit(env) if dt.datetime.fromisoformat(e.at) <= moment]
     finally:
         store.close()
+    applies = [e for e in until if e.record.get("type") == "apply"]
+    # rollouts settled and retrains after the last apply change what serves, not what is applied
+    serving: dict[str, str] = next((e.record["serving"] for e in reversed(until) if "serving" in e.record), {})
     if not applies:
         click.echo(f"nothing was applied to '{env}' by {moment.isoformat()}")
         return EXIT_OK
@@ -394,7 +395,7 @@ def audit_live(env: str, at: str | None, path: Path | None) -> int:
         f"{env} at {moment.isoformat()}: as applied by #{entry.seq} at {entry.at} by {entry.actor} "
         f"({short_revision(entry.revision)})"
     )
-    for ref, model in sorted(entry.record.get("serving", {}).items()):
+    for ref, model in sorted(serving.items()):
         click.echo(f"  {ref} served {model}")
     for ref, fingerprint in sorted(entry.record.get("live", {}).items()):
         click.echo(f"  {ref} {fingerprint[:12]}")

@@ -178,6 +178,8 @@ def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: P
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
     assert [v["version"] for v in config(platform, "fraud-api")["variants"]] == ["1"]
     assert {send(url, [row], key=i)["model_version"] for i, row in enumerate(traffic[:50])} == {"1"}
+    live = mlspec(platform, "audit", "live", "--env", "local")  # what served when: the settled rollout is recorded
+    assert "Deployment/fraud-api served fraud-detector@champion (stable=1)" in live.stdout, live.stdout
 
 
 def test_5_drift_in_served_traffic_triggers_retraining_and_a_new_rollout(platform: Path) -> None:
@@ -206,8 +208,8 @@ def test_5_drift_in_served_traffic_triggers_retraining_and_a_new_rollout(platfor
     assert str(client.get_model_version_by_alias("fraud-detector", "challenger").version) == "3"
     variants = {v["name"]: v["version"] for v in config(platform, "fraud-api")["variants"]}
     assert variants == {"stable": "1", "canary": "3"}  # the retrained model goes through the rollout again
-    audit = mlspec(platform, "audit", "log", "--env", "local")
-    assert "retrain" in audit.stdout or "monitor" in audit.stdout, audit.stdout
+    live = mlspec(platform, "audit", "live", "--env", "local")
+    assert "Deployment/fraud-api served fraud-detector@champion (stable=1,canary=3)" in live.stdout, live.stdout
 
 
 def test_6_destroy_stops_every_server_and_empties_state(platform: Path) -> None:

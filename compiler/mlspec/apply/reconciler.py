@@ -112,16 +112,23 @@ def apply_plan(
         "summary": plan.counts(),
         "changes": [{"ref": r.ref, "action": r.action, "status": r.status, "error": r.error} for r in results],
         "live": {ref: r.fingerprint for ref, r in sorted(applied.items())},
-        "serving": {ref: _served_model(r.spec) for ref, r in sorted(applied.items()) if ref.startswith("Deployment/")},
+        "serving": {
+            ref: served_model(r.spec, r.target_ids)
+            for ref, r in sorted(applied.items())
+            if ref.startswith("Deployment/")
+        },
     }
     audit = state.append_audit(env, actor, revision, plan.plan_hash, record) if results else None
     return ApplyResult(env, tuple(results), audit)
 
 
-def _served_model(spec: dict[str, Any]) -> str:
+def served_model(spec: dict[str, Any], target_ids: dict[str, str] | None = None) -> str:
+    """``name/version`` or ``name@alias``, with the versions each variant serves where the target knows them."""
     model = spec.get("spec", {}).get("model", {})
     version = model.get("version")
-    return f"{model.get('name')}/{version}" if version else f"{model.get('name')}@{model.get('alias')}"
+    served = f"{model.get('name')}/{version}" if version else f"{model.get('name')}@{model.get('alias')}"
+    versions = (target_ids or {}).get("versions")
+    return f"{served} ({versions})" if versions else served
 
 
 def _upstream(ref: str, graph: ResolvedGraph) -> set[str]:

@@ -117,7 +117,8 @@ def status(project: Project, environment: str) -> PlatformStatus:
             try:  # finished rollouts move registry aliases: only while nobody else changes the environment
                 events = settle_rollouts(project, graph, platform, applied)
                 if events:
-                    _audit(project, store, environment, {"type": "rollout", "events": events})
+                    record = {"type": "rollout", "events": events, "serving": _serving(graph, platform, applied)}
+                    _audit(project, store, environment, record)
             finally:
                 store.release(environment)
     finally:
@@ -145,6 +146,20 @@ def _try_lock(project: Project, store: Any, environment: str, operation: str) ->
     except LockedError:
         return False
     return True
+
+
+def _serving(graph: ResolvedGraph, platform: LocalPlatform, applied: dict[str, ResourceState]) -> dict[str, str]:
+    """What each applied Deployment serves right now, for the audit log (``audit live`` reads it)."""
+    from mlspec.apply.reconciler import served_model
+
+    served = {}
+    for deployment in _deployments(graph):
+        ref = f"Deployment/{deployment.metadata.name}"
+        config = platform.serving.read_config(deployment.metadata.name)
+        if ref in applied and config:
+            versions = ",".join(f"{v['name']}={v['version']}" for v in config["variants"])
+            served[ref] = served_model(applied[ref].spec, {"versions": versions})
+    return served
 
 
 def _audit(project: Project, store: Any, environment: str, record: dict[str, Any]) -> None:
@@ -178,6 +193,7 @@ def monitor(
                 _audit(project, store, environment, {
                     "type": "monitor", "events": events,
                     "drift": {o.deployment: {"detected": o.drifted, "action": o.action} for o in outcomes},
+                    "serving": _serving(graph, platform, applied),
                 })  # fmt: skip
         finally:
             store.release(environment)
