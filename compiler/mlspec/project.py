@@ -290,7 +290,11 @@ def _gc_paused() -> Iterator[None]:
 def validate_files(files: Sequence[Path], limits: Limits | None = None) -> ValidationResult:
     """Validate a set of YAML files as one whole (references resolved among them)."""
     with _gc_paused():
-        return _validate_files(files, limits or Limits())
+        result = _validate_files(files, limits or Limits())
+    # The specs live as long as the command; keep the collector's later full passes (during
+    # resolve, render and plan) from walking them again and again. Reference counting still frees them.
+    gc.freeze()
+    return result
 
 
 def _validate_files(files: Sequence[Path], limits: Limits) -> ValidationResult:

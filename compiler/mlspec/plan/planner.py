@@ -7,6 +7,7 @@ reads state.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,14 @@ class Desired:
 
     ref: str
     fingerprint: str
-    spec: dict[str, Any]
+    model: Any  # the resolved pydantic model; ``spec`` is its JSON form, made only when a change needs it
     artifacts: dict[str, Artifact]
+
+    @functools.cached_property
+    def spec(self) -> dict[str, Any]:
+        """The resolved spec as JSON data."""
+        data: dict[str, Any] = self.model.model_dump(mode="json", by_alias=True)
+        return data
 
 
 def desired_state(graph: ResolvedGraph, artifacts: tuple[Artifact, ...]) -> dict[str, Desired]:
@@ -49,20 +56,19 @@ def desired_state(graph: ResolvedGraph, artifacts: tuple[Artifact, ...]) -> dict
     desired: dict[str, Desired] = {}
     for ref in graph.order:
         spec = graph.resources[ref]
-        desired[ref] = Desired(ref, graph.fingerprint(ref), _dump(spec.model), owners[ref])
-    desired[env_ref] = Desired(env_ref, graph.environment.digest, _dump(graph.environment.model), owners[env_ref])
+        desired[ref] = Desired(ref, graph.fingerprint(ref), spec.model, owners[ref])
+    desired[env_ref] = Desired(env_ref, graph.environment.digest, graph.environment.model, owners[env_ref])
     return desired
 
 
-def _dump(model: Any) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
-    return data
-
-
 def desired_hash(desired: dict[str, Desired]) -> str:
-    """One hash of everything desired: a saved plan applies only while this is unchanged."""
+    """One hash of everything desired: a saved plan applies only while this is unchanged.
+
+    Fingerprints stand for the resolved specs (they change whenever a spec, its
+    overrides or anything it depends on changes), so no spec is serialised here.
+    """
     parts = [
-        canonical([ref, d.spec, sorted((p, a.sha256) for p, a in d.artifacts.items())])
+        canonical([ref, d.fingerprint, sorted((p, a.sha256) for p, a in d.artifacts.items())])
         for ref, d in sorted(desired.items())
     ]
     return digest(*parts)
