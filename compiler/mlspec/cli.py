@@ -107,25 +107,59 @@ def _resolve_or_exit(path: Path | None, env: str, fmt_color: str = "auto") -> Re
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to a file instead of stdout.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @click.option(
+    "--changed-since",
+    "changed_since",
+    metavar="REF",
+    help="Report only on the resources this branch changes since its merge base with the git REF (and dependants).",
+)
+@click.option(
     "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
 )
 def check(
-    *, envs: tuple[str, ...], all_envs: bool, fmt: str, output: Path | None, color: str, path: Path | None
+    *,
+    envs: tuple[str, ...],
+    all_envs: bool,
+    fmt: str,
+    output: Path | None,
+    color: str,
+    changed_since: str | None,
+    path: Path | None,
 ) -> int:
     """Validate, resolve and check every policy; report all findings at once.
 
     Exit 1 when any error or un-waived deny remains. Waived findings are reported
-    as waived; expired waivers deny.
+    as waived; expired waivers deny. With --changed-since, only the findings about
+    what the branch changes are reported (exactly as a full check reports them).
     """
-    from mlspec.project import Project
+    from mlspec.project import CheckResult, Project
     from mlspec.views import findings_text as views
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.style import Style, use_color
 
-    result = Project.open(path or Path.cwd()).check(None if all_envs else (list(envs) or None))
+    project = Project.open(path or Path.cwd())
+    selected = None if all_envs else (list(envs) or None)
+    scope_line = ""
+    if changed_since is None:
+        result = project.check(selected)
+    else:
+        from mlspec.gitops.changes import changed_files, check_changed
+
+        changes = changed_files(project, changed_since)
+        if not changes.relevant:
+            if fmt == "text" and output is None:
+                click.echo(changes.nothing_line())
+                return EXIT_OK
+            scope_line = changes.nothing_line()
+            if fmt != "text":
+                click.echo(scope_line, err=True)
+            result = CheckResult((), (), (), 0)
+        else:
+            result, scope = check_changed(project, changes, selected)
+            reached = sum(len(refs) for refs in scope.values())
+            scope_line = changes.scope_line(reached) + (f" across {len(scope)} environment(s)" if scope else "")
     if fmt == "text":
         style = Style(use_color(sys.stdout, color) and output is None)
-        parts = []
+        parts = [scope_line] if scope_line else []
         if result.diagnostics:
             parts.append(render_diagnostics(result.diagnostics, style))
         if result.findings:

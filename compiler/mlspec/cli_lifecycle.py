@@ -41,8 +41,16 @@ def _print_problems(diagnostics: Any, findings: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
 @click.option("--no-prune", is_flag=True, help="Keep resources that were removed from the specs.")
 @click.option("--refresh", is_flag=True, help="Read live state first; drifted resources are planned as updates.")
+@click.option(
+    "--changed-since",
+    "changed_since",
+    metavar="REF",
+    help="Show only the resources this branch changes since its merge base with the git REF (and their dependants).",
+)
 @PROJECT_OPTION
-def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool, path: Path | None) -> int:
+def plan(
+    *, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool, changed_since: str | None, path: Path | None
+) -> int:
     """Show what applying would change in an environment, and why."""
     from mlspec.apply.workflow import plan_environment
     from mlspec.project import Project
@@ -50,10 +58,32 @@ def plan(*, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool,
     from mlspec.views.style import Style, use_color
 
     project = Project.open(path or Path.cwd())
+    changes = None
+    if changed_since is not None:
+        from mlspec.errors import UsageError
+        from mlspec.gitops.changes import changed_files
+
+        if out is not None:
+            raise UsageError("--out saves a whole plan for apply; run plan without --changed-since to save one")
+        changes = changed_files(project, changed_since)
+        if not changes.relevant and fmt != "json":
+            click.echo(changes.nothing_line())
+            return EXIT_OK
     result = plan_environment(project, env, prune=not no_prune, refresh=refresh)
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
         return EXIT_FINDINGS
+    if changes is not None:
+        from mlspec.gitops.changes import affected, filter_plan
+
+        refs = affected(result.graph, changes) if result.graph is not None else frozenset()
+        result = filter_plan(result, refs)
+        if not refs and fmt != "json":
+            click.echo(changes.nothing_line(env))
+            return EXIT_OK
+        if fmt == "text":
+            click.echo(changes.scope_line(len(refs), env))
+    assert result.plan is not None
     if fmt == "json":
         click.echo(views.render_plan_json(result.plan))
     elif fmt == "markdown":
