@@ -1,0 +1,115 @@
+"""The GitHub workflows of this repository and of `mlspec init`: actionlint-clean, gated, pinned, least privilege."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlspec import __version__
+from mlspec.scaffold import scaffold
+from tests.conftest import REPO
+
+ACTIONLINT = Path(sys.executable).parent / "actionlint"
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+@pytest.fixture(scope="module")
+def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("init") / "bank-ml"
+    scaffold(root)
+    return root
+
+
+def workflow_files(root: Path) -> list[Path]:
+    return sorted((root / ".github/workflows").glob("*.y*ml"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as true
+    return data
+
+
+def test_actionlint_reports_nothing_for_this_repository_and_a_new_project(scaffolded: Path) -> None:
+    files = [*workflow_files(REPO), *workflow_files(scaffolded)]
+    assert len(files) >= 2
+    proc = subprocess.run([str(ACTIONLINT), "-no-color", *map(str, files)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("where", ["repo", "scaffold"])
+def test_pull_requests_are_checked_planned_and_commented_once(where: str, scaffolded: Path) -> None:
+    (path,) = workflow_files(REPO if where == "repo" else scaffolded)
+    flow = load(path)
+    assert "pull_request" in flow["on"] and flow["on"]["push"] == {"branches": ["main"]}
+    jobs = flow["jobs"]
+    check = "\n".join(s.get("run", "") for s in jobs["check"]["steps"])
+    assert "mlspec check --format github" in check and "--format sarif" in check
+    assert any("upload-sarif" in s.get("uses", "") for s in jobs["check"]["steps"])
+    assert jobs["check"]["permissions"]["security-events"] == "write"
+    assert any(s.get("run") == "mlspec policy test" for s in jobs["policy-test"]["steps"])
+    plan = jobs["plan"]
+    assert plan["if"] == "github.event_name == 'pull_request'"
+    assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
+    commenting = "\n".join(s.get("run", "") + s.get("with", {}).get("script", "") for s in plan["steps"])
+    assert "mlspec comment --env dev --env staging --env prod" in commenting
+    assert "<!-- mlspec:comment" in commenting and "updateComment" in commenting and "createComment" in commenting
+    assert "github.paginate(github.rest.issues.listComments" in commenting
+
+
+@pytest.mark.parametrize("where", ["repo", "scaffold"])
+def test_main_applies_dev_then_gated_staging_and_production_never_overlapping(where: str, scaffolded: Path) -> None:
+    (path,) = workflow_files(REPO if where == "repo" else scaffolded)
+    jobs = load(path)["jobs"]
+    dev, staging, prod = jobs["apply-dev"], jobs["apply-staging"], jobs["apply-prod"]
+    assert dev["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert set(dev["needs"]) == {"check", "policy-test"}
+    assert staging["needs"] == ["apply-dev"] and prod["needs"] == ["apply-staging"]
+    assert (staging["environment"], prod["environment"]) == ("staging", "production")
+    groups = [job["concurrency"]["group"] for job in (dev, staging, prod)]
+    assert len(set(groups)) == 3 and all(
+        job["concurrency"]["cancel-in-progress"] is False for job in (dev, staging, prod)
+    )
+    for job, env in ((dev, "dev"), (staging, "staging"), (prod, "prod")):
+        assert job["env"]["MLSPEC_ENV"] == env
+        assert any(s.get("run") == 'mlspec apply --env "$MLSPEC_ENV" --auto-approve' for s in job["steps"])
+        assert job["permissions"] == {"contents": "read"}
+
+
+@pytest.mark.parametrize("where", ["repo", "scaffold"])
+def test_pinned_least_privilege_python_311_and_secrets_by_reference(where: str, scaffolded: Path) -> None:
+    (path,) = workflow_files(REPO if where == "repo" else scaffolded)
+    text = "\n".join(x for x in path.read_text(encoding="utf-8").splitlines() if not x.lstrip().startswith("#"))
+    flow = load(path)
+    assert flow["permissions"] == {}
+    assert flow["env"]["PYTHON_VERSION"] == "3.11"
+    for name, job in flow["jobs"].items():
+        assert "permissions" in job, name
+        assert "write" not in str(job["permissions"]) or name in {"check", "plan"}, name
+        for step in job["steps"]:
+            if "uses" in step:
+                assert SHA_PIN.match(step["uses"]), step["uses"]
+    assert set(re.findall(r"secrets\.\w+", text)) == {"secrets.GITOPS_TOKEN"}
+    assert text.count("${{ secrets.GITOPS_TOKEN }}") == text.count("secrets.") == 3  # one per apply job
+
+
+def test_the_scaffold_is_the_same_workflow_installing_from_pypi(scaffolded: Path) -> None:
+    (mine,) = workflow_files(REPO)
+    (theirs,) = workflow_files(scaffolded)
+    installs = {line.strip() for line in theirs.read_text().splitlines() if "pip install" in line}
+    assert installs == {f'run: python -m pip install --disable-pip-version-check "mlspec=={__version__}"'}
+    ours = {line.strip() for line in mine.read_text().splitlines() if "pip install" in line}
+    assert ours == {
+        'run: python -m pip install --disable-pip-version-check --constraint requirements/lock.txt --editable ".[all]"'
+    }
+    strip = re.compile(r"^\s*(#.*|run: python -m pip install.*)$")
+    assert [x for x in mine.read_text().splitlines() if not strip.match(x)] == [
+        x for x in theirs.read_text().splitlines() if not strip.match(x)
+    ]
