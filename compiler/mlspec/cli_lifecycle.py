@@ -375,6 +375,9 @@ def audit_log(env: str | None, path: Path | None) -> int:
                     f"by {entry.actor} at {short_revision(entry.revision)}"
                 )
                 continue
+            if record.get("type") != "apply":
+                click.echo(_audit_event_line(entry))
+                continue
             summary = record.get("summary", {})
             failed = [c for c in record.get("changes", []) if c["status"] != "applied"]
             click.echo(
@@ -389,6 +392,26 @@ def audit_log(env: str | None, path: Path | None) -> int:
     finally:
         store.close()
     return EXIT_OK
+
+
+def _audit_event_line(entry: Any) -> str:
+    """One line for a record that is not an apply: reconcile events, settled rollouts, monitoring, retrains."""
+    record = entry.record
+    kind = record.get("type", "event")
+    head = f"#{entry.seq} {entry.at} {entry.environment} {kind}"
+    if kind == "reconcile":
+        detail = f"{record.get('event')}: {record.get('message', '')}"
+    elif kind == "retrain":
+        detail = f"{record.get('ref')} ({record.get('reason')}) -> v{record.get('target_ids', {}).get('model_version')}"
+    elif kind == "monitor":
+        drift = record.get("drift", {})
+        detail = "; ".join(
+            [f"{d}: {'drift' if v.get('detected') else 'no drift'}, action {v.get('action')}" for d, v in drift.items()]
+            + list(record.get("events", []))
+        )
+    else:
+        detail = "; ".join(str(e) for e in record.get("events", [])) or record.get("message", "")
+    return f"{head} by {entry.actor} at {short_revision(entry.revision)}: {detail}"
 
 
 @audit.command("live")

@@ -210,6 +210,9 @@ def test_5_drift_in_served_traffic_triggers_retraining_and_a_new_rollout(platfor
     assert variants == {"stable": "1", "canary": "3"}  # the retrained model goes through the rollout again
     live = mlspec(platform, "audit", "live", "--env", "local")
     assert "Deployment/fraud-api served fraud-detector@champion (stable=1,canary=3)" in live.stdout, live.stdout
+    log = mlspec(platform, "audit", "log", "--env", "local").stdout
+    assert "retrain" in log and "TrainingPipeline/fraud-detector (drift) -> v3" in log, log[-2000:]
+    assert "fraud-api: drift, action retrain" in log
 
 
 def test_6_destroy_stops_every_server_and_empties_state(platform: Path) -> None:

@@ -6,7 +6,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from mlspec.spec.base import FieldError, KmsRef, Metadata, Name, Region, ResourceRef, SecretRef, StrictModel
+from mlspec.spec.base import (
+    Duration,
+    FieldError,
+    KmsRef,
+    Metadata,
+    Name,
+    Region,
+    ResourceRef,
+    SecretRef,
+    StrictModel,
+)
 
 
 class DataResidency(StrictModel):
@@ -112,6 +122,38 @@ class Promotion(StrictModel):
     requires_approval: bool = True
 
 
+GpgFingerprint = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9A-F]{40}$"),
+    Field(description="A GPG key fingerprint: 40 upper-case hex digits, no spaces (gpg --list-keys --with-colons)."),
+]
+
+
+class Reconcile(StrictModel):
+    """How the pull-based reconciler (mlspec reconcile) keeps this environment equal to its branch."""
+
+    interval: Duration = Field(default="60s", description="How often the branch is fetched and drift is checked.")
+    self_heal: bool | None = Field(
+        default=None,
+        description="Repair drift by applying again (true), or only report it (false). "
+        "Default: true, except on the production tier, where drift is reported and repaired by a person.",
+    )
+    require_signed_commits: bool = Field(
+        default=False, description="Apply only commits whose GPG signature verifies against a trusted key."
+    )
+    trusted_keys: list[GpgFingerprint] = Field(
+        default_factory=list, description="Fingerprints of the keys whose signed commits may be applied."
+    )
+
+    @model_validator(mode="after")
+    def _keys_needed(self) -> Reconcile:
+        if self.require_signed_commits and not self.trusted_keys:
+            raise FieldError("trusted_keys", "require_signed_commits needs at least one trusted key fingerprint")
+        if len(set(self.trusted_keys)) != len(self.trusted_keys):
+            raise FieldError("trusted_keys", "a trusted key is listed twice")
+        return self
+
+
 class EnvironmentSpec(StrictModel):
     """One place the platform runs."""
 
@@ -123,6 +165,14 @@ class EnvironmentSpec(StrictModel):
     overrides: list[Override] = Field(default_factory=list)
     promotion: Promotion | None = None
     data_dir: str | None = Field(default=None, description="Where local stores live; defaults to .mlspec/<env>.")
+    reconcile: Reconcile = Field(default_factory=Reconcile)
+
+    @property
+    def self_heals(self) -> bool:
+        """Whether the reconciler repairs drift: the explicit setting, else every tier but production."""
+        if self.reconcile.self_heal is not None:
+            return self.reconcile.self_heal
+        return self.tier != "production"
 
     @model_validator(mode="after")
     def _region_allowed(self) -> EnvironmentSpec:
