@@ -72,7 +72,7 @@ def promote(
         )
         click.echo(f"  {resource.ref}{pinned}")
         for change in resource.changes:
-            click.echo(f"      {change.path}: {_show(change.old)} -> {_show(change.new)}")
+            click.echo(f"      {change.path}: {_show(change.before)} -> {_show(change.after)}")
     _print_kept(result.kept)
     short = result.commit[:12]
     if result.on_new_branch:

@@ -141,3 +141,26 @@ def test_nothing_to_promote_exits_0_and_an_overrides_list_is_created_when_missin
     assert Project.open(repo).resolve("dev").ok
     back = cli("promote", "--to", "staging", "-C", str(repo))
     assert back.code == 0 and "nothing to promote" in back.out
+
+
+def test_the_version_to_pin_is_what_serves_now_not_what_was_last_applied(tmp_path: Path) -> None:
+    from mlspec.gitops.promote import served_version
+
+    root = copy_platform(tmp_path)
+    project = Project.open(root)
+    store = state_store(project)
+    try:
+        ref = "Deployment/fraud-api"
+        applied = ResourceState(ref, "f", {}, {}, {"versions": "stable=1,canary=2"})
+        store.put("staging", applied, ("ci", "abc", "p", {"type": "change", "ref": ref}))
+        assert served_version(project, "staging", ref, "fraud-detector") == 1  # only state knows: its stable
+        store.append_audit("staging", "ci", "abc", "", {"type": "apply", "serving": {ref: "fraud-detector/1"}})
+        assert served_version(project, "staging", ref, "fraud-detector") == 1
+        # the canary was promoted after the apply: the settled rollout's record is the truth
+        store.append_audit(
+            "staging", "ops", "abc", "", {"type": "rollout", "serving": {ref: "fraud-detector@champion (stable=2)"}}
+        )
+        assert served_version(project, "staging", ref, "fraud-detector") == 2
+        assert served_version(project, "staging", "Deployment/churn-api", "churn-model") is None
+    finally:
+        store.close()

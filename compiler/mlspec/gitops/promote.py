@@ -47,6 +47,7 @@ import yaml
 from mlspec.errors import MlspecError, UsageError
 from mlspec.hashing import canonical
 from mlspec.load.documents import RawDocument
+from mlspec.plan.model import FieldChange
 from mlspec.project import Project
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.overlay import PatchedDocument, merge_patch
@@ -69,15 +70,6 @@ _BLOCK_RE = re.compile(
 )
 _PLAIN_RE = re.compile(r"^[A-Za-z_][-A-Za-z0-9_./]*$")
 _YAML_WORDS = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"})
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    """One promoted field: its dotted path under ``spec`` and the values before and after."""
-
-    path: str
-    old: Any
-    new: Any
 
 
 @dataclass(frozen=True)
@@ -172,19 +164,23 @@ def served_version(project: Project, environment: str, ref: str, model_name: str
         audit = store.audit(environment)
     finally:
         store.close()
-    if resource is not None:
-        versions = dict(
-            item.split("=", 1) for item in resource.target_ids.get("versions", "").split(",") if "=" in item
-        )
-        if versions.get("stable", "").isdigit():
-            return int(versions["stable"])
+    # The newest record that says what served wins: settled rollouts and retrains change it after an apply.
     for record in reversed(audit):
-        if record.record.get("type") != "apply":
-            continue
-        served = str(record.record.get("serving", {}).get(ref, ""))
-        name, _, version = served.partition("/")
-        return int(version) if name == model_name and version.isdigit() else None
+        served = record.record.get("serving", {}).get(ref)
+        if served is not None:
+            return _stable_version(str(served), model_name)
+    if resource is not None:
+        return _stable_version(f"({resource.target_ids.get('versions', '')})", model_name)
     return None
+
+
+def _stable_version(served: str, model_name: str) -> int | None:
+    """The version from ``name/7``, or the stable variant's from ``name@champion (stable=7,canary=8)``."""
+    variants = dict(item.split("=", 1) for item in served.partition("(")[2].rstrip(")").split(",") if "=" in item)
+    if variants.get("stable", "").isdigit():
+        return int(variants["stable"])
+    name, _, version = served.split(" ", 1)[0].partition("/")
+    return int(version) if name == model_name and version.isdigit() else None
 
 
 def _select(graph: ResolvedGraph, names: Sequence[str]) -> list[str]:
@@ -392,7 +388,8 @@ def promote(
     message = (
         f"promote {source} to {target}: {', '.join(p.ref for p in promoted)}\n\n"
         + "\n".join(
-            f"{p.ref}: " + ", ".join(f"{c.path} {flow(c.old)} -> {flow(c.new)}" for c in p.changes) for p in promoted
+            f"{p.ref}: " + ", ".join(f"{c.path} {flow(c.before)} -> {flow(c.after)}" for c in p.changes)
+            for p in promoted
         )
         + f"\n\nProposed by `mlspec promote --from {source} --to {target}` at {base[:12]}.\n"
     )
