@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	@$(BIN)/python scripts/demo.py
 
+# Real PostgreSQL and Redis on loopback for the run (installed from Debian's packages when missing).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+	$(BIN)/python scripts/test_services.py -- $(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check compiler tests bench scripts

@@ -1,0 +1,163 @@
+"""Run a command with real PostgreSQL and Redis servers on loopback, started for it and stopped after.
+
+`make test` runs the suite through this:
+
+    python scripts/test_services.py -- python -m pytest ...
+
+It installs the servers from Debian's packages when they are missing (as root, with
+apt-get), starts each in a temporary folder on a free port, exports
+``MLSPEC_TEST_POSTGRES_URL`` and ``MLSPEC_TEST_REDIS_URL``, runs the command, then
+stops both and removes their folders. A server that cannot start is reported with
+the reason (``MLSPEC_TEST_SERVICES_SKIPPED``) and the tests that need it skip saying
+so; everything else still runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _say(text: str) -> None:
+    print(f"[test services] {text}", flush=True)
+
+
+def _apt_install(*packages: str) -> str | None:
+    """Install Debian packages when we are root and apt-get exists; returns why not otherwise."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "not root or no apt-get"
+    _say(f"installing {' '.join(packages)} from Debian's packages")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],):
+        done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:  # the package lists may be missing on a fresh machine
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
+            done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            return f"apt-get install failed: {done.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(versions[-1]).parent if versions else None
+
+
+def _as_postgres_user(args: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the 'postgres' user then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *args]
+    return args
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server for the run; yields its URL (user mlspec, trust auth on loopback)."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        why = _apt_install("postgresql")
+        bin_dir = _postgres_bin()
+        if bin_dir is None:
+            raise RuntimeError(f"PostgreSQL is not installed ({why})")
+    folder = Path(tempfile.mkdtemp(prefix="mlspec-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", _free_port()
+    run = lambda args: subprocess.run(_as_postgres_user(args), capture_output=True, text=True, check=False)  # noqa: E731
+    init = run([str(bin_dir / "initdb"), "-D", str(data), "-U", "mlspec", "--auth=trust", "-E", "UTF8", "--no-sync"])
+    if init.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {init.stderr.strip()[-300:]}")
+    options = f"-p {port} -k {folder} -c listen_addresses={HOST} -c fsync=off -c max_connections=200"
+    start = run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"])
+    if start.returncode != 0:
+        log = (folder / "log").read_text(errors="replace")[-500:] if (folder / "log").exists() else start.stderr
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL did not start: {log.strip()}")
+    try:
+        yield f"postgresql://mlspec@{HOST}:{port}/postgres"
+    finally:
+        run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis() -> Iterator[str]:
+    """A Redis server for the run (no persistence); yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        why = _apt_install("redis-server")
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError(f"Redis is not installed ({why})")
+    folder = Path(tempfile.mkdtemp(prefix="mlspec-redis-"))
+    port = _free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex((HOST, port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Redis did not start")
+            time.sleep(0.05)
+        yield f"redis://{HOST}:{port}/0"
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """Start the servers, run the command after ``--``, stop the servers; returns the command's exit code."""
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
+        print("usage: python scripts/test_services.py -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    command = argv[argv.index("--") + 1 :]
+    env = dict(os.environ)
+    skipped: list[str] = []
+    with contextlib.ExitStack() as stack:
+        for name, variable, service in (
+            ("postgres", "MLSPEC_TEST_POSTGRES_URL", postgres),
+            ("redis", "MLSPEC_TEST_REDIS_URL", redis),
+        ):
+            try:
+                env[variable] = stack.enter_context(service())
+                _say(f"{name} running at {env[variable]}")
+            except RuntimeError as exc:
+                skipped.append(f"{name}: {exc}")
+                _say(f"{name} NOT running, tests that need it will skip: {exc}")
+        if skipped:
+            env["MLSPEC_TEST_SERVICES_SKIPPED"] = "; ".join(skipped)
+        code = subprocess.run(command, env=env, check=False).returncode
+    _say("servers stopped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
