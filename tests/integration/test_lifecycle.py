@@ -1,4 +1,8 @@
-"""Plan and apply: idempotent, stale plans refused, prune, locks, failures, crash safety, drift, audit, rollback."""
+"""Plan and apply: idempotent, stale plans refused, prune, locks, failures, crash safety, drift, audit, rollback.
+
+Every test runs twice: against the SQLite state file and against PostgreSQL (a fresh database per test,
+named to mlspec.yaml through MLSPEC_STATE_URL).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from mlspec.apply.workflow import apply_environment, plan_environment, state_sto
 from mlspec.project import Project
 from mlspec.state.sqlite import verify_chain
 from tests.conftest import CliResult, minimal_platform, run_mlspec, write_files
+from tests.services import fresh_database
 
 PROJECT = "apiVersion: mlspec/v1\nkind: Project\nmetadata: {name: demo, owner: platform}\nspec: {specs: [specs], environments: environments}\n"
 PROD_EXTRA = """  encryption: {kms_key: kms://prod, tls: required}
@@ -26,7 +31,10 @@ PROD_EXTRA = """  encryption: {kms_key: kms://prod, tls: required}
 """
 
 
-def make_project(root: Path) -> Path:
+POSTGRES_STATE = "  state: {backend: postgres, url: env://MLSPEC_STATE_URL}\n"
+
+
+def make_project(root: Path, backend: str = "sqlite") -> Path:
     """A small platform: one of each kind, a prod environment on KServe, owners everywhere."""
     parts = minimal_platform().split("---\n")
     env = next(p for p in parts if "kind: Environment" in p) + PROD_EXTRA
@@ -42,7 +50,13 @@ def make_project(root: Path) -> Path:
         )
         for s in specs
     ]
-    write_files(root, {"mlspec.yaml": PROJECT, "environments/prod.yaml": env, "specs/all.yaml": "---\n".join(specs)})
+    project = PROJECT
+    if backend == "postgres":
+        project = project.replace(
+            "spec: {specs: [specs], environments: environments}\n",
+            "spec:\n  specs: [specs]\n  environments: environments\n" + POSTGRES_STATE,
+        )
+    write_files(root, {"mlspec.yaml": project, "environments/prod.yaml": env, "specs/all.yaml": "---\n".join(specs)})
     return root
 
 
@@ -61,9 +75,36 @@ def applied_state(root: Path) -> dict[str, str]:
         store.close()
 
 
+def execute_sql(root: Path, *statements: str) -> None:
+    """Run SQL against the project's state directly, as someone bypassing mlspec would (SQLite or PostgreSQL)."""
+    if Project.open(root).settings.state.backend == "sqlite":
+        db = sqlite3.connect(root / ".mlspec/state.db")
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+        db.close()
+        return
+    import psycopg
+
+    from mlspec.state.postgres import default_schema
+
+    with psycopg.connect(os.environ["MLSPEC_STATE_URL"], autocommit=True) as connection:
+        connection.execute(f'SET search_path TO "{default_schema("demo")}"')
+        for statement in statements:
+            connection.execute(statement)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The state backend the test runs against; PostgreSQL gets a fresh database through MLSPEC_STATE_URL."""
+    if request.param == "postgres":
+        monkeypatch.setenv("MLSPEC_STATE_URL", fresh_database("lifecycle"))
+    return str(request.param)
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path / "repo")
+def project(tmp_path: Path, backend: str) -> Path:
+    return make_project(tmp_path / "repo", backend)
 
 
 def test_first_plan_creates_everything_then_apply_converges(project: Path, cli: Callable[..., CliResult]) -> None:
@@ -166,8 +207,9 @@ def test_prune_no_prune_and_allow_destroy(project: Path, cli: Callable[..., CliR
 
 def test_a_second_apply_waits_for_or_names_the_lock_holder(project: Path, cli: Callable[..., CliResult]) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mlspec.state.sqlite import SqliteState; s = SqliteState(__import__('pathlib').Path(sys.argv[1])); "
-         "s.acquire('prod', 'alice@bank.ae', 'apply'); print('locked', flush=True); time.sleep(60)", str(project / ".mlspec/state.db")],
+        [sys.executable, "-c", "import sys, time; from mlspec.apply.workflow import state_store; from mlspec.project import Project; "
+         "s = state_store(Project.open(__import__('pathlib').Path(sys.argv[1]))); "
+         "s.acquire('prod', 'alice@bank.ae', 'apply'); print('locked', flush=True); time.sleep(60)", str(project)],
         stdout=subprocess.PIPE, text=True, env={**os.environ},
     )  # fmt: skip
     try:
@@ -215,8 +257,7 @@ def test_a_failure_skips_dependants_and_records_exactly_what_applied(
 @pytest.mark.parametrize(
     "failpoint", [f"apply.after_target={n}" for n in range(1, 8)] + ["apply.after_state=3", "apply.before_target=5"]
 )
-def test_a_crash_at_any_step_leaves_true_state_and_the_next_apply_converges(tmp_path: Path, failpoint: str) -> None:
-    project = make_project(tmp_path / "repo")
+def test_a_crash_at_any_step_leaves_true_state_and_the_next_apply_converges(project: Path, failpoint: str) -> None:
     crashed = run_mlspec(
         "apply", "--env", "prod", "--auto-approve", "-C", str(project), env={"MLSPEC_FAILPOINTS": failpoint}
     )
@@ -264,17 +305,17 @@ def test_drift_is_reported_and_repaired(project: Path, cli: Callable[..., CliRes
 def test_audit_verify_detects_tampering(project: Path, cli: Callable[..., CliResult], tamper: str) -> None:
     apply_environment(Project.open(project), "prod")
     assert "intact" in cli("audit", "verify", "-C", str(project)).out
-    db = sqlite3.connect(project / ".mlspec/state.db")
     if tamper == "edit":
-        db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
+        execute_sql(project, "UPDATE audit SET actor = 'mallory' WHERE seq = 3")
     elif tamper == "remove":
-        db.execute("DELETE FROM audit WHERE seq = 3")
+        execute_sql(project, "DELETE FROM audit WHERE seq = 3")
     else:
-        db.execute("UPDATE audit SET seq = -1 WHERE seq = 2")
-        db.execute("UPDATE audit SET seq = 2 WHERE seq = 3")
-        db.execute("UPDATE audit SET seq = 3 WHERE seq = -1")
-    db.commit()
-    db.close()
+        execute_sql(
+            project,
+            "UPDATE audit SET seq = -1 WHERE seq = 2",
+            "UPDATE audit SET seq = 2 WHERE seq = 3",
+            "UPDATE audit SET seq = 3 WHERE seq = -1",
+        )
     result = cli("audit", "verify", "-C", str(project))
     assert result.code == 1
     expected = {"edit": "record 3: its content does not match its hash (edited)", "remove": "expected record 3 here",
@@ -331,7 +372,18 @@ def test_the_output_target_plans_what_it_would_write(project: Path) -> None:
     assert not (output_dir(Project.open(project), result.graph) / "kubernetes").exists(), "planning writes nothing"
 
 
-def test_a_corrupt_state_file_is_a_clear_error(project: Path) -> None:
+def test_a_corrupt_state_file_is_a_clear_error(project: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend == "postgres":  # the PostgreSQL counterpart: a database that cannot be used
+        url = os.environ["MLSPEC_STATE_URL"]
+        monkeypatch.setenv("MLSPEC_STATE_URL", url.rsplit("/", 1)[0] + "/no_such_database")
+        proc = run_mlspec("plan", "--env", "prod", "-C", str(project))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "cannot connect to the state database at 127.0.0.1:" in proc.stderr and "no_such_database" in proc.stderr
+        monkeypatch.delenv("MLSPEC_STATE_URL")
+        proc = run_mlspec("plan", "--env", "prod", "-C", str(project))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "the environment variable MLSPEC_STATE_URL is not set" in proc.stderr
+        return
     state = project / ".mlspec" / "state.db"
     state.parent.mkdir(parents=True)
     state.write_bytes(b"this is not sqlite" * 100)
@@ -388,10 +440,7 @@ def test_a_saved_plan_without_its_hash_or_not_a_plan_is_refused(
 
 def test_a_corrupt_audit_record_is_reported_as_edited(project: Path, cli: Callable[..., CliResult]) -> None:
     apply_environment(Project.open(project), "prod")
-    db = sqlite3.connect(project / ".mlspec/state.db")
-    db.execute("UPDATE audit SET record = '{' WHERE seq = 2")
-    db.commit()
-    db.close()
+    execute_sql(project, "UPDATE audit SET record = '{' WHERE seq = 2")
     result = cli("audit", "verify", "-C", str(project))
     assert result.code == 1 and "record 2: its content does not match its hash (edited)" in result.out
 

@@ -18,7 +18,8 @@ from mlspec.plan.model import Plan
 from mlspec.plan.planner import Desired
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.state.model import AuditRecord, ResourceState
-from mlspec.state.sqlite import SqliteState, now
+from mlspec.state.sqlite import now
+from mlspec.state.store import StateStore
 from mlspec.targets.base import Target, TargetError
 
 Status = Literal["applied", "failed", "skipped"]
@@ -53,7 +54,7 @@ def apply_plan(
     plan: Plan,
     desired: dict[str, Desired],
     graph: ResolvedGraph,
-    state: SqliteState,
+    state: StateStore,
     target: Target,
     *,
     actor: str,

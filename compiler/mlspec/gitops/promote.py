@@ -154,11 +154,11 @@ def _raw_spec(spec: ParsedSpec) -> dict[str, Any]:
 def served_version(project: Project, environment: str, ref: str, model_name: str) -> int | None:
     """The registered version a Deployment serves in ``environment``, as its state records it (None: unknown)."""
     path = project.home / project.settings.state.path
-    if not path.is_file():
+    if project.settings.state.backend == "sqlite" and not path.is_file():
         return None
-    from mlspec.state.sqlite import SqliteState
+    from mlspec.apply.workflow import state_store
 
-    store = SqliteState(path)
+    store = state_store(project)
     try:
         resource = store.read(environment).resources.get(ref)
         audit = store.audit(environment)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
 from mlspec.spec.base import FieldError, Metadata, StrictModel
 
+STATE_URL_PATTERN = r"^(env://[A-Z_][A-Z0-9_]*|secret://[a-z0-9][-a-z0-9./_]*)$"
 RelPath = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^/\\][^\\]*$")]
 
 
@@ -20,10 +22,36 @@ class LimitsConfig(StrictModel):
 
 
 class StateConfig(StrictModel):
-    """Where applied state is kept."""
+    """Where applied state is kept: a SQLite file (default) or a PostgreSQL database shared by every machine."""
 
-    backend: Literal["sqlite"] = "sqlite"
-    path: RelPath = ".mlspec/state.db"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: RelPath = Field(default=".mlspec/state.db", description="With backend: sqlite, the state file.")
+    url: str | None = Field(
+        default=None,
+        description="With backend: postgres, a reference to the database URL (env://NAME or secret://path), "
+        "resolved at run time; never the URL itself.",
+        json_schema_extra={"pattern": STATE_URL_PATTERN},
+    )
+    db_schema: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = Field(
+        default=None,
+        alias="schema",
+        description="With backend: postgres, the database schema this project's tables live in "
+        "(default mlspec_<project name>): projects sharing one database each keep their own.",
+    )
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> StateConfig:
+        if self.url is not None and not re.fullmatch(STATE_URL_PATTERN, self.url):  # never echo it: it may be a URL
+            raise FieldError(
+                "url", "must be a reference like env://MLSPEC_STATE_URL or secret://team/state-db, never the URL itself"
+            )
+        if self.backend == "postgres" and self.url is None:
+            raise FieldError("url", "backend: postgres needs url, a reference like env://MLSPEC_STATE_URL")
+        if self.backend == "sqlite" and (self.url is not None or self.db_schema is not None):
+            raise FieldError("url" if self.url is not None else "schema", "only backend: postgres takes this")
+        if self.db_schema is not None and self.db_schema.startswith("pg_"):
+            raise FieldError("schema", "schema names starting with pg_ are reserved by PostgreSQL")
+        return self
 
 
 class PolicyConfig(StrictModel):
