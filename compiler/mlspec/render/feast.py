@@ -2,9 +2,12 @@
 
 Local environments get a file registry and a SQLite online store under the
 environment's data folder; team environments a SQL registry, Redis or PostgreSQL
-online store and PostgreSQL offline store. Connection strings are never written:
-they are ``${MLSPEC_SECRET_...}`` variables (Feast expands environment variables in
-feature_store.yaml) that the runner fills from the secret references.
+online store and PostgreSQL offline store. Connection details are never written:
+they are ``${MLSPEC_SECRET_<REF>_<KEY>}`` variables (Feast expands environment
+variables in feature_store.yaml before parsing it) that the deployer fills from the
+``connection`` secret reference; see :data:`CONNECTION_KEYS` and docs/team-stores.md.
+Each environment is its own Feast ``project``, so environments can share one registry
+database and online store without touching each other's objects.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_yaml
 from mlspec.render.templating import identifier, render_template
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.context import secret_variable
 from mlspec.spec.base import duration_seconds
 from mlspec.spec.datasource import DataSource, FileSource, ObjectStoreSource
 from mlspec.spec.entity import Entity
@@ -32,13 +36,31 @@ DTYPES = {
     "float64_list": "Array(Float64)", "string_list": "Array(String)",
 }  # fmt: skip
 VALUE_TYPES = {"int64": "INT64", "string": "STRING"}
+# What each key of a team connection secret holds (the variable is MLSPEC_SECRET_<REF>_<KEY>).
+CONNECTION_KEYS = {
+    "REGISTRY_URL": "SQL registry: SQLAlchemy URL, postgresql+psycopg://user:password@host:port/database",
+    "REDIS": "Redis online store: host:port[,db=0][,password=...][,ssl=true]",
+    "PG_HOST": "PostgreSQL online/offline store: host",
+    "PG_PORT": "PostgreSQL online/offline store: port",
+    "PG_DATABASE": "PostgreSQL online/offline store: database",
+    "PG_USER": "PostgreSQL online/offline store: user",
+    "PG_PASSWORD": "PostgreSQL online/offline store: password (non-empty)",
+}
+# libpq sslmode for the PostgreSQL stores, from the environment's encryption.tls.
+SSLMODES = {"required": "require", "preferred": "prefer", "disabled": "disable"}
+_PLACEHOLDER_LINE = re.compile(r"^(\s*[a-z_]+): (\$\{[A-Z0-9_]+\})$", re.MULTILINE)
 
 
-def secret_variable(ref: str) -> str:
-    """The environment variable a secret reference is provided in at run time (``secret://prod/feast`` ->
-    ``MLSPEC_SECRET_PROD_FEAST``)."""
-    body = ref.split("://", 1)[1]
-    return "MLSPEC_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", body).strip("_").upper()
+def connection_variables(ref: str, keys: list[str] | None = None) -> dict[str, str]:
+    """The variables a deployer sets for a connection secret, with what each holds (all keys by default)."""
+    variable = secret_variable(ref)
+    return {f"{variable}_{key}": CONNECTION_KEYS[key] for key in keys or CONNECTION_KEYS}
+
+
+def quote_placeholders(text: bytes) -> bytes:
+    """Single-quote values that are exactly one ``${VAR}``: Feast substitutes variables into the text before
+    parsing the YAML, so a quoted value keeps ``#``, ``: `` and leading ``@``/``%`` in a secret intact."""
+    return _PLACEHOLDER_LINE.sub(r"\1: '\2'", text.decode()).encode()
 
 
 def feast_name(name: str) -> str:
@@ -59,7 +81,7 @@ class FeastRenderer:
     """Renders ``feast/feature_store.yaml`` and ``feast/features.py``."""
 
     name: ClassVar[str] = "feast"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """The feature repository of the environment."""
@@ -72,7 +94,7 @@ class FeastRenderer:
             if definitions is None:
                 raise _Unsupported
             return {
-                "feast/feature_store.yaml": to_yaml(self._config(graph, context)),
+                "feast/feature_store.yaml": quote_placeholders(to_yaml(self._config(graph, context))),
                 "feast/features.py": definitions.encode(),
             }
 
@@ -94,11 +116,12 @@ class FeastRenderer:
         variable = secret_variable(store.connection) if store.connection else "MLSPEC_SECRET_MISSING"
         postgres = {
             "type": "postgres",
-            "host": f"${{{variable}_HOST}}",
-            "port": 5432,
-            "database": f"${{{variable}_DATABASE}}",
-            "user": f"${{{variable}_USER}}",
-            "password": f"${{{variable}_PASSWORD}}",
+            "host": f"${{{variable}_PG_HOST}}",
+            "port": f"${{{variable}_PG_PORT}}",
+            "database": f"${{{variable}_PG_DATABASE}}",
+            "user": f"${{{variable}_PG_USER}}",
+            "password": f"${{{variable}_PG_PASSWORD}}",
+            "sslmode": SSLMODES[graph.env.spec.encryption.tls],
         }
         config: dict[str, Any] = {"project": feast_project(context.project, graph.name), "provider": "local"}
         if store.registry == "sql":

@@ -51,7 +51,13 @@ class FeatureStoreTarget(StrictModel):
     registry: Literal["file", "sql"] = "file"
     online: Literal["sqlite", "redis", "postgres"] = "sqlite"
     offline: Literal["file", "duckdb", "postgres"] = "file"
-    connection: SecretRef | None = Field(default=None, description="Connection for sql/redis/postgres stores.")
+    connection: SecretRef | None = Field(
+        default=None,
+        description=(
+            "Connection for sql/redis/postgres stores; its keys arrive as MLSPEC_SECRET_<REF>_REGISTRY_URL, _REDIS, "
+            "_PG_HOST, _PG_PORT, _PG_DATABASE, _PG_USER, _PG_PASSWORD (see docs/team-stores.md)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _connection_needed(self) -> FeatureStoreTarget:
@@ -68,10 +74,30 @@ class RegistryTarget(StrictModel):
     """Experiment tracking and model registry."""
 
     type: Literal["mlflow"] = "mlflow"
-    tracking_uri: str | None = Field(default=None, description="Omit for an embedded SQLite store.")
+    tracking_uri: str | None = Field(
+        default=None,
+        description=(
+            "Omit for an embedded SQLite store. A tracking server (https://...), a credential-free store URL, or a "
+            "reference resolved at run time: env://MLFLOW_TRACKING_URI, secret://prod/mlflow or k8s://name/key "
+            "(e.g. holding postgresql+psycopg://user:password@host:5432/mlflow)."
+        ),
+    )
     artifact_store: Annotated[str, StringConstraints(pattern=r"^(s3|gs|pvc|https|file)://\S+$")] | None = Field(
         default=None, description="Where model artifacts live, e.g. s3://ml-models-prod; needed for kserve serving."
     )
+
+    @model_validator(mode="after")
+    def _no_credentials_in_tracking_uri(self) -> RegistryTarget:
+        import re
+
+        uri = self.tracking_uri
+        if uri is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", uri):
+            raise FieldError(
+                "tracking_uri",
+                "tracking_uri carries a password; put the URL in a secret and reference it "
+                "(env://MLFLOW_TRACKING_URI or secret://<environment>/mlflow)",
+            )
+        return self
 
 
 class GitOpsTarget(StrictModel):
