@@ -140,6 +140,11 @@ def _print_engine_steps(project: Any, result: Any) -> None:
     "--artifacts-only", is_flag=True, help="On a local environment: write artifacts and state, run no engines."
 )
 @click.option("--allow-dirty", is_flag=True, help="Apply to a non-local environment from uncommitted changes.")
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Also apply to the environment's cluster (server-side apply, KFP, MLflow) instead of leaving it to GitOps.",
+)
 @PROJECT_OPTION
 def apply(
     *,
@@ -153,6 +158,7 @@ def apply(
     who: str | None,
     artifacts_only: bool,
     allow_dirty: bool,
+    direct: bool,
     path: Path | None,
 ) -> int:
     """Apply the specs (or exactly a saved plan) to an environment, one resource at a time."""
@@ -180,7 +186,7 @@ def apply(
     result, applied = apply_environment(
         Project.open(path or Path.cwd()), env, saved=saved, prune=not no_prune, refresh=refresh,
         allow_destroy=allow_destroy, lock_timeout=lock_timeout, who=who, approve=approve, progress=click.echo,
-        engines=not artifacts_only, allow_dirty=allow_dirty,
+        engines=not artifacts_only, allow_dirty=allow_dirty, direct=direct,
     )  # fmt: skip
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)

@@ -29,12 +29,12 @@ from mlspec.plan.planner import Desired, desired_state, destroy_plan, make_plan
 from mlspec.policy.findings import Finding
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.state.model import ResourceState
-from mlspec.state.sqlite import SqliteState
 from mlspec.targets.base import Target
 from mlspec.targets.output_dir import OutputDirTarget
 
 if TYPE_CHECKING:
     from mlspec.project import Project, ValidationResult
+    from mlspec.state.store import StateStore
     from mlspec.targets.local.paths import LocalPaths
 
 
@@ -58,9 +58,11 @@ class PlanResult:
         return [f for f in self.findings if f.blocking]
 
 
-def state_store(project: Project) -> SqliteState:
-    """The project's state database."""
-    return SqliteState(project.home / project.settings.state.path)
+def state_store(project: Project) -> StateStore:
+    """The project's state: the backend its project file chooses (SQLite by default, or PostgreSQL)."""
+    from mlspec.state.store import open_store
+
+    return open_store(project.settings.state, project.home, project.name)
 
 
 def project_revision(project: Project, graph: ResolvedGraph) -> Revision:
@@ -99,14 +101,29 @@ def make_target(
     applied: dict[str, ResourceState],
     *,
     engines: bool = True,
+    direct: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Target:
-    """The target an environment applies through: the local platform, or the output folder alone."""
+    """The target an environment applies through.
+
+    A local tier runs the local platform. Other tiers write the output folder that
+    GitOps (Argo CD) syncs; with ``direct`` they also apply to their cluster
+    themselves: Kubernetes server-side apply, KFP runs and schedules, MLflow registry.
+    """
+    rendered = {path: a for want in desired.values() for path, a in want.artifacts.items()}
     if engines and runs_engines(graph):
         from mlspec.targets.local.platform import LocalPlatformTarget
 
-        rendered = {path: a for want in desired.values() for path, a in want.artifacts.items()}
         return LocalPlatformTarget(local_paths(project, graph), graph, rendered, applied, progress)
+    if direct:
+        if graph.env.spec.targets.kubernetes is None:
+            raise MlspecError(
+                f"'{graph.name}' has no targets.kubernetes to apply to directly",
+                hint="add targets.kubernetes (namespace, context), or apply without --direct",
+            )
+        from mlspec.targets.cluster.platform import cluster_target
+
+        return cluster_target(project.name, graph, output_dir(project, graph), rendered, progress)
     return OutputDirTarget(output_dir(project, graph))
 
 
@@ -161,7 +178,7 @@ def engine_steps(project: Project, result: PlanResult) -> dict[str, list[str]]:
     return steps
 
 
-def _drifted(project: Project, graph: ResolvedGraph, store: SqliteState, desired: dict[str, Desired]) -> list[str]:
+def _drifted(project: Project, graph: ResolvedGraph, store: StateStore, desired: dict[str, Desired]) -> list[str]:
     applied = store.read(graph.name).resources
     target = make_target(project, graph, desired, applied)
     return [ref for ref, resource in applied.items() if not target.healthy(resource)]
@@ -204,6 +221,7 @@ def apply_environment(
     revision: str | None = None,
     engines: bool = True,
     allow_dirty: bool = False,
+    direct: bool = False,
 ) -> tuple[PlanResult, ApplyResult | None]:
     """Lock the environment, plan (or verify a saved plan), and apply it.
 
@@ -238,7 +256,7 @@ def apply_environment(
                 return result, None
             target = make_target(
                 project, result.graph, result.desired, store.read(environment).resources,
-                engines=engines, progress=progress,
+                engines=engines, direct=direct, progress=progress,
             )  # fmt: skip
             applied = apply_plan(
                 plan, result.desired, result.graph, store, target,
