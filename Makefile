@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render_scale.py
 	$(BIN)/python bench/policy_engines.py
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/state_backends.py
 	$(BIN)/python bench/serving.py
 
 schema: $(STAMP)
