@@ -29,8 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_specs import generate_repo
-from mlspec.apply.workflow import apply_environment, plan_environment, state_store
+from mlspec.apply.workflow import apply_environment, state_store
 from mlspec.project import Project
+from plan_scale import plan_all
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_STATE = (
@@ -59,19 +60,6 @@ def fresh_database(server: str) -> str:
     with psycopg.connect(server, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     return server.rsplit("/", 1)[0] + f"/{name}"
-
-
-def plan_all(root: Path) -> tuple[float, int]:
-    """Plan every environment in one process (validation shared); returns (seconds, pending changes)."""
-    start = time.perf_counter()
-    project = Project.open(root)
-    validation = project.validate()
-    pending = 0
-    for env in project.environments(validation):
-        result = plan_environment(project, env, validation=validation)
-        assert result.plan is not None, result.diagnostics[:3]
-        pending += len(result.plan.pending)
-    return time.perf_counter() - start, pending
 
 
 def apply_all(root: Path) -> tuple[float, int]:

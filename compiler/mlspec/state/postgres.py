@@ -30,9 +30,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlspec.errors import MlspecError
-from mlspec.hashing import canonical
 from mlspec.state.model import AuditRecord, EnvironmentState, LockInfo, ResourceState
-from mlspec.state.sqlite import GENESIS, AuditEntry, LockedError, _record, now, record_hash
+from mlspec.state.sqlite import AuditEntry, LockedError, _record, audit_row, chained
 
 if TYPE_CHECKING:
     import psycopg
@@ -229,20 +228,12 @@ class PostgresState:
 
     @staticmethod
     def _append(db: psycopg.Connection[tuple[Any, ...]], environment: str, audit: AuditEntry) -> AuditRecord:
-        actor, revision, plan_hash, record = audit
         # one appender at a time, on every machine: readers are not blocked
         db.execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")
-        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
-        fields = {
-            "seq": seq, "environment": environment, "at": now(), "actor": actor,
-            "revision": revision, "plan_hash": plan_hash, "record": record,
-        }  # fmt: skip
-        entry = AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
-        db.execute(
-            "INSERT INTO audit VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (seq, environment, entry.at, actor, revision, plan_hash, canonical(record), prev, entry.hash),
+        entry = chained(
+            db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone(), environment, audit
         )
+        db.execute("INSERT INTO audit VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", audit_row(entry))
         return entry
 
     # locking

@@ -71,6 +71,25 @@ def record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return digest(prev_hash, canonical(fields))
 
 
+def chained(last: Any, environment: str, audit: AuditEntry) -> AuditRecord:
+    """The next audit record after ``last`` (its ``(seq, hash)`` row, or None for the first): the chain's one rule."""
+    actor, revision, plan_hash, record = audit
+    seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+    fields = {
+        "seq": seq, "environment": environment, "at": now(), "actor": actor,
+        "revision": revision, "plan_hash": plan_hash, "record": record,
+    }  # fmt: skip
+    return AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
+
+
+def audit_row(entry: AuditRecord) -> tuple[Any, ...]:
+    """The audit table's columns for one record, in order (both backends store it alike)."""
+    return (
+        entry.seq, entry.environment, entry.at, entry.actor, entry.revision, entry.plan_hash,
+        canonical(entry.record), entry.prev_hash, entry.hash,
+    )  # fmt: skip
+
+
 class SqliteState:
     """State, locks and audit in one SQLite file."""
 
@@ -164,18 +183,10 @@ class SqliteState:
 
     @staticmethod
     def _append(db: sqlite3.Connection, environment: str, audit: AuditEntry) -> AuditRecord:
-        actor, revision, plan_hash, record = audit
-        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        fields = {
-            "seq": seq, "environment": environment, "at": now(), "actor": actor,
-            "revision": revision, "plan_hash": plan_hash, "record": record,
-        }  # fmt: skip
-        entry = AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
-        db.execute(
-            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, environment, entry.at, actor, revision, plan_hash, canonical(record), prev, entry.hash),
+        entry = chained(
+            db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone(), environment, audit
         )
+        db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", audit_row(entry))
         return entry
 
     # locking
