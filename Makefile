@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= all,dev
 
-.PHONY: demo test lint bench lock schema clean
+.PHONY: demo test lint bench audit lock schema clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@echo "==> creating $(VENV) with $(PYTHON) and the pinned dependencies (first run only)"
@@ -36,6 +36,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/state_backends.py
 	$(BIN)/python bench/serving.py
+
+# A vulnerability report of the pinned dependencies (pip-audit); a report, not a gate.
+audit: $(STAMP)
+	$(BIN)/python scripts/audit_dependencies.py -r requirements/lock.txt
 
 schema: $(STAMP)
 	$(BIN)/mlspec schema -o schemas

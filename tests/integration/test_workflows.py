@@ -46,7 +46,7 @@ def test_actionlint_reports_nothing_for_this_repository_and_a_new_project(scaffo
 
 @pytest.mark.parametrize("where", ["repo", "scaffold"])
 def test_pull_requests_are_checked_planned_and_commented_once(where: str, scaffolded: Path) -> None:
-    (path,) = workflow_files(REPO if where == "repo" else scaffolded)
+    path = (REPO if where == "repo" else scaffolded) / ".github/workflows/mlspec.yml"
     flow = load(path)
     assert "pull_request" in flow["on"] and flow["on"]["push"] == {"branches": ["main"]}
     jobs = flow["jobs"]
@@ -66,7 +66,7 @@ def test_pull_requests_are_checked_planned_and_commented_once(where: str, scaffo
 
 @pytest.mark.parametrize("where", ["repo", "scaffold"])
 def test_main_applies_dev_then_gated_staging_and_production_never_overlapping(where: str, scaffolded: Path) -> None:
-    (path,) = workflow_files(REPO if where == "repo" else scaffolded)
+    path = (REPO if where == "repo" else scaffolded) / ".github/workflows/mlspec.yml"
     jobs = load(path)["jobs"]
     dev, staging, prod = jobs["apply-dev"], jobs["apply-staging"], jobs["apply-prod"]
     assert dev["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
@@ -85,7 +85,7 @@ def test_main_applies_dev_then_gated_staging_and_production_never_overlapping(wh
 
 @pytest.mark.parametrize("where", ["repo", "scaffold"])
 def test_pinned_least_privilege_python_311_and_secrets_by_reference(where: str, scaffolded: Path) -> None:
-    (path,) = workflow_files(REPO if where == "repo" else scaffolded)
+    path = (REPO if where == "repo" else scaffolded) / ".github/workflows/mlspec.yml"
     text = "\n".join(x for x in path.read_text(encoding="utf-8").splitlines() if not x.lstrip().startswith("#"))
     flow = load(path)
     assert flow["permissions"] == {}
@@ -101,8 +101,8 @@ def test_pinned_least_privilege_python_311_and_secrets_by_reference(where: str, 
 
 
 def test_the_scaffold_is_the_same_workflow_installing_from_pypi(scaffolded: Path) -> None:
-    (mine,) = workflow_files(REPO)
-    (theirs,) = workflow_files(scaffolded)
+    mine = REPO / ".github/workflows/mlspec.yml"
+    theirs = scaffolded / ".github/workflows/mlspec.yml"
     installs = {line.strip() for line in theirs.read_text().splitlines() if "pip install" in line}
     assert installs == {f'run: python -m pip install --disable-pip-version-check "mlspec=={__version__}"'}
     ours = {line.strip() for line in mine.read_text().splitlines() if "pip install" in line}
@@ -113,3 +113,13 @@ def test_the_scaffold_is_the_same_workflow_installing_from_pypi(scaffolded: Path
     assert [x for x in mine.read_text().splitlines() if not strip.match(x)] == [
         x for x in theirs.read_text().splitlines() if not strip.match(x)
     ]
+
+
+def test_this_repository_audits_its_pinned_dependencies_as_a_report() -> None:
+    flow = load(REPO / ".github/workflows/dependency-audit.yml")
+    assert "schedule" in flow["on"] and "requirements/lock.txt" in flow["on"]["pull_request"]["paths"]
+    job = flow["jobs"]["audit"]
+    assert job["permissions"] == {"contents": "read"}
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "scripts/audit_dependencies.py -r requirements/lock.txt" in runs and "--strict" not in runs
+    assert 'pip install "pip-audit==2.10.1"' in runs  # pinned, like everything else
