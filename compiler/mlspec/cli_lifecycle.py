@@ -47,9 +47,18 @@ def _print_problems(diagnostics: Any, findings: Any) -> None:
     metavar="REF",
     help="Show only the resources this branch changes since its merge base with the git REF (and their dependants).",
 )
+@click.option("--as", "who", help="Who is planning (default: git user or login); environments may restrict it.")
 @PROJECT_OPTION
 def plan(
-    *, env: str, out: Path | None, fmt: str, no_prune: bool, refresh: bool, changed_since: str | None, path: Path | None
+    *,
+    env: str,
+    out: Path | None,
+    fmt: str,
+    no_prune: bool,
+    refresh: bool,
+    changed_since: str | None,
+    who: str | None,
+    path: Path | None,
 ) -> int:
     """Show what applying would change in an environment, and why."""
     from mlspec.apply.workflow import plan_environment
@@ -69,7 +78,7 @@ def plan(
         if not changes.relevant and fmt != "json":
             click.echo(changes.nothing_line())
             return EXIT_OK
-    result = plan_environment(project, env, prune=not no_prune, refresh=refresh)
+    result = plan_environment(project, env, prune=not no_prune, refresh=refresh, who=who)
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
         return EXIT_FINDINGS

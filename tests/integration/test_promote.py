@@ -34,6 +34,8 @@ def repo(tmp_path: Path) -> Path:
     root = copy_platform(tmp_path / "platform")
     with (root / "environments/staging.yaml").open("a", encoding="utf-8") as f:
         f.write(STAGING_OVERRIDES)
+    prod = root / "environments/prod.yaml"  # who may apply prod is test_access.py's subject, not this file's
+    prod.write_text(prod.read_text().split("  # Who may apply here")[0])
     (root / ".gitignore").write_text(".mlspec/\n")
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     git(root, "config", "user.email", "t@bank.ae")

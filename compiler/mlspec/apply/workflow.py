@@ -135,8 +135,13 @@ def plan_environment(
     refresh: bool = False,
     revision: str | None = None,
     validation: ValidationResult | None = None,
+    who: str | None = None,
+    operation: str = "plan",
 ) -> PlanResult:
-    """Validate, resolve, render, and diff against state (read only). Policies are `check`'s and apply's job."""
+    """Validate, resolve, render, and diff against state (read only). Policies are `check`'s and apply's job.
+
+    Refuses (AccessDenied, audited) when ``who`` may not ``operation`` (plan or apply) here; see mlspec.access.
+    """
     validation = validation or project.validate()
     resolution = project.resolve(environment, validation)
     if resolution.graph is None or not resolution.ok:
@@ -149,13 +154,18 @@ def plan_environment(
     desired = desired_state(graph, rendered.artifacts)
     store = state_store(project)
     try:
+        from mlspec import access
+
+        revision = revision or str(project_revision(project, graph))
+        access.check_allowed(
+            project, graph, store, actor=current_actor(who, project.root), operation=operation, revision=revision
+        )
         state = store.read(environment)
         drifted = frozenset(_drifted(project, graph, store, desired)) if refresh else frozenset()
     finally:
         store.close()
     plan = make_plan(
-        graph, desired, state, project=project.name,
-        revision=revision or str(project_revision(project, graph)), prune=prune, drifted=drifted,
+        graph, desired, state, project=project.name, revision=revision, prune=prune, drifted=drifted,
     )  # fmt: skip
     return PlanResult(plan, graph, desired, (), ())
 
@@ -236,8 +246,9 @@ def apply_environment(
             validation = project.validate()
             checked = project.check([environment], validation=validation)
             result = plan_environment(
-                project, environment, prune=prune, refresh=refresh, revision=revision, validation=validation
-            )
+                project, environment, prune=prune, refresh=refresh, revision=revision, validation=validation,
+                who=holder, operation="apply",
+            )  # fmt: skip
             result = PlanResult(result.plan, result.graph, result.desired, result.diagnostics, checked.findings)
             plan = result.plan
             if plan is None or result.graph is None:
@@ -252,6 +263,12 @@ def apply_environment(
                 plan = saved
             _check_clean(plan, result.graph, allow_dirty)
             _check_destroy(plan, result.graph, allow_destroy)
+            if not plan.empty:
+                from mlspec import access
+
+                access.check_approval(
+                    project, result.graph, store, actor=holder, revision=plan.revision, plan_hash=plan.plan_hash
+                )
             if plan.empty or not approve(plan):
                 return result, None
             target = make_target(
@@ -295,6 +312,9 @@ def destroy_environment(
             graph = resolution.graph
             state = store.read(environment)
             plan = destroy_plan(graph, state, project=project.name, revision=str(project_revision(project, graph)))
+            from mlspec import access
+
+            access.check_allowed(project, graph, store, actor=holder, operation="destroy", revision=plan.revision)
             _check_destroy(plan, graph, allow_destroy)
             if plan.empty or not approve(plan):
                 return plan, None

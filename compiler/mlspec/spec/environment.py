@@ -180,6 +180,73 @@ class Reconcile(StrictModel):
         return self
 
 
+Principal = Annotated[
+    str,
+    StringConstraints(pattern=r"^[^\s,]{1,320}$"),
+    Field(description="A user (git email, CI identity such as ci@github, --as name) or a group of access.groups."),
+]
+
+
+class Approval(StrictModel):
+    """The approval recorded in git that a change needs before it is applied (see docs/access.md)."""
+
+    required: bool = True
+    method: Literal["signed_commit", "merge"] = Field(
+        default="merge",
+        description="signed_commit: HEAD, or an empty approval commit on top of the change, is GPG-signed by an "
+        "approver's key; merge: HEAD merges the change (second parent) and its author or committer is an approver.",
+    )
+    approvers: list[str] = Field(
+        min_length=1,
+        description="signed_commit: the approvers' GPG key fingerprints (40 upper-case hex digits); "
+        "merge: users or groups of access.groups.",
+    )
+    min: int = Field(default=1, ge=1, description="How many different approvers must have approved.")
+
+    @model_validator(mode="after")
+    def _approvers_fit_method(self) -> Approval:
+        import re
+
+        if len(set(self.approvers)) != len(self.approvers):
+            raise FieldError("approvers", "an approver is listed twice")
+        if self.method == "signed_commit":
+            for i, approver in enumerate(self.approvers):
+                if not re.fullmatch(r"[0-9A-F]{40}", approver):
+                    raise FieldError(
+                        ("approvers", i),
+                        f"{approver!r} is not a GPG key fingerprint; signed_commit approvers are 40 upper-case "
+                        "hex digits (gpg --list-keys --with-colons)",
+                    )
+        elif self.min > 1:
+            raise FieldError("min", "a merge records one approval; use method signed_commit for min > 1")
+        if self.min > len(self.approvers):
+            raise FieldError("min", f"min is {self.min} but only {len(self.approvers)} approver(s) are listed")
+        return self
+
+
+class Access(StrictModel):
+    """Who may plan and apply this environment, and the approval a change needs (absent: everyone, none)."""
+
+    plan: list[Principal] | None = Field(
+        default=None, description="Who may plan; omitted: everyone. Whoever may apply may also plan."
+    )
+    apply: list[Principal] | None = Field(
+        default=None, description="Who may apply and destroy; omitted: everyone. [] means nobody."
+    )
+    groups: dict[Name, list[Principal]] = Field(
+        default_factory=dict, description="Named sets of users that plan, apply and merge approvers may list."
+    )
+    approval: Approval | None = None
+
+    @model_validator(mode="after")
+    def _groups_hold_users(self) -> Access:
+        for group, members in self.groups.items():
+            nested = [m for m in members if m in self.groups]
+            if nested:
+                raise FieldError(("groups", group), f"groups hold users, not groups ({', '.join(nested)})")
+        return self
+
+
 class EnvironmentSpec(StrictModel):
     """One place the platform runs."""
 
@@ -192,6 +259,9 @@ class EnvironmentSpec(StrictModel):
     promotion: Promotion | None = None
     data_dir: str | None = Field(default=None, description="Where local stores live; defaults to .mlspec/<env>.")
     reconcile: Reconcile = Field(default_factory=Reconcile)
+    access: Access | None = Field(
+        default=None, description="Who may plan and apply, and the approval changes need; omitted: everyone."
+    )
 
     @property
     def self_heals(self) -> bool:
