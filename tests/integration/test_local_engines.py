@@ -50,3 +50,38 @@ def test_plan_says_what_the_engines_will_do(tmp_path: Path, cli: Callable[..., C
     assert "Deployment/fraud-api: serve fraud-detector@champion with onnxruntime (canary rollout)" in result.out
     prod = cli("plan", "--env", "prod", "-C", str(root))
     assert "On this machine" not in prod.out  # prod hands its artifacts to GitOps
+
+
+def test_a_pii_model_without_its_attribution_report_never_serves(tmp_path: Path) -> None:
+    """The engine's judgement of a run, on a real MLflow registry: blocked means no champion and no canary."""
+    import pytest
+    from mlflow import MlflowClient
+
+    from mlspec.project import Project
+    from mlspec.spec.training import TrainingPipeline
+    from mlspec.targets.base import TargetError
+    from mlspec.targets.local.paths import LocalPaths
+    from mlspec.targets.local.registry import Registry
+    from mlspec.targets.local.training import TrainingEngine
+
+    root = copy_platform(tmp_path)
+    pipeline = Project.open(root).validate().specs
+    fraud = next(s.model for s in pipeline if s.ref == "TrainingPipeline/fraud-detector")
+    assert isinstance(fraud, TrainingPipeline)
+    paths = LocalPaths("local", root, root / ".mlspec/local")
+    paths.mlflow.mkdir(parents=True)
+    uri = paths.runtime_context().tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("fraud-detector")
+    version = client.create_model_version("fraud-detector", source=(tmp_path / "m").as_uri()).version
+    client.set_registered_model_alias("fraud-detector", "challenger", version)
+    summary = {"gates_passed": True, "version": str(version), "explainability": {"blocked": "no report for pii"}}
+    with pytest.raises(TargetError, match="no report for pii"):
+        TrainingEngine(paths, Registry(uri)).settle(fraud, summary)
+    aliases = client.get_registered_model("fraud-detector").aliases
+    assert "champion" not in aliases and "challenger" not in aliases
+    # the same run with its report: the first good model becomes the champion
+    client.set_registered_model_alias("fraud-detector", "challenger", version)
+    settled = TrainingEngine(paths, Registry(uri)).settle(fraud, {"gates_passed": True, "version": str(version)})
+    assert settled["promoted"] is True
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == str(version)

@@ -19,7 +19,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mlspec.crypto.keys import KeyResolver
 
 REFERENCE_SCHEMES = ("env://", "secret://", "k8s://")
 
@@ -65,6 +68,16 @@ class RuntimeContext:
     artifact_root: str  # MLflow artifact location for new experiments
     device: Literal["auto", "cpu"] = "auto"  # auto: a GPU when present and the spec asks for one
     tracking_reference: str = ""  # the reference tracking_uri was resolved from; what to_json writes back
+    kms_key: str | None = None  # the Environment's encryption.kms_key: model artifacts are encrypted at rest with it
+
+    def key_resolver(self) -> KeyResolver | None:
+        """Resolves ``kms_key`` (file:// keys against the project root; created on first use for ``local`` only);
+        None when the environment has no key."""
+        if not self.kms_key:
+            return None
+        from mlspec.crypto.keys import KeyResolver
+
+        return KeyResolver(self.project_root, create=self.environment == "local")
 
     def to_json(self) -> str:
         """The context as a JSON string (a pipeline parameter); a resolved tracking URI goes back to its reference."""
@@ -91,7 +104,9 @@ class RuntimeContext:
         return dataclasses.replace(self, tracking_uri=value, tracking_reference=self.tracking_uri)
 
     @classmethod
-    def local(cls, environment: str, project_root: Path, data_dir: Path, feature_repo: Path) -> RuntimeContext:
+    def local(
+        cls, environment: str, project_root: Path, data_dir: Path, feature_repo: Path, kms_key: str | None = None
+    ) -> RuntimeContext:
         """The embedded defaults: MLflow on SQLite and files under the environment's data folder."""
         mlflow_dir = data_dir / "mlflow"
         return cls(
@@ -101,4 +116,5 @@ class RuntimeContext:
             feature_repo=str(feature_repo),
             tracking_uri=f"sqlite:///{mlflow_dir / 'mlflow.db'}",
             artifact_root=(mlflow_dir / "artifacts").as_uri(),
+            kms_key=kms_key,
         )

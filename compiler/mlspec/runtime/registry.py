@@ -12,6 +12,7 @@ Choices:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import tempfile
@@ -24,15 +25,17 @@ import numpy as np
 import onnx
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from mlspec.crypto import KeyEncryptionKey, encrypt_file, read_plain
+from mlspec.runtime import explain
 from mlspec.runtime.context import RuntimeContext
 from mlspec.runtime.dataset import read_dataset
-from mlspec.runtime.export import sha256_file
 from mlspec.runtime.metrics import higher_is_better
 
 REFERENCE_DATA = "reference/reference_data.parquet"
+ONNX = "model/model.onnx"
 
 
 def ort_version() -> str:
@@ -67,6 +70,37 @@ def _experiment(client: MlflowClient, ctx: RuntimeContext, name: str) -> str:
         if again is None:
             raise
         return str(again.experiment_id)
+
+
+class EncryptedOnnxFlavor:
+    """mlflow.onnx, except that the saved ``model.onnx`` is encrypted before MLflow uploads the model folder:
+    the artifact store only ever receives ciphertext (the MLmodel, signature and requirements stay readable)."""
+
+    def __init__(self, kek: KeyEncryptionKey, identity: str) -> None:
+        self.__name__ = "mlflow.onnx"
+        self.kek = kek
+        self.identity = identity
+
+    def save_model(self, path: str, **kwargs: Any) -> None:
+        """mlflow.onnx.save_model, then ``model.onnx`` encrypted in place (in MLflow's local staging folder)."""
+        mlflow.onnx.save_model(path=path, **kwargs)
+        encrypt_file(Path(path) / "model.onnx", self.kek, self.identity)
+
+
+def artifact_identity(ctx: RuntimeContext, model_name: str, run_id: str, artifact: str) -> str:
+    """The associated data an artifact is encrypted for: environment, model, run and artifact path."""
+    return f"mlspec:{ctx.environment}/{model_name}/runs/{run_id}/{artifact}"
+
+
+def _log_artifact(path: str, folder: str, kek: KeyEncryptionKey | None, identity: str) -> None:
+    """Log ``path`` under ``folder``, as an envelope (same file name) when the environment has a key."""
+    if kek is None:
+        mlflow.log_artifact(path, folder)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        sealed = Path(tmp) / Path(path).name
+        encrypt_file(path, kek, identity, out=sealed)
+        mlflow.log_artifact(str(sealed), folder)
 
 
 def local_path(uri: str) -> str:
@@ -117,7 +151,10 @@ def register(  # noqa: PLR0915
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     features: list[str] = saved["features"]
     device: str = saved["device"]
-    sha = sha256_file(onnx_path)
+    keys = ctx.key_resolver()
+    kek = keys.resolve(ctx.kms_key) if keys is not None and ctx.kms_key else None  # fails closed: no key, no run
+    onnx_bytes = read_plain(onnx_path, keys)  # the export step's file is an envelope when the environment has a key
+    sha = hashlib.sha256(onnx_bytes).hexdigest()
     metrics: dict[str, float] = evaluation["metrics"]
     gates_passed = bool(evaluation["gates_passed"])
     primary = evaluation["primary_metric"]
@@ -134,6 +171,8 @@ def register(  # noqa: PLR0915
         "mlspec.gates_passed": str(gates_passed).lower(),
         "mlspec.onnx_sha256": sha,
     }
+    if kek is not None:
+        tags |= {"mlspec.encryption.key_ref": kek.ref, "mlspec.encryption.key_id": kek.key_id}
     failures = [g["message"] for g in evaluation["gates"] if not g["passed"]]
     if failures:
         tags["mlspec.gate_failures"] = "; ".join(failures)[:5000]
@@ -144,13 +183,17 @@ def register(  # noqa: PLR0915
 
     frame, _, _ = read_dataset(dataset_path)
     reference = frame.iloc[: evaluation["train_rows"]][features]
-    proto = onnx.load(onnx_path)
+    proto = onnx.load_from_string(onnx_bytes)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(features)), "input")]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1,), "score")]),
     )
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         run_id = run.info.run_id
+
+        def identity(artifact: str) -> str:
+            return artifact_identity(ctx, model_name, run_id, artifact)
+
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
         for trial in saved["trials"]:
@@ -162,11 +205,15 @@ def register(  # noqa: PLR0915
         with tempfile.TemporaryDirectory() as tmp:
             reference_file = Path(tmp) / "reference_data.parquet"
             reference.to_parquet(reference_file, index=False)
-            mlflow.log_artifact(str(reference_file), "reference")
+            _log_artifact(str(reference_file), "reference", kek, identity(REFERENCE_DATA))
         mlflow.log_dict(evaluation, "evaluation/evaluation.json")
-        mlflow.log_artifact(model_path, "torch")
-        info = mlflow.onnx.log_model(
-            proto,
+        explanation = explain.log_report(spec, ctx, model_path=model_path, dataset_path=dataset_path)
+        _log_artifact(model_path, "torch", kek, identity("torch/" + Path(model_path).name))
+        flavor = mlflow.onnx if kek is None else EncryptedOnnxFlavor(kek, identity(ONNX))
+        info = Model.log(
+            artifact_path=None,
+            flavor=flavor,
+            onnx_model=proto,
             name="model",
             signature=signature,
             save_as_external_data=False,
@@ -193,15 +240,17 @@ def register(  # noqa: PLR0915
             "features": json.dumps(features),
             "device": device,
             "mlspec.environment": ctx.environment,
+            **({"encryption_key_ref": kek.ref, "encryption_key_id": kek.key_id} if kek is not None else {}),
         })  # fmt: skip
         version = str(created.version)
         client.set_registered_model_alias(model_name, alias, version)
+        explained = explain.check_version(client, model_name, version, run_id, explanation, promote_to)
         if promote_to:
             if body.get("evaluation", {}).get("compare_to", "champion") == "none":
                 beats = True
             else:
                 beats = _beats(primary, _finite(metrics.get(primary)), champion)
-            if beats and promote_directly:
+            if beats and promote_directly and explained:
                 client.set_registered_model_alias(model_name, promote_to, version)
                 promoted = True
     return {
@@ -224,4 +273,5 @@ def register(  # noqa: PLR0915
         "promote_to": promote_to,
         "reference_data": reference_path,
         "search": {"best_params": saved["best_params"], "trials": len(saved["trials"])},
+        "explainability": explanation.as_dict(),
     }

@@ -122,17 +122,26 @@ def evaluate(  # noqa: PLR0917
 def export_onnx(
     training_spec_json: str, environment_json: str, dataset_path: str, model_path: str, onnx_path: str
 ) -> str:
-    """ONNX export checked against torch on the whole test set; returns the file's sha256."""
+    """ONNX export checked against torch on the whole test set; returns the model's sha256 (of the plaintext; the
+    file is written as an envelope when the environment has a ``kms_key``)."""
     from mlspec.runtime.dataset import read_dataset
     from mlspec.runtime.export import export
     from mlspec.runtime.model import configure_threads, load, split_index, to_arrays
 
     configure_threads()
-    model, saved = load(model_path, _spec(training_spec_json), _context(environment_json))
+    spec, ctx = _spec(training_spec_json), _context(environment_json)
+    keys = ctx.key_resolver()
+    kek = keys.resolve(ctx.kms_key) if keys is not None and ctx.kms_key else None  # fail closed, before any work
+    model, saved = load(model_path, spec, ctx)
     frame, features, label = read_dataset(dataset_path)
     data = to_arrays(frame, features, label, saved["task"], saved["classes"] or None)
     test = data.slice(split_index(len(data.y), saved["test_fraction"]))
-    return export(model, saved["features"], test.x, onnx_path)
+    sha = export(model, saved["features"], test.x, onnx_path)
+    if kek is not None:  # the step's output is encrypted at rest too; register decrypts it in memory
+        from mlspec.crypto import encrypt_file
+
+        encrypt_file(onnx_path, kek, f"mlspec:{ctx.environment}/{spec['metadata']['name']}/export/model.onnx")
+    return sha
 
 
 def register(  # noqa: PLR0917

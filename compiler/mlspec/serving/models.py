@@ -1,16 +1,20 @@
-"""ONNX model variants: sha256 verification of the exact bytes loaded, device choice, and onnxruntime sessions."""
+"""ONNX model variants: decryption of encrypted files, sha256 verification of the exact bytes loaded, device choice,
+and onnxruntime sessions."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
 from mlspec.serving.config import VariantConfig
+
+if TYPE_CHECKING:
+    from mlspec.crypto.keys import KeyResolver
 
 log = logging.getLogger("mlspec.serving")
 
@@ -59,13 +63,36 @@ class LoadedModel:
         return out
 
 
-def read_verified(variant: VariantConfig) -> bytes:
-    """The variant's file bytes, only when their sha256 equals the configured one."""
+def decrypt_variant(variant: VariantConfig, data: bytes, keys: KeyResolver | None = None) -> bytes:
+    """The plaintext of an encrypted variant file (in memory), after its header's digest matches the config and
+    the key and tags authenticate it; ModelError otherwise (the variant is refused, never served)."""
+    from mlspec.crypto import CryptoError, KeyResolver, decrypt, open_envelope
+
+    try:
+        recorded = open_envelope(data).sha256
+        if recorded != variant.sha256:
+            raise ModelError(
+                f"variant {variant.name}: {variant.path} holds a model with sha256 {recorded}, config expects "
+                f"{variant.sha256}; refusing to load it"
+            )
+        return decrypt(data, keys or KeyResolver())
+    except CryptoError as exc:
+        raise ModelError(f"variant {variant.name}: cannot decrypt {variant.path}: {exc}; refusing to serve it") from exc
+
+
+def read_verified(variant: VariantConfig, keys: KeyResolver | None = None) -> bytes:
+    """The variant's model bytes (decrypted in memory when the file is an mlspec envelope), only when their sha256
+    equals the configured one. ``keys`` resolves the envelope's key reference (default: file:// keys against
+    $MLSPEC_PROJECT_ROOT or the working directory; kms:// through a registered provider)."""
+    from mlspec.crypto.envelope import is_envelope
+
     try:
         with open(variant.path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise ModelError(f"variant {variant.name}: cannot read {variant.path}: {exc.strerror or exc}") from exc
+    if is_envelope(data):
+        data = decrypt_variant(variant, data, keys)
     digest = sha256_hex(data)
     if digest != variant.sha256:
         raise ModelError(

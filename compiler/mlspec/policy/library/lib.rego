@@ -36,4 +36,14 @@ pii_sources(ref) := {s |
 	source.spec.classification == "pii"
 }
 
+# The DataSources holding pii that a TrainingPipeline's features come from: the sources of the views its
+# FeatureService selects (its label and entity rows are not model inputs). The register step reads the same
+# thing from the Feast registry's source tags (mlspec/runtime/explain.py).
+pii_feature_sources(pipeline) := {s |
+	some s in upstream(sprintf("FeatureService/%s", [pipeline.spec.features]))
+	source := data.mlspec.graph.resources[s]
+	source.kind == "DataSource"
+	source.spec.classification == "pii"
+}
+
 finding(id, path, message, fix) := {"id": id, "path": path, "message": message, "fix": fix}

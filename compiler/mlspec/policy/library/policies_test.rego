@@ -122,12 +122,50 @@ test_gated_promotion_in_production if {
 		with data.mlspec.graph as graph_of(pii_source)
 }
 
+# A pipeline reading its features through a FeatureService from ``features``, its labels from ``labels``.
+training_graph(features, labels) := {
+	"resources": {
+		features.ref: features, labels.ref: labels, "FeatureView/txn-stats": {"kind": "FeatureView", "name": "txn-stats", "ref": "FeatureView/txn-stats", "spec": {"source": features.name}},
+		"FeatureService/fraud-features": {"kind": "FeatureService", "name": "fraud-features", "ref": "FeatureService/fraud-features", "spec": {}},
+		pipeline.ref: pipeline,
+	},
+	"dependencies": {
+		features.ref: [], labels.ref: [], "FeatureView/txn-stats": [features.ref],
+		"FeatureService/fraud-features": ["FeatureView/txn-stats"], pipeline.ref: ["FeatureService/fraud-features", labels.ref],
+	},
+}
+
+opaque := object.union(pipeline, {"spec": {"features": "fraud-features", "evaluation": {"explainability": false}}})
+
+labels_of(classification) := object.union(pii_source, {"name": "labels", "ref": "DataSource/labels", "spec": {"classification": classification}})
+
+confidential_source := object.union(pii_source, {"spec": {"classification": "confidential"}})
+
+local_env := {"name": "local", "spec": object.union(dev_env.spec, {"tier": "local"})}
+
 test_pii_models_explain_themselves if {
-	opaque := object.union(pipeline, {"spec": {"evaluation": {"explainability": false}}})
-	"governance.explainability" in ids(governance.deny) with input as {"resource": opaque, "environment": prod_env}
-		with data.mlspec.graph as graph_of(pii_source)
-	"governance.explainability" in ids(governance.warn) with input as {"resource": opaque, "environment": {"name": "local", "spec": object.union(dev_env.spec, {"tier": "local"})}}
-		with data.mlspec.graph as graph_of(pii_source)
+	graph := training_graph(pii_source, labels_of("confidential"))
+	found := governance.deny with input as {"resource": opaque, "environment": prod_env} with data.mlspec.graph as graph
+	some finding in found
+	finding.id == "governance.explainability"
+	finding.message == "TrainingPipeline 'fraud' uses pii features (from DataSource/txns) but does not declare an explainability report"
+	"governance.explainability" in ids(governance.warn) with input as {"resource": opaque, "environment": local_env}
+		with data.mlspec.graph as graph
+	count(governance.deny) == 0 with input as {"resource": opaque, "environment": local_env} with data.mlspec.graph as graph
+
+	# explained: no finding
+	explained := object.union(opaque, {"spec": {"evaluation": {"explainability": true}}})
+	not "governance.explainability" in ids(governance.deny) with input as {"resource": explained, "environment": prod_env}
+		with data.mlspec.graph as graph
+	not "governance.explainability" in ids(governance.warn) with input as {"resource": explained, "environment": local_env}
+		with data.mlspec.graph as graph
+
+	# confidential features with pii labels: the labels are not model inputs, so nothing to attribute
+	labels_only := training_graph(confidential_source, labels_of("pii"))
+	not "governance.explainability" in ids(governance.deny) with input as {"resource": opaque, "environment": prod_env}
+		with data.mlspec.graph as labels_only
+	not "governance.explainability" in ids(governance.warn) with input as {"resource": opaque, "environment": local_env}
+		with data.mlspec.graph as labels_only
 }
 
 test_the_compliant_platform_passes_everything if {

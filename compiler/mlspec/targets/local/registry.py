@@ -11,10 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from mlspec.targets.base import TargetError
+
+if TYPE_CHECKING:
+    from mlspec.crypto.keys import KeyResolver
 
 REJECTED_TAG = "mlspec.rollout"
 
@@ -103,6 +106,19 @@ class Registry:
                 return files[0]
         raise TargetError(f"model {found.name} version {found.version} has no ONNX file in the registry")
 
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version number an alias points at (None when unset), without resolving its files."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias."""
+        self.client.delete_registered_model_alias(name, alias)
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``."""
         self.client.set_registered_model_alias(name, alias, str(version))
@@ -111,9 +127,24 @@ class Registry:
         """Tag one version."""
         self.client.set_model_version_tag(name, str(version), key, value)
 
-    def verify(self, model: ModelVersion, expected_sha256: str | None = None) -> str:
-        """The ONNX file's sha256, after checking it against the registry tag and ``expected_sha256`` (state)."""
-        actual = hashlib.sha256(Path(model.onnx_path).read_bytes()).hexdigest()
+    def verify(self, model: ModelVersion, expected_sha256: str | None = None, keys: KeyResolver | None = None) -> str:
+        """The ONNX model's sha256, after checking it against the registry tag and ``expected_sha256`` (state).
+
+        An encrypted file (an mlspec envelope) is decrypted in memory with ``keys`` (default: file:// keys against
+        $MLSPEC_PROJECT_ROOT or the working directory) and the plaintext's digest is checked: the registry and state
+        record the model's sha256, not the ciphertext's. A wrong key or altered bytes refuse the version.
+        """
+        from mlspec.crypto import CryptoError, KeyResolver, decrypt, is_envelope
+
+        data = Path(model.onnx_path).read_bytes()
+        if is_envelope(data):
+            try:
+                data = decrypt(data, keys or KeyResolver())
+            except CryptoError as exc:
+                raise TargetError(
+                    f"{model.name} v{model.version}: cannot decrypt {model.onnx_path}: {exc}; refusing to serve it"
+                ) from None
+        actual = hashlib.sha256(data).hexdigest()
         for source, wanted in (("registry", model.sha256), ("state", expected_sha256)):
             if wanted and wanted != actual:
                 raise TargetError(

@@ -10,15 +10,18 @@ means the challenger is tagged rejected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlspec.atomic import atomic_write
+from mlspec.crypto.keys import ROOT_VARIABLE, KeyResolver
 from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths
@@ -81,9 +84,10 @@ class ServingEngine:
         spec = deployment.spec
         name = spec.model.name
         rollout = spec.rollout
+        keys = KeyResolver(self.paths.project_root)  # encrypted versions: their file:// keys are the project's
 
         def entry(role: str, model: ModelVersion, alias: str | None) -> dict[str, Any]:
-            sha256 = self.registry.verify(model, expected.get(model.version))
+            sha256 = self.registry.verify(model, expected.get(model.version), keys)
             return {"name": role, "alias": alias, "version": model.version, "path": model.onnx_path, "sha256": sha256}
 
         if isinstance(rollout, AbRollout):
@@ -159,7 +163,8 @@ class ServingEngine:
                 self._wait_versions(name, config)
         if not running:
             try:
-                pid = process.start(self.config_path(name), folder / "server.log")
+                with _project_root(self.paths.project_root):  # where the server finds file:// keys of encrypted models
+                    pid = process.start(self.config_path(name), folder / "server.log")
             except Exception as exc:  # the server's own message: bad model, port taken, ...
                 raise TargetError(f"model server for {name} did not start: {exc}") from None
             atomic_write(folder / "server.pid", str(pid).encode())
@@ -278,6 +283,21 @@ class ServingEngine:
             variants=tuple(config.get("variants", ())),
             rollout=live or self.rollout(deployment),
         )
+
+
+@contextlib.contextmanager
+def _project_root(root: Path) -> Iterator[None]:
+    """$MLSPEC_PROJECT_ROOT set to ``root`` while a server starts: its environment is copied from ours, and the
+    server resolves the relative ``file://`` key reference recorded in an encrypted model against it."""
+    before = os.environ.get(ROOT_VARIABLE)
+    os.environ[ROOT_VARIABLE] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ROOT_VARIABLE, None)
+        else:
+            os.environ[ROOT_VARIABLE] = before
 
 
 def _bindable(port: int) -> bool:

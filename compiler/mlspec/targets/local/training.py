@@ -37,16 +37,27 @@ class TrainingEngine:
             raise
         except Exception as exc:  # the runner's message names the failed step and its log tail
             raise TargetError(f"training pipeline {pipeline.metadata.name} failed: {exc}") from None
+        return self.settle(pipeline, summary)
+
+    def settle(self, pipeline: TrainingPipeline, summary: dict[str, Any]) -> dict[str, Any]:
+        """Judge a finished run: failed gates or a missing attribution report fail it; the first good model serves."""
         if not summary.get("gates_passed"):
             failed = [g["message"] for g in summary.get("gates", []) if not g.get("passed")]
             raise TargetError(
                 f"{pipeline.model_name}: evaluation gate(s) failed, model not promoted: " + "; ".join(failed)
             )
+        blocked = (summary.get("explainability") or {}).get("blocked")
+        if blocked:
+            # a pii model without its attribution report never serves: not as champion, not even as a canary
+            alias = pipeline.spec.registration.alias
+            if self.registry.alias_version(pipeline.model_name, alias) == str(summary.get("version")):
+                self.registry.delete_alias(pipeline.model_name, alias)
+            raise TargetError(blocked)
         promote_to = pipeline.spec.registration.promote_to
         if (
             promote_to
             and summary.get("version")
-            and self.registry.version(pipeline.model_name, alias=promote_to) is None
+            and self.registry.alias_version(pipeline.model_name, promote_to) is None
         ):
             # nothing serves yet: the first model that passed its gates is the champion
             self.registry.set_alias(pipeline.model_name, promote_to, str(summary["version"]))
