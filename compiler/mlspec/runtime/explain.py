@@ -46,7 +46,8 @@ FORMAT = "mlspec.explainability/v1"
 TAG = "mlspec.explainability"
 REPORT_TAG = "mlspec.explainability.report"
 BACKGROUND_ROWS = 100  # training rows that stand in for a feature left out of a coalition
-EXPLAINED_ROWS = 100  # held-out test rows explained
+EXPLAINED_ROWS = 100  # held-out test rows explained (fewer when the model is slow: see BUDGET_SECONDS)
+BUDGET_SECONDS = 20.0  # about how long the attribution may take, whatever the model's size
 
 
 @dataclass
@@ -120,8 +121,19 @@ def attributions(
     torch.set_num_threads(1)  # many small batches: one thread is several times faster than contended threads
     np.random.seed(seed)  # KernelExplainer samples coalitions from numpy's global generator
     try:
+        # Bounded by time, not only by rows: KernelExplainer scores (coalitions x background) rows per
+        # explained row, so a large model gets fewer explained rows and coalitions, never hours.
+        clock = time.perf_counter()
+        score(data.x[background_index])
+        per_batch = max(time.perf_counter() - clock, 1e-6)
+        coalitions = min(2 ** len(features) - 2, 2 * len(features) + 2048)
+        nsamples = int(min(coalitions, max(2 * len(features) + 2, BUDGET_SECONDS / per_batch)))
+        rows = int(min(len(explained_index), max(1, BUDGET_SECONDS // (per_batch * nsamples))))
+        explained_index = explained_index[:rows]
         explainer = shap.KernelExplainer(score, data.x[background_index], feature_names=features)
-        values = np.asarray(explainer.shap_values(data.x[explained_index], l1_reg=False, silent=True))
+        values = np.asarray(
+            explainer.shap_values(data.x[explained_index], l1_reg=False, silent=True, nsamples=nsamples)
+        )
         base = np.asarray(explainer.expected_value, dtype=np.float64)
         predictions = score(data.x[explained_index])
     finally:
@@ -149,7 +161,7 @@ def attributions(
         "features": features,
         "seed": seed,
         "background": {"from": "training split", "rows": len(background_index)},
-        "explained": {"from": "held-out test split", "rows": len(explained_index)},
+        "explained": {"from": "held-out test split", "rows": len(explained_index), "coalitions": nsamples},
         "base_value": _plain(base),
         "importance": [
             {"rank": rank, "feature": features[i], "mean_abs_shap": _round(per_feature[i])}
