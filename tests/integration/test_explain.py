@@ -3,42 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlspec.project import Project
-from mlspec.render.write import write_tree
 from mlspec.runtime import explain
 from mlspec.runtime.context import RuntimeContext
-from tests.conftest import copy_platform
-from tests.integration.test_training import FEAST, generate, load_spec, run_steps
+from tests.integration.test_training import load_spec, platform, run_steps
 
 pytestmark = pytest.mark.slow
 
 TXN_FEATURES = ["txn_count_7d", "txn_amount_sum_7d", "txn_amount_avg_7d", "txn_amount_max_7d",
                 "foreign_txn_ratio_7d", "night_txn_ratio_7d"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RuntimeContext]:
-    """The reference platform with generated data, rendered and applied to Feast (as test_training's)."""
-    root = copy_platform(tmp_path_factory.mktemp("explain"))
-    generate(root / "data", customers=400, days=30)
-    _, result = Project.open(root).render("local", ["feast", "kfp", "mlflow"], use_cache=False)
-    assert result is not None and result.ok, result and result.diagnostics
-    write_tree(root / "rendered" / "local", result.artifacts)
-    repo = root / "rendered" / "local" / "feast"
-    (root / ".mlspec" / "local" / "feast").mkdir(parents=True)
-    env = {**os.environ, "MLSPEC_PROJECT_ROOT": str(root)}
-    apply = subprocess.run(
-        [FEAST, "apply"], cwd=repo, capture_output=True, text=True, env=env, timeout=300, check=False
-    )
-    assert apply.returncode == 0, apply.stderr[-2000:]
-    return root, RuntimeContext.local("local", root, root / ".mlspec" / "local", repo)
+__all__ = ["platform"]  # the module-scoped project fixture, shared with test_training
 
 
 def test_pii_features_come_from_the_feast_registrys_source_tags(platform: tuple[Path, RuntimeContext]) -> None:
