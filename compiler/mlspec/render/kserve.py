@@ -76,7 +76,8 @@ class KServeRenderer:
             )
         )
         for spec in graph.of_kind("Deployment"):
-            self._deployment(spec, graph, context, k8s, out)
+            if isinstance(spec.model, Deployment) and spec.model.spec.mode == "online":  # batch/edge: no endpoint
+                self._deployment(spec, graph, context, k8s, out)
         return out
 
     def _deployment(

@@ -125,6 +125,8 @@ def references(specs: list[ParsedSpec]) -> Iterator[Reference]:
             yield Reference(spec, ("spec", "model", "name"), "Model", model.spec.model.name)
             if model.spec.features:
                 yield Reference(spec, ("spec", "features"), "FeatureService", model.spec.features)
+            if model.spec.batch is not None:
+                yield Reference(spec, ("spec", "batch", "entities"), "DataSource", model.spec.batch.entities)
         elif isinstance(model, Environment):
             for i, override in enumerate(model.spec.overrides):
                 kind, _, name = override.target.partition("/")

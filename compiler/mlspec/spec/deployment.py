@@ -1,4 +1,9 @@
-"""Deployment: how a registered model is served, rolled out, monitored and protected."""
+"""Deployment: how a registered model is served, rolled out, monitored and protected.
+
+Three modes: ``online`` (an endpoint with rollouts, the default), ``batch`` (a
+scheduled scoring pipeline that writes predictions to a sink) and ``edge`` (a signed
+package to run on devices). The online-only sections are errors in the other modes.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from pydantic import Field, model_validator
 
 from mlspec.spec.base import (
     Cpu,
+    Cron,
     Duration,
     FieldError,
     FieldName,
     Fraction,
+    KmsRef,
     Memory,
     Metadata,
     Name,
@@ -189,9 +196,55 @@ class Endpoint(StrictModel):
     path: Annotated[str, Field(pattern=r"^/[-a-z0-9/]*$")] | None = None
 
 
+class BatchSink(StrictModel):
+    """Where predictions go: a parquet folder (local) or a table reference (a warehouse a team environment owns)."""
+
+    path: str | None = Field(
+        default=None, description="Parquet folder, relative to the environment's data folder (like 'predictions/x')."
+    )
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")] | None = Field(
+        default=None, description="A table reference like 'analytics.ml.churn_scores', written by the cluster's job."
+    )
+
+    @model_validator(mode="after")
+    def _one_sink(self) -> BatchSink:
+        if (self.path is None) == (self.table is None):
+            raise FieldError("path", "a batch sink needs exactly one of 'path' (parquet) or 'table'")
+        if self.path is not None and (self.path.startswith("/") or ".." in self.path.split("/")):
+            raise FieldError("path", f"sink path '{self.path}' must stay inside the data folder (relative, no '..')")
+        return self
+
+
+class Batch(StrictModel):
+    """Scheduled scoring: features for every entity of a source, scored in chunks, written to a sink."""
+
+    entities: Name = Field(description="DataSource whose rows are the entities to score (their keys).")
+    sink: BatchSink
+    schedule: Cron | None = Field(default=None, description="Cron schedule; omit to score on apply and on demand.")
+    chunk_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+
+class Edge(StrictModel):
+    """A package for devices: the ONNX model (optionally int8), its schema, digests and a signature."""
+
+    quantize: Literal["none", "int8"] = "none"
+    max_accuracy_drop: Fraction = Field(
+        default=0.01, description="Largest loss of the gate metric the quantized model may show on the test split."
+    )
+    signing_key: KmsRef | None = Field(
+        default=None,
+        description="Ed25519 private key that signs the manifest; omit for '<environment key>.ed25519' (file://).",
+    )
+
+
+DeploymentMode = Literal["online", "batch", "edge"]
+ONLINE_ONLY = ("rollout", "scaling", "auth", "endpoint", "monitoring")
+
+
 class DeploymentSpec(StrictModel):
     """Serving of one registered model."""
 
+    mode: DeploymentMode = Field(default="online", description="online endpoint, batch scoring, or edge package.")
     model: ModelRef
     features: Name | None = Field(
         default=None, description="FeatureService to look up online; defaults to the model's."
@@ -202,10 +255,25 @@ class DeploymentSpec(StrictModel):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     auth: Auth = Field(default_factory=Auth)
     endpoint: Endpoint = Field(default_factory=Endpoint)
+    batch: Batch | None = None
+    edge: Edge | None = None
+
+    @model_validator(mode="after")
+    def _mode_sections(self) -> DeploymentSpec:
+        for section in ("batch", "edge"):
+            if getattr(self, section) is not None and self.mode != section:
+                raise FieldError(section, f"'{section}' is set but mode is '{self.mode}'; set mode: {section}")
+        if self.mode != "online" and getattr(self, self.mode) is None:
+            raise FieldError("mode", f"mode: {self.mode} needs a '{self.mode}' section")
+        if self.mode != "online":
+            for section in ONLINE_ONLY:
+                if section in self.model_fields_set:
+                    raise FieldError(section, f"'{section}' applies to online deployments, not mode: {self.mode}")
+        return self
 
 
 class Deployment(StrictModel):
-    """An online model endpoint."""
+    """A registered model put to use: an online endpoint, a batch scoring job or an edge package."""
 
     api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
     kind: Literal["Deployment"]

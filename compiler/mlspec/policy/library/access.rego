@@ -6,7 +6,7 @@ import data.mlspec.lib
 import rego.v1
 
 deny contains lib.finding("access.auth_required", "spec.auth.required", msg, fix) if {
-	lib.resource.kind == "Deployment"
+	lib.online_deployment
 	lib.production
 	lib.resource.spec.auth.required == false
 	msg := sprintf("production Deployment '%s' accepts unauthenticated requests", [lib.resource.name])
@@ -14,7 +14,7 @@ deny contains lib.finding("access.auth_required", "spec.auth.required", msg, fix
 }
 
 deny contains lib.finding("access.no_public_pii", "spec.endpoint.visibility", msg, fix) if {
-	lib.resource.kind == "Deployment"
+	lib.online_deployment
 	lib.resource.spec.endpoint.visibility == "public"
 	count(lib.pii_sources(lib.resource.ref)) > 0
 	msg := sprintf("Deployment '%s' exposes a model built on pii data publicly", [lib.resource.name])

@@ -35,7 +35,7 @@ deny contains lib.finding("encryption.tls", "spec.encryption.tls", msg, fix) if 
 }
 
 deny contains lib.finding("encryption.endpoint_tls", "spec.endpoint.tls", msg, fix) if {
-	lib.resource.kind == "Deployment"
+	lib.online_deployment
 	lib.env.tier != "local"
 	lib.resource.spec.endpoint.tls == false
 	msg := sprintf("Deployment '%s' serves without TLS", [lib.resource.name])

@@ -15,6 +15,12 @@ production if env.tier == "production"
 
 guarded if env.tier in {"staging", "production"}
 
+# an online endpoint: the rollout, auth and endpoint rules apply to it (batch jobs and edge packages have none)
+online_deployment if {
+	resource.kind == "Deployment"
+	resource.spec.mode == "online"
+}
+
 sensitive := {"confidential", "pii"}
 
 # Every resource ``ref`` is built from, itself included.

@@ -29,6 +29,7 @@ pipeline := {"kind": "TrainingPipeline", "name": "fraud", "ref": "TrainingPipeli
 }}
 
 deployment := {"kind": "Deployment", "name": "fraud-api", "ref": "Deployment/fraud-api", "metadata": {"name": "fraud-api", "owner": "payments"}, "spec": {
+	"mode": "online",
 	"rollout": {"strategy": "canary", "steps": [10, 50, 100]},
 	"runtime": {"device": "gpu", "fallback": "cpu"},
 	"auth": {"required": true, "method": "oidc"},
@@ -99,6 +100,15 @@ test_no_direct_rollout_in_production if {
 	direct := object.union(deployment, {"spec": {"rollout": {"strategy": "direct"}}})
 	"rollout.no_direct_in_prod" in ids(rollout.deny) with input as {"resource": direct, "environment": prod_env}
 	count(rollout.deny) == 0 with input as {"resource": direct, "environment": dev_env}
+}
+
+test_batch_and_edge_deployments_have_no_endpoint_rules if {
+	every mode in ["batch", "edge"] {
+		job := object.union(deployment, {"spec": {"mode": mode, "rollout": {"strategy": "direct"}, "auth": {"required": false, "method": "none"}, "endpoint": {"visibility": "public", "tls": false}}})
+		count(rollout.deny) == 0 with input as {"resource": job, "environment": prod_env}
+		count(access.deny) == 0 with input as {"resource": job, "environment": prod_env}
+		count(encryption.deny) == 0 with input as {"resource": job, "environment": prod_env}
+	}
 }
 
 test_canary_must_reach_100 if {

@@ -6,7 +6,7 @@ import data.mlspec.lib
 import rego.v1
 
 deny contains lib.finding("rollout.no_direct_in_prod", "spec.rollout.strategy", msg, fix) if {
-	lib.resource.kind == "Deployment"
+	lib.online_deployment
 	lib.production
 	lib.resource.spec.rollout.strategy == "direct"
 	msg := sprintf("production Deployment '%s' replaces its model directly, with no canary or analysis", [lib.resource.name])
@@ -14,7 +14,7 @@ deny contains lib.finding("rollout.no_direct_in_prod", "spec.rollout.strategy", 
 }
 
 deny contains lib.finding("rollout.canary_complete", "spec.rollout.steps", msg, fix) if {
-	lib.resource.kind == "Deployment"
+	lib.online_deployment
 	lib.resource.spec.rollout.strategy == "canary"
 	steps := lib.resource.spec.rollout.steps
 	steps[count(steps) - 1] != 100
