@@ -13,6 +13,7 @@ no-op and it finishes in seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -101,7 +102,8 @@ def traffic(project: Any, env: str, count: int = 3000) -> int:
         features = json.loads((paths.serving / server.deployment / "config.json").read_text())["features"]
         if not reference.is_file():
             continue
-        sample = pd.read_parquet(reference)[features].sample(count, replace=True, random_state=7)
+        plain = paths.runtime_context().read(reference)  # sealed with the environment's key; decrypted in memory
+        sample = pd.read_parquet(io.BytesIO(plain))[features].sample(count, replace=True, random_state=7)
         url = urlparse(server.endpoint)
         connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
         for key, row in enumerate(sample.astype("float32").values.tolist()):

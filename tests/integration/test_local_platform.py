@@ -9,6 +9,7 @@ challenger breaks its latency threshold, drift that triggers retraining, destroy
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from mlspec.crypto import KeyResolver, is_envelope, read_plain
 from tests.conftest import REPO, copy_platform, run_mlspec
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -82,7 +84,8 @@ def rows(root: Path, model: str, count: int) -> list[list[float]]:
     import pandas as pd
 
     features = config(root, "fraud-api")["features"]
-    frame = pd.read_parquet(root / f".mlspec/local/datasets/{model}/reference.parquet")[features]
+    sealed = root / f".mlspec/local/datasets/{model}/reference.parquet"
+    frame = pd.read_parquet(io.BytesIO(read_plain(sealed, KeyResolver(root))))[features]
     # a random sample of the training rows: served traffic that looks like training traffic
     return frame.sample(count, random_state=count).astype("float32").values.tolist()  # type: ignore[no-any-return]
 
@@ -149,10 +152,19 @@ def test_3_served_predictions_equal_the_registered_onnx_model(platform: Path) ->
     assert answer["model_version"] == "1" and answer["parameters"]["variant"] == "stable"
     served = np.array(answer["outputs"][0]["data"], dtype=np.float32)
     variant = config(platform, "fraud-api")["variants"][0]
-    session = ort.InferenceSession(variant["path"], providers=["CPUExecutionProvider"])
+    # the registered model is sealed at rest with the environment's key: the bytes on disk are not ONNX
+    assert is_envelope(Path(variant["path"]).read_bytes())
+    plain = read_plain(variant["path"], KeyResolver(platform))
+    session = ort.InferenceSession(plain, providers=["CPUExecutionProvider"])
     local = session.run(None, {"input": np.array(batch, dtype=np.float32)})[0].reshape(-1)
     np.testing.assert_allclose(served, local, atol=1e-6)
     assert ((served > 0) & (served < 1)).all()  # binary classifier: probabilities
+    # so are the pipeline's step outputs: the joined features (customers' data) and the checkpoints
+    steps = [f for f in (platform / ".mlspec/local/kfp").rglob("*") if f.is_file() and f.name in {"dataset", "model"}]
+    assert {f.name for f in steps} == {"dataset", "model"}
+    assert all(is_envelope(f.read_bytes()) for f in steps), [str(f) for f in steps if not is_envelope(f.read_bytes())]
+    reference = platform / ".mlspec/local/datasets/fraud-detector/reference.parquet"
+    assert is_envelope(reference.read_bytes()) and len(read_plain(reference, KeyResolver(platform))) > 0
 
 
 def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: Path) -> None:

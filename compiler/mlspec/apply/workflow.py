@@ -91,7 +91,7 @@ def local_paths(project: Project, graph: ResolvedGraph) -> LocalPaths:
     """The local platform's folders for an environment."""
     from mlspec.targets.local.paths import LocalPaths
 
-    return LocalPaths(graph.name, project.root, data_dir(project, graph))
+    return LocalPaths(graph.name, project.root, data_dir(project, graph), graph.env.spec.encryption.kms_key)
 
 
 def make_target(

@@ -79,6 +79,22 @@ class RuntimeContext:
 
         return KeyResolver(self.project_root, create=self.environment == "local")
 
+    def seal(self, path: str | Path, artifact: str) -> None:
+        """Encrypt a step's output file in place when the environment has a key (``artifact`` names it in the
+        envelope's associated data); a no-op otherwise. Fails closed: a key that cannot be resolved raises."""
+        keys = self.key_resolver()
+        if keys is None or not self.kms_key:
+            return
+        from mlspec.crypto import encrypt_file
+
+        encrypt_file(path, keys.resolve(self.kms_key), f"mlspec:{self.environment}/{artifact}")
+
+    def read(self, path: str | Path) -> bytes:
+        """A step input's bytes, decrypted in memory when it was sealed (plain files are returned as they are)."""
+        from mlspec.crypto import read_plain
+
+        return read_plain(path, self.key_resolver())
+
     def to_json(self) -> str:
         """The context as a JSON string (a pipeline parameter); a resolved tracking URI goes back to its reference."""
         data = asdict(self)

@@ -102,7 +102,7 @@ def attributions(
     started = time.monotonic()
     model, saved = load(model_path, spec, ctx)
     features: list[str] = saved["features"]
-    frame, _, label = read_dataset(dataset_path)
+    frame, _, label = read_dataset(dataset_path, ctx)
     data = to_arrays(frame, features, label, saved["task"], saved["classes"] or None)
     cut = split_index(len(data.y), saved["test_fraction"])
     seed = int(saved["params"].get("seed", 42)) if seed is None else seed

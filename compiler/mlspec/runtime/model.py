@@ -11,6 +11,7 @@ prediction in the label's units, shape [batch].
 from __future__ import annotations
 
 import importlib
+import io
 import math
 import os
 import sys
@@ -372,12 +373,13 @@ def train_and_save(  # noqa: PLR0917
         },
         model_path,
     )
+    ctx.seal(model_path, f"{spec['metadata']['name']}/train/model.pt")  # a checkpoint is a model artifact too
     return device
 
 
 def load(model_path: str, spec: dict[str, Any], ctx: RuntimeContext) -> tuple[ScoringModel, dict[str, Any]]:
     """The saved model (on CPU, eval mode) and its metadata."""
-    saved: dict[str, Any] = torch.load(model_path, map_location="cpu", weights_only=False)
+    saved: dict[str, Any] = torch.load(io.BytesIO(ctx.read(model_path)), map_location="cpu", weights_only=False)
     params = Params(**saved["params"])
     features = saved["features"]
     net = build_network(saved["architecture"], params, len(features), output_dim(saved["task"], saved["classes"]), ctx)

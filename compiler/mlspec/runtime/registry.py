@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import tempfile
@@ -148,7 +149,8 @@ def register(  # noqa: PLR0915
     body = spec["spec"]
     registration = body.get("register", {})
     evaluation = json.loads(Path(evaluation_path).read_text())
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    checkpoint = ctx.read(model_path)  # the train step's file is an envelope when the environment has a key
+    saved = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
     features: list[str] = saved["features"]
     device: str = saved["device"]
     keys = ctx.key_resolver()
@@ -181,7 +183,7 @@ def register(  # noqa: PLR0915
     params |= {"features": json.dumps(features), "train_rows": evaluation["train_rows"]}
     params["test_rows"] = evaluation["test_rows"]
 
-    frame, _, _ = read_dataset(dataset_path)
+    frame, _, _ = read_dataset(dataset_path, ctx)
     reference = frame.iloc[: evaluation["train_rows"]][features]
     proto = onnx.load_from_string(onnx_bytes)
     signature = ModelSignature(
@@ -208,7 +210,10 @@ def register(  # noqa: PLR0915
             _log_artifact(str(reference_file), "reference", kek, identity(REFERENCE_DATA))
         mlflow.log_dict(evaluation, "evaluation/evaluation.json")
         explanation = explain.log_report(spec, ctx, model_path=model_path, dataset_path=dataset_path)
-        _log_artifact(model_path, "torch", kek, identity("torch/" + Path(model_path).name))
+        with tempfile.TemporaryDirectory() as tmp:  # re-sealed for this run (the step's envelope names the step)
+            plain = Path(tmp) / Path(model_path).name
+            plain.write_bytes(checkpoint)
+            _log_artifact(str(plain), "torch", kek, identity("torch/" + plain.name))
         flavor = mlflow.onnx if kek is None else EncryptedOnnxFlavor(kek, identity(ONNX))
         info = Model.log(
             artifact_path=None,

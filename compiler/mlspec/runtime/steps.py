@@ -38,7 +38,10 @@ def fetch_features(training_spec_json: str, environment_json: str, dataset_path:
     ctx = _context(environment_json)  # before importing Feast: a bad context fails fast
     from mlspec.runtime.features import fetch
 
-    return fetch(_spec(training_spec_json), ctx, dataset_path)
+    spec = _spec(training_spec_json)
+    rows = fetch(spec, ctx, dataset_path)
+    ctx.seal(dataset_path, f"{spec['metadata']['name']}/fetch-features/dataset")  # features of real customers
+    return rows
 
 
 def train(  # noqa: PLR0917  (KFP components call steps positionally)
@@ -65,8 +68,8 @@ def train(  # noqa: PLR0917  (KFP components call steps positionally)
         optimizer=hyper.get("optimizer", "adam"),
         seed=int(hyper.get("seed", 42)),
     )
-    frame, features, label = read_dataset(dataset_path)
     ctx = _context(environment_json)
+    frame, features, label = read_dataset(dataset_path, ctx)
     return train_and_save(spec, ctx, frame, features, label, params, float(test_fraction), model_path)
 
 
@@ -86,8 +89,9 @@ def evaluate(  # noqa: PLR0917
     configure_threads()
     spec = _spec(training_spec_json)
     gates: dict[str, str] = json.loads(gates_json)
-    model, saved = load(model_path, spec, _context(environment_json))
-    frame, features, label = read_dataset(dataset_path)
+    ctx = _context(environment_json)
+    model, saved = load(model_path, spec, ctx)
+    frame, features, label = read_dataset(dataset_path, ctx)
     if features != saved["features"]:
         raise ValueError(f"the dataset's features {features} are not the model's {saved['features']}")
     data = to_arrays(frame, features, label, saved["task"], saved["classes"] or None)
@@ -133,7 +137,7 @@ def export_onnx(
     keys = ctx.key_resolver()
     kek = keys.resolve(ctx.kms_key) if keys is not None and ctx.kms_key else None  # fail closed, before any work
     model, saved = load(model_path, spec, ctx)
-    frame, features, label = read_dataset(dataset_path)
+    frame, features, label = read_dataset(dataset_path, ctx)
     data = to_arrays(frame, features, label, saved["task"], saved["classes"] or None)
     test = data.slice(split_index(len(data.y), saved["test_fraction"]))
     sha = export(model, saved["features"], test.x, onnx_path)

@@ -7,12 +7,14 @@ record, like apply does.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlspec.crypto.errors import CryptoError
 from mlspec.errors import MlspecError
 from mlspec.gitinfo import actor as current_actor
 from mlspec.gitinfo import revision as current_revision
@@ -234,7 +236,7 @@ def _monitor_one(
     since = float(marker.read_text()) if marker.is_file() else None
     checked_at = time.time()
     try:
-        reference = pd.read_parquet(reference_path)
+        reference = pd.read_parquet(io.BytesIO(platform.paths.runtime_context().read(reference_path)))  # sealed
         current = read_request_log(platform.serving.request_log(name), features, since=since)
         progress(f"{name}: drift check on {len(current)} logged requests against {len(reference)} training rows")
         result = detect_drift(
@@ -242,7 +244,7 @@ def _monitor_one(
             method=config["drift"]["method"], threshold=config["drift"]["threshold"], out_dir=platform.paths.monitoring,
             min_rows=MIN_ROWS,
         )  # fmt: skip
-    except DriftError as exc:
+    except (DriftError, CryptoError) as exc:  # CryptoError: the sealed reference data's key is missing or wrong
         return MonitorOutcome(name, None, "none", str(exc))
     # each check judges the traffic since the previous one (too little traffic does not move the window)
     platform.paths.monitoring.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ class LocalPaths:
     environment: str
     project_root: Path
     data_dir: Path
+    kms_key: str | None = None  # the Environment's encryption.kms_key: datasets and models are sealed with it
 
     @property
     def output(self) -> Path:
@@ -53,4 +54,6 @@ class LocalPaths:
 
     def runtime_context(self) -> RuntimeContext:
         """What pipeline steps get to find these stores."""
-        return RuntimeContext.local(self.environment, self.project_root, self.data_dir, self.feature_repo)
+        return RuntimeContext.local(
+            self.environment, self.project_root, self.data_dir, self.feature_repo, kms_key=self.kms_key
+        )

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+from mlspec.crypto.errors import CryptoError
+from mlspec.crypto.keys import KeyResolver
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
@@ -155,8 +157,9 @@ class LocalPlatformTarget:
             return True  # applied without engines: nothing to check
         try:
             found = self.platform.registry.version(ids["model"], version=ids["model_version"])
-            return found is not None and self.platform.registry.verify(found, ids.get("onnx_sha256")) != ""
-        except (TargetError, OSError):
+            keys = KeyResolver(self.paths.project_root)  # file:// keys of sealed versions are the project's
+            return found is not None and self.platform.registry.verify(found, ids.get("onnx_sha256"), keys) != ""
+        except (TargetError, OSError, CryptoError):
             return False
 
     # -- engines --------------------------------------------------------------------------------------
