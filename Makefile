@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/state_backends.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/gpu_serving.py
 
 # A vulnerability report of the pinned dependencies (pip-audit); a report, not a gate.
 audit: $(STAMP)

@@ -87,11 +87,26 @@ def test_inference_service_carries_the_deployment_spec(rendered: dict[str, Rende
 
 
 def test_gpu_deployments_get_a_cpu_fallback_variant(rendered: dict[str, RenderResult]) -> None:
-    (fallback,) = documents(files(rendered["prod"])["kubernetes-fallback/fraud-api.yaml"])
-    resources = fallback["spec"]["predictor"]["model"]["resources"]
-    assert "nvidia.com/gpu" not in resources["limits"] and "nodeSelector" not in fallback["spec"]["predictor"]
+    prod = files(rendered["prod"])
+    gpu = next(d for d in documents(prod["kubernetes/fraud-api.yaml"]) if d["kind"] == "InferenceService")
+    (fallback,) = documents(prod["kubernetes-fallback/fraud-api.yaml"])
+    for isvc in (gpu, fallback):  # both are what KServe's own CRD accepts
+        assert validate_crd(isvc, str(CRDS["InferenceService"])) == []
+    predictor, resources = gpu["spec"]["predictor"], gpu["spec"]["predictor"]["model"]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
+    assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "mlspec.dev/variant" not in gpu["metadata"]["annotations"]
+
+    predictor, resources = fallback["spec"]["predictor"], fallback["spec"]["predictor"]["model"]["resources"]
+    assert not any("nvidia.com/gpu" in resources[k] for k in ("requests", "limits"))
+    assert "nodeSelector" not in predictor and "tolerations" not in predictor
     assert fallback["metadata"]["annotations"]["mlspec.dev/variant"] == "cpu-fallback"
-    assert "kubernetes-fallback/churn-api.yaml" not in files(rendered["prod"]), "CPU deployments need no fallback"
+    # the same service otherwise: name, model, CPU and memory, so it can replace the GPU one where no GPU is
+    assert fallback["metadata"]["name"] == gpu["metadata"]["name"]
+    assert predictor["model"]["storageUri"] == gpu["spec"]["predictor"]["model"]["storageUri"]
+    assert resources["limits"]["cpu"] == gpu["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"]
+    assert "kubernetes-fallback/churn-api.yaml" not in prod, "CPU deployments need no fallback"
 
 
 def test_network_policies_deny_by_default(rendered: dict[str, RenderResult]) -> None:

@@ -7,8 +7,11 @@ import http.client
 import json
 import os
 import re
+import runpy
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +27,16 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from mlspec.serving import client, process  # noqa: E402
-from mlspec.serving.config import ConfigError, ServingConfig  # noqa: E402
+from mlspec.serving import client, models, process  # noqa: E402
+from mlspec.serving.config import ConfigError, ServingConfig, VariantConfig  # noqa: E402
 from mlspec.serving.http import FallbackParser, ParseError  # noqa: E402
-from mlspec.serving.models import ModelError, choose_providers  # noqa: E402
+from mlspec.serving.models import DevicePlan, ModelError, choose_providers, open_session, plan_device  # noqa: E402
 from mlspec.serving.router import sticky_point  # noqa: E402
 
 FEATURES = ["a", "b", "c"]
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+# A machine whose onnxruntime offers a GPU provider checks the GPU path; this CPU-only one checks the fallback.
+GPU = any(p in ort.get_available_providers() for p in (TRT, CUDA))
 
 
 def linear_onnx(path: Path, weight: list[float], bias: float = 0.0, sqrt: bool = False) -> str:
@@ -236,7 +242,8 @@ def test_oip_endpoints_and_errors(serve: Callable[..., Server], tmp_path: Path) 
     text = srv.metrics()
     assert 'mlspec_requests_total{deployment="fraud-api",variant="stable",version="3"} 4' in text
     assert (
-        'mlspec_model_info{deployment="fraud-api",variant="stable",version="3",alias="stable",device="cpu"} 1' in text
+        'mlspec_model_info{deployment="fraud-api",variant="stable",version="3",alias="stable",device="cpu",'
+        'requested="cpu",providers="CPUExecutionProvider"} 1' in text
     )
     assert "# TYPE mlspec_request_duration_seconds histogram" in text
     assert 'mlspec_traffic_weight_percent{deployment="fraud-api",variant="stable",version="3"} 100' in text
@@ -390,21 +397,237 @@ def test_sha256_mismatch_of_canary_rolls_it_back(serve: Callable[..., Server], t
 
 
 def test_device_choice() -> None:
-    assert choose_providers("gpu", "cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"])[1] == "gpu"
-    assert choose_providers("gpu", "cpu", ["CPUExecutionProvider"]) == (["CPUExecutionProvider"], "cpu")
+    assert choose_providers("gpu", "cpu", [CUDA, CPU]) == ([CUDA, CPU], "gpu")
+    assert choose_providers("gpu", "cpu", [CPU]) == ([CPU], "cpu")
     with pytest.raises(ModelError, match="fallback is none"):
-        choose_providers("gpu", "none", ["CPUExecutionProvider"])
-    assert choose_providers("cpu", "none", ["CUDAExecutionProvider"])[1] == "cpu"
+        choose_providers("gpu", "none", [CPU])
+    assert choose_providers("cpu", "none", [CUDA]) == ([CPU], "cpu")
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU is present")
-def test_gpu_without_cuda_falls_back_or_fails(serve: Callable[..., Server], tmp_path: Path) -> None:
+def test_a_gpu_request_prefers_tensorrt_then_cuda_then_cpu() -> None:
+    assert choose_providers("gpu", "cpu", [TRT, CUDA, CPU]) == ([TRT, CUDA, CPU], "gpu")
+    assert choose_providers("gpu", "none", [CPU, CUDA, TRT]) == ([TRT, CUDA, CPU], "gpu")  # our order, not the list's
+    assert choose_providers("gpu", "cpu", [TRT, CPU]) == ([TRT, CPU], "gpu")
+    assert choose_providers("gpu", "cpu", ["AzureExecutionProvider", CPU]) == ([CPU], "cpu")
+    assert choose_providers("cpu", "cpu", [TRT, CUDA, CPU]) == ([CPU], "cpu")  # a CPU spec never takes the GPU
+    fell = plan_device("gpu", "cpu", ["AzureExecutionProvider", CPU])
+    assert fell == DevicePlan(
+        "gpu",
+        "cpu",
+        (CPU,),
+        "onnxruntime has no CUDAExecutionProvider (has AzureExecutionProvider, CPUExecutionProvider)",
+    )
+    assert fell.fallback and not plan_device("gpu", "none", [CUDA, CPU]).fallback
+    assert not plan_device("cpu", "none", [CPU]).fallback
+    with pytest.raises(
+        ModelError, match=r"has no CUDAExecutionProvider \(has CPUExecutionProvider\) and fallback is none"
+    ):
+        plan_device("gpu", "none", [CPU])
+
+
+def model_bytes(tmp_path: Path) -> tuple[bytes, VariantConfig]:
+    path = tmp_path / "m.onnx"
+    sha = linear_onnx(path, STABLE_W)
+    return path.read_bytes(), VariantConfig("stable", "stable", "3", str(path), sha)
+
+
+@pytest.mark.skipif(GPU, reason="onnxruntime has a GPU provider here: it comes up")
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_a_gpu_provider_that_does_not_come_up_is_a_fallback_with_its_reason(tmp_path: Path) -> None:
+    """Asking the real CPU-only onnxruntime for CUDA anyway: the session comes up without it, and we say so."""
+    data, variant_config = model_bytes(tmp_path)
+    asked = DevicePlan("gpu", "gpu", (CUDA, CPU))
+    session, plan = open_session(data, ort.SessionOptions(), asked, "cpu", variant_config)
+    assert session.get_providers() == [CPU]
+    assert plan.device == "cpu" and plan.providers == (CPU,) and plan.fallback
+    assert plan.fallback_reason == "CUDA provider failed to initialise (the session has only CPUExecutionProvider)"
+    with pytest.raises(ModelError, match=r"stable: the CUDA provider failed to initialise .*; fallback is none"):
+        open_session(data, ort.SessionOptions(), asked, "none", variant_config)
+
+
+class FlakyProviders:
+    """Stands in for onnxruntime.InferenceSession: the providers named in ``broken`` raise as a GPU provider does
+    when its libraries or device are missing (onnxruntime's own CPU retry is off: enable_fallback=0)."""
+
+    broken: tuple[str, ...] = ()
+    calls: list[list[str]] = []
+
+    def __init__(self, data: bytes, sess_options: Any, providers: list[str], enable_fallback: int) -> None:
+        assert enable_fallback == 0
+        FlakyProviders.calls.append(list(providers))
+        if providers[0] in self.broken:
+            raise RuntimeError(f"{providers[0]}: libcudart.so.12: cannot open shared object file\nmore detail")
+        self.providers = providers
+
+    def get_providers(self) -> list[str]:
+        return self.providers
+
+
+def test_a_provider_that_fails_to_initialise_gives_way_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, variant_config = model_bytes(tmp_path)
+    monkeypatch.setattr(models.ort, "InferenceSession", FlakyProviders)
+    plan = DevicePlan("gpu", "gpu", (TRT, CUDA, CPU))
+
+    FlakyProviders.broken, FlakyProviders.calls = (TRT,), []
+    _, used = open_session(data, None, plan, "none", variant_config)
+    assert used == DevicePlan("gpu", "gpu", (CUDA, CPU)) and FlakyProviders.calls == [[TRT, CUDA, CPU], [CUDA, CPU]]
+
+    FlakyProviders.broken, FlakyProviders.calls = (TRT, CUDA), []
+    _, used = open_session(data, None, plan, "cpu", variant_config)
+    assert used.device == "cpu" and used.providers == (CPU,) and used.fallback
+    assert used.fallback_reason == (
+        "CUDA provider failed to initialise: CUDAExecutionProvider: libcudart.so.12: cannot open shared object file"
+    )
+    assert FlakyProviders.calls == [[TRT, CUDA, CPU], [CUDA, CPU], [CPU]]
+
+    with pytest.raises(
+        ModelError, match=r"variant stable: the CUDA provider failed to initialise: .*; fallback is none"
+    ):
+        open_session(data, None, plan, "none", variant_config)
+
+
+def test_a_gpu_request_serves_and_says_where_it_runs(serve: Callable[..., Server], tmp_path: Path) -> None:
+    """device: gpu, fallback: cpu. Without a GPU provider (this machine) it serves on CPU and every view says it fell
+    back and why; with one it serves on the GPU and says so."""
     srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], device="gpu", fallback="cpu")
-    assert srv.request("GET", "/v2/models/fraud-api")[1]["parameters"]["device"] == "cpu"
-    assert srv.metric("mlspec_model_info", device="cpu") == 1
-    assert "falling back to cpu" in srv.log.read_text()
+    status, answer = srv.infer([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    assert status == 200 and answer["outputs"][0]["data"] == pytest.approx([14.0, 3.0])
+
+    rollout = srv.status()["variants"]["stable"]
+    code, health = srv.request("GET", "/v2/health/ready")
+    meta = srv.request("GET", "/v2/models/fraud-api")[1]["parameters"]
+    written = json.loads((tmp_path / "rollout.json").read_text())["variants"]["stable"]
+    views = [rollout, health["devices"]["stable"], meta["variants"][0], written]
+    keys = ("device", "requested_device", "providers", "fallback", "fallback_reason")
+    assert code == 200 and all({k: view[k] for k in keys} == {k: rollout[k] for k in keys} for view in views)
+    assert rollout["requested_device"] == "gpu" and meta["device"] == rollout["device"]
+    text = srv.metrics()
+    if GPU:
+        assert rollout["device"] == "gpu" and not rollout["fallback"] and rollout["fallback_reason"] == ""
+        assert rollout["providers"][0] in (TRT, CUDA) and rollout["providers"][-1] == CPU
+        assert srv.metric("mlspec_device_fallback", variant="stable", requested="gpu", device="gpu") == 0
+        return
+    reason = f"onnxruntime has no CUDAExecutionProvider (has {', '.join(ort.get_available_providers())})"
+    assert rollout["device"] == "cpu" and rollout["providers"] == [CPU]
+    assert rollout["fallback"] is True and rollout["fallback_reason"] == reason
+    assert (
+        'mlspec_device_fallback{deployment="fraud-api",variant="stable",requested="gpu",device="cpu",'
+        f'reason="{reason}"}} 1' in text
+    )
+    assert (
+        'mlspec_model_info{deployment="fraud-api",variant="stable",version="3",alias="stable",device="cpu",'
+        'requested="gpu",providers="CPUExecutionProvider"} 1' in text
+    )
+    assert "# TYPE mlspec_device_fallback gauge" in text
+    assert f"device gpu asked for, but {reason}; falling back to cpu" in srv.log.read_text()
+
+
+def test_a_cpu_request_is_no_fallback(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    stable = srv.status()["variants"]["stable"]
+    assert (stable["device"], stable["requested_device"], stable["providers"]) == ("cpu", "cpu", [CPU])
+    assert stable["fallback"] is False and stable["fallback_reason"] == ""
+    assert srv.metric("mlspec_device_fallback", variant="stable", requested="cpu", device="cpu", reason="") == 0
+
+
+def test_fallback_none_without_a_gpu_refuses_to_start_and_says_why(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    stable = variant(tmp_path, "stable", "3", STABLE_W)
+    if GPU:  # a GPU provider is there: fallback none is no obstacle
+        srv = serve([stable], device="gpu", fallback="none")
+        assert srv.status()["variants"]["stable"]["device"] == "gpu"
+        return
     with pytest.raises(process.ServingStartError, match="fallback is none"):
-        serve([variant(tmp_path, "stable", "3", STABLE_W)], device="gpu", fallback="none")
+        serve([stable], device="gpu", fallback="none")
+    # the server process itself, as a user or the engine runs it: exit 1, one clear line, no traceback
+    config = {
+        "deployment": "fraud-api", "model_name": "fraud-detector", "port": 0, "device": "gpu", "fallback": "none",
+        "features": FEATURES, "variants": [stable], "rollout": {"strategy": "direct"},
+    }  # fmt: skip
+    path = tmp_path / "none.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "mlspec.serving", "--config", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+    have = ", ".join(ort.get_available_providers())
+    assert (
+        "cannot start: no variant can serve: variant stable: device: gpu asked for, but onnxruntime has no "
+        f"CUDAExecutionProvider (has {have}) and fallback is none"
+    ) in done.stderr
+
+
+def test_mlspec_status_shows_the_device_and_the_fallback(tmp_path: Path) -> None:
+    """What `mlspec status` prints (text and JSON) for a real server asked for a GPU, through ServingEngine.status."""
+    from mlspec.targets.local.operations import PlatformStatus
+    from mlspec.targets.local.paths import LocalPaths
+    from mlspec.targets.local.serving import ServingEngine
+    from mlspec.views.platform_text import render_status_text, status_json
+    from mlspec.views.style import Style
+
+    engine = ServingEngine(LocalPaths("local", tmp_path, tmp_path / "data"), registry=None)  # type: ignore[arg-type]
+    folder = engine.folder("fraud-api")
+    folder.mkdir(parents=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {
+        "deployment": "fraud-api", "model_name": "fraud-detector", "host": "127.0.0.1", "port": port,
+        "device": "gpu", "fallback": "cpu", "features": FEATURES, "rollout": {"strategy": "direct"},
+        "variants": [variant(tmp_path, "stable", "3", STABLE_W)], "status_path": str(folder / "rollout.json"),
+    }  # fmt: skip
+    engine.config_path("fraud-api").write_text(json.dumps(config))
+    pid = process.start(engine.config_path("fraud-api"), folder / "server.log", timeout=30)
+    try:
+        (folder / "server.pid").write_text(str(pid))
+        server = engine.status("fraud-api")
+        stable = server.variants[0]
+        assert server.ready and stable["requested_device"] == "gpu"
+        text = render_status_text(PlatformStatus("local", None, (), (server,)), Style(False))
+        data = json.loads(status_json(PlatformStatus("local", None, (), (server,))))["servers"][0]["variants"][0]
+        assert {k: data[k] for k in ("device", "requested_device", "fallback", "fallback_reason")} == {
+            k: stable[k] for k in ("device", "requested_device", "fallback", "fallback_reason")
+        }
+        if GPU:
+            assert stable["device"] == "gpu" and not stable["fallback"]
+            assert "device gpu (" in text and "fell back" not in text
+        else:
+            reason = f"onnxruntime has no CUDAExecutionProvider (has {', '.join(ort.get_available_providers())})"
+            assert stable["device"] == "cpu" and stable["fallback"] is True and stable["fallback_reason"] == reason
+            assert f"device cpu (gpu requested, fell back: {reason})" in text
+    finally:
+        process.stop(pid)
+    # stopped: the status the server last wrote still says where it ran
+    assert engine.status("fraud-api").variants[0]["requested_device"] == "gpu"
+
+
+def test_the_gpu_serving_bench_builds_a_valid_model_and_reports_the_fallback() -> None:
+    """bench/gpu_serving.py writes its ONNX MLP as protobuf by hand (the GPU machine may lack the onnx package):
+    onnx's checker accepts it, onnxruntime matches the numpy reference, and the bench runs and says what it ran on."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_serving.py"
+    bench = runpy.run_path(str(script))
+    data, weights = bench["mlp_onnx"](5, [7, 3])
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    rows = np.random.default_rng(3).normal(size=(16, 5)).astype(np.float32)
+    out = ort.InferenceSession(data, providers=[CPU]).run(["score"], {"input": rows})[0]
+    assert out.shape == (16, 1) and np.allclose(out, bench["numpy_mlp"](weights, rows), atol=1e-5)
+    done = subprocess.run(
+        [sys.executable, str(script), "--requests", "50", "--seconds", "0.2", "--hidden", "16", "--threads", "1"],
+        check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^cpu +cpu +CPUExecutionProvider +[\d.]+ +[\d.]+ +[\d,]+$", done.stdout, re.M), done.stdout
+    if GPU:
+        assert re.search(r"^gpu +gpu +CUDAExecutionProvider", done.stdout, re.M) and "speed-up on GPU" in done.stdout
+    else:
+        assert "cuda: not available (fallback to cpu): onnxruntime has no CUDAExecutionProvider" in done.stdout
 
 
 # --- traffic strategies ------------------------------------------------------------------------------

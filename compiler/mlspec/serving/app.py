@@ -108,6 +108,19 @@ class App:
         return all(a.state != LOADING for a in arms) and any(a.state == LOADED for a in arms)
 
     # status
+    def device_info(self, arm: Arm) -> dict[str, Any]:
+        """What ``arm`` runs on: device, requested_device, providers, fallback, fallback_reason (no model: device
+        None, nothing in use)."""
+        if arm.model is not None:
+            return arm.model.device_info()
+        return {
+            "device": None,
+            "requested_device": self.config.device,
+            "providers": [],
+            "fallback": False,
+            "fallback_reason": "",
+        }
+
     def status(self) -> dict[str, Any]:
         """The rollout status (the mlspec extension's JSON and the status file)."""
         router = self.router
@@ -125,7 +138,7 @@ class App:
                     "version": arm.version,
                     "state": arm.state,
                     "reason": arm.reason,
-                    "device": arm.model.device if arm.model is not None else None,
+                    **self.device_info(arm),
                     "weight": weights.get(name, 0.0),
                     "requests": arm.stats.requests,
                     "errors": arm.stats.errors,
@@ -329,7 +342,8 @@ class App:
         if path == "/v2/health/ready":
             ready = self.ready
             self.codes[200 if ready else 503] += 1
-            return _json(200 if ready else 503, {"ready": ready, "variants": self._states()})
+            devices = {name: self.device_info(arm) for name, arm in self.arms.items()}
+            return _json(200 if ready else 503, {"ready": ready, "variants": self._states(), "devices": devices})
         if path == "/v2":
             self.codes[200] += 1
             return _json(200, {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["mlspec_rollout"]})
@@ -407,7 +421,7 @@ class App:
                         "version": a.version,
                         "state": a.state,
                         "reason": a.reason,
-                        "device": a.model.device if a.model is not None else None,
+                        **self.device_info(a),
                     }
                     for a in arms
                 ],
@@ -428,6 +442,9 @@ class App:
             "batch": m.MetricFamily("mlspec_batch_size_rows", "histogram", "Rows per onnxruntime session.run."),
             "info": m.MetricFamily("mlspec_model_info", "gauge", "Served variants, their version and device."),
             "loaded": m.MetricFamily("mlspec_variant_loaded", "gauge", "1 when the variant is loaded and verified."),
+            "fallback": m.MetricFamily(
+                "mlspec_device_fallback", "gauge", "1 when the variant asked for a GPU and runs on CPU, with why."
+            ),
         }
         for arm in self.arms.values():
             lab = m.labels(deployment=dep, variant=arm.name, version=arm.version)
@@ -437,10 +454,27 @@ class App:
             fam["latency"].samples.extend(s.latency.lines("mlspec_request_duration_seconds", lab))
             fam["weight"].samples.append(f"mlspec_traffic_weight_percent{{{lab}}} {weights.get(arm.name, 0.0):g}")
             fam["batch"].samples.extend(s.batch.lines("mlspec_batch_size_rows", lab))
-            device = arm.model.device if arm.model is not None else "none"
-            info = m.labels(deployment=dep, variant=arm.name, version=arm.version, alias=arm.alias, device=device)
+            device = self.device_info(arm)
+            used = device["device"] or "none"
+            info = m.labels(
+                deployment=dep,
+                variant=arm.name,
+                version=arm.version,
+                alias=arm.alias,
+                device=used,
+                requested=device["requested_device"],
+                providers=",".join(device["providers"]),
+            )
             fam["info"].samples.append(f"mlspec_model_info{{{info}}} 1")
             fam["loaded"].samples.append(f"mlspec_variant_loaded{{{lab}}} {int(arm.state == LOADED)}")
+            fell = m.labels(
+                deployment=dep,
+                variant=arm.name,
+                requested=device["requested_device"],
+                device=used,
+                reason=device["fallback_reason"],
+            )
+            fam["fallback"].samples.append(f"mlspec_device_fallback{{{fell}}} {int(device['fallback'])}")
         router = self.router
         phase = m.MetricFamily("mlspec_rollout_phase", "gauge", "The rollout's current phase (value 1).")
         phase.samples.append(

@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlspec.serving")
 
+TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)  # preferred first when a GPU is asked for
+SHORT = {TENSORRT: "TensorRT", CUDA: "CUDA"}
 
 
 class ModelError(Exception):
@@ -31,24 +34,47 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True)
+class DevicePlan:
+    """The execution providers to ask onnxruntime for, the device they give, and why a GPU request fell back."""
+
+    requested: str  # the spec's runtime.device
+    device: str  # what the providers run on: gpu or cpu
+    providers: tuple[str, ...]
+    fallback_reason: str = ""
+
+    @property
+    def fallback(self) -> bool:
+        """True when a GPU was asked for and the variant runs on CPU instead."""
+        return bool(self.fallback_reason)
+
+
+def plan_device(device: str, fallback: str, available: list[str] | None = None) -> DevicePlan:
+    """Providers for ``device`` from onnxruntime's ``available`` ones: TensorRT, then CUDA, then CPU for a GPU.
+
+    Without a GPU provider, ``fallback: cpu`` gives a CPU plan that says why; ``fallback: none`` raises ModelError.
+    """
+    have = list(ort.get_available_providers() if available is None else available)
+    if device != "gpu":
+        return DevicePlan(device, "cpu", (CPU,))
+    gpu = tuple(p for p in GPU_PROVIDERS if p in have)
+    if gpu:
+        return DevicePlan(device, "gpu", (*gpu, CPU))
+    reason = f"onnxruntime has no {CUDA} (has {', '.join(have) or 'none'})"
+    if fallback == "cpu":
+        return DevicePlan(device, "cpu", (CPU,), reason)
+    raise ModelError(f"device: gpu asked for, but {reason} and fallback is none")
+
+
 def choose_providers(device: str, fallback: str, available: list[str] | None = None) -> tuple[list[str], str]:
     """Execution providers for ``device`` and the device they give; raise ModelError when no fallback is allowed."""
-    have = ort.get_available_providers() if available is None else available
-    if device != "gpu":
-        return [CPU], "cpu"
-    if CUDA in have:
-        return [CUDA, CPU], "gpu"
-    if fallback == "cpu":
-        log.warning("device: gpu asked for, but onnxruntime has no %s (has %s); falling back to cpu", CUDA, have)
-        return [CPU], "cpu"
-    raise ModelError(
-        f"device: gpu asked for, but onnxruntime has no {CUDA} (has {', '.join(have)}) and fallback is none"
-    )
+    plan = plan_device(device, fallback, available)
+    return list(plan.providers), plan.device
 
 
 @dataclass
 class LoadedModel:
-    """One verified model in an onnxruntime session."""
+    """One verified model in an onnxruntime session, and the device it runs on (and why, after a fallback)."""
 
     config: VariantConfig
     session: Any
@@ -56,6 +82,24 @@ class LoadedModel:
     output_name: str
     device: str
     n_features: int
+    requested_device: str = "cpu"
+    providers: tuple[str, ...] = (CPU,)  # the session's providers, as onnxruntime reports them
+    fallback_reason: str = ""
+
+    @property
+    def fallback(self) -> bool:
+        """True when a GPU was asked for and the variant runs on CPU."""
+        return bool(self.fallback_reason)
+
+    def device_info(self) -> dict[str, Any]:
+        """What the variant runs on: device, requested_device, providers, fallback and fallback_reason."""
+        return {
+            "device": self.device,
+            "requested_device": self.requested_device,
+            "providers": list(self.providers),
+            "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason,
+        }
 
     def run(self, rows: np.ndarray) -> np.ndarray:
         """Scores for ``rows`` (float32, shape [N, F])."""
@@ -102,26 +146,59 @@ def read_verified(variant: VariantConfig, keys: KeyResolver | None = None) -> by
     return data
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def open_session(
+    data: bytes, options: Any, plan: DevicePlan, fallback: str, variant: VariantConfig
+) -> tuple[Any, DevicePlan]:
+    """An onnxruntime session for ``plan``: each GPU provider that fails to initialise is dropped in turn (TensorRT,
+    then CUDA); ending on CPU is a fallback (with its reason) when ``fallback`` is cpu, else a ModelError."""
+    name = variant.name
+    providers = list(plan.providers)
+    reason = plan.fallback_reason
+    while True:
+        try:  # enable_fallback=0: onnxruntime must not retry on CPU behind our back; we do, and say why
+            session = ort.InferenceSession(data, sess_options=options, providers=providers, enable_fallback=0)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            gpu = [p for p in providers if p in GPU_PROVIDERS]
+            if not gpu:
+                raise ModelError(f"variant {name}: onnxruntime cannot load {variant.path}: {exc}") from exc
+            reason = f"{SHORT[gpu[0]]} provider failed to initialise: {_first_line(exc)}"
+            providers.remove(gpu[0])
+            if len(gpu) == 1 and fallback != "cpu":
+                raise ModelError(f"variant {name}: the {reason}; fallback is none") from exc
+            log.warning("variant %s: the %s; trying %s", name, reason, ", ".join(providers))
+            continue
+        break
+    used = tuple(session.get_providers())
+    if plan.device == "gpu" and not any(p in GPU_PROVIDERS for p in used):
+        # the GPU provider registered no device (e.g. missing CUDA libraries): onnxruntime runs on CPU only
+        reason = reason or f"CUDA provider failed to initialise (the session has only {', '.join(used)})"
+        if fallback != "cpu":
+            raise ModelError(f"variant {name}: the {reason}; fallback is none")
+        return session, DevicePlan(plan.requested, "cpu", used, reason)
+    return session, DevicePlan(plan.requested, plan.device, used, plan.fallback_reason)
+
+
 def load_model(variant: VariantConfig, n_features: int, device: str, fallback: str, threads: int = 1) -> LoadedModel:
     """Verify and load one variant; raise ModelError saying why it cannot serve."""
     data = read_verified(variant)
-    providers, used = choose_providers(device, fallback)
+    try:
+        plan = plan_device(device, fallback)
+    except ModelError as exc:
+        raise ModelError(f"variant {variant.name}: {exc}") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(data, sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"variant {variant.name}: onnxruntime cannot load {variant.path}: {exc}") from exc
-    if used == "gpu" and CUDA not in session.get_providers():
-        if fallback != "cpu":
-            raise ModelError(f"variant {variant.name}: the CUDA provider failed to initialise and fallback is none")
-        log.warning("variant %s: the CUDA provider failed to initialise; falling back to cpu", variant.name)
-        session = ort.InferenceSession(data, sess_options=options, providers=[CPU])
-        used = "cpu"
+    session, plan = open_session(data, options, plan, fallback, variant)
+    if plan.fallback:
+        log.warning("variant %s: device gpu asked for, but %s; falling back to cpu", variant.name, plan.fallback_reason)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         raise ModelError(f"variant {variant.name}: the model takes {len(inputs)} inputs; mlspec serves one [N, F]")
@@ -131,8 +208,24 @@ def load_model(variant: VariantConfig, n_features: int, device: str, fallback: s
     if isinstance(shape[1], int) and shape[1] != n_features:
         raise ModelError(f"variant {variant.name}: the model takes {shape[1]} features; the config lists {n_features}")
     output = next((o for o in outputs if o.name == "score"), outputs[0])
-    log.info("variant %s (version %s) verified and loaded on %s", variant.name, variant.version, used)
-    return LoadedModel(variant, session, inputs[0].name, output.name, used, n_features)
+    log.info(
+        "variant %s (version %s) verified and loaded on %s (%s)",
+        variant.name,
+        variant.version,
+        plan.device,
+        ", ".join(plan.providers),
+    )
+    return LoadedModel(
+        variant,
+        session,
+        inputs[0].name,
+        output.name,
+        plan.device,
+        n_features,
+        requested_device=device,
+        providers=plan.providers,
+        fallback_reason=plan.fallback_reason,
+    )
 
 
 def smoke_test(model: LoadedModel) -> None:

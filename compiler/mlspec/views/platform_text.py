@@ -47,6 +47,7 @@ def render_status_text(status: PlatformStatus, style: Style) -> str:
             lines.append(
                 f"    {variant['name']:<10} v{variant['version']:<4} alias={variant.get('alias') or '-':<11}"
                 f" weight={'-' if weight is None else f'{weight}%'}  sha256 {variant['sha256'][:12]}…"
+                f"  device {server.device(variant)}"
             )
         if rollout.get("strategy"):
             reason = f" ({rollout['reason']})" if rollout.get("reason") else ""

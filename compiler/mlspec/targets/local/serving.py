@@ -30,11 +30,27 @@ from mlspec.targets.local.registry import REJECTED_TAG, ModelVersion, Registry
 FIRST_PORT = 8601
 HOST = "127.0.0.1"
 GATED = ("canary", "blue_green")  # strategies whose rollout decides promotion
+DEVICE_KEYS = ("device", "requested_device", "providers", "fallback", "fallback_reason")
+
+
+def device_summary(variant: dict[str, Any]) -> str:
+    """One phrase for where a variant runs, e.g. ``cpu (gpu requested, fell back: <reason>)`` or
+    ``gpu (CUDAExecutionProvider)``; ``-`` before the server reported it."""
+    device = variant.get("device")
+    if not device:
+        return "-"
+    if variant.get("fallback"):
+        requested = variant.get("requested_device") or "gpu"
+        return f"{device} ({requested} requested, fell back: {variant.get('fallback_reason') or 'no reason given'})"
+    gpu = [p for p in variant.get("providers") or () if p != "CPUExecutionProvider"]
+    return f"{device} ({', '.join(gpu)})" if gpu else str(device)
 
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """What `mlspec status` shows for one Deployment."""
+    """What `mlspec status` shows for one Deployment. Each variant dict holds the config's name, alias, version,
+    path and sha256 and, once the server reported them, its device, requested_device, providers (onnxruntime's,
+    in use), fallback (true when a GPU was asked for and it runs on CPU) and fallback_reason."""
 
     deployment: str
     endpoint: str
@@ -43,6 +59,10 @@ class ServerStatus:
     pid: int | None
     variants: tuple[dict[str, Any], ...]
     rollout: dict[str, Any]
+
+    def device(self, variant: dict[str, Any]) -> str:
+        """Where ``variant`` runs, as one phrase (see device_summary)."""
+        return device_summary(variant)
 
 
 class ServingEngine:
@@ -274,14 +294,22 @@ class ServingEngine:
                 live = client.rollout_status(url, deployment)
             except Exception:
                 live = {}
+        rollout = live or self.rollout(deployment)
+        reported = rollout.get("variants") or {}
+        variants = []
+        for variant in config.get("variants", ()):
+            seen = reported.get(variant.get("name")) or {}
+            if str(seen.get("version")) != str(variant.get("version")):
+                seen = {}  # a status from before the last reload speaks of other versions
+            variants.append({**variant, **{k: seen[k] for k in DEVICE_KEYS if k in seen}})
         return ServerStatus(
             deployment=deployment,
             endpoint=f"{url}/v2/models/{deployment}" if url else "",
             running=pid is not None and ready,
             ready=ready,
             pid=pid,
-            variants=tuple(config.get("variants", ())),
-            rollout=live or self.rollout(deployment),
+            variants=tuple(variants),
+            rollout=rollout,
         )
 
 
