@@ -352,11 +352,19 @@ def init(directory: Path, name: str | None, force: bool) -> int:
 
 
 def _register_lifecycle() -> None:
-    from mlspec import cli_pr, cli_promote, cli_reconcile, cli_report
+    from mlspec import cli_edge, cli_pr, cli_promote, cli_reconcile, cli_report
     from mlspec.cli_lifecycle import lifecycle
     from mlspec.cli_platform import platform
 
-    groups = (lifecycle, platform, cli_pr.commands, cli_promote.commands, cli_reconcile.commands, cli_report.commands)
+    groups = (
+        lifecycle,
+        platform,
+        cli_pr.commands,
+        cli_promote.commands,
+        cli_reconcile.commands,
+        cli_report.commands,
+        cli_edge.commands,
+    )
     for group in groups:
         for command in group.commands.values():
             cli.add_command(command)

@@ -23,7 +23,7 @@ CRDS = {
     "Application": SCHEMAS / "argocd" / "application-crd.yaml",
     "ApplicationSet": SCHEMAS / "argocd" / "applicationset-crd.yaml",
 }
-NON_FEAST = ["kfp", "kubernetes", "argocd", "mlflow", "monitoring"]
+NON_FEAST = ["kfp", "kubernetes", "argocd", "mlflow", "monitoring", "edge"]
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_manifest_lists_every_artifact_with_its_hash(rendered: dict[str, RenderR
 def test_rendering_is_byte_for_byte_deterministic(tmp_path: Path, rendered: dict[str, RenderResult]) -> None:
     # A second render in a fresh process with an empty cache must write the same bytes.
     proc = run_mlspec("render", "--all-envs", "--target", "kfp", "--target", "kubernetes", "--target", "argocd",
-                      "--target", "mlflow", "--target", "monitoring", "-o", str(tmp_path), "-C", str(REPO),
+                      "--target", "mlflow", "--target", "monitoring", "--target", "edge", "-o", str(tmp_path), "-C", str(REPO),
                       "--no-cache")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for env, result in rendered.items():

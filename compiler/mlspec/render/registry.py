@@ -14,6 +14,7 @@ RENDERERS: dict[str, str] = {
     "argocd": "mlspec.render.argocd:ArgoCDRenderer",
     "mlflow": "mlspec.render.mlflow:MlflowRenderer",
     "monitoring": "mlspec.render.monitoring:MonitoringRenderer",
+    "edge": "mlspec.render.edge:EdgeRenderer",
 }
 
 
