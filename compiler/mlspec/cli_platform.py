@@ -1,4 +1,4 @@
-"""Commands on a running local platform: status, monitor, destroy (registered on the main CLI)."""
+"""Commands on a running local platform: status, monitor, score, destroy (registered on the main CLI)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def status(env: str, fmt: str, path: Path | None) -> int:
         style = Style(use_color(sys.stdout, "auto"))
         click.echo(render_status_text(result, style), color=style.enabled)
     down = [s.deployment for s in result.servers if not s.ready]
+    down += [job["deployment"] for job in result.batch if not job.get("last_run")]
     return EXIT_FINDINGS if down else EXIT_OK
 
 
@@ -41,9 +42,10 @@ def status(env: str, fmt: str, path: Path | None) -> int:
 @click.option("--env", "env", required=True, help="A local environment.")
 @PROJECT_OPTION
 def monitor(env: str, path: Path | None) -> int:
-    """Check served traffic for drift once (Evidently); retrain and roll out again where the spec says so.
+    """Check served traffic for drift once (Evidently); retrain and roll out again where the spec says so; run the
+    batch Deployments whose schedule (UTC cron) fired since their last run.
 
-    Exits 1 when drift was found.
+    Exits 1 when drift was found or a scheduled batch run failed.
     """
     from mlspec.project import Project
     from mlspec.targets.local.operations import monitor as run_monitor
@@ -53,7 +55,36 @@ def monitor(env: str, path: Path | None) -> int:
     outcomes = run_monitor(Project.open(path or Path.cwd()), env, progress=click.echo)
     style = Style(use_color(sys.stdout, "auto"))
     click.echo(render_monitor_text(outcomes, style), color=style.enabled)
-    return EXIT_FINDINGS if any(o.drifted for o in outcomes) else EXIT_OK
+    return EXIT_FINDINGS if any(o.drifted or o.failed for o in outcomes) else EXIT_OK
+
+
+@platform.command()
+@click.argument("deployment")
+@click.option("--env", "env", required=True, help="A local environment.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@PROJECT_OPTION
+def score(deployment: str, env: str, fmt: str, path: Path | None) -> int:
+    """Run an applied batch DEPLOYMENT now: score its entities into its sink (the KFP local runner).
+
+    Exits 1 when the run failed, 2 when DEPLOYMENT is unknown, not mode: batch, or not applied.
+    """
+    import json
+
+    from mlspec.project import Project
+    from mlspec.targets.local.operations import score_now
+
+    summary = score_now(Project.open(path or Path.cwd()), env, deployment, progress=click.echo)
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return EXIT_OK
+    missing = summary.get("missing_features", 0)
+    click.echo(
+        f"✓ {deployment}: {summary['rows']} rows scored with {summary['model']} v{summary['model_version']} "
+        f"in {summary['seconds']} s ({summary.get('rows_per_second')} rows/s on {summary.get('device')}, "
+        f"{summary['chunks']} chunk(s){f', {missing} without features' if missing else ''})"
+    )
+    click.echo(f"  -> {summary.get('location') or summary['sink']}  (run {summary['run_id']})")
+    return EXIT_OK
 
 
 @platform.command()

@@ -6,6 +6,10 @@ register. The train step carries CPU and memory requests, the GPU type and count
 cpu`` also gets a CPU variant. Schedules are not part of the KFP IR: they go to
 ``kfp/<name>.schedule.json`` for the KFP server target to create recurring runs.
 Compiles are cached by content hash (they cost ~15 ms each).
+
+Every ``mode: batch`` Deployment gets ``kfp/batch/<name>.yaml``: fetch-entity-features
+-> score (``mlspec.runtime.batch``), the score step with the runtime's CPU, memory and
+GPU, neither step cached; and ``kfp/batch/<name>.schedule.json`` when it has a schedule.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any, ClassVar
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.context import reference_variable
+from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
 
@@ -52,14 +58,64 @@ def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool) -> dict[str, Any]:
 @functools.cache
 def _components_digest() -> str:
     """A digest of the component code: compiled pipelines embed it, so it keys the render cache."""
-    source = (Path(__file__).parent / "kfp_components.py").read_bytes()
-    return hashlib.sha256(source).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name in ("kfp_components.py", "kfp_batch.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _compile(inputs: dict[str, Any]) -> bytes:
     from mlspec.render.kfp_components import compile_pipeline  # imports kfp: only when compiling
 
     return compile_pipeline(inputs)
+
+
+def batch_pipeline_name(deployment: str) -> str:
+    """The batch pipeline's name (in the compiled YAML, on the KFP server and in its schedule)."""
+    return f"batch-{deployment}"
+
+
+def batch_feature_service(graph: ResolvedGraph, deployment: Deployment) -> str | None:
+    """The FeatureService a Deployment reads: its own ``features``, else its model's TrainingPipeline's."""
+    if deployment.spec.features:
+        return deployment.spec.features
+    for spec in graph.of_kind("TrainingPipeline"):
+        pipeline = spec.model
+        if isinstance(pipeline, TrainingPipeline) and pipeline.model_name == deployment.spec.model.name:
+            return pipeline.spec.features
+    return None
+
+
+def batch_inputs(deployment: Deployment, feature_service: str) -> dict[str, Any]:
+    """Everything that shapes one compiled batch pipeline, as plain data."""
+    spec = deployment.spec
+    runtime = spec.runtime
+    assert spec.batch is not None
+    connection = spec.batch.sink.connection
+    secret = None
+    if connection and connection.startswith("k8s://"):
+        name, _, key = connection.removeprefix("k8s://").partition("/")
+        secret = {"name": name, "key": key, "variable": reference_variable(connection)}
+    gpu = None
+    if runtime.device == "gpu":
+        gpu = {"type": runtime.gpu.type if runtime.gpu else "", "count": runtime.gpu.count if runtime.gpu else 1}
+    return {
+        "name": batch_pipeline_name(deployment.metadata.name),
+        "description": deployment.metadata.description
+        or f"Score {spec.batch.entities} with {spec.model.name} into {spec.batch.sink.table or spec.batch.sink.path}",
+        "deployment": deployment.model_dump(mode="json", by_alias=True),
+        "feature_service": feature_service,
+        "cpu": str(runtime.cpu),
+        "memory": runtime.memory,
+        "gpu": gpu,
+        "connection_secret": secret,
+    }
+
+
+def _compile_batch(inputs: dict[str, Any]) -> bytes:
+    from mlspec.render.kfp_batch import compile_batch_pipeline  # imports kfp: only when compiling
+
+    return compile_batch_pipeline(inputs)
 
 
 # Below this many compiles a process pool costs more than it saves.
@@ -89,7 +145,8 @@ def _schedule_file(path: str, pipeline: str, cron: str, environment: str) -> dic
 
 
 class KfpRenderer:
-    """Renders ``kfp/<pipeline>.yaml`` (and ``-cpu`` variants and schedules) for every TrainingPipeline."""
+    """Renders ``kfp/<pipeline>.yaml`` (and ``-cpu`` variants and schedules) for every TrainingPipeline, and
+    ``kfp/batch/<deployment>.yaml`` (and schedules) for every batch Deployment."""
 
     name: ClassVar[str] = "kfp"
     version: ClassVar[str] = "2"
@@ -129,4 +186,30 @@ class KfpRenderer:
                 build = functools.partial(_schedule_file, path, spec.name, schedule, graph.name)
                 files = reuse(context, f"{self.name}-schedule/{self.version}", [graph.name, spec.digest], build)
                 out.artifacts.append(Artifact(path, files[path], self.name, (spec.ref,)))
+        self._render_batch(graph, context, out)
         return out
+
+    def _render_batch(self, graph: ResolvedGraph, context: RenderContext, out: RenderOutput) -> None:
+        namespace = f"kfp-batch/{self.version}/{_components_digest()}/{context.mlspec_version}"
+        for spec in graph.of_kind("Deployment"):
+            deployment = spec.model
+            if not isinstance(deployment, Deployment) or deployment.spec.batch is None:
+                continue
+            service = batch_feature_service(graph, deployment)
+            if service is None:  # references are checked before rendering: a model always has its pipeline
+                continue
+            # the fingerprint covers the Deployment and what it reads (its model's pipeline, the feature service)
+            key = [graph.fingerprint(spec.ref)]
+            compiled = context.cache.lookup(namespace, key) if context.cache else None
+            if compiled is None:
+                compiled = _compile_batch(batch_inputs(deployment, service))
+                if context.cache:
+                    context.cache.store(namespace, key, compiled)
+            out.artifacts.append(Artifact(f"kfp/batch/{spec.name}.yaml", compiled, self.name, (spec.ref,)))
+            schedule = deployment.spec.batch.schedule
+            if schedule:
+                path = f"kfp/batch/{spec.name}.schedule.json"
+                name = batch_pipeline_name(spec.name)
+                build = functools.partial(_schedule_file, path, name, schedule, graph.name)
+                files = reuse(context, f"{self.name}-batch-schedule/{self.version}", [graph.name, spec.digest], build)
+                out.artifacts.append(Artifact(path, files[path], self.name, (spec.ref,)))

@@ -1,8 +1,8 @@
-"""Run a compiled training pipeline YAML on this machine with the KFP local runner (subprocesses, no Docker).
+"""Run a compiled pipeline YAML (training or batch scoring) on this machine with the KFP local runner (no Docker).
 
 Every step runs as a subprocess of this Python (``SubprocessRunner(use_venv=False)``),
 so the environment must have mlspec and the training extras installed. The
-pipeline's output is the register step's summary JSON, returned parsed.
+pipeline's output (the register step's or the score step's summary JSON) is returned parsed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class PipelineRunError(RuntimeError):
         self.step = step
         self.log_tail = log_tail
         where = f"step '{step}'" if step else "a step"
-        super().__init__(f"training pipeline failed at {where}:\n{log_tail}")
+        super().__init__(f"pipeline failed at {where}:\n{log_tail}")
 
 
 class _Tee(io.TextIOBase):
@@ -71,7 +71,7 @@ def _failed_step(log: str) -> tuple[str | None, str]:
 def run_pipeline(
     pipeline_yaml: Path, arguments: dict[str, Any], pipeline_root: Path, *, echo: bool = False
 ) -> dict[str, Any]:
-    """Run the compiled pipeline locally and return the register step's summary.
+    """Run the compiled pipeline locally and return its output (a summary JSON), parsed.
 
     ``arguments`` are pipeline parameters; ``environment`` must be a RuntimeContext as JSON.
     Raises :class:`PipelineRunError` naming the failed step with the tail of its log.

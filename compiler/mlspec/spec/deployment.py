@@ -23,6 +23,7 @@ from mlspec.spec.base import (
     Metadata,
     Name,
     Percent,
+    SecretRef,
     StrictModel,
 )
 from mlspec.spec.training import Gpu
@@ -205,11 +206,18 @@ class BatchSink(StrictModel):
     table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")] | None = Field(
         default=None, description="A table reference like 'analytics.ml.churn_scores', written by the cluster's job."
     )
+    connection: SecretRef | None = Field(
+        default=None, description="PostgreSQL connection URL of a table sink, as a reference (never the value)."
+    )
 
     @model_validator(mode="after")
     def _one_sink(self) -> BatchSink:
         if (self.path is None) == (self.table is None):
             raise FieldError("path", "a batch sink needs exactly one of 'path' (parquet) or 'table'")
+        if self.table is not None and self.connection is None:
+            raise FieldError("table", "a table sink needs a 'connection' secret reference (like 'secret://team/dwh')")
+        if self.path is not None and self.connection is not None:
+            raise FieldError("connection", "'connection' applies to table sinks; a path sink writes parquet files")
         if self.path is not None and (self.path.startswith("/") or ".." in self.path.split("/")):
             raise FieldError("path", f"sink path '{self.path}' must stay inside the data folder (relative, no '..')")
         return self
@@ -222,6 +230,17 @@ class Batch(StrictModel):
     sink: BatchSink
     schedule: Cron | None = Field(default=None, description="Cron schedule; omit to score on apply and on demand.")
     chunk_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+    @model_validator(mode="after")
+    def _cron(self) -> Batch:
+        from mlspec.cron import CronError, parse  # the matcher `mlspec monitor` runs the schedule with
+
+        if self.schedule is not None:
+            try:
+                parse(self.schedule)
+            except CronError as exc:
+                raise FieldError("schedule", str(exc)) from None
+        return self
 
 
 class Edge(StrictModel):

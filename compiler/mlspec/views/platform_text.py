@@ -54,6 +54,21 @@ def render_status_text(status: PlatformStatus, style: Style) -> str:
             lines.append(f"    rollout: {rollout['strategy']}, phase {rollout.get('phase', '-')}{reason}")
     if not status.servers:
         lines.append("  none running")
+    if status.batch:
+        lines.append("batch scoring (KFP local runner):")
+    for job in status.batch:
+        schedule = f"schedule '{job['schedule']}' (UTC)" if job.get("schedule") else "on apply and mlspec score"
+        lines.append(f"  {job['deployment']:<24} {job['entities']} -> {job['sink']}, {schedule}")
+        last = job.get("last_run")
+        if last:
+            missing = f", {last['missing_features']} without features" if last.get("missing_features") else ""
+            lines.append(
+                f"    last run {last.get('finished_at', '-')}: {last.get('rows')} rows{missing} with "
+                f"{last.get('model')} v{last.get('model_version')} in {last.get('seconds')} s on {last.get('device')}"
+                f" -> {last.get('location') or last.get('sink')}"
+            )
+        else:
+            lines.append("    " + style("not run yet", "yellow"))
     return "\n".join(lines)
 
 
@@ -65,10 +80,12 @@ def status_json(status: PlatformStatus) -> str:
 def render_monitor_text(outcomes: list[MonitorOutcome], style: Style) -> str:
     """One line per monitored Deployment, plus where its reports are."""
     if not outcomes:
-        return "no Deployment with drift monitoring is applied"
+        return "no Deployment with drift monitoring or a due batch schedule is applied"
     lines = []
     for outcome in outcomes:
-        if outcome.drift is None:
+        if outcome.action in ("score", "score-failed"):  # a scheduled batch run
+            mark = style("scoring failed", "red") if outcome.failed else style("scored", "green")
+        elif outcome.drift is None:
             mark = style("not checked", "yellow")
         else:
             mark = style("drift", "yellow") if outcome.drifted else style("ok", "green")

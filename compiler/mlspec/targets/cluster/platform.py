@@ -3,7 +3,8 @@
 Per resource: its ``kubernetes/*.yaml`` objects are server-side applied (and the
 objects it no longer renders deleted, if labelled as mlspec's for this project and
 environment), then waited on until ready; a TrainingPipeline's compiled pipeline
-is uploaded to the KFP server and run, and its schedule becomes a recurring run;
+is uploaded to the KFP server and run, and its schedule becomes a recurring run
+(so is a batch Deployment's ``kfp/batch/<name>.yaml``, as pipeline ``batch-<name>``);
 the Environment's ``mlflow/registry.json`` is applied to the tracking server.
 Every step is idempotent, so re-applying after a crash converges.
 """
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
+from mlspec.render.kfp import batch_pipeline_name
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
@@ -93,6 +95,8 @@ class ClusterTarget:
                 steps.append(f"delete the mlspec-labelled objects of {', '.join(old)}")
             if self.kfp and change.kind == "TrainingPipeline":
                 steps.append(f"delete the recurring run of {name}")
+            if self.kfp and previous is not None and f"kfp/batch/{name}.schedule.json" in previous.artifacts:
+                steps.append(f"delete the recurring run of {batch_pipeline_name(name)} (predictions are kept)")
             return steps
         new = kubernetes_paths(change.artifacts)
         if self.kubernetes and new:
@@ -109,6 +113,12 @@ class ClusterTarget:
                 steps.append(f"upload kfp/{name}.yaml as a pipeline version{run}")
             if f"kfp/{name}.schedule.json" in change.artifacts:
                 steps.append(f"create or update the recurring run of {name}")
+        if self.kfp and change.kind == "Deployment" and f"kfp/batch/{name}.yaml" in change.artifacts:
+            pipeline = batch_pipeline_name(name)
+            run = " and start a run" if self.run_pipelines else ""
+            steps.append(f"upload kfp/batch/{name}.yaml as a version of pipeline {pipeline}{run}")
+            if f"kfp/batch/{name}.schedule.json" in change.artifacts:
+                steps.append(f"create or update the recurring run of {pipeline}")
         if self.mlflow and change.kind == "Environment" and REGISTRY_FILE in change.artifacts:
             steps.append(f"apply {REGISTRY_FILE} to {self.mlflow.tracking_uri}")
         return steps
@@ -130,11 +140,15 @@ class ClusterTarget:
                     self.kubernetes.delete(ref, self.labels)
             if self.kfp and change.kind == "TrainingPipeline":
                 self.kfp.delete_schedule(name)
+            if self.kfp and previous is not None and f"kfp/batch/{name}.schedule.json" in previous.artifacts:
+                self.kfp.delete_schedule(batch_pipeline_name(name))  # scoring stops; the sink keeps its rows
             return ids
         if self.kubernetes:
             ids.update(self._apply_objects(artifacts, old_refs))
         if self.kfp and change.kind == "TrainingPipeline":
             ids.update(self._apply_pipeline(name, artifacts, previous))
+        if self.kfp and change.kind == "Deployment" and f"kfp/batch/{name}.yaml" in artifacts:
+            ids.update(self._apply_pipeline(name, artifacts, previous, folder="kfp/batch/"))
         if self.mlflow and change.kind == "Environment" and REGISTRY_FILE in artifacts:
             self.progress(f"apply {REGISTRY_FILE} to {self.mlflow.tracking_uri}")
             ids.update(self.mlflow.apply(load_registry(artifacts[REGISTRY_FILE].content)))
@@ -240,25 +254,28 @@ class ClusterTarget:
         return ids
 
     def _apply_pipeline(
-        self, name: str, artifacts: dict[str, Artifact], previous: ResourceState | None
+        self, name: str, artifacts: dict[str, Artifact], previous: ResourceState | None, *, folder: str = "kfp/"
     ) -> dict[str, str]:
+        """Upload ``<folder><name>.yaml``, run it, and create, replace or delete its recurring run (a batch
+        Deployment's pipeline, under ``kfp/batch/``, is named ``batch-<name>``)."""
         assert self.kfp is not None
-        package, schedule = f"kfp/{name}.yaml", f"kfp/{name}.schedule.json"
+        package, schedule = f"{folder}{name}.yaml", f"{folder}{name}.schedule.json"
+        pipeline_name = batch_pipeline_name(name) if folder == "kfp/batch/" else name
         ids: dict[str, str] = {}
         if package not in artifacts:
             return ids
-        pipeline = self.kfp.upload(name, self.output.root / package, artifacts[package].sha256)
+        pipeline = self.kfp.upload(pipeline_name, self.output.root / package, artifacts[package].sha256)
         ids.update(pipeline_id=pipeline.pipeline_id, pipeline_version_id=pipeline.version_id)
         if self.run_pipelines:
-            self.progress(f"start a KFP run of {name}")
-            ids["run_id"] = self.kfp.run(name, pipeline)
+            self.progress(f"start a KFP run of {pipeline_name}")
+            ids["run_id"] = self.kfp.run(pipeline_name, pipeline)
         if schedule in artifacts:
             recurring, changed = self.kfp.ensure_schedule(json.loads(artifacts[schedule].content), pipeline)
             ids["recurring_run_id"] = recurring
             if changed:
-                self.progress(f"recurring run of {name} created")
+                self.progress(f"recurring run of {pipeline_name} created")
         elif previous is not None and schedule in previous.artifacts:
-            self.kfp.delete_schedule(name)
+            self.kfp.delete_schedule(pipeline_name)
         return ids
 
 

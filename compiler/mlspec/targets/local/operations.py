@@ -1,4 +1,5 @@
-"""Day-2 operations on a local environment: status, monitor (drift -> retrain -> rollout) and destroy.
+"""Day-2 operations on a local environment: status, monitor (drift -> retrain -> rollout; due batch scoring),
+score (a batch Deployment now) and destroy.
 
 These work on what apply brought up. Anything that changes the platform (a
 retrain, a settled rollout) takes the environment's lock and leaves an audit
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 # Below this many logged rows a per-feature drift verdict is mostly sampling noise (PSI's noise floor is
 # about bins/rows), so the check waits for more traffic instead of retraining on noise.
 MIN_ROWS = 200
+BATCH_ACTIONS = ("score", "score-failed")  # monitor outcomes of scheduled batch scoring
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class PlatformStatus:
     models: tuple[dict[str, Any], ...]
     servers: tuple[ServerStatus, ...]
     events: tuple[str, ...] = ()
+    batch: tuple[dict[str, Any], ...] = ()  # per batch Deployment: schedule, sink and its last run's summary
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class MonitorOutcome:
     message: str
     retrained: dict[str, Any] | None = None
     events: tuple[str, ...] = field(default_factory=tuple)
+    failed: bool = False  # a scheduled batch run failed
+    scored: dict[str, str] | None = None  # a scheduled batch run's target ids (rows, model_version, sink...)
 
     @property
     def drifted(self) -> bool:
@@ -84,8 +89,10 @@ def _platform(project: Project, graph: ResolvedGraph) -> LocalPlatform:
     return LocalPlatform(local_paths(project, graph))
 
 
-def _deployments(graph: ResolvedGraph) -> list[Deployment]:
-    return [s.model for s in graph.of_kind("Deployment") if isinstance(s.model, Deployment)]
+def _deployments(graph: ResolvedGraph, mode: str = "online") -> list[Deployment]:
+    return [
+        s.model for s in graph.of_kind("Deployment") if isinstance(s.model, Deployment) and s.model.spec.mode == mode
+    ]
 
 
 def settle_rollouts(
@@ -137,7 +144,26 @@ def status(project: Project, environment: str) -> PlatformStatus:
         models.append({"model": name, **aliases, "device": resource.target_ids.get("device", "")})
     servers = tuple(platform.serving.status(d.metadata.name) for d in _deployments(graph) if
                     f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
-    return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events))
+    batch = tuple(_batch_status(platform, d) for d in _deployments(graph, "batch") if
+                  f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
+    return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events), batch)
+
+
+def _batch_status(platform: LocalPlatform, deployment: Deployment) -> dict[str, Any]:
+    from mlspec.runtime.batch import read_runs
+
+    batch = deployment.spec.batch
+    assert batch is not None
+    runs = read_runs(platform.paths.data_dir, deployment.metadata.name)  # no registry needed to read the run log
+    return {
+        "deployment": deployment.metadata.name,
+        "model": deployment.spec.model.name,
+        "entities": batch.entities,
+        "sink": f"table {batch.sink.table}" if batch.sink.table else f"parquet {batch.sink.path}",
+        "schedule": batch.schedule,
+        "runs": len(runs),
+        "last_run": runs[-1] if runs else None,
+    }
 
 
 def _try_lock(project: Project, store: Any, environment: str, operation: str) -> bool:
@@ -171,7 +197,8 @@ def _audit(project: Project, store: Any, environment: str, record: dict[str, Any
 def monitor(
     project: Project, environment: str, *, progress: Callable[[str], None] = lambda _: None
 ) -> list[MonitorOutcome]:
-    """Check every monitored Deployment for drift once; retrain and roll out again where the spec says so."""
+    """Check every monitored Deployment for drift once; retrain and roll out again where the spec says so; run the
+    batch Deployments whose schedule is due."""
     from mlspec.apply.workflow import state_store
 
     graph = _graph(project, environment)
@@ -184,6 +211,7 @@ def monitor(
         try:
             applied = dict(store.read(environment).resources)
             events = settle_rollouts(project, graph, platform, applied)
+            outcomes.extend(run_due_batches(project, graph, platform, store=store, applied=applied, progress=progress))
             for deployment in _deployments(graph):
                 if f"Deployment/{deployment.metadata.name}" not in applied or deployment.spec.monitoring.drift is None:
                     continue
@@ -194,7 +222,10 @@ def monitor(
             if events or outcomes:
                 _audit(project, store, environment, {
                     "type": "monitor", "events": events,
-                    "drift": {o.deployment: {"detected": o.drifted, "action": o.action} for o in outcomes},
+                    "drift": {o.deployment: {"detected": o.drifted, "action": o.action} for o in outcomes
+                              if o.action not in BATCH_ACTIONS},
+                    "batch": {o.deployment: o.scored or {"failed": o.message} for o in outcomes
+                              if o.action in BATCH_ACTIONS},
                     "serving": _serving(graph, platform, applied),
                 })  # fmt: skip
         finally:
@@ -298,3 +329,118 @@ def _retrain(
     }))  # fmt: skip
     applied[ref] = resource
     return ids
+
+
+def _record_batch(
+    project: Project, graph: ResolvedGraph, store: Any, *, applied: dict[str, ResourceState], name: str,
+    ids: dict[str, str], reason: str,
+) -> None:  # fmt: skip
+    """Record a batch run in state (the Deployment's target ids) with an audit record, as apply does."""
+    ref = f"Deployment/{name}"
+    previous = applied[ref]
+    resource = ResourceState(
+        previous.ref, previous.fingerprint, previous.spec, previous.artifacts, {**previous.target_ids, **ids},
+        previous.revision, now(), previous.applied_by,
+    )  # fmt: skip
+    actor = current_actor(None, project.root)
+    store.put(graph.name, resource, (actor, previous.revision, "", {
+        "type": "batch", "ref": ref, "reason": reason, "target_ids": ids,
+    }))  # fmt: skip
+    applied[ref] = resource
+
+
+def run_due_batches(
+    project: Project,
+    graph: ResolvedGraph,
+    platform: LocalPlatform,
+    *,
+    store: Any,
+    applied: dict[str, ResourceState],
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[MonitorOutcome]:
+    """Run every applied batch Deployment whose schedule (UTC cron) fired since its last run (under the caller's
+    lock); each run lands in state and the audit log. A failed run is an outcome, not an exception."""
+    outcomes = []
+    expected = expected_hashes(applied)
+    for deployment in _deployments(graph, "batch"):
+        name = deployment.metadata.name
+        batch = deployment.spec.batch
+        if f"Deployment/{name}" not in applied or batch is None or not batch.schedule:
+            continue
+        engine = platform.batch
+        if not engine.due(deployment):
+            continue
+        progress(f"{name}: schedule '{batch.schedule}' is due: scoring {batch.entities}")
+        try:
+            ids = engine.run(deployment, engine.pipeline(name), expected=expected.get(deployment.spec.model.name, {}))
+        except TargetError as exc:
+            outcomes.append(MonitorOutcome(name, None, "score-failed", str(exc), failed=True))
+            continue
+        _record_batch(project, graph, store, applied=applied, name=name, ids=ids, reason=f"schedule {batch.schedule}")
+        message = (
+            f"scored {ids['rows']} rows with {ids['model']} v{ids['model_version']} into {ids['sink']} "
+            f"in {ids['seconds']} s (schedule '{batch.schedule}')"
+        )
+        outcomes.append(MonitorOutcome(name, None, "score", message, scored=dict(ids)))
+    return outcomes
+
+
+def score_now(
+    project: Project, environment: str, name: str, *, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Run an applied batch Deployment now (``mlspec score``); returns its run summary.
+
+    UsageError (exit 2) for a Deployment that does not exist, is not ``mode: batch`` or is not applied yet;
+    MlspecError (exit 1) when the run fails.
+    """
+    from mlspec.apply.workflow import state_store
+    from mlspec.errors import UsageError
+    from mlspec.spec.suggest import did_you_mean
+
+    graph = _graph(project, environment)
+    spec = graph.resources.get(f"Deployment/{name}")
+    if spec is None or not isinstance(spec.model, Deployment):
+        names = [s.name for s in graph.of_kind("Deployment")]
+        guess = did_you_mean(name, names)
+        raise UsageError(
+            f"no Deployment named '{name}' in '{environment}'",
+            hint=f"did you mean '{guess}'?" if guess else f"Deployments: {', '.join(sorted(names)) or 'none'}",
+        )
+    deployment = spec.model
+    if deployment.spec.mode != "batch":
+        where = spec.document.locate(("spec", "mode")) if "mode" in deployment.spec.model_fields_set else None
+        raise UsageError(
+            f"Deployment '{name}' is mode: {deployment.spec.mode}{f' ({where})' if where else ''}; "
+            "mlspec score runs batch Deployments",
+            hint="batch Deployments: " + (", ".join(d.metadata.name for d in _deployments(graph, "batch")) or "none"),
+        )
+    platform = _platform(project, graph)
+    store = state_store(project)
+    try:
+        store.acquire(environment, current_actor(None, project.root), "score")
+        try:
+            applied = dict(store.read(environment).resources)
+            if spec.ref not in applied:
+                raise UsageError(
+                    f"Deployment '{name}' is not applied in '{environment}'",
+                    hint=f"run 'mlspec apply --env {environment}' first",
+                )
+            engine = platform.batch
+            progress(f"score {name} (KFP local runner)")
+            try:
+                ids = engine.run(
+                    deployment,
+                    engine.pipeline(name),
+                    expected=expected_hashes(applied).get(deployment.spec.model.name, {}),
+                )
+            except TargetError as exc:
+                _audit(project, store, environment, {"type": "batch", "ref": spec.ref, "failed": str(exc)})
+                raise MlspecError(str(exc)) from None
+            _record_batch(project, graph, store, applied=applied, name=name, ids=ids, reason="mlspec score")
+        finally:
+            store.release(environment)
+    finally:
+        store.close()
+    summary = engine.status(name)
+    assert summary is not None
+    return summary

@@ -2,9 +2,11 @@
 
 Per resource kind: the Environment's Feast repository is applied and
 materialized (and before any training, since training reads features); a
-TrainingPipeline runs its compiled KFP pipeline with the local runner; a
-Deployment is served by a local model server (stopped when deleted). Every engine
-step is idempotent, so re-applying after a crash converges.
+TrainingPipeline runs its compiled KFP pipeline with the local runner; an online
+Deployment is served by a local model server (stopped when deleted); a batch
+Deployment runs its compiled scoring pipeline with the local runner (its
+predictions stay when it is deleted; ``mlspec monitor`` runs it on its schedule).
+Every engine step is idempotent, so re-applying after a crash converges.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
+from mlspec.targets.local.batch import BatchEngine, summary_ids
 from mlspec.targets.local.feature_store import FeatureStoreEngine
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import Registry
@@ -55,6 +58,18 @@ class LocalPlatform:
     def serving(self) -> ServingEngine:
         """Runs model servers."""
         return ServingEngine(self.paths, self.registry)
+
+    @property
+    def batch(self) -> BatchEngine:
+        """Runs batch scoring pipelines."""
+        return BatchEngine(self.paths, self.registry)
+
+
+def deployment_mode(spec: dict[str, object]) -> str:
+    """A Deployment's mode from its spec as state records it (``online`` when unset)."""
+    body = spec.get("spec")
+    mode = body.get("mode") if isinstance(body, dict) else None
+    return str(mode or "online")
 
 
 def expected_hashes(resources: dict[str, ResourceState]) -> dict[str, dict[str, str]]:
@@ -96,7 +111,12 @@ class LocalPlatformTarget:
         spec = self.graph.resources.get(change.ref)
         if change.action == "delete":
             if change.kind == "Deployment":
-                steps.append(f"stop the model server of {change.ref.split('/', 1)[1]}")
+                name = change.ref.split("/", 1)[1]
+                mode = deployment_mode(previous.spec) if previous else "online"
+                if mode == "online":
+                    steps.append(f"stop the model server of {name}")
+                elif mode == "batch":
+                    steps.append(f"stop scheduling batch scoring of {name} (its predictions are kept)")
             return steps
         if change.kind == "Environment" and FeatureStoreEngine.repo_files(self.rendered):
             steps.append("feast apply + materialize the online store (if the repository changed)")
@@ -106,11 +126,19 @@ class LocalPlatformTarget:
                 f"register {spec.model.model_name}"
             )
         if spec is not None and isinstance(spec.model, Deployment):
-            model = spec.model.spec.model
-            steps.append(
-                f"serve {model.name}@{model.version or model.alias} with onnxruntime "
-                f"({spec.model.spec.rollout.strategy} rollout)"
-            )
+            body = spec.model.spec
+            model = body.model
+            if body.mode == "online":
+                served = f"{model.name}@{model.version or model.alias}"
+                steps.append(f"serve {served} with onnxruntime ({body.rollout.strategy} rollout)")
+            elif body.batch is not None:
+                sink = f"table {body.batch.sink.table}" if body.batch.sink.table else f"parquet {body.batch.sink.path}"
+                steps.append(
+                    f"run kfp/batch/{spec.name}.yaml with the KFP local runner: score {body.batch.entities} "
+                    f"with {model.name}@{model.version or model.alias} into {sink}"
+                )
+                if body.batch.schedule:
+                    steps.append(f"then on schedule '{body.batch.schedule}' (UTC) from mlspec monitor")
         return steps
 
     def apply(
@@ -123,7 +151,8 @@ class LocalPlatformTarget:
         """Write the artifacts, then run the engine for the resource's kind."""
         ids = self.output.apply(change, artifacts, previous, keep)
         if change.action == "delete":
-            if change.kind == "Deployment":
+            # a batch Deployment's schedule is its spec: once deleted, monitor no longer runs it (predictions stay)
+            if change.kind == "Deployment" and (previous is None or deployment_mode(previous.spec) == "online"):
                 self.platform.serving.stop(change.ref.split("/", 1)[1])
             return ids
         spec = self.graph.resources.get(change.ref)
@@ -132,7 +161,12 @@ class LocalPlatformTarget:
         elif spec is not None and isinstance(spec.model, TrainingPipeline):
             ids.update(self.train(spec.model, spec.name))
         elif spec is not None and isinstance(spec.model, Deployment):
-            ids.update(self._serve(spec.model))
+            if spec.model.spec.mode == "online":
+                ids.update(self._serve(spec.model))
+            elif spec.model.spec.mode == "batch":
+                ids.update(self.score(spec.model, spec.name))
+            elif spec.model.spec.mode == "edge":
+                pass  # edge packages: the EdgeEngine (targets/local/edge.py) is wired in here
         return ids
 
     def read_live(self, resource: ResourceState) -> dict[str, str | None]:
@@ -144,7 +178,15 @@ class LocalPlatformTarget:
         if not self.output.healthy(resource):
             return False
         if resource.kind == "Deployment":
-            return self.platform.serving.healthy(resource.ref.split("/", 1)[1])
+            name = resource.ref.split("/", 1)[1]
+            mode = deployment_mode(resource.spec)
+            if mode == "batch":  # the last run exists and scored the version state recorded
+                last = self.platform.batch.status(name)
+                wanted = resource.target_ids.get("model_version")
+                return last is not None and (not wanted or str(last.get("model_version")) == wanted)
+            if mode != "online":
+                return True
+            return self.platform.serving.healthy(name)
         if resource.kind == "TrainingPipeline":
             return self._model_intact(resource.target_ids)
         if resource.kind == "Environment" and FeatureStoreEngine.repo_files(self.rendered):
@@ -212,17 +254,45 @@ class LocalPlatformTarget:
         }
 
     def _roll_out(self, model: str) -> None:
-        """Deployments already serving ``model`` pick up the new version (a canary, a green, a shadow...)."""
+        """Deployments already serving ``model`` pick up the new version (a canary, a green, a shadow...); batch
+        Deployments that scored before score again when the version they score with changed."""
         serving = self.platform.serving
         for spec in self.graph.of_kind("Deployment"):
             deployment = spec.model
-            if (
-                isinstance(deployment, Deployment)
-                and deployment.spec.model.name == model
-                and serving.read_config(spec.name) is not None
-            ):
+            if not isinstance(deployment, Deployment) or deployment.spec.model.name != model:
+                continue
+            if deployment.spec.mode == "batch":
+                if self.platform.batch.status(spec.name) is not None:
+                    try:
+                        self.score(deployment, spec.name)
+                    except TargetError as exc:  # the model is registered all the same; the Deployment reads unhealthy
+                        self.progress(f"{spec.name}: scoring with the new version failed: {exc}")
+                continue
+            if deployment.spec.mode == "online" and serving.read_config(spec.name) is not None:
                 ids = serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
                 self.progress(f"{spec.name} now serves {ids['versions']}")
+
+    def score(self, deployment: Deployment, name: str) -> dict[str, str]:
+        """Run the batch Deployment's applied pipeline (features applied first), unless its last run already scored
+        this spec with the version it scores with now; returns target ids (model_version, rows, sink...)."""
+        from mlspec.hashing import canonical
+        from mlspec.render.kfp import batch_feature_service
+
+        engine = self.platform.batch
+        service = batch_feature_service(self.graph, deployment) or ""
+        spec_json = canonical(deployment.model_dump(mode="json", by_alias=True))
+        last = engine.status(name)
+        if last is not None and engine.is_current(deployment, spec_json, service):
+            self.progress(f"{name}: up to date (run {last.get('run_id')} scored v{last.get('model_version')})")
+            return summary_ids(last)
+        self._ensure_features()
+        self.progress(f"score {name} (KFP local runner)")
+        ids = engine.run(deployment, engine.pipeline(name), expected=self.expected.get(deployment.spec.model.name, {}))
+        self.progress(
+            f"{name}: scored {ids['rows']} rows with {ids['model']} v{ids['model_version']} into {ids['sink']} "
+            f"in {ids['seconds']} s ({ids['missing_features']} without features)"
+        )
+        return ids
 
     def _serve(self, deployment: Deployment) -> dict[str, str]:
         model = deployment.spec.model.name
