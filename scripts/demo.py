@@ -83,6 +83,57 @@ def predictions(project: Any, env: str) -> tuple[int, list[str]]:
     return errors, urls
 
 
+def batch_predictions(project: Any, env: str) -> int:
+    """Show the last batch run of each batch Deployment and a few of its predictions; returns errors."""
+    import pandas as pd
+
+    from mlspec.targets.local.operations import status
+
+    errors = 0
+    for job in status(project, env).batch:
+        last = job.get("last_run")
+        if not last:
+            errors += 1
+            print(f"  {job['deployment']}: no run recorded")
+            continue
+        print(
+            f"  {job['deployment']}: {last['rows']} rows scored with {last['model']} v{last['model_version']} "
+            f"in {last['seconds']} s -> {last.get('location') or last.get('sink')}"
+        )
+        location = last.get("location")
+        if location and Path(location).exists():
+            frame = pd.read_parquet(location)
+            print("    " + frame.head(3).to_string(index=False).replace("\n", "\n    "))
+    return errors
+
+
+def edge_package(project: Any, env: str, mlspec_main: Any) -> int:
+    """Verify each edge package against the fingerprint recorded when it was built, then run it on two customers'
+    online features; returns errors."""
+    from mlspec.apply.workflow import local_paths
+    from mlspec.targets.local.feature_store import FeatureStoreEngine
+    from mlspec.targets.local.operations import status
+
+    graph = project.resolve(env).graph
+    store = FeatureStoreEngine(local_paths(project, graph))
+    errors = 0
+    for package in status(project, env).edge:
+        if not package.get("signature_ok"):
+            errors += 1
+            print(f"  {package['deployment']}: {package.get('problem') or 'not built'}")
+            continue
+        tarball, pin = str(package["tarball"]), str(package["signer"])
+        errors += mlspec_main(["edge", "verify", tarball, "--fingerprint", pin]) != 0
+        manifest = json.loads((Path(package["package"]) / "manifest.json").read_text())
+        names = [f["name"] for f in manifest["inputs"][0].get("features", [])]
+        service = graph.resources[f"Deployment/{package['deployment']}"].model.spec.features
+        entities = [{"customer_id": 100_001 + i, "merchant_id": 5_001 + i} for i in (0, 7)]
+        online = store.online_features(service, entities)
+        rows = [{name: float(online[name][i] or 0.0) for name in names} for i in range(len(entities))]
+        errors += mlspec_main(["edge", "run", tarball, "--fingerprint", pin, "--input", json.dumps(rows)]) != 0
+    return errors
+
+
 def traffic(project: Any, env: str, count: int = 3000) -> int:
     """Replay training-like rows as live traffic (one keep-alive connection per server); returns requests sent."""
     import http.client
@@ -151,6 +202,12 @@ def main() -> int:
     step("predictions (features looked up online in Feast, scored by the served models)")
     errors, _ = predictions(project, "local")
     if errors:
+        return 1
+    step("batch scoring: churn-batch's predictions (parquet, every customer once, with model version and time)")
+    if batch_predictions(project, "local"):
+        return 1
+    step("edge package: fraud-edge verified against the signer's fingerprint, then run with onnxruntime")
+    if edge_package(project, "local", mlspec_main):
         return 1
     step("live traffic, then mlspec monitor --env local (Evidently drift on the logged requests)")
     print(f"  sent {traffic(project, 'local')} requests")

@@ -53,6 +53,12 @@ def generate(
             _fraud_labels(rng, txn, customer_ids=customer_ids, merchant_ids=merchant_ids, m_risk=m_risk, days=days),
         ),
         **_customers(rng, customer_ids),
+        # who the nightly churn batch scores: every customer once, as of day 28 (no randomness: the other files
+        # stay byte-identical)
+        "churn-scoring-customers": (
+            "churn_scoring_customers.parquet",
+            pa.table({"customer_id": pa.array(customer_ids), "event_ts": _timestamps(np.full(customers, 28))}),
+        ),
     }
     written: dict[str, Path] = {}
     for name, (filename, table) in tables.items():

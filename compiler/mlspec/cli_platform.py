@@ -35,6 +35,7 @@ def status(env: str, fmt: str, path: Path | None) -> int:
         click.echo(render_status_text(result, style), color=style.enabled)
     down = [s.deployment for s in result.servers if not s.ready]
     down += [job["deployment"] for job in result.batch if not job.get("last_run")]
+    down += [package["deployment"] for package in result.edge if not package.get("signature_ok")]
     return EXIT_FINDINGS if down else EXIT_OK
 
 

@@ -90,6 +90,12 @@ def test_prod_report_follows_pii_from_source_to_endpoint(cli: Callable[..., CliR
     assert "endpoint tls: on" in hops["Deployment/fraud-api"]["in_transit"]["detail"]
     assert hops["DataSource/customer-transactions"]["at_rest"]["detail"] == "encrypted, key kms://payments-data"
     assert all(h["in_residency"] for h in data["hops"])
+    # batch and edge deployments are judged by what they write and ship, not by an endpoint they do not have
+    assert "table ml_prod.churn_scores" in hops["Deployment/churn-batch"]["at_rest"]["detail"]
+    assert "secret://prod/warehouse" in hops["Deployment/churn-batch"]["in_transit"]["detail"]
+    edge = hops["Deployment/fraud-edge"]
+    assert edge["at_rest"]["ok"] is False and "plaintext" in edge["at_rest"]["detail"]
+    assert "kms://prod-edge-signing" in edge["at_rest"]["detail"] and "endpoint" not in edge["in_transit"]["detail"]
 
 
 def test_a_hop_outside_the_residency_fails_and_the_waiver_is_shown(
@@ -98,7 +104,7 @@ def test_a_hop_outside_the_residency_fails_and_the_waiver_is_shown(
     result = cli("report", "compliance", "--env", "prod", "--today", TODAY, "-C", str(foreign))
     assert result.code == 1
     text = result.out
-    assert "**Result: not compliant: 10 hop(s) outside the data residency, 7 un-waived deny finding(s)**" in text
+    assert "**Result: not compliant: 12 hop(s) outside the data residency, 9 un-waived deny finding(s)**" in text
     assert "| `DataSource/customer-transactions` | source | pii | eu-west | **OUTSIDE: eu-west** |" in text
     assert "Waivers judged as of 2030-01-15." in text
     # the source's own residency finding is waived; what is derived from it is not (the waiver names only the source)

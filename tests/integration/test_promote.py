@@ -32,8 +32,8 @@ def git(root: Path, *args: str) -> str:
 def repo(tmp_path: Path) -> Path:
     (tmp_path / "platform").mkdir()
     root = copy_platform(tmp_path / "platform")
-    with (root / "environments/staging.yaml").open("a", encoding="utf-8") as f:
-        f.write(STAGING_OVERRIDES)
+    staging = root / "environments/staging.yaml"  # its own overrides first, then the reference's
+    staging.write_text(staging.read_text().replace("  overrides:\n", STAGING_OVERRIDES, 1))
     prod = root / "environments/prod.yaml"  # who may apply prod is test_access.py's subject, not this file's
     prod.write_text(prod.read_text().split("  # Who may apply here")[0])
     (root / ".gitignore").write_text(".mlspec/\n")
@@ -68,7 +68,8 @@ def test_promotes_only_promotable_fields_on_a_new_branch_and_the_plan_shows_exac
     kept = iter(after.splitlines())
     assert all(line in kept for line in before.splitlines())  # every line, comment and blank line survives
     overrides = yaml.safe_load(after)["spec"]["overrides"]
-    assert overrides[1:] == [
+    existing = len(yaml.safe_load(before)["spec"]["overrides"])  # prod's own overrides stay first
+    assert overrides[existing:] == [
         {"target": "Deployment/fraud-api", "patch": {"spec": {"rollout": {"steps": [5, 25, 100]}}}},
         {"target": "TrainingPipeline/fraud-detector", "patch": {"spec": {"hyperparameters": {"epochs": 30}}}},
     ]

@@ -9,6 +9,7 @@ every apply.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -106,6 +107,7 @@ def apply_plan(
             )
             state.put(env, resource, entry)
             applied[change.ref] = resource
+        record_follow_ups(target, applied, state, env, (actor, revision, plan.plan_hash), cause=change.ref)
         failpoint("apply.after_state")
         results.append(ChangeResult(change.ref, change.action, "applied"))
     record = {
@@ -121,6 +123,27 @@ def apply_plan(
     }
     audit = state.append_audit(env, actor, revision, plan.plan_hash, record) if results else None
     return ApplyResult(env, tuple(results), audit)
+
+
+def record_follow_ups(
+    target: Target,
+    applied: dict[str, ResourceState],
+    state: StateStore,
+    env: str,
+    provenance: tuple[str, str, str],
+    *,
+    cause: str,
+) -> None:
+    """Record what applying ``cause`` did to other applied resources (a new model version re-scored by a batch
+    Deployment, re-packaged for the edge...), so their state stays true and the next plan sees no drift."""
+    drain = getattr(target, "drain_follow_ups", None)
+    for ref, ids in (drain() if drain is not None else {}).items():
+        previous = applied.get(ref)
+        if previous is None or ref == cause:
+            continue
+        resource = dataclasses.replace(previous, target_ids={**previous.target_ids, **ids}, applied_at=now())
+        state.put(env, resource, (*provenance, {"type": "follow-up", "ref": ref, "cause": cause, "target_ids": ids}))
+        applied[ref] = resource
 
 
 def served_model(spec: dict[str, Any], target_ids: dict[str, str] | None = None) -> str:

@@ -91,7 +91,8 @@ def local_paths(project: Project, graph: ResolvedGraph) -> LocalPaths:
     """The local platform's folders for an environment."""
     from mlspec.targets.local.paths import LocalPaths
 
-    return LocalPaths(graph.name, project.root, data_dir(project, graph), graph.env.spec.encryption.kms_key)
+    encryption = graph.env.spec.encryption
+    return LocalPaths(graph.name, project.root, data_dir(project, graph), encryption.kms_key, encryption.signing_key)
 
 
 def make_target(

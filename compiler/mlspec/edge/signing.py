@@ -219,15 +219,19 @@ def resolve_signer(ref: str, root: str | Path | None = None, *, create: bool = F
     return signer
 
 
-def default_signing_ref(kms_key: str | None, environment: str) -> str:
-    """The signing key of an edge Deployment without ``edge.signing_key``: ``<kms_key file>.ed25519`` when the
-    environment's key is a file; SigningKeyError (saying to set it) otherwise."""
+def default_signing_ref(kms_key: str | None, environment: str, signing_key: str | None = None) -> str:
+    """The signing key of an edge Deployment without ``edge.signing_key``: the environment's
+    ``encryption.signing_key``, else ``<kms_key file>.ed25519`` when the environment's key is a file;
+    SigningKeyError (saying to set it) otherwise."""
+    if signing_key:
+        return signing_key
     if kms_key and kms_key.startswith("file://"):
         return kms_key + SUFFIX
     if kms_key:
         raise SigningKeyError(
-            f"environment '{environment}' keys its artifacts with {kms_key}, so an edge Deployment there must name "
-            "its signing key: set spec.edge.signing_key (kms://NAME through a signing provider, or file://PATH)"
+            f"environment '{environment}' keys its artifacts with {kms_key}, so edge packages there need a named "
+            "signing key: set the environment's spec.encryption.signing_key or the Deployment's "
+            "spec.edge.signing_key (kms://NAME through a signing provider, or file://PATH)"
         )
     raise SigningKeyError(
         f"environment '{environment}' has no encryption.kms_key to derive an edge signing key from: "

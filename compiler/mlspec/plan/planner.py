@@ -94,9 +94,11 @@ def diff_fields(before: Any, after: Any, path: str = "", *, brackets: bool = Fal
         for key in sorted(set(before) | set(after)):
             sub = f"{path}[{key}]" if brackets else (f"{path}.{key}" if path else str(key))
             if key not in before:
-                changes.append(FieldChange(sub, None, after[key]))
+                if after[key] is not None:  # a field that is new and unset (a new optional field) changes nothing
+                    changes.append(FieldChange(sub, None, after[key]))
             elif key not in after:
-                changes.append(FieldChange(sub, before[key], None))
+                if before[key] is not None:
+                    changes.append(FieldChange(sub, before[key], None))
             else:
                 changes.extend(diff_fields(before[key], after[key], sub))
         return changes

@@ -49,7 +49,8 @@ def signing_key(deployment: Deployment, graph: ResolvedGraph) -> str:
     edge = deployment.spec.edge
     if edge is not None and edge.signing_key:
         return edge.signing_key
-    return default_signing_ref(graph.env.spec.encryption.kms_key, graph.name)
+    encryption = graph.env.spec.encryption
+    return default_signing_ref(encryption.kms_key, graph.name, encryption.signing_key)
 
 
 class EdgeRenderer:
@@ -75,7 +76,7 @@ class EdgeRenderer:
                         str(exc),
                         spec.document.locate(("spec", "edge")),
                         path="spec.edge.signing_key",
-                        hint="add signing_key: kms://NAME (or file://PATH) under spec.edge",
+                        hint="set the environment's spec.encryption.signing_key, or spec.edge.signing_key (kms:// or file://)",
                     )
                 )
                 continue

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mlspec.policy.findings import Finding
     from mlspec.project import Project
     from mlspec.resolve.graph import ResolvedGraph
+    from mlspec.spec.deployment import DeploymentSpec
     from mlspec.spec.validate import ParsedSpec
 
 SENSITIVE = ("confidential", "pii")  # the classifications the policy library protects (lib.sensitive)
@@ -247,7 +248,9 @@ def _hops(
     else:
         at_rest = env_key
     in_transit = env_tls
-    if spec.kind == "Deployment":
+    if spec.kind == "Deployment" and spec.model.spec.mode != "online":  # type: ignore[attr-defined]
+        at_rest, in_transit = _offline_controls(spec.model.spec, graph, env_key, env_tls)  # type: ignore[attr-defined]
+    elif spec.kind == "Deployment":
         endpoint = spec.model.spec.endpoint  # type: ignore[attr-defined]
         in_transit = Control(
             env_tls.ok and endpoint.tls,
@@ -263,6 +266,32 @@ def _hops(
             Hop(model_ref, "model", classification, regions, outside, Control(env_key.ok, detail), env_tls, file, line)
         )
     return hops
+
+
+def _offline_controls(
+    deployment: DeploymentSpec, graph: ResolvedGraph, env_key: Control, env_tls: Control
+) -> tuple[Control, Control]:
+    """At rest and in transit for what a batch Deployment writes (its predictions) and an edge Deployment ships (a
+    package): what mlspec protects, and what it leaves to the sink's or the device's own controls."""
+    if deployment.batch is not None:
+        sink = deployment.batch.sink
+        if sink.table:
+            return (
+                Control(env_key.ok, f"model: {env_key.detail}; predictions in table {sink.table} (the warehouse's "
+                        "encryption at rest)"),
+                Control(env_tls.ok, f"{env_tls.detail}; sink connection {sink.connection} (a reference)"),
+            )  # fmt: skip
+        return (
+            Control(False, f"model: {env_key.detail}; predictions: parquet under {sink.path}, not encrypted"),
+            env_tls,
+        )
+    encryption = graph.env.spec.encryption
+    edge = deployment.edge
+    signer = (edge.signing_key if edge is not None else None) or encryption.signing_key or "the environment's key"
+    return (
+        Control(False, f"edge package: the model in plaintext on devices, signed by {signer} (integrity, not secrecy)"),
+        Control(True, "shipped as a signed package: every file's sha256 in an Ed25519-signed manifest"),
+    )
 
 
 def _outside(regions: tuple[str, ...], allowed: list[str]) -> tuple[str, ...]:

@@ -30,6 +30,11 @@ class EnvironmentEncryption(StrictModel):
     """Keys and transport security for everything the environment stores or serves."""
 
     kms_key: KmsRef | None = None
+    signing_key: KmsRef | None = Field(
+        default=None,
+        description="Ed25519 key that signs edge packages (kms:// through a signing provider, or file://); "
+        "omit for '<kms_key>.ed25519' when kms_key is a file.",
+    )
     tls: Literal["required", "preferred", "disabled"] = "required"
 
 

@@ -69,7 +69,33 @@ def render_status_text(status: PlatformStatus, style: Style) -> str:
             )
         else:
             lines.append("    " + style("not run yet", "yellow"))
+    if status.edge:
+        lines.append("edge packages (signed manifest, onnxruntime):")
+    for package in status.edge:
+        lines.extend(_edge_lines(package, style))
     return "\n".join(lines)
+
+
+def _edge_lines(package: dict[str, Any], style: Style) -> list[str]:
+    name = package["deployment"]
+    if not package.get("built"):
+        return [f"  {name:<24} " + style("not built yet", "yellow")]
+    kind = "int8" if str(package.get("quantized")) == "true" else "full precision"
+    size = f"{package.get('size_bytes')} bytes" + (
+        f" (full model {package['source_bytes']})" if package.get("source_bytes") else ""
+    )
+    drop = package.get("accuracy_drop")
+    worst = f" ({package['worst_metric']})" if package.get("worst_metric") else ""
+    accuracy = f", max accuracy drop {float(drop):.4g}{worst}" if drop not in (None, "") else ""
+    verdict = (
+        style("signature ok", "green")
+        if package.get("signature_ok")
+        else style(f"INVALID: {package.get('problem')}", "red")
+    )
+    return [
+        f"  {name:<24} {package.get('model')} v{package.get('model_version')} {kind}, {size}{accuracy}; {verdict}",
+        f"    {package.get('tarball')}",
+    ]
 
 
 def status_json(status: PlatformStatus) -> str:

@@ -98,7 +98,7 @@ class EdgeEngine:
         edge = deployment.spec.edge
         if edge is not None and edge.signing_key:
             return edge.signing_key
-        return default_signing_ref(self.paths.kms_key, self.paths.environment)
+        return default_signing_ref(self.paths.kms_key, self.paths.environment, self.paths.signing_key)
 
     def signer(self, deployment: Deployment) -> Signer:
         """The Deployment's signer; a missing file key is created for the ``local`` environment only."""

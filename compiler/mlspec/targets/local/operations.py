@@ -48,6 +48,7 @@ class PlatformStatus:
     servers: tuple[ServerStatus, ...]
     events: tuple[str, ...] = ()
     batch: tuple[dict[str, Any], ...] = ()  # per batch Deployment: schedule, sink and its last run's summary
+    edge: tuple[dict[str, Any], ...] = ()  # per edge Deployment: its current package, re-verified
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,9 @@ def status(project: Project, environment: str) -> PlatformStatus:
                     f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
     batch = tuple(_batch_status(platform, d) for d in _deployments(graph, "batch") if
                   f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
-    return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events), batch)
+    edge = tuple(platform.edge.status(d.metadata.name) for d in _deployments(graph, "edge") if
+                 f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
+    return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events), batch, edge)
 
 
 def _batch_status(platform: LocalPlatform, deployment: Deployment) -> dict[str, Any]:
@@ -312,6 +315,7 @@ def _retrain(
     name: str,
     events: list[str],
 ) -> dict[str, str]:
+    from mlspec.apply.reconciler import record_follow_ups
     from mlspec.targets.local.platform import LocalPlatformTarget
 
     target = LocalPlatformTarget(platform.paths, graph, {}, applied, events.append)
@@ -328,6 +332,8 @@ def _retrain(
         "type": "retrain", "ref": ref, "reason": "drift", "target_ids": ids,
     }))  # fmt: skip
     applied[ref] = resource
+    # batch Deployments re-scored and edge packages re-built with the new version: their state follows
+    record_follow_ups(target, applied, store, graph.name, ("mlspec-monitor", previous.revision, ""), cause=ref)
     return ids
 
 

@@ -16,6 +16,7 @@ class LocalPaths:
     project_root: Path
     data_dir: Path
     kms_key: str | None = None  # the Environment's encryption.kms_key: datasets and models are sealed with it
+    signing_key: str | None = None  # the Environment's encryption.signing_key: edge packages are signed with it
 
     @property
     def output(self) -> Path:

@@ -5,7 +5,9 @@ materialized (and before any training, since training reads features); a
 TrainingPipeline runs its compiled KFP pipeline with the local runner; an online
 Deployment is served by a local model server (stopped when deleted); a batch
 Deployment runs its compiled scoring pipeline with the local runner (its
-predictions stay when it is deleted; ``mlspec monitor`` runs it on its schedule).
+predictions stay when it is deleted; ``mlspec monitor`` runs it on its schedule);
+an edge Deployment gets a signed package of its model (deleted with it).
+After training, each mode picks up a new version the way it does.
 Every engine step is idempotent, so re-applying after a crash converges.
 """
 
@@ -25,6 +27,7 @@ from mlspec.spec.training import TrainingPipeline
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.batch import BatchEngine, summary_ids
+from mlspec.targets.local.edge import EdgeEngine
 from mlspec.targets.local.feature_store import FeatureStoreEngine
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import Registry
@@ -64,6 +67,11 @@ class LocalPlatform:
         """Runs batch scoring pipelines."""
         return BatchEngine(self.paths, self.registry)
 
+    @property
+    def edge(self) -> EdgeEngine:
+        """Builds and checks edge packages (the registry is opened only when a build needs it)."""
+        return EdgeEngine(self.paths, lambda: self.registry)
+
 
 def deployment_mode(spec: dict[str, object]) -> str:
     """A Deployment's mode from its spec as state records it (``online`` when unset)."""
@@ -102,6 +110,12 @@ class LocalPlatformTarget:
         self.output = OutputDirTarget(paths.output)
         self.expected = expected_hashes(applied)
         self.progress = progress
+        self.follow_ups: dict[str, dict[str, str]] = {}  # ref -> new target ids of resources a rollout re-did
+
+    def drain_follow_ups(self) -> dict[str, dict[str, str]]:
+        """What rollouts did to other resources since the last call (the reconciler records it in state)."""
+        done, self.follow_ups = self.follow_ups, {}
+        return done
 
     # -- Target protocol ------------------------------------------------------------------------------
 
@@ -117,6 +131,8 @@ class LocalPlatformTarget:
                     steps.append(f"stop the model server of {name}")
                 elif mode == "batch":
                     steps.append(f"stop scheduling batch scoring of {name} (its predictions are kept)")
+                elif mode == "edge":
+                    steps.append(f"delete the edge packages of {name} (copies already shipped stay valid)")
             return steps
         if change.kind == "Environment" and FeatureStoreEngine.repo_files(self.rendered):
             steps.append("feast apply + materialize the online store (if the repository changed)")
@@ -139,6 +155,8 @@ class LocalPlatformTarget:
                 )
                 if body.batch.schedule:
                     steps.append(f"then on schedule '{body.batch.schedule}' (UTC) from mlspec monitor")
+            elif body.mode == "edge":
+                steps.append(self.platform.edge.plan_step(spec.model))
         return steps
 
     def apply(
@@ -152,8 +170,11 @@ class LocalPlatformTarget:
         ids = self.output.apply(change, artifacts, previous, keep)
         if change.action == "delete":
             # a batch Deployment's schedule is its spec: once deleted, monitor no longer runs it (predictions stay)
-            if change.kind == "Deployment" and (previous is None or deployment_mode(previous.spec) == "online"):
+            mode = deployment_mode(previous.spec) if previous is not None else "online"
+            if change.kind == "Deployment" and mode == "online":
                 self.platform.serving.stop(change.ref.split("/", 1)[1])
+            elif change.kind == "Deployment" and mode == "edge":
+                self.platform.edge.remove(change.ref.split("/", 1)[1])
             return ids
         spec = self.graph.resources.get(change.ref)
         if change.kind == "Environment":
@@ -166,7 +187,7 @@ class LocalPlatformTarget:
             elif spec.model.spec.mode == "batch":
                 ids.update(self.score(spec.model, spec.name))
             elif spec.model.spec.mode == "edge":
-                pass  # edge packages: the EdgeEngine (targets/local/edge.py) is wired in here
+                ids.update(self.package(spec.model))
         return ids
 
     def read_live(self, resource: ResourceState) -> dict[str, str | None]:
@@ -184,8 +205,8 @@ class LocalPlatformTarget:
                 last = self.platform.batch.status(name)
                 wanted = resource.target_ids.get("model_version")
                 return last is not None and (not wanted or str(last.get("model_version")) == wanted)
-            if mode != "online":
-                return True
+            if mode == "edge":  # the package state recorded is there and its signature verifies
+                return self.platform.edge.intact(name, resource.target_ids)
             return self.platform.serving.healthy(name)
         if resource.kind == "TrainingPipeline":
             return self._model_intact(resource.target_ids)
@@ -264,9 +285,16 @@ class LocalPlatformTarget:
             if deployment.spec.mode == "batch":
                 if self.platform.batch.status(spec.name) is not None:
                     try:
-                        self.score(deployment, spec.name)
+                        self.follow_ups[spec.ref] = self.score(deployment, spec.name)
                     except TargetError as exc:  # the model is registered all the same; the Deployment reads unhealthy
                         self.progress(f"{spec.name}: scoring with the new version failed: {exc}")
+                continue
+            if deployment.spec.mode == "edge":
+                if self.platform.edge.current(spec.name) is not None:
+                    try:
+                        self.follow_ups[spec.ref] = self.package(deployment)
+                    except TargetError as exc:  # e.g. the int8 model loses too much: the old package stays current
+                        self.progress(f"{spec.name}: packaging the new version failed: {exc}")
                 continue
             if deployment.spec.mode == "online" and serving.read_config(spec.name) is not None:
                 ids = serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
@@ -293,6 +321,23 @@ class LocalPlatformTarget:
             f"in {ids['seconds']} s ({ids['missing_features']} without features)"
         )
         return ids
+
+    def package(self, deployment: Deployment) -> dict[str, str]:
+        """Build (or reuse) the edge package of the version the Deployment names; returns target ids (version,
+        manifest sha256, size, accuracy drop...). An int8 build reads its test split through the feature store."""
+        model = deployment.spec.model.name
+        pipeline = next(
+            (
+                p.model
+                for p in self.graph.of_kind("TrainingPipeline")
+                if isinstance(p.model, TrainingPipeline) and p.model.model_name == model
+            ),
+            None,
+        )
+        if deployment.spec.edge is not None and deployment.spec.edge.quantize == "int8":
+            self._ensure_features()
+        self.progress(f"package {deployment.metadata.name} for the edge")
+        return self.platform.edge.build(deployment, pipeline, self.expected.get(model, {}), progress=self.progress)
 
     def _serve(self, deployment: Deployment) -> dict[str, str]:
         model = deployment.spec.model.name
