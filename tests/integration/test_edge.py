@@ -251,7 +251,10 @@ def test_signing_keys_fail_closed(trained: Trained) -> None:
     t = trained
     with pytest.raises(TargetError, match=r"no signing provider is configured for kms://edge-signer"):
         engine(t).build(deployment("fraud-kms", {"signing_key": "kms://edge-signer"}), None, {})
-    with pytest.raises(TargetError, match=r"must name its signing key: set spec\.edge\.signing_key"):
+    with pytest.raises(
+        TargetError,
+        match=r"need a named signing key: set the environment's spec\.encryption\.signing_key or the Deployment's spec\.edge\.signing_key",
+    ):
         engine(t, kms_key="kms://bank-prod").build(deployment("fraud-kms", {}), None, {})
     assert not (t.root / ".mlspec" / "local" / "edge" / "fraud-kms").exists()
     plan = engine(t).plan_step(deployment("fraud-edge", {"quantize": "int8"}))
@@ -301,11 +304,20 @@ def test_renderer_writes_the_build_descriptor_without_key_material(tmp_path: Pat
     assert document["features"]["tensor"]["shape"] == ["batch", 8]
     assert "PRIVATE" not in local.artifacts[0].content.decode()
 
-    # prod keys with kms://: an edge Deployment there must name its signing key
+    # prod keys with kms://: the environment's signing key signs, and without one an edge Deployment must name its own
+    _, prod = project.render("prod", ["edge"], use_cache=False)
+    assert prod is not None and prod.ok, prod.diagnostics
+    assert json.loads(prod.artifacts[0].content)["signing"]["key"] == "kms://prod-edge-signing"
+    prod_env = root / "environments" / "prod.yaml"
+    prod_env.write_text(prod_env.read_text().replace(" signing_key: kms://prod-edge-signing,", ""))
+    project = Project.open(root)
     _, prod = project.render("prod", ["edge"], use_cache=False)
     assert prod is not None and not prod.ok
     (problem,) = prod.diagnostics
-    assert problem.code == "missing-field" and "set spec.edge.signing_key" in problem.message
+    assert (
+        problem.code == "missing-field"
+        and "spec.encryption.signing_key or the Deployment's spec.edge.signing_key" in problem.message
+    )
     assert problem.location.file.endswith("fraud-edge.yaml")
     (root / "specs" / "deployments" / "fraud-edge.yaml").write_text(
         EDGE_SPEC.replace("max_accuracy_drop: 0.02}", "max_accuracy_drop: 0.02, signing_key: kms://edge-signer}")

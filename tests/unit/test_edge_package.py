@@ -403,7 +403,10 @@ def test_int8_needs_the_test_split_and_the_features_must_be_the_models(
 
 def test_signing_key_references(tmp_path: Path, model: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_signing_ref("file://.mlspec/keys/local.key", "local") == "file://.mlspec/keys/local.key.ed25519"
-    with pytest.raises(SigningKeyError, match=r"keys its artifacts with kms://prod-key.*set spec\.edge\.signing_key"):
+    with pytest.raises(
+        SigningKeyError,
+        match=r"keys its artifacts with kms://prod-key.*spec\.encryption\.signing_key or the Deployment's spec\.edge\.signing_key",
+    ):
         default_signing_ref("kms://prod-key", "prod")
     with pytest.raises(SigningKeyError, match=r"no encryption\.kms_key"):
         default_signing_ref(None, "dev")

@@ -9,6 +9,7 @@ import pytest
 
 from mlspec.errors import UsageError
 from mlspec.project import Project
+from mlspec.resolve.graph import GRAPH_KINDS
 from mlspec.resolve.overlay import merge_patch
 from mlspec.spec import Deployment
 from tests.conftest import REPO, CliResult, minimal_platform, write_files
@@ -120,7 +121,9 @@ def test_reference_platform_resolves_in_every_environment() -> None:
     for name in names:
         resolution = proj.resolve(name, validation)
         assert resolution.ok, (name, resolution.diagnostics)
-        assert resolution.graph is not None and len(resolution.graph.order) == 18
+        # every spec of a graph kind is in every environment's graph, once
+        expected = {(s.kind, s.name) for s in validation.specs if s.kind in GRAPH_KINDS}
+        assert resolution.graph is not None and len(resolution.graph.order) == len(expected) == 21
     prod = proj.resolve("prod", validation).graph
     assert prod is not None
     fraud = prod.resources["Deployment/fraud-api"].model

@@ -17,7 +17,7 @@ import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from mlspec.crypto.errors import IntegrityError, KeyProviderError
 
@@ -112,16 +112,44 @@ def register_provider(scheme: str, factory: ProviderFactory) -> None:
     _PROVIDERS[scheme] = factory
 
 
-def _env_provider() -> ProviderFactory | None:
-    spec = os.environ.get(PROVIDER_VARIABLE, "").strip()
+def provider_from_environment(variable: str, error: type[Exception]) -> Callable[[str], Any] | None:
+    """The factory a ``module:function`` environment variable names (None when unset); ``error`` when it cannot
+    be loaded. Shared by the key providers here and the edge signing providers."""
+    spec = os.environ.get(variable, "").strip()
     if not spec:
         return None
     module, _, name = spec.partition(":")
     try:
-        factory: ProviderFactory = getattr(importlib.import_module(module), name or "provider")
+        factory: Callable[[str], Any] = getattr(importlib.import_module(module), name or "provider")
     except (ImportError, AttributeError) as exc:
-        raise KeyProviderError(f"{PROVIDER_VARIABLE}={spec} cannot be loaded: {exc}") from exc
+        raise error(f"{variable}={spec} cannot be loaded: {exc}") from exc
     return factory
+
+
+def _env_provider() -> ProviderFactory | None:
+    return provider_from_environment(PROVIDER_VARIABLE, KeyProviderError)
+
+
+def key_file_path(ref: str, root: str | Path | None = None) -> Path:
+    """The file a ``file://`` reference names (relative paths against ``root``, else $MLSPEC_PROJECT_ROOT or the
+    working directory)."""
+    path = Path(ref.removeprefix("file://"))
+    return path if path.is_absolute() else Path(root or os.environ.get(ROOT_VARIABLE) or Path.cwd()) / path
+
+
+def create_secret_file(path: Path, data: bytes) -> bool:
+    """Write ``data`` to a new file readable by its owner only (0600, in a 0700 folder), durably; False when the file
+    already exists (created concurrently: the caller uses that one)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
 
 
 def _read_key_file(path: Path, ref: str) -> bytes:
@@ -136,16 +164,10 @@ def _read_key_file(path: Path, ref: str) -> bytes:
 
 
 def _create_key_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # created concurrently: use that one
-        return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(KEY_BYTES))
-        handle.flush()
-        os.fsync(handle.fileno())
-    log.warning("created a new local key %s: back it up, artifacts encrypted with it cannot be read without it", path)
+    if create_secret_file(path, secrets.token_bytes(KEY_BYTES)):
+        log.warning(
+            "created a new local key %s: back it up, artifacts encrypted with it cannot be read without it", path
+        )
 
 
 class KeyResolver:
@@ -159,8 +181,7 @@ class KeyResolver:
 
     def key_path(self, ref: str) -> Path:
         """The file a ``file://`` reference names."""
-        path = Path(ref.removeprefix("file://"))
-        return path if path.is_absolute() else self.root / path
+        return key_file_path(ref, self.root)
 
     def resolve(self, ref: str) -> KeyEncryptionKey:
         """The KEK for ``ref``; raise KeyProviderError naming the reference when it cannot be had."""

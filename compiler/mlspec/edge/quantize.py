@@ -93,13 +93,9 @@ def session(model_bytes: bytes, threads: int = 1) -> Any:
     """An onnxruntime CPU session over ``model_bytes`` (sequential, ``threads`` intra-op threads, no spinning)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    from mlspec.serving.models import session_options  # the model server's settings: the same latency
+
+    return ort.InferenceSession(model_bytes, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def score(model_bytes: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -14,7 +14,6 @@ A public key's fingerprint is ``sha256:`` + the hex sha256 of its 32 raw bytes.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import stat
@@ -22,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from mlspec.crypto.keys import create_secret_file, key_file_path, provider_from_environment
 from mlspec.edge.errors import SigningKeyError
 
 log = logging.getLogger("mlspec.edge")
 
 PROVIDER_VARIABLE = "MLSPEC_SIGNING_PROVIDER"
-ROOT_VARIABLE = "MLSPEC_PROJECT_ROOT"
 ALGORITHM = "Ed25519"
 RAW_PUBLIC_BYTES = 32
 SUFFIX = ".ed25519"
@@ -145,41 +144,20 @@ def register_signer(scheme: str, factory: SignerFactory) -> None:
 
 
 def _env_provider() -> SignerFactory | None:
-    spec = os.environ.get(PROVIDER_VARIABLE, "").strip()
-    if not spec:
-        return None
-    module, _, name = spec.partition(":")
-    try:
-        factory: SignerFactory = getattr(importlib.import_module(module), name or "provider")
-    except (ImportError, AttributeError) as exc:
-        raise SigningKeyError(f"{PROVIDER_VARIABLE}={spec} cannot be loaded: {exc}") from exc
-    return factory
+    return provider_from_environment(PROVIDER_VARIABLE, SigningKeyError)
 
 
-def key_path(ref: str, root: str | Path | None = None) -> Path:
-    """The file a ``file://`` reference names (relative paths against ``root``, else $MLSPEC_PROJECT_ROOT or the
-    working directory)."""
-    path = Path(ref.removeprefix("file://"))
-    if path.is_absolute():
-        return path
-    return Path(root or os.environ.get(ROOT_VARIABLE) or Path.cwd()) / path
+key_path = key_file_path  # the same file:// rules as the encryption keys
 
 
 def _create_key_file(path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # created concurrently: use that one
+    if not create_secret_file(path, pem):  # created concurrently: use that one
         return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     log.warning(
         "created a new edge signing key %s (public key %s): back it up; devices that trust it cannot verify "

@@ -183,6 +183,17 @@ def open_session(
     return session, DevicePlan(plan.requested, plan.device, used, plan.fallback_reason)
 
 
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Options for a latency-bound session: sequential, ``threads`` intra-op threads, no spinning, quiet logs."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
 def load_model(variant: VariantConfig, n_features: int, device: str, fallback: str, threads: int = 1) -> LoadedModel:
     """Verify and load one variant; raise ModelError saying why it cannot serve."""
     data = read_verified(variant)
@@ -190,13 +201,7 @@ def load_model(variant: VariantConfig, n_features: int, device: str, fallback: s
         plan = plan_device(device, fallback)
     except ModelError as exc:
         raise ModelError(f"variant {variant.name}: {exc}") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    session, plan = open_session(data, options, plan, fallback, variant)
+    session, plan = open_session(data, session_options(threads), plan, fallback, variant)
     if plan.fallback:
         log.warning("variant %s: device gpu asked for, but %s; falling back to cpu", variant.name, plan.fallback_reason)
     inputs, outputs = session.get_inputs(), session.get_outputs()
