@@ -117,7 +117,7 @@ def test_1_a_failed_gate_stops_promotion_and_names_the_metric(platform: Path) ->
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "churn-model: evaluation gate(s) failed" in result.stdout
     assert "auc" in result.stdout and "0.999" in result.stdout and "short by" in result.stdout
-    assert "Deployment/churn-api: skipped" in result.stdout
+    assert "Deployment/churn-api: skipped" in result.stdout and "Deployment/churn-batch: skipped" in result.stdout
     # everything that does not depend on the failed pipeline is up
     client = registry(platform)
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
@@ -141,6 +141,14 @@ def test_2_fixing_the_gate_converges_without_retraining_the_rest(platform: Path)
     assert status.returncode == 0, status.stdout + status.stderr
     servers = {s["deployment"]: s for s in json.loads(status.stdout)["servers"]}
     assert set(servers) == {"fraud-api", "churn-api"} and all(s["ready"] for s in servers.values())
+    # the batch Deployment scored every customer once with the champion; the edge package verifies
+    data = json.loads(status.stdout)
+    (batch,) = data["batch"]
+    assert batch["deployment"] == "churn-batch" and batch["last_run"]["rows"] == 400
+    assert str(batch["last_run"]["model_version"]) == "1" and batch["last_run"]["missing_features"] == 0
+    (edge,) = data["edge"]
+    assert edge["deployment"] == "fraud-edge" and edge["signature_ok"] and edge["quantized"] == "true"
+    assert str(edge["model_version"]) == "1" and int(edge["size_bytes"]) < int(edge["source_bytes"])
 
 
 def test_3_served_predictions_equal_the_registered_onnx_model(platform: Path) -> None:
