@@ -211,6 +211,9 @@ def test_5_drift_in_served_traffic_triggers_retraining_and_a_new_rollout(platfor
     quiet = mlspec(platform, "monitor", "--env", "local")
     assert quiet.returncode == 0, quiet.stdout[-3000:] + quiet.stderr[-3000:]
     assert "fraud-api: ok: no drift" in quiet.stdout
+    # the logged requests (customers' features) are sealed at rest: monitor read them with the environment's key
+    logged = (platform / ".mlspec/local/requests/fraud-api/requests.jsonl").read_bytes()
+    assert logged.startswith(b'{"sealed":') and features[0].encode() not in logged
     shifted_columns = [i for i, name in enumerate(features) if name.startswith("txn_amount")]
     assert shifted_columns
     for i, row in enumerate(normal):

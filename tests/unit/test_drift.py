@@ -259,6 +259,28 @@ def test_read_request_log_reads_the_flat_form_the_model_server_writes(tmp_path: 
     assert read_request_log(log, ["a"], since=1_763_872_401.0)["a"].tolist() == [2.5]  # 04:33:21 UTC
 
 
+def test_a_sealed_request_log_holds_no_feature_value_and_reads_back_only_with_the_key(tmp_path: Path) -> None:
+    from mlspec.crypto import LocalKey
+    from mlspec.serving.reqlog import RequestLog
+
+    key = LocalKey.generate("file://keys/local.key")
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(str(path), 1.0, ("amount", "txn_count_7d"), "fraud-api", interval=3600, kek=key)
+    rows = np.array([[1234.5, 7.0], [99.25, 3.0]], dtype=np.float32)
+    log.add("stable", "3", rows, np.array([0.9, 0.1], dtype=np.float32))
+    log.flush()
+    log.add("stable", "3", rows[:1], np.array([0.8], dtype=np.float32))
+    log.close()
+    raw = path.read_bytes()
+    assert raw.count(b"\n") == 2 and b"amount" not in raw and b"1234.5" not in raw  # two sealed flushes
+    frame = read_request_log(path, ["txn_count_7d", "amount"], keys=key)
+    assert frame.to_dict(orient="list") == {"txn_count_7d": [7.0, 3.0, 7.0], "amount": [1234.5, 99.25, 1234.5]}
+    with pytest.raises(MlspecError, match="sealed with the environment's key and no key was given"):
+        read_request_log(path, ["amount"])
+    with pytest.raises(MlspecError, match=r"requests\.jsonl"):
+        read_request_log(path, ["amount"], keys=LocalKey.generate("file://keys/local.key"))
+
+
 def test_request_log_folder_to_drift_report(reference: pd.DataFrame, shifted: pd.DataFrame, tmp_path: Path) -> None:
     logs = tmp_path / "requests" / "fraud"
     logs.mkdir(parents=True)

@@ -801,6 +801,33 @@ def test_request_log_sampled_and_flushed_on_sigterm(serve: Callable[..., Server]
     assert "stopping" in srv.log.read_text()
 
 
+def test_a_sealed_request_log_holds_no_request_in_clear_and_a_missing_key_refuses_to_start(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    from mlspec.crypto import KeyResolver
+    from mlspec.runtime.drift import read_request_log
+
+    key = tmp_path / "keys" / "local.key"
+    key.parent.mkdir()
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    log_path = tmp_path / "requests.jsonl"
+    sealed = {"path": str(log_path), "sample_rate": 1.0, "enabled": True, "seal_key": key.as_uri()}
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], log=sealed)
+    rows = [[float(i) + 0.125, 1.0, 2.0] for i in range(50)]
+    raw_requests(srv, [body(r, str(i)) for i, r in enumerate(rows)])
+    os.kill(srv.pid, signal.SIGTERM)
+    _, code = os.waitpid(srv.pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    raw = log_path.read_bytes()
+    assert raw and b"timestamp" not in raw and b"10.125" not in raw  # sealed flushes only
+    frame = read_request_log(log_path, ["a", "b"], keys=KeyResolver(tmp_path))
+    assert sorted(frame["a"].tolist()) == [r[0] for r in rows] and set(frame["b"]) == {1.0}
+    key.unlink()  # the key cannot be had: the server does not start rather than log in clear
+    with pytest.raises(Exception, match="request log is sealed with"):
+        serve([variant(tmp_path, "stable", "3", STABLE_W)], log=sealed)
+
+
 def test_sighup_reloads_and_keeps_old_config_on_bad_sha(serve: Callable[..., Server], tmp_path: Path) -> None:
     srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
     conn = srv.conn()  # a connection kept open across the reload

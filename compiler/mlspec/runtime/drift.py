@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
@@ -51,6 +51,9 @@ from evidently.presets import DataDriftPreset
 
 from mlspec.atomic import atomic_write
 from mlspec.errors import MlspecError
+
+if TYPE_CHECKING:
+    from mlspec.crypto.envelope import Keys
 
 SCHEMA_VERSION = 1
 
@@ -199,13 +202,38 @@ def _log_files(path: Path) -> list[Path]:
     raise DriftError(f"request log not found: {path}", hint="the model server writes it once it serves traffic")
 
 
-def _records(files: list[Path]) -> Iterator[str]:
+def _records(files: list[Path], keys: Keys | None) -> Iterator[str]:
     for file in files:
         try:
             with file.open(encoding="utf-8", errors="replace") as handle:
-                yield from handle
+                for line in handle:
+                    if line.startswith('{"sealed":'):  # one flush of a sealed log: its lines, decrypted in memory
+                        yield from _unseal(line, file, keys)
+                    else:
+                        yield line
         except OSError as exc:
             raise DriftError(f"cannot read request log {file}: {exc.strerror or exc}") from exc
+
+
+def _unseal(line: str, file: Path, keys: Keys | None) -> list[str]:
+    """The plaintext lines of one sealed flush; DriftError without a key or when it does not open."""
+    import base64
+    import binascii
+
+    from mlspec.crypto import CryptoError, decrypt
+
+    if keys is None:
+        raise DriftError(
+            f"request log {file} is sealed with the environment's key and no key was given",
+            hint="read it with keys=RuntimeContext.key_resolver() (mlspec monitor does)",
+        )
+    try:
+        blob = base64.b64decode(json.loads(line)["sealed"], validate=True)
+        return decrypt(blob, keys).decode("utf-8").splitlines(keepends=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise DriftError(f"request log {file}: a sealed line is malformed: {exc}") from None
+    except CryptoError as exc:
+        raise DriftError(f"request log {file}: {exc}") from None
 
 
 def _timestamp(record: Mapping[str, Any]) -> float | None:
@@ -241,7 +269,7 @@ def _parse(line: str, features: Sequence[str]) -> tuple[float, tuple[Any, ...]] 
 
 
 def read_request_log(
-    path: Path, features: list[str], *, since: float | None = None, limit: int | None = None
+    path: Path, features: list[str], *, since: float | None = None, limit: int | None = None, keys: Keys | None = None
 ) -> pd.DataFrame:
     """Read the model server's sampled request log into one column per feature, in ``features`` order.
 
@@ -252,14 +280,16 @@ def read_request_log(
     or ISO-8601 ``timestamp``) and scalar feature values (a ``features`` object, else the record itself) is
     malformed: it is skipped and counted in ``frame.attrs["malformed_lines"]``. A feature missing from a
     line reads as missing (NaN/None). ``since`` keeps lines with ``ts >= since``; ``limit`` keeps the last
-    ``limit`` kept lines (the most recent traffic). Blank lines are ignored.
+    ``limit`` kept lines (the most recent traffic). Blank lines are ignored. A sealed log (a line
+    ``{"sealed": "<base64 envelope>"}`` per flush, see ``mlspec.serving.reqlog``) is decrypted in memory with
+    ``keys``; without them, or with the wrong ones, it is a DriftError.
     """
     if limit is not None and limit < 0:
         raise DriftError(f"limit must be 0 or more, not {limit}")
     files = _log_files(path)
     rows: deque[tuple[Any, ...]] = deque(maxlen=limit)
     malformed = 0
-    for line in _records(files):
+    for line in _records(files, keys):
         if not line.strip():
             continue
         parsed = _parse(line, features)

@@ -9,18 +9,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlspec.atomic import atomic_write
 from mlspec.serving import metrics as m
-from mlspec.serving.config import STABLE, ServingConfig
+from mlspec.serving.config import STABLE, ConfigError, ServingConfig
 from mlspec.serving.http import Connection, Ticket, response
 from mlspec.serving.metrics import ShadowStats, VariantStats
 from mlspec.serving.protocol import InferRequest, ProtocolError, decode_infer, encode_infer, error_body, response_prefix
 from mlspec.serving.reqlog import RequestLog
 from mlspec.serving.router import LOADED, LOADING, Arm, Router, make_router
+
+if TYPE_CHECKING:
+    from mlspec.crypto.keys import KeyEncryptionKey
 
 log = logging.getLogger("mlspec.serving")
 perf_counter = time.perf_counter
@@ -85,12 +88,15 @@ class App:
         wanted = config.log if config.log is not None and config.log.enabled else None
         current = self.reqlog
         if current is not None and (
-            wanted is None or (current.path, current.sample_rate) != (wanted.path, wanted.sample_rate)
+            wanted is None
+            or (current.path, current.sample_rate, current.kek.ref if current.kek else None)
+            != (wanted.path, wanted.sample_rate, wanted.seal_key)
         ):
             current.close()
             self.reqlog = None
         if wanted is not None and self.reqlog is None and wanted.sample_rate > 0:
-            self.reqlog = RequestLog(wanted.path, wanted.sample_rate, config.features, config.deployment)
+            kek = _seal_key(wanted.seal_key) if wanted.seal_key else None  # fails closed: no key, no server
+            self.reqlog = RequestLog(wanted.path, wanted.sample_rate, config.features, config.deployment, kek=kek)
         self.log_rate = self.reqlog.sample_rate if self.reqlog is not None else 0.0
 
     def arm_loaded(self, arm: Arm) -> None:
@@ -513,3 +519,19 @@ class App:
             rows.samples.append(f"mlspec_request_log_rows_total{{{m.labels(deployment=dep)}}} {self.reqlog.written}")
             families.append(rows)
         return m.render(families)
+
+
+def _seal_key(ref: str) -> KeyEncryptionKey:
+    """The request log's key (file:// against $MLSPEC_PROJECT_ROOT); ConfigError when it cannot be had."""
+    from mlspec.crypto import CryptoError, KeyResolver
+
+    try:
+        return KeyResolver().resolve(ref)
+    except CryptoError as exc:
+        raise ConfigError(f"the request log is sealed with {ref}, which cannot be resolved: {exc}") from None
+
+
+def check_seal_key(config: ServingConfig) -> None:
+    """ConfigError when ``config`` seals its request log with a key that cannot be resolved here."""
+    if config.log is not None and config.log.enabled and config.log.seal_key:
+        _seal_key(config.log.seal_key)

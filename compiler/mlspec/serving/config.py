@@ -35,6 +35,7 @@ class LogConfig:
     path: str
     sample_rate: float = 0.1
     enabled: bool = True
+    seal_key: str | None = None  # a key reference (file://, kms://): each flush is written as an envelope
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,10 @@ def _log(raw: Any) -> LogConfig:
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError("'log.enabled' must be true or false")
-    return LogConfig(path=raw["path"], sample_rate=float(rate), enabled=enabled)
+    seal = raw.get("seal_key")
+    if seal is not None and (not isinstance(seal, str) or not seal.startswith(("file://", "kms://"))):
+        raise ConfigError(f"'log.seal_key' must be a key reference (file://... or kms://...), not {seal!r}")
+    return LogConfig(path=raw["path"], sample_rate=float(rate), enabled=enabled, seal_key=seal)
 
 
 def _check_rollout(config: ServingConfig) -> None:

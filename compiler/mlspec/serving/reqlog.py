@@ -1,15 +1,26 @@
-"""Sampled request logging: JSON lines (features by name, timestamp, variant, score) appended by a writer thread."""
+"""Sampled request logging: JSON lines (features by name, timestamp, variant, score) appended by a writer thread.
+
+With a key the log holds request features of real customers sealed at rest: each flush is one line
+``{"sealed": "<base64 envelope>"}`` whose plaintext is that flush's JSON lines (a data key per flush, wrapped
+by the environment's key; :func:`mlspec.runtime.drift.read_request_log` opens them in memory).
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mlspec.crypto.keys import KeyEncryptionKey
+
+SEALED = "sealed"  # the field of a sealed flush line
 
 log = logging.getLogger("mlspec.serving")
 
@@ -20,11 +31,19 @@ class RequestLog:
     The response path only appends a tuple to a list; encoding and file I/O happen on the writer thread.
     """
 
-    def __init__(
-        self, path: str, sample_rate: float, features: tuple[str, ...], deployment: str, interval: float = 1.0
+    def __init__(  # noqa: PLR0917
+        self,
+        path: str,
+        sample_rate: float,
+        features: tuple[str, ...],
+        deployment: str,
+        interval: float = 1.0,
+        kek: KeyEncryptionKey | None = None,
     ) -> None:
-        """A log writing to ``path`` (created when missing) that samples ``sample_rate`` of requests."""
+        """A log writing to ``path`` (created when missing) that samples ``sample_rate`` of requests; with ``kek``
+        every flush is sealed."""
         self.path = path
+        self.kek = kek
         self.sample_rate = sample_rate
         self.features = features
         self.deployment = deployment
@@ -67,6 +86,11 @@ class RequestLog:
             return
         try:
             text = self._lines(items)
+            if self.kek is not None:
+                from mlspec.crypto import encrypt
+
+                sealed = encrypt(text.encode(), self.kek, f"mlspec:requests/{self.deployment}")
+                text = json.dumps({SEALED: base64.b64encode(sealed).decode("ascii")}) + "\n"
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(text)
             self.written += sum(len(i[3]) for i in items)

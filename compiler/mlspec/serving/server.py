@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any
 
-from mlspec.serving.app import App
+from mlspec.serving.app import App, check_seal_key
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
 from mlspec.serving.http import Connection
 from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
@@ -77,7 +77,10 @@ class Server:
             config = ServingConfig.load(self.config_path)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
-        app = App(config)
+        try:
+            app = App(config)
+        except ConfigError as exc:  # e.g. the request log's key cannot be resolved
+            raise StartupError(str(exc)) from exc
         app.loop = asyncio.get_running_loop()
         self.app = app
         primaries = primary_names(config)
@@ -131,6 +134,7 @@ class Server:
         try:
             try:
                 new = ServingConfig.load(self.config_path)
+                check_seal_key(new)  # before anything is swapped: a key that cannot be had refuses the reload
             except ConfigError as exc:
                 log.error("reload refused, keeping the old config: %s", exc)
                 return False

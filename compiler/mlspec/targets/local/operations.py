@@ -271,7 +271,8 @@ def _monitor_one(
     checked_at = time.time()
     try:
         reference = pd.read_parquet(io.BytesIO(platform.paths.runtime_context().read(reference_path)))  # sealed
-        current = read_request_log(platform.serving.request_log(name), features, since=since)
+        keys = platform.paths.runtime_context().key_resolver()  # the servers seal their logs with it
+        current = read_request_log(platform.serving.request_log(name), features, since=since, keys=keys)
         progress(f"{name}: drift check on {len(current)} logged requests against {len(reference)} training rows")
         result = detect_drift(
             reference, current, deployment=name, features=features,

@@ -171,6 +171,8 @@ class ServingEngine:
                 "path": str(self.request_log(name)),
                 "sample_rate": drift.sample_rate if drift else 0.0,
                 "enabled": spec.monitoring.log_requests and drift is not None,
+                # request features of real customers: sealed at rest with the environment's key
+                **({"seal_key": self.paths.kms_key} if self.paths.kms_key else {}),
             },
             "status_path": str(folder / "rollout.json"),
         }
