@@ -821,6 +821,7 @@ def test_a_sealed_request_log_holds_no_request_in_clear_and_a_missing_key_refuse
     assert os.waitstatus_to_exitcode(code) == 0
     raw = log_path.read_bytes()
     assert raw and b"timestamp" not in raw and b"10.125" not in raw  # sealed flushes only
+    assert log_path.stat().st_mode & 0o777 == 0o600
     frame = read_request_log(log_path, ["a", "b"], keys=KeyResolver(tmp_path))
     assert sorted(frame["a"].tolist()) == [r[0] for r in rows] and set(frame["b"]) == {1.0}
     key.unlink()  # the key cannot be had: the server does not start rather than log in clear

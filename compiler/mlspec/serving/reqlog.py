@@ -91,7 +91,9 @@ class RequestLog:
 
                 sealed = encrypt(text.encode(), self.kek, f"mlspec:requests/{self.deployment}")
                 text = json.dumps({SEALED: base64.b64encode(sealed).decode("ascii")}) + "\n"
-            with open(self.path, "a", encoding="utf-8") as handle:
+            # owner-only: the log holds customers' features (sealed or not)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
                 handle.write(text)
             self.written += sum(len(i[3]) for i in items)
         except (OSError, ValueError) as exc:
