@@ -138,12 +138,26 @@ def record_follow_ups(
     Deployment, re-packaged for the edge...), so their state stays true and the next plan sees no drift."""
     drain = getattr(target, "drain_follow_ups", None)
     for ref, ids in (drain() if drain is not None else {}).items():
-        previous = applied.get(ref)
-        if previous is None or ref == cause:
-            continue
-        resource = dataclasses.replace(previous, target_ids={**previous.target_ids, **ids}, applied_at=now())
-        state.put(env, resource, (*provenance, {"type": "follow-up", "ref": ref, "cause": cause, "target_ids": ids}))
-        applied[ref] = resource
+        if ref in applied and ref != cause:
+            record = {"type": "follow-up", "ref": ref, "cause": cause, "target_ids": ids}
+            update_target_ids(applied, state, env, ref, ids, entry=(*provenance, record))
+
+
+def update_target_ids(
+    applied: dict[str, ResourceState],
+    state: StateStore,
+    env: str,
+    ref: str,
+    ids: dict[str, str],
+    *,
+    entry: tuple[str, str, str, dict[str, Any]],
+) -> None:
+    """Merge ``ids`` into the applied resource ``ref``'s target ids and write it with the audit ``entry``
+    (actor, revision, plan hash, record) in one transaction, as apply does."""
+    previous = applied[ref]
+    resource = dataclasses.replace(previous, target_ids={**previous.target_ids, **ids}, applied_at=now())
+    state.put(env, resource, entry)
+    applied[ref] = resource
 
 
 def served_model(spec: dict[str, Any], target_ids: dict[str, str] | None = None) -> str:

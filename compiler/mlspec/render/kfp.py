@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.resolve.refs import SpecIndex
 from mlspec.runtime.context import reference_variable
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
@@ -79,11 +80,8 @@ def batch_feature_service(graph: ResolvedGraph, deployment: Deployment) -> str |
     """The FeatureService a Deployment reads: its own ``features``, else its model's TrainingPipeline's."""
     if deployment.spec.features:
         return deployment.spec.features
-    for spec in graph.of_kind("TrainingPipeline"):
-        pipeline = spec.model
-        if isinstance(pipeline, TrainingPipeline) and pipeline.model_name == deployment.spec.model.name:
-            return pipeline.spec.features
-    return None
+    found = SpecIndex(graph.resources.values()).models.get(deployment.spec.model.name)
+    return found.model.spec.features if found is not None and isinstance(found.model, TrainingPipeline) else None
 
 
 def batch_inputs(deployment: Deployment, feature_service: str) -> dict[str, Any]:

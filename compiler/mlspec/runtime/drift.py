@@ -51,6 +51,7 @@ from evidently.presets import DataDriftPreset
 
 from mlspec.atomic import atomic_write
 from mlspec.errors import MlspecError
+from mlspec.serving.reqlog import SEALED
 
 if TYPE_CHECKING:
     from mlspec.crypto.envelope import Keys
@@ -193,6 +194,8 @@ def _json_float(value: float) -> float | None:
 
 # --------------------------------------------------------------------------- request log
 
+SEALED_PREFIX = f'{{"{SEALED}":'  # how a sealed flush line starts (json.dumps of {SEALED: ...})
+
 
 def _log_files(path: Path) -> list[Path]:
     if path.is_dir():
@@ -207,7 +210,7 @@ def _records(files: list[Path], keys: Keys | None) -> Iterator[str]:
         try:
             with file.open(encoding="utf-8", errors="replace") as handle:
                 for line in handle:
-                    if line.startswith('{"sealed":'):  # one flush of a sealed log: its lines, decrypted in memory
+                    if line.startswith(SEALED_PREFIX):  # one flush of a sealed log: its lines, decrypted in memory
                         yield from _unseal(line, file, keys)
                     else:
                         yield line
@@ -228,7 +231,7 @@ def _unseal(line: str, file: Path, keys: Keys | None) -> list[str]:
             hint="read it with keys=RuntimeContext.key_resolver() (mlspec monitor does)",
         )
     try:
-        blob = base64.b64decode(json.loads(line)["sealed"], validate=True)
+        blob = base64.b64decode(json.loads(line)[SEALED], validate=True)
         return decrypt(blob, keys).decode("utf-8").splitlines(keepends=True)
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise DriftError(f"request log {file}: a sealed line is malformed: {exc}") from None

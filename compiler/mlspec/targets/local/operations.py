@@ -153,7 +153,7 @@ def status(project: Project, environment: str) -> PlatformStatus:
 
 
 def _batch_status(platform: LocalPlatform, deployment: Deployment) -> dict[str, Any]:
-    from mlspec.runtime.batch import read_runs
+    from mlspec.runtime.batch import read_runs, sink_label
 
     batch = deployment.spec.batch
     assert batch is not None
@@ -162,7 +162,7 @@ def _batch_status(platform: LocalPlatform, deployment: Deployment) -> dict[str, 
         "deployment": deployment.metadata.name,
         "model": deployment.spec.model.name,
         "entities": batch.entities,
-        "sink": f"table {batch.sink.table}" if batch.sink.table else f"parquet {batch.sink.path}",
+        "sink": sink_label(batch.model_dump(mode="json")),
         "schedule": batch.schedule,
         "runs": len(runs),
         "last_run": runs[-1] if runs else None,
@@ -343,17 +343,12 @@ def _record_batch(
     ids: dict[str, str], reason: str,
 ) -> None:  # fmt: skip
     """Record a batch run in state (the Deployment's target ids) with an audit record, as apply does."""
+    from mlspec.apply.reconciler import update_target_ids
+
     ref = f"Deployment/{name}"
-    previous = applied[ref]
-    resource = ResourceState(
-        previous.ref, previous.fingerprint, previous.spec, previous.artifacts, {**previous.target_ids, **ids},
-        previous.revision, now(), previous.applied_by,
-    )  # fmt: skip
     actor = current_actor(None, project.root)
-    store.put(graph.name, resource, (actor, previous.revision, "", {
-        "type": "batch", "ref": ref, "reason": reason, "target_ids": ids,
-    }))  # fmt: skip
-    applied[ref] = resource
+    record = {"type": "batch", "ref": ref, "reason": reason, "target_ids": ids}
+    update_target_ids(applied, store, graph.name, ref, ids, entry=(actor, applied[ref].revision, "", record))
 
 
 def run_due_batches(

@@ -21,6 +21,8 @@ from mlspec.crypto.keys import KeyResolver
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.resolve.refs import SpecIndex
+from mlspec.runtime.batch import sink_label
 from mlspec.spec.datasource import FileSource
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
@@ -148,7 +150,7 @@ class LocalPlatformTarget:
                 served = f"{model.name}@{model.version or model.alias}"
                 steps.append(f"serve {served} with onnxruntime ({body.rollout.strategy} rollout)")
             elif body.batch is not None:
-                sink = f"table {body.batch.sink.table}" if body.batch.sink.table else f"parquet {body.batch.sink.path}"
+                sink = sink_label(body.batch.model_dump(mode="json"))
                 steps.append(
                     f"run kfp/batch/{spec.name}.yaml with the KFP local runner: score {body.batch.entities} "
                     f"with {model.name}@{model.version or model.alias} into {sink}"
@@ -326,14 +328,8 @@ class LocalPlatformTarget:
         """Build (or reuse) the edge package of the version the Deployment names; returns target ids (version,
         manifest sha256, size, accuracy drop...). An int8 build reads its test split through the feature store."""
         model = deployment.spec.model.name
-        pipeline = next(
-            (
-                p.model
-                for p in self.graph.of_kind("TrainingPipeline")
-                if isinstance(p.model, TrainingPipeline) and p.model.model_name == model
-            ),
-            None,
-        )
+        found = SpecIndex(self.graph.resources.values()).models.get(model)
+        pipeline = found.model if found is not None and isinstance(found.model, TrainingPipeline) else None
         if deployment.spec.edge is not None and deployment.spec.edge.quantize == "int8":
             self._ensure_features()
         self.progress(f"package {deployment.metadata.name} for the edge")
