@@ -86,6 +86,7 @@ def test_a_finding_in_several_environments_is_one_result_and_passes_the_validato
     for rule in rules:
         assert rule["fullDescription"]["text"] and rule["help"]["text"] and "How to fix" in rule["help"]["markdown"]
     region_rule = next(r for r in rules if r["id"] == "residency.region")
+    assert region_rule["defaultConfiguration"] == {"level": "error"}
     assert POLICY_RULES["residency.region"].fix in region_rule["help"]["text"]
 
 

@@ -123,6 +123,9 @@ def render_sarif(diagnostics: Iterable[Diagnostic], findings: Sequence[Finding])
         if f.policy not in rules:
             rules[f.policy] = _descriptor(f.policy, policy_rule(f.policy, f.hint), "policy", WAIVER_NOTE)
     results = _diagnostic_results(diagnostic_list) + [_finding_result(g) for g in _group_findings(findings)]
+    for result in results:  # a rule's default level: error when any of its results is one
+        if result["level"] == "error" or "defaultConfiguration" not in rules[result["ruleId"]]:
+            rules[result["ruleId"]]["defaultConfiguration"] = {"level": result["level"]}
     log = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
