@@ -84,3 +84,43 @@ def test_engine_side_code_needs_no_spec_stack(module: str) -> None:
     loaded = set(json.loads(proc.stdout))
     assert "mlspec" in loaded
     assert not loaded & {"pydantic", "yaml", "jinja2", "click", "feast", "mlflow"}, loaded
+
+
+# Private names still imported across modules when this test was written; their owners make them
+# public (or move them) and take them off this list. Keyed by name so that moving a file keeps it.
+PRIVATE_IMPORTS_TO_REMOVE = {"_report_apply", "_context"}
+
+
+def private_imports(source: Path) -> list[str]:
+    """``file:line: module.name`` for each private name a module takes from another mlspec module."""
+    import ast
+
+    found = []
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    modules: set[str] = set()  # local names bound to mlspec modules or objects
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlspec"):
+            for alias in node.names:
+                modules.add(alias.asname or alias.name)
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{source.relative_to(REPO)}:{node.lineno}: {node.module}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            modules |= {
+                alias.asname or alias.name.split(".")[0] for alias in node.names if alias.name.startswith("mlspec")
+            }
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{source.relative_to(REPO)}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_imports_a_private_name_from_another() -> None:
+    found = [hit for path in sorted((REPO / "compiler" / "mlspec").rglob("*.py")) for hit in private_imports(path)]
+    unexpected = [hit for hit in found if hit.rsplit(".", 1)[-1] not in PRIVATE_IMPORTS_TO_REMOVE]
+    assert unexpected == [], "make the name public in its module (or move it) instead of importing a private one"

@@ -18,8 +18,8 @@ import pytest
 from mlspec.apply.workflow import state_store
 from mlspec.errors import MlspecError
 from mlspec.project import Project
+from mlspec.state.base import LockedError, verify_chain
 from mlspec.state.model import ResourceState
-from mlspec.state.sqlite import LockedError, verify_chain
 from tests.conftest import run_mlspec
 from tests.integration.test_lifecycle import make_project
 from tests.services import fresh_database

@@ -2,8 +2,8 @@
 
 Each project keeps its tables in its own schema (``mlspec_<project>`` unless the
 project file names one), so projects can share a database without seeing, or
-wiping, each other's state. The tables and the audit hashing are the SQLite
-backend's, so ``verify_chain`` checks both.
+wiping, each other's state. The tables are the SQLite backend's and the audit chain
+follows the rule in ``state/base.py``, so ``verify_chain`` checks both.
 
 Every resource write and its audit record are one transaction. Audit appends take
 an exclusive lock on the audit table, so the chain stays linear across machines.
@@ -30,8 +30,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlspec.errors import MlspecError
+from mlspec.state.base import (
+    AuditEntry,
+    LockedError,
+    StateStore,
+    audit_from_row,
+    audit_row,
+    chained,
+    holder_is_gone,
+)
 from mlspec.state.model import AuditRecord, EnvironmentState, LockInfo, ResourceState
-from mlspec.state.sqlite import AuditEntry, LockedError, _record, audit_row, chained
 
 if TYPE_CHECKING:
     import psycopg
@@ -73,7 +81,7 @@ def describe(url: str) -> str:
     return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
-class PostgresState:
+class PostgresState(StateStore):
     """State, locks and audit of one project in one schema of a PostgreSQL database."""
 
     def __init__(self, url: str, *, schema: str, project: str) -> None:
@@ -194,7 +202,7 @@ class PostgresState:
         """Audit records, oldest first."""
         query = "SELECT * FROM audit" + (" WHERE environment = %s" if environment else "") + " ORDER BY seq"
         rows = self._db.execute(query, (environment,) if environment else ()).fetchall()
-        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], _record(r[6]), r[7], r[8]) for r in rows]
+        return [audit_from_row(row) for row in rows]
 
     # writing: one transaction per call
     def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
@@ -270,13 +278,7 @@ class PostgresState:
                     )
                     return
             if time.monotonic() >= deadline:
-                raise LockedError(
-                    f"environment '{environment}' is locked by {current.holder} on {current.host} "
-                    f"(pid {current.pid}, {current.operation} since {current.acquired_at}, "
-                    f"lease until {current.expires_at})",
-                    hint="wait for it to finish (--lock-timeout), or if that process is gone: "
-                    f"mlspec state unlock --env {environment}",
-                )
+                raise LockedError.held_by(environment, current)
             time.sleep(0.2)
 
     def _stale(self, lock: LockInfo, expired: bool, environment: str, session_key: int) -> bool:
@@ -288,14 +290,7 @@ class PostgresState:
         if got and got[0]:  # nobody's session holds it: the holder's connection is gone
             self._held.add(environment)
             return True
-        if lock.host == self._host:
-            try:
-                os.kill(lock.pid, 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-        return False
+        return holder_is_gone(lock, self._host)
 
     def release(self, environment: str) -> None:
         """Give back a lock this process holds."""

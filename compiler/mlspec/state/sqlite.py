@@ -16,10 +16,20 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mlspec.errors import MlspecError
-from mlspec.hashing import canonical, digest
+from mlspec.state.base import (
+    AuditEntry,
+    LockedError,
+    StateStore,
+    audit_from_row,
+    audit_row,
+    chained,
+    holder_is_gone,
+    now,
+    verify_chain,
+)
 from mlspec.state.model import AuditRecord, EnvironmentState, LockInfo, ResourceState
 
 SCHEMA = """
@@ -37,60 +47,11 @@ CREATE TABLE IF NOT EXISTS audit (
     revision TEXT NOT NULL, plan_hash TEXT NOT NULL, record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
 """
-GENESIS = "0" * 64
-AuditEntry = tuple[str, str, str, dict[str, Any]]  # actor, revision, plan hash, record
+# Callers outside state/ still import these from here; their home is mlspec.state.base.
+__all__ = ["LockedError", "SqliteState", "now", "verify_chain"]
 
 
-class LockedError(MlspecError):
-    """Another process holds the environment's lock."""
-
-
-class StateReader(Protocol):
-    """Read-only access: what plan gets."""
-
-    def read(self, environment: str) -> EnvironmentState:
-        """The environment's applied state."""
-        ...
-
-    def locks(self) -> list[LockInfo]:
-        """Every lock held."""
-        ...
-
-    def audit(self, environment: str | None = None) -> list[AuditRecord]:
-        """Audit records, oldest first."""
-        ...
-
-
-def now() -> str:
-    """UTC time as ISO-8601 with milliseconds."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    """The hash that chains an audit record to its predecessor."""
-    return digest(prev_hash, canonical(fields))
-
-
-def chained(last: Any, environment: str, audit: AuditEntry) -> AuditRecord:
-    """The next audit record after ``last`` (its ``(seq, hash)`` row, or None for the first): the chain's one rule."""
-    actor, revision, plan_hash, record = audit
-    seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
-    fields = {
-        "seq": seq, "environment": environment, "at": now(), "actor": actor,
-        "revision": revision, "plan_hash": plan_hash, "record": record,
-    }  # fmt: skip
-    return AuditRecord(**fields, prev_hash=prev, hash=record_hash(prev, fields))  # type: ignore[arg-type]
-
-
-def audit_row(entry: AuditRecord) -> tuple[Any, ...]:
-    """The audit table's columns for one record, in order (both backends store it alike)."""
-    return (
-        entry.seq, entry.environment, entry.at, entry.actor, entry.revision, entry.plan_hash,
-        canonical(entry.record), entry.prev_hash, entry.hash,
-    )  # fmt: skip
-
-
-class SqliteState:
+class SqliteState(StateStore):
     """State, locks and audit in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -145,7 +106,7 @@ class SqliteState:
         """Audit records, oldest first."""
         query = "SELECT * FROM audit" + (" WHERE environment = ?" if environment else "") + " ORDER BY seq"
         rows = self._db.execute(query, (environment,) if environment else ()).fetchall()
-        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], _record(r[6]), r[7], r[8]) for r in rows]
+        return [audit_from_row(row) for row in rows]
 
     # writing: one transaction per call
     def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
@@ -216,13 +177,7 @@ class SqliteState:
                     )
                     return
             if time.monotonic() >= deadline:
-                raise LockedError(
-                    f"environment '{environment}' is locked by {current.holder} on {current.host} "
-                    f"(pid {current.pid}, {current.operation} since {current.acquired_at}, "
-                    f"lease until {current.expires_at})",
-                    hint="wait for it to finish (--lock-timeout), or if that process is gone: "
-                    f"mlspec state unlock --env {environment}",
-                )
+                raise LockedError.held_by(environment, current)
             time.sleep(0.2)
 
     def release(self, environment: str) -> None:
@@ -238,45 +193,8 @@ class SqliteState:
         return LockInfo(*row) if row else None
 
 
-def _record(text: str) -> dict[str, Any]:
-    """An audit record's body; one that no longer parses was tampered with and fails verification."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"unparseable": text}
-    return value if isinstance(value, dict) else {"unparseable": text}
-
-
 def _stale(lock: LockInfo) -> bool:
     """A lock whose lease ran out, or whose holder process on this host is gone."""
     if dt.datetime.fromisoformat(lock.expires_at) < dt.datetime.now(dt.UTC):
         return True
-    if lock.host == socket.gethostname():
-        try:
-            os.kill(lock.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-    return False
-
-
-def verify_chain(records: list[AuditRecord]) -> list[str]:
-    """Problems in the audit chain: edited, removed or reordered records. Empty when intact."""
-    problems: list[str] = []
-    prev = GENESIS
-    expected_seq = 1
-    for entry in records:
-        if entry.seq != expected_seq:
-            problems.append(f"record {entry.seq}: expected record {expected_seq} here (records removed or reordered)")
-        if entry.prev_hash != prev:
-            problems.append(f"record {entry.seq}: does not follow the record before it (removed or reordered)")
-        fields = {
-            "seq": entry.seq, "environment": entry.environment, "at": entry.at, "actor": entry.actor,
-            "revision": entry.revision, "plan_hash": entry.plan_hash, "record": entry.record,
-        }  # fmt: skip
-        if record_hash(entry.prev_hash, fields) != entry.hash:
-            problems.append(f"record {entry.seq}: its content does not match its hash (edited)")
-        prev = entry.hash
-        expected_seq = entry.seq + 1
-    return problems
+    return holder_is_gone(lock, socket.gethostname())

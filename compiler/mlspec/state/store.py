@@ -1,4 +1,4 @@
-"""The state interface both backends satisfy, and the factory that opens the one the project file chooses.
+"""The factory that opens the state backend the project file chooses (the interface is in ``state/base.py``).
 
 SQLite (a file in the repository's ``.mlspec`` folder) is the default; PostgreSQL is
 chosen with ``state: {backend: postgres, url: env://NAME}``. The PostgreSQL module,
@@ -10,54 +10,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from mlspec.errors import MlspecError
-from mlspec.state.model import AuditRecord, LockInfo, ResourceState
-from mlspec.state.sqlite import AuditEntry, StateReader
+from mlspec.state.base import StateReader, StateStore
 
 if TYPE_CHECKING:
     from mlspec.spec.project_file import StateConfig
 
-
-class StateStore(StateReader, Protocol):
-    """Applied state, audit log and environment locks: what plan, apply and the state commands use."""
-
-    def environments(self) -> list[str]:
-        """Environments that have state."""
-        ...
-
-    def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
-        """Record one applied resource and its audit record in one transaction."""
-        ...
-
-    def delete(self, environment: str, ref: str, audit: AuditEntry | None = None) -> None:
-        """Forget one deleted resource and record it in the audit log in one transaction."""
-        ...
-
-    def append_audit(
-        self, environment: str, actor: str, revision: str, plan_hash: str, record: dict[str, Any]
-    ) -> AuditRecord:
-        """Append one record, chained to the last one."""
-        ...
-
-    def acquire(
-        self, environment: str, holder: str, operation: str, *, wait: float = 0.0, lease: float = 3600.0
-    ) -> None:
-        """Take the environment's lock (waiting up to ``wait`` seconds) or raise LockedError naming the holder."""
-        ...
-
-    def release(self, environment: str) -> None:
-        """Give back a lock this process holds."""
-        ...
-
-    def break_lock(self, environment: str) -> LockInfo | None:
-        """Remove the environment's lock whoever holds it; returns what was removed."""
-        ...
-
-    def close(self) -> None:
-        """Close the store."""
-        ...
+# The interface is re-exported: callers type their stores as ``mlspec.state.store.StateStore``.
+__all__ = ["StateReader", "StateStore", "open_store", "resolve_reference"]
 
 
 def resolve_reference(ref: str) -> str:
@@ -82,7 +44,10 @@ def resolve_reference(ref: str) -> str:
 
 
 def open_store(config: StateConfig, home: Path, project: str) -> StateStore:
-    """Open the state backend ``config`` chooses for the project named ``project`` (files relative to ``home``)."""
+    """Open the state backend ``config`` chooses for the project named ``project`` (files relative to ``home``).
+
+    The store is a context manager: ``with open_store(...) as store:`` closes it after the block.
+    """
     if config.backend == "postgres":
         from mlspec.state.postgres import PostgresState, default_schema
 
