@@ -416,7 +416,7 @@ def promote(
 
 def _clean_commit(project: Project) -> str:
     """HEAD's commit; refuses a project outside git or with uncommitted changes (mlspec's own files aside)."""
-    from mlspec.gitinfo import revision
+    from mlspec.git.info import revision
 
     state = revision(project.root, (project.home / ".mlspec",))
     if state.commit == "unversioned":

@@ -349,7 +349,7 @@ class Reconciler:
         The keys come from the last applied commit when it requires signatures, so a commit
         cannot trust itself in; the commit that turns signing on must be signed by a key it names.
         """
-        from mlspec.gitops.signing import verify_commit
+        from mlspec.git.signatures import verify_commit
 
         settings = anchor.reconcile if anchor is not None and anchor.reconcile.require_signed_commits else None
         if settings is None and spec is not None and spec.reconcile.require_signed_commits:
