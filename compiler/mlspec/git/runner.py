@@ -14,7 +14,7 @@ Example::
     try:
         repo.output("merge-base", "--is-ancestor", "a", "b")
     except GitError as exc:
-        print(exc.exit_code, exc.stderr)
+        print(exc.returncode, exc.stderr)
 """
 
 from __future__ import annotations
@@ -38,18 +38,19 @@ Out = TypeVar("Out", str, bytes)
 class GitError(MlspecError):
     """A git command failed, could not start, or ran out of time.
 
-    ``command`` is the full argument list, ``exit_code`` git's exit status (None when
+    ``command`` is the full argument list, ``returncode`` git's exit status (None when
     git did not finish: not installed, or timed out), ``stderr`` what git wrote there.
+    (``exit_code``, inherited, stays the exit code of the mlspec command that fails.)
     """
 
     def __init__(
-        self, command: Sequence[str], exit_code: int | None, stderr: str, *, reason: str = "", hint: str = ""
+        self, command: Sequence[str], returncode: int | None, stderr: str, *, reason: str = "", hint: str = ""
     ) -> None:
         self.command = tuple(command)
-        self.exit_code = exit_code
+        self.returncode = returncode
         self.stderr = stderr
         self.subcommand = subcommand(self.command)
-        detail = reason or _complaint(stderr) or f"exit {exit_code}"
+        detail = reason or _complaint(stderr) or f"exit {returncode}"
         super().__init__(f"git {self.subcommand} failed: {detail}", hint=hint)
 
 
@@ -75,19 +76,19 @@ class GitResult(Generic[Out]):
     """A finished git command: its exit code and both outputs (stdout as text or bytes, never stripped)."""
 
     command: tuple[str, ...]
-    exit_code: int
+    returncode: int
     stdout: Out
     stderr: str
 
     @property
     def ok(self) -> bool:
         """True when git exited 0."""
-        return self.exit_code == 0
+        return self.returncode == 0
 
     def check(self) -> GitResult[Out]:
         """This result, or :class:`GitError` when git exited non-zero."""
-        if self.exit_code != 0:
-            raise GitError(self.command, self.exit_code, self.stderr)
+        if self.returncode != 0:
+            raise GitError(self.command, self.returncode, self.stderr)
         return self
 
 
@@ -119,7 +120,7 @@ class Git:
         """Run git; stdout as UTF-8 text. Does not raise for a non-zero exit (see ``GitResult.check``)."""
         data = stdin.encode() if stdin is not None else None
         done = self._run(args, data, env, timeout)
-        return GitResult(done.command, done.exit_code, done.stdout.decode(errors="replace"), done.stderr)
+        return GitResult(done.command, done.returncode, done.stdout.decode(errors="replace"), done.stderr)
 
     def run_bytes(
         self, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
@@ -155,7 +156,7 @@ class Git:
         found = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
         if not found.ok:
             raise GitError(
-                found.command, found.exit_code, found.stderr, reason=f"'{revision}' names no commit here",
+                found.command, found.returncode, found.stderr, reason=f"'{revision}' names no commit here",
                 hint="give a commit, tag or branch (fetch it first in a shallow clone)",
             )  # fmt: skip
         return found.stdout.strip()

@@ -126,7 +126,7 @@ def changed_files(project: Project | Path | str, ref: str) -> ChangeSet:
             f"unknown git ref '{ref}'", hint="name a branch, tag or commit (fetch it first in a shallow CI clone)"
         ) from None
     merge_base = repo.run("merge-base", ref, "HEAD")
-    if merge_base.exit_code == 1 and not merge_base.stderr.strip():
+    if merge_base.returncode == 1 and not merge_base.stderr.strip():
         raise UsageError(f"'{ref}' and HEAD share no history: there is no merge base to compare with")
     try:
         base = merge_base.check().stdout.strip()

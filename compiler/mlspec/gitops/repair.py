@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlspec.gitops import usecases
 from mlspec.gitops.context import CycleContext
-from mlspec.gitops.events import Event, describe
+from mlspec.gitops.events import Event, EventKind, describe
 
 
 def repair_drift(context: CycleContext, events: list[Event]) -> bool:
@@ -55,7 +55,7 @@ def repair_drift(context: CycleContext, events: list[Event]) -> bool:
     left = [ref for ref in drifted if ref not in healed]
     for ref in drifted:
         outcome = "self-healed" if ref in healed else "repair failed"
-        kind = "self-healed" if ref in healed else "failed"
+        kind: EventKind = "self-healed" if ref in healed else "failed"
         events.append(Event(kind, f"{kinds[ref]} in {ref}: {outcome}", commit, (ref,)))
     context.journal.record(project, "self-healed", commit, f"{len(healed)} drifted resource(s) self-healed", {
         "resources": {ref: kinds[ref] for ref in drifted}, "healed": sorted(healed), "failed": left,
