@@ -316,7 +316,7 @@ def branch_report(
     project: Project, environments: Sequence[str] | None = None, changes: ChangeSet | None = None
 ) -> BranchReport:
     """Check and plan ``environments`` (default: all), reduced to ``changes`` when given."""
-    from mlspec.apply.workflow import plan_environment
+    from mlspec.gitops import usecases
 
     if changes is not None and not changes.relevant:
         empty = _empty_check()
@@ -324,7 +324,7 @@ def branch_report(
     validation = project.validate()
     check = project.check(environments, validation=validation)
     # no environment was checked when validation failed: its errors are the whole report
-    plans = {name: plan_environment(project, name, validation=validation) for name in check.environments}
+    plans = {name: usecases.plan(project, name, validation) for name in check.environments}
     scope = ""
     if changes is not None and check.environments:
         reach = affected_by_environment(project, changes, check.environments, validation)

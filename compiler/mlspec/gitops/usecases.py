@@ -48,6 +48,13 @@ def apply(
         raise Refusal(*_refusal_reason(project, environment, exc.message, validation)) from None
 
 
+def plan(project: Project, environment: str, validation: ValidationResult) -> PlanResult:
+    """The plan for ``environment`` against its recorded state, from an already computed validation."""
+    from mlspec.apply.workflow import plan_environment
+
+    return plan_environment(project, environment, validation=validation)
+
+
 def plan_live(project: Project, environment: str) -> PlanResult:
     """The plan against the live target (``refresh``): what differs from what was applied."""
     from mlspec.apply.workflow import plan_environment
