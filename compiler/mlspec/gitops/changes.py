@@ -132,8 +132,16 @@ def changed_files(project: Project | Path | str, ref: str) -> ChangeSet:
         base = merge_base.check().stdout.strip()
     except GitError as exc:
         raise UsageError(f"no merge base between '{ref}' and HEAD: {exc.message}") from None
-    diffed = repo.output_bytes("diff", "--name-only", "--no-renames", "-z", base, "--").decode().split("\0")
-    untracked = repo.output_bytes("ls-files", "--others", "--exclude-standard", "-z").decode().split("\0")
+    diffed = (
+        repo.output_bytes("diff", "--name-only", "--no-renames", "-z", base, "--")
+        .decode(errors="surrogateescape")
+        .split("\0")
+    )
+    untracked = (
+        repo.output_bytes("ls-files", "--others", "--exclude-standard", "-z")
+        .decode(errors="surrogateescape")
+        .split("\0")
+    )
     names = sorted({n for n in (*diffed, *untracked) if n})
     files: list[ChangedFile] = []
     for name in names:
