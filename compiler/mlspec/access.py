@@ -9,13 +9,14 @@ before it is raised, although nothing is applied. See docs/access.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlspec.apply.workflow import PlanRefused
+from mlspec.git.runner import Git, GitError
 
 if TYPE_CHECKING:
     from mlspec.project import Project
@@ -71,7 +72,7 @@ def rules_in_force(project: Project, graph: ResolvedGraph, store: StateStore) ->
         return current
     last = max(applied, key=lambda r: r.applied_at).revision.split(" ", maxsplit=1)[0].removesuffix("+dirty")
     repo = git_root(project)
-    if repo is None or last in ("", "unversioned") or last == _git(repo, "rev-parse", "HEAD"):
+    if repo is None or last in ("", "unversioned") or last == _output(repo, "rev-parse", "HEAD"):
         return current
     anchored = _access_at(repo, last, project, graph)
     return Rules(anchored, f"the last applied commit {last[:12]}") if anchored is not None else current
@@ -143,9 +144,8 @@ def check_approval(
 def git_root(project: Project) -> Path | None:
     """The git work tree the project lives in (for a rollback, the one its state lives in), or None."""
     for folder in (project.root, project.home):
-        top = _git(folder, "rev-parse", "--show-toplevel")
-        if top:
-            return Path(top)
+        with contextlib.suppress(GitError):
+            return Git(folder).toplevel()
     return None
 
 
@@ -168,9 +168,9 @@ def _describe(access: Access | None, principal: str) -> str:
 
 def _signed_approvals(repo: Path, commit: str, keys: list[str]) -> tuple[str, list[str]]:
     """Approver keys that signed HEAD or an empty commit between it and the change it approves."""
-    from mlspec.gitops.signing import verify_commit
+    from mlspec.git.signatures import verify_commit
 
-    log = _git(repo, "log", "--first-parent", "--format=%H %T", "-n", "200", commit).splitlines()
+    log = _output(repo, "log", "--first-parent", "--format=%H %T", "-n", "200", commit).splitlines()
     candidates: list[str] = []
     for i, line in enumerate(log):
         sha, tree = line.split(" ")
@@ -191,14 +191,14 @@ def _signed_approvals(repo: Path, commit: str, keys: list[str]) -> tuple[str, li
 
 def _merge_approval(repo: Path, commit: str, approvers: set[str]) -> tuple[str, list[str]]:
     """The approver who merged the change: HEAD merges it (second parent), made by an approver not its author."""
-    fields = _git(repo, "log", "-1", "--format=%ae%n%ce%n%P", commit).splitlines()
+    fields = _output(repo, "log", "-1", "--format=%ae%n%ce%n%P", commit).splitlines()
     if len(fields) < 3 or len(fields[2].split()) < 2:
         return "HEAD is not a merge commit", []
     author, committer, parents = fields[0].lower(), fields[1].lower(), fields[2].split()
     first, change = parents[0], parents[1]
-    if _git_ok(repo, "merge-base", "--is-ancestor", change, first):
+    if Git(repo).succeeds("merge-base", "--is-ancestor", change, first):
         return "the merge brings in nothing new", []
-    change_author = _git(repo, "log", "-1", "--format=%ae", change).lower()
+    change_author = _output(repo, "log", "-1", "--format=%ae", change).lower()
     found = sorted({p for p in (author, committer) if p in approvers and p != change_author})
     if found:
         return "", found
@@ -219,10 +219,8 @@ def _access_at(repo: Path, commit: str, project: Project, graph: ResolvedGraph) 
     if not found or not found[0].is_relative_to(repo.resolve()):
         return None
     relative = found[0].relative_to(repo.resolve())
-    shown = subprocess.run(
-        ["git", "-C", str(repo), "show", f"{commit}:{relative.as_posix()}"], capture_output=True, check=False
-    )
-    if shown.returncode != 0:
+    shown = Git(repo).run_bytes("show", f"{commit}:{relative.as_posix()}")
+    if not shown.ok:
         return None
     documents, _ = load_bytes(shown.stdout, str(relative), Limits())
     for document in documents:
@@ -232,10 +230,7 @@ def _access_at(repo: Path, commit: str, project: Project, graph: ResolvedGraph) 
     return None
 
 
-def _git(folder: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def _git_ok(folder: Path, *args: str) -> bool:
-    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, check=False).returncode == 0
+def _output(folder: Path, *args: str) -> str:
+    """Git's output in ``folder``, or "" when git fails (the callers read "" as "not known")."""
+    result = Git(folder).run(*args)
+    return result.stdout.strip() if result.ok else ""

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 from mlspec.apply.reconciler import ApplyResult, apply_plan
 from mlspec.diagnostics import Diagnostic
 from mlspec.errors import MlspecError
-from mlspec.gitinfo import Revision
-from mlspec.gitinfo import actor as current_actor
-from mlspec.gitinfo import revision as current_revision
+from mlspec.git.info import Revision
+from mlspec.git.info import actor as current_actor
+from mlspec.git.info import revision as current_revision
 from mlspec.plan.model import Plan
 from mlspec.plan.planner import Desired, desired_state, destroy_plan, make_plan
 from mlspec.policy.findings import Finding

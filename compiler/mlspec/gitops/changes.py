@@ -38,11 +38,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 from mlspec.errors import UsageError
+from mlspec.git.runner import Git, GitError
 from mlspec.load.discovery import PROJECT_FILE, YAML_SUFFIXES
 
 if TYPE_CHECKING:
-    from git import Commit
-
     from mlspec.apply.workflow import PlanResult
     from mlspec.diagnostics import Location
     from mlspec.project import CheckResult, Project, ValidationResult
@@ -110,33 +109,39 @@ def changed_files(project: Project | Path | str, ref: str) -> ChangeSet:
     Raises UsageError (exit 2) outside a git repository, for an unknown ``ref``, or when
     ``ref`` and HEAD share no history.
     """
-    import git
-
     from mlspec.project import Project
 
     if not isinstance(project, Project):
         project = Project.open(project)
     root = project.root.resolve()
     try:
-        repo = git.Repo(root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        top = Git(root).toplevel()
+    except GitError:
         raise UsageError(f"--changed-since needs a git repository; {root} is not in one") from None
+    repo = Git(top)
     try:
-        repo.commit(ref)
-    except (git.BadName, git.BadObject, ValueError, git.GitCommandError):
+        repo.rev_parse(ref)
+    except GitError:
         raise UsageError(
             f"unknown git ref '{ref}'", hint="name a branch, tag or commit (fetch it first in a shallow CI clone)"
         ) from None
-    try:
-        bases = repo.merge_base(ref, "HEAD")
-    except (git.GitCommandError, ValueError) as exc:
-        raise UsageError(f"no merge base between '{ref}' and HEAD: {exc}") from None
-    if not bases or bases[0] is None:
+    merge_base = repo.run("merge-base", ref, "HEAD")
+    if merge_base.returncode == 1 and not merge_base.stderr.strip():
         raise UsageError(f"'{ref}' and HEAD share no history: there is no merge base to compare with")
-    base = bases[0]
-    top = Path(str(repo.working_tree_dir)).resolve()
-    diffed = repo.git.diff("--name-only", "--no-renames", "-z", base.hexsha, "--").split("\0")
-    untracked = repo.git.ls_files("--others", "--exclude-standard", "-z").split("\0")
+    try:
+        base = merge_base.check().stdout.strip()
+    except GitError as exc:
+        raise UsageError(f"no merge base between '{ref}' and HEAD: {exc.message}") from None
+    diffed = (
+        repo.output_bytes("diff", "--name-only", "--no-renames", "-z", base, "--")
+        .decode(errors="surrogateescape")
+        .split("\0")
+    )
+    untracked = (
+        repo.output_bytes("ls-files", "--others", "--exclude-standard", "-z")
+        .decode(errors="surrogateescape")
+        .split("\0")
+    )
     names = sorted({n for n in (*diffed, *untracked) if n})
     files: list[ChangedFile] = []
     for name in names:
@@ -149,9 +154,9 @@ def changed_files(project: Project | Path | str, ref: str) -> ChangeSet:
         role = _role(project, path)
         before: tuple[str, ...] = ()
         if role in ("spec", "environment"):
-            before = _declared_at(base, name, path, project)
+            before = _declared_at(repo, base, name, path, project)
         files.append(ChangedFile(path, role, before))
-    return ChangeSet(ref, base.hexsha, root, tuple(files))
+    return ChangeSet(ref, base, root, tuple(files))
 
 
 def _role(project: Project, path: str) -> Role:
@@ -176,14 +181,14 @@ def _role(project: Project, path: str) -> Role:
     return "other"
 
 
-def _declared_at(base: Commit, name: str, path: str, project: Project) -> tuple[str, ...]:
+def _declared_at(repo: Git, base: str, name: str, path: str, project: Project) -> tuple[str, ...]:
     """The resources a file named at the merge base (parsed leniently: only kind and name matter)."""
     from mlspec.load.yaml_loader import load_bytes
 
-    try:
-        data: bytes = (base.tree / name).data_stream.read()
-    except KeyError:
+    shown = repo.run_bytes("cat-file", "blob", f"{base}:{name}")
+    if not shown.ok:
         return ()  # the file is new
+    data = shown.stdout
     documents, _ = load_bytes(data, path, project.limits)
     refs: list[str] = []
     for document in documents:
@@ -319,7 +324,7 @@ def branch_report(
     project: Project, environments: Sequence[str] | None = None, changes: ChangeSet | None = None
 ) -> BranchReport:
     """Check and plan ``environments`` (default: all), reduced to ``changes`` when given."""
-    from mlspec.apply.workflow import plan_environment
+    from mlspec.gitops import usecases
 
     if changes is not None and not changes.relevant:
         empty = _empty_check()
@@ -327,7 +332,7 @@ def branch_report(
     validation = project.validate()
     check = project.check(environments, validation=validation)
     # no environment was checked when validation failed: its errors are the whole report
-    plans = {name: plan_environment(project, name, validation=validation) for name in check.environments}
+    plans = {name: usecases.plan(project, name, validation) for name in check.environments}
     scope = ""
     if changes is not None and check.environments:
         reach = affected_by_environment(project, changes, check.environments, validation)

@@ -32,19 +32,16 @@ anything is committed.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mlspec.errors import MlspecError, UsageError
+from mlspec.gitops import usecases
+from mlspec.gitops.overrides_text import edit_overrides, flow, promoted_entries
+from mlspec.gitops.proposal import clean_commit, commit_on_current, commit_on_new_branch, repository_root
 from mlspec.hashing import canonical
 from mlspec.load.documents import RawDocument
 from mlspec.plan.model import FieldChange
@@ -52,6 +49,10 @@ from mlspec.project import Project
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.overlay import PatchedDocument, merge_patch
 from mlspec.spec.validate import ParsedSpec
+
+__all__ = [
+    "PROMOTABLE", "PromotedResource", "Promotion", "field_changes", "flow", "merge_diff", "promote", "served_version",
+]  # fmt: skip
 
 PROMOTABLE: dict[str, tuple[str, ...]] = {
     "TrainingPipeline": (
@@ -61,15 +62,6 @@ PROMOTABLE: dict[str, tuple[str, ...]] = {
     "FeatureView": ("entities", "features", "ttl"),
     "FeatureService": ("features",),
 }  # fmt: skip
-HEADER = "# promoted from {source} by mlspec promote"
-_BLOCK_RE = re.compile(
-    r"^(?P<indent>[ \t]*)# promoted from \S+ by mlspec promote[^\n]*\n"
-    r"(?P=indent)- target: (?P<ref>\S+)[ \t]*\n"
-    r"(?P=indent)  patch: [^\n]*\n",
-    re.MULTILINE,
-)
-_PLAIN_RE = re.compile(r"^[A-Za-z_][-A-Za-z0-9_./]*$")
-_YAML_WORDS = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"})
 
 
 @dataclass(frozen=True)
@@ -156,14 +148,9 @@ def served_version(project: Project, environment: str, ref: str, model_name: str
     path = project.home / project.settings.state.path
     if project.settings.state.backend == "sqlite" and not path.is_file():
         return None
-    from mlspec.apply.workflow import state_store
-
-    store = state_store(project)
-    try:
+    with usecases.state_store(project) as store:
         resource = store.read(environment).resources.get(ref)
         audit = store.audit(environment)
-    finally:
-        store.close()
     # The newest record that says what served wins: settled rollouts and retrains change it after an apply.
     for record in reversed(audit):
         served = record.record.get("serving", {}).get(ref)
@@ -206,131 +193,10 @@ def _select(graph: ResolvedGraph, names: Sequence[str]) -> list[str]:
     return chosen
 
 
-# ------------------------------------------------------------------------------------------- editing
-
-
-def flow(value: Any) -> str:
-    """``value`` as one line of YAML flow style that mlspec's loader reads back identically."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{flow(str(k))}: {flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(flow(v) for v in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value)
-    if _PLAIN_RE.match(text) and text.lower() not in _YAML_WORDS:
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _child(node: yaml.Node, key: str) -> tuple[yaml.Node, yaml.Node] | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return k, v
-    return None
-
-
-def _last_line(node: yaml.Node) -> int:
-    """0-based index of the last line holding ``node``'s content."""
-    while isinstance(node, yaml.MappingNode | yaml.SequenceNode) and not node.flow_style and node.value:
-        last = node.value[-1]
-        node = last[1] if isinstance(last, tuple) else last
-    mark = node.end_mark
-    return int(mark.line if mark.column > 0 else mark.line - 1)
-
-
-def edit_overrides(
-    text: str, root: yaml.Node, blocks: dict[str, dict[str, Any]], replace: set[str], source: str
-) -> str:
-    """Append one override entry per ``blocks`` item; drop earlier promoted entries for the refs in ``replace``.
-
-    Only lines are added and removed: every other line, comment and blank line stays as it was.
-    """
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    joined = "".join(lines)
-    removed: set[int] = set()
-    for match in _BLOCK_RE.finditer(joined):
-        if match.group("ref") in replace:
-            first = joined.count("\n", 0, match.start())
-            removed.update(range(first, first + 3))
-    spec = _child(root, "spec")
-    if spec is None or not isinstance(spec[1], yaml.MappingNode) or spec[1].flow_style:
-        raise MlspecError("the environment's 'spec' must be a block mapping for promotion to edit it")
-    spec_node = spec[1]
-    overrides = _child(spec_node, "overrides")
-    key_indent = spec_node.value[0][0].start_mark.column
-    header_lines: list[str] = []
-    drop_key: int | None = None
-    if overrides is None:
-        after = _last_line(spec_node)
-        dash = " " * (key_indent + 2)
-        header_lines = [" " * key_indent + "overrides:\n"]
-    else:
-        key_node, seq = overrides
-        if not isinstance(seq, yaml.SequenceNode):
-            raise MlspecError("the environment's 'overrides' must be a list")
-        if seq.flow_style and seq.value:
-            raise MlspecError(
-                "the environment's 'overrides' is written in flow style ([...]); write it as a block list first",
-                hint="one '- target: ...' entry per line, as in the reference environments",
-            )
-        if seq.flow_style:  # overrides: []
-            drop_key = key_node.start_mark.line
-            after = key_node.start_mark.line
-            dash = " " * (key_node.start_mark.column + 2)
-            header_lines = [" " * key_node.start_mark.column + "overrides:\n"]
-        else:
-            after = _last_line(seq)
-            first = seq.value[0].start_mark
-            dash = " " * lines[first.line].rfind("-", 0, first.column)
-            remaining = sum(1 for item in seq.value if item.start_mark.line not in removed)
-            if not remaining and not blocks:
-                drop_key = key_node.start_mark.line
-    new: list[str] = []
-    if blocks:
-        new.extend(header_lines)
-        for ref, patch in blocks.items():
-            new.append(f"{dash}{HEADER.format(source=source)}\n")
-            new.append(f"{dash}- target: {ref}\n")
-            new.append(f"{dash}  patch: {flow(patch)}\n")
-    out: list[str] = []
-    for index, line in enumerate(lines):
-        if index not in removed and index != drop_key:
-            out.append(line)
-        if index == after:
-            out.extend(new)
-    return "".join(out)
-
-
-# ------------------------------------------------------------------------------------------- git
-
-
-def _git(root: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=120,
-            env={**os.environ, **(env or {})}, input=stdin,
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise MlspecError("git is not installed; promotion proposes a git commit") from None
-    except subprocess.CalledProcessError as exc:
-        raise MlspecError(f"git {args[0]} failed: {exc.stderr.strip() or exc.stdout.strip()}") from None
-    return done.stdout.strip()
-
-
 @contextlib.contextmanager
 def _snapshot(project: Project) -> Iterator[tuple[Project, Path]]:
     """The project as committed at HEAD, in a temporary folder, sharing the real project's state."""
-    from mlspec.apply.workflow import project_at
-
-    with project_at(project, "HEAD") as snapshot:
+    with usecases.project_at(project, "HEAD") as snapshot:
         yield snapshot, snapshot.root
 
 
@@ -359,8 +225,8 @@ def promote(
     """Propose ``target`` running what ``source`` runs: one commit, on a new branch or (``on_current``) on HEAD."""
     if branch is not None and on_current:
         raise UsageError("--branch and --commit exclude each other", hint="pick one")
-    base = _clean_commit(project)
-    repo_root = Path(_git(project.root, "rev-parse", "--show-toplevel")).resolve()
+    base = clean_commit(project)
+    repo_root = repository_root(project)
     with _snapshot(project) as (snapshot, folder):
         source, requires, from_graph, to_graph = _endpoints(snapshot, target, source)
         wanted, kept, notes = _compare(snapshot, source, from_graph, to_graph, _select(to_graph, names), pin=pin)
@@ -371,7 +237,7 @@ def promote(
             raise MlspecError(f"internal: environment '{target}' has no YAML source to edit")
         env_file = Path(env_doc.file).resolve()
         text = env_file.read_text(encoding="utf-8")
-        replaced_lines = _promoted_entries(text, set(wanted))
+        replaced_lines = promoted_entries(text, set(wanted))
         blocks: dict[str, dict[str, Any]] = {}
         promoted: list[PromotedResource] = []
         for ref, (raw, _dumped, pinned) in wanted.items():
@@ -395,38 +261,11 @@ def promote(
     )
     result = Promotion(source, target, base, tuple(promoted), tuple(kept), tuple(notes), relative)
     if on_current:
-        (repo_root / relative).write_text(new_text, encoding="utf-8")
-        _git(repo_root, "add", "--", relative)
-        _git(repo_root, "commit", "-q", "-m", message, "--", relative)
-        current = _git(repo_root, "rev-parse", "--abbrev-ref", "HEAD")
-        commit = _git(repo_root, "rev-parse", "HEAD")
+        commit, current = commit_on_current(repo_root, relative, new_text, message)
         return replace(result, commit=commit, branch=current, requires_approval=requires, on_new_branch=False)
     name = branch or f"promote/{source}-to-{target}-{base[:7]}"
-    _git(repo_root, "check-ref-format", "--branch", name)
-    exists = subprocess.run(
-        ["git", "-C", str(repo_root), "rev-parse", "--verify", "--quiet", f"refs/heads/{name}"],
-        capture_output=True, check=False,
-    )  # fmt: skip
-    if exists.returncode == 0:
-        raise UsageError(f"branch '{name}' already exists", hint="pass --branch NAME, or delete the old branch")
-    commit = _commit_without_checkout(repo_root, relative, new_text, message)
-    _git(repo_root, "branch", name, commit)
+    commit = commit_on_new_branch(repo_root, name, relative, new_text, message)
     return replace(result, commit=commit, branch=name, requires_approval=requires)
-
-
-def _clean_commit(project: Project) -> str:
-    """HEAD's commit; refuses a project outside git or with uncommitted changes (mlspec's own files aside)."""
-    from mlspec.gitinfo import revision
-
-    state = revision(project.root, (project.home / ".mlspec",))
-    if state.commit == "unversioned":
-        raise UsageError(f"{project.root} is not in a git repository with a commit; promotion proposes a commit")
-    if state.dirty:
-        raise UsageError(
-            "the working tree has uncommitted changes; promotion commits exactly one change and never mixes in yours",
-            hint="commit or stash your changes first (git stash), then promote again",
-        )
-    return state.commit
 
 
 def _endpoints(snapshot: Project, target: str, source: str | None) -> tuple[str, bool, ResolvedGraph, ResolvedGraph]:
@@ -498,15 +337,6 @@ def _pin(project: Project, source: str, spec: ParsedSpec) -> int | None:
     return served_version(project, source, spec.ref, model.name)
 
 
-def _promoted_entries(text: str, refs: set[str]) -> set[int]:
-    """0-based line numbers of the ``- target:`` lines of earlier promoted entries for ``refs``."""
-    found = set()
-    for match in _BLOCK_RE.finditer(text):
-        if match.group("ref") in refs:
-            found.add(text.count("\n", 0, match.start()) + 1)
-    return found
-
-
 def _without(spec: ParsedSpec, entry_lines: set[int]) -> dict[str, Any]:
     """The resolved spec data without the overrides whose entries start on ``entry_lines``."""
     document = spec.document
@@ -536,15 +366,3 @@ def _verify(project: Project, target: str, wanted: Wanted, file: Path) -> None:
     for ref, (_raw, dump, _pin_value) in wanted.items():
         if canonical(_dump(resolution.graph.resources[ref])) != canonical(dump):
             raise MlspecError(f"internal: promoting {ref} did not reproduce the source's values (nothing committed)")
-
-
-def _commit_without_checkout(repo_root: Path, relative: str, text: str, message: str) -> str:
-    """A commit on top of HEAD that changes one file, made with a private index: the working tree is untouched."""
-    with tempfile.TemporaryDirectory(prefix="mlspec-promote-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        _git(repo_root, "read-tree", "HEAD", env=env)
-        blob = _git(repo_root, "hash-object", "-w", "--stdin", stdin=text)
-        mode = _git(repo_root, "ls-tree", "HEAD", "--", relative).split(" ", 1)[0] or "100644"
-        _git(repo_root, "update-index", "--cacheinfo", f"{mode},{blob},{relative}", env=env)
-        tree = _git(repo_root, "write-tree", env=env)
-        return _git(repo_root, "commit-tree", tree, "-p", "HEAD", "-F", "-", stdin=message)

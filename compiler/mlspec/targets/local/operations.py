@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlspec.crypto.errors import CryptoError
 from mlspec.errors import MlspecError
-from mlspec.gitinfo import actor as current_actor
-from mlspec.gitinfo import revision as current_revision
+from mlspec.git.info import actor as current_actor
+from mlspec.git.info import revision as current_revision
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline

@@ -9,12 +9,12 @@ of the reconciler (``GNUPGHOME`` or ``gnupg_home``).
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from mlspec.git.runner import Git
 
 Verdict = Literal["trusted", "unsigned", "untrusted", "bad"]
 
@@ -39,18 +39,16 @@ def verify_commit(
     repo: Path, commit: str, trusted_keys: Sequence[str], *, gnupg_home: Path | None = None
 ) -> SignatureCheck:
     """Check ``commit``'s signature against ``trusted_keys`` (40-hex fingerprints, any case)."""
-    raw = _git(repo, ["cat-file", "commit", commit], gnupg_home)
-    if raw.returncode != 0:
+    git = Git(repo, env={"GNUPGHOME": str(gnupg_home)} if gnupg_home is not None else None)
+    raw = git.run("cat-file", "commit", commit)
+    if not raw.ok:
         return SignatureCheck(commit, "bad", f"the commit cannot be read: {raw.stderr.strip()}")
     signature = _signature_header(raw.stdout)
     if signature is None:
         return SignatureCheck(commit, "unsigned", "not signed")
     if not signature.startswith("-----BEGIN PGP SIGNATURE-----"):
         return SignatureCheck(commit, "untrusted", "signed, but not with OpenPGP (gpg)")
-    proc = _git(
-        repo, ["-c", "gpg.format=openpgp", "-c", "gpg.minTrustLevel=undefined", "verify-commit", "--raw", commit],
-        gnupg_home,
-    )  # fmt: skip
+    proc = git.run("-c", "gpg.format=openpgp", "-c", "gpg.minTrustLevel=undefined", "verify-commit", "--raw", commit)
     status = _status_lines(proc.stderr)
     if "BADSIG" in status:
         return SignatureCheck(commit, "bad", "the signature does not verify (BADSIG)")
@@ -77,15 +75,6 @@ def verify_commit(
         f"signed by {primary} ({signer}), which is not a trusted key",
         primary,
         signer,
-    )
-
-
-def _git(repo: Path, args: list[str], gnupg_home: Path | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    if gnupg_home is not None:
-        env["GNUPGHOME"] = str(gnupg_home)
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )
 
 
