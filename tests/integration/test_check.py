@@ -52,7 +52,7 @@ VIOLATIONS = [
      ("encryption.model_artifacts", "TrainingPipeline/fraud-detector", "staging")),
     ("specs/deployments/churn-api.yaml", "endpoint: {visibility: internal}", "endpoint: {visibility: internal, tls: false}",
      ("encryption.endpoint_tls", "Deployment/churn-api", "dev")),
-    ("specs/deployments/fraud-api.yaml", "auth: {required: true, method: oidc, audiences: [payments-gateway]}", "auth: {required: false, method: none}",
+    ("specs/deployments/fraud-api.yaml", "auth: {required: true, method: oidc}", "auth: {required: false, method: none}",
      ("access.auth_required", "Deployment/fraud-api", "prod")),
     ("specs/deployments/fraud-api.yaml", "endpoint: {visibility: internal, tls: true}", "endpoint: {visibility: public, tls: true}",
      ("access.no_public_pii", "Deployment/fraud-api", "dev")),

@@ -1,0 +1,196 @@
+"""Spec fields no target honours: refused at render with ``unsupported-by-target``, on every target.
+
+This is the one list of them. :func:`refusals` runs for every environment that is
+rendered (local and cluster alike, before any renderer), and the Feast renderer
+takes its source-type messages from :data:`REFUSED_SOURCE_TYPES`. A spec field is
+either read by the code that realises it or named here: tests/unit/test_silent_fields.py
+fails on a field that is neither. Fields whose real behaviour a later issue builds
+say so in their message, so users know the refusal is temporary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlspec.diagnostics import Diagnostic, format_path
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.datasource import FileSource, KafkaSource, ObjectStoreSource, PostgresSource
+from mlspec.spec.deployment import Auth, BlueGreenRollout, Drift
+from mlspec.spec.training import TrainingPipelineSpec
+from mlspec.spec.validate import ParsedSpec
+
+CODE = "unsupported-by-target"
+SOURCE_TYPES = (FileSource, ObjectStoreSource, PostgresSource, KafkaSource)
+
+
+@dataclass(frozen=True)
+class RefusedField:
+    """A spec field that no target honours, when it holds a value ``refused`` says is not honoured.
+
+    ``problem`` and ``fix`` are format strings with ``{name}`` (the resource), ``{value}`` (the field's value)
+    and ``{field}`` (the field's name in YAML); ``until`` names the later work that builds the field, if any.
+    """
+
+    owners: tuple[type[BaseModel], ...]
+    field: str
+    problem: str
+    fix: str
+    refused: Callable[[Any], bool] = bool
+    until: str = ""
+
+    def message(self, spec: ParsedSpec, value: Any, yaml_name: str) -> str:
+        """What is wrong, for a diagnostic."""
+        text = self.problem.format(name=spec.name, value=_show(value), field=yaml_name)
+        if self.until:
+            text += f"; it is refused until {self.until}"
+        return text
+
+
+@dataclass(frozen=True)
+class RefusedSourceType:
+    """A DataSource type no target reads; ``fields`` are its own fields, which are refused with it."""
+
+    fields: tuple[str, ...]
+    problem: str
+    fix: str
+
+
+REFUSED_FIELDS: tuple[RefusedField, ...] = (
+    RefusedField(
+        SOURCE_TYPES,
+        "retention",
+        "DataSource '{name}' sets retention: {value}, but no target deletes old data yet",
+        "remove retention; keep the retention rule where it is enforced today (the store's lifecycle policy)",
+        refused=lambda value: value is not None,
+        until="a later issue builds data retention",
+    ),
+    RefusedField(
+        (ObjectStoreSource,),
+        "credentials",
+        "object_store source '{name}' sets credentials: {value}, but Feast's file offline store and the pipeline "
+        "steps read object stores with the identity of the process that runs them, never a per-source secret",
+        "remove credentials and give the identity that runs the pipelines (workload identity, or the AWS_*/AZURE_* "
+        "variables of the runner) read access to the source's uri",
+        refused=lambda value: value is not None,
+    ),
+    RefusedField(
+        (TrainingPipelineSpec,),
+        "retrain_on",
+        "TrainingPipeline '{name}' sets retrain_on: {value}, but no target starts training from a trigger yet",
+        "remove retrain_on (or keep [manual]); to retrain on drift set monitoring.drift.action: retrain on the "
+        "Deployment that serves the model; for training on a timetable set this pipeline's schedule "
+        "(recurring runs on Kubeflow targets)",
+        refused=lambda value: any(trigger != "manual" for trigger in value),
+        until="a later issue builds retraining triggers",
+    ),
+    RefusedField(
+        (Drift,),
+        "action",
+        "Deployment '{name}' has drift action '{value}' (the default when action is omitted), but mlspec "
+        "sends no alerts yet: drift would only be printed by `mlspec monitor`",
+        "set monitoring.drift.action: none to report drift in `mlspec monitor` (it exits 1 on drift), "
+        "or action: retrain to retrain and roll out again",
+        refused=lambda value: value == "alert",
+        until="a later issue builds alerting",
+    ),
+    RefusedField(
+        (Auth,),
+        "audiences",
+        "Deployment '{name}' sets auth.audiences: {value}, but no target checks a token's audience yet",
+        "remove audiences",
+        refused=bool,
+        until="a later issue builds OIDC authentication",
+    ),
+    RefusedField(
+        (BlueGreenRollout,),
+        "auto_promote",
+        "Deployment '{name}' has a blue_green rollout with auto_promote: {value} (the default when omitted), but "
+        "every target switches all traffic to green by itself once green loaded and passed a smoke inference; "
+        "holding green for a manual promotion is not built",
+        "set rollout.auto_promote: true (what happens), or use strategy: canary for a judged, stepwise rollout",
+        refused=lambda value: value is False,
+    ),
+)
+
+REFUSED_SOURCE_TYPES: dict[type[BaseModel], RefusedSourceType] = {
+    PostgresSource: RefusedSourceType(
+        ("connection", "table", "query"),
+        "no target reads postgres sources yet: the Feast renderer and the pipeline steps read file and "
+        "object-store sources, so '{name}' (its connection, table and query) would go unused",
+        "export the table or query to parquet (a file or object_store source) for the offline store",
+    ),
+    KafkaSource: RefusedSourceType(
+        ("bootstrap_servers", "topic", "credentials", "batch_source"),
+        "no target reads kafka sources yet: nothing consumes a topic into the online store and the pipeline "
+        "steps read file and object-store sources, so '{name}' (its bootstrap_servers, topic and credentials) "
+        "would go unused",
+        "declare the topic's history as a file or object_store source and build features from that",
+    ),
+}
+
+
+def refused_source_type(spec: ParsedSpec, source: BaseModel) -> Diagnostic | None:
+    """The ``unsupported-by-target`` diagnostic for a DataSource of a type no target reads, else None."""
+    refusal = REFUSED_SOURCE_TYPES.get(type(source))
+    if refusal is None:
+        return None
+    return Diagnostic(
+        CODE,
+        refusal.problem.format(name=spec.name),
+        spec.document.locate(("spec", "type")),
+        path="spec.type",
+        hint=refusal.fix,
+    )
+
+
+def refusals(graph: ResolvedGraph) -> list[Diagnostic]:
+    """An ``unsupported-by-target`` diagnostic for every refused field that a resource of ``graph`` sets."""
+    found: list[Diagnostic] = []
+    for spec in graph.resources.values():
+        for model, name, path, value in _fields(spec.model, ()):
+            for refusal in REFUSED_FIELDS:
+                if name == refusal.field and isinstance(model, refusal.owners) and refusal.refused(value):
+                    found.append(
+                        Diagnostic(
+                            CODE,
+                            refusal.message(spec, value, str(path[-1])),
+                            spec.document.locate(path),
+                            path=format_path(path),
+                            hint=refusal.fix.format(name=spec.name, value=_show(value), field=path[-1]),
+                        )
+                    )
+    return found
+
+
+def _fields(
+    model: BaseModel, path: tuple[str | int, ...]
+) -> Iterator[tuple[BaseModel, str, tuple[str | int, ...], Any]]:
+    """Every field of ``model`` and of the models inside it: (owner, attribute name, YAML path, value)."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        here = (*path, info.alias or name)
+        yield model, name, here, value
+        yield from _nested(value, here)
+
+
+def _nested(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[BaseModel, str, tuple[str | int, ...], Any]]:
+    if isinstance(value, BaseModel):
+        yield from _fields(value, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nested(item, (*path, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nested(item, (*path, str(key)))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
