@@ -58,7 +58,7 @@ VIOLATIONS = [
      ("access.no_public_pii", "Deployment/fraud-api", "dev")),
     ("specs/entities.yaml", "metadata: {name: merchant, owner: ml-platform}", "metadata: {name: merchant}",
      ("access.owner", "Entity/merchant", "local")),
-    ("specs/deployments/churn-api.yaml", "strategy: ab\n    variants:\n      - {alias: champion, weight: 80}\n      - {alias: challenger, weight: 20}\n    sticky_key: customer_id\n    analysis: {max_error_rate: 0.02, max_p99_ms: 100}\n",
+    ("specs/deployments/churn-api.yaml", "strategy: ab\n    variants:\n      - {alias: champion, weight: 80}\n      - {alias: challenger, weight: 20}\n    sticky_key: customer_id\n",
      "strategy: direct\n", ("rollout.no_direct_in_prod", "Deployment/churn-api", "prod")),
     ("specs/deployments/fraud-api.yaml", "steps: [10, 50, 100]", "steps: [10, 50]",
      ("rollout.canary_complete", "Deployment/fraud-api", "dev")),

@@ -69,6 +69,10 @@ REFUSED = [
      "{strategy: blue_green, auto_promote: false}", "false", "spec.rollout.auto_promote"),
     ("auto_promote-default", "Deployment", "{strategy: canary, steps: [10, 50, 100]}", "{strategy: blue_green}",
      "{strategy: blue_green}", "spec.rollout.auto_promote"),
+    ("analysis", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
+     "{strategy: shadow, analysis: {max_p99_ms: 20}}", "{max_p99_ms: 20}", "spec.rollout.analysis"),
+    ("interval", "Deployment", "steps: [10, 50, 100]}", "steps: [10, 50, 100], analysis: {interval: 10m}}", "10m",
+     "spec.rollout.analysis.interval"),
     ("postgres", "DataSource", "type: file\n  path: data/txns.parquet",
      "type: postgres\n  connection: secret://team/pg\n  query: select * from txns", "postgres", "spec.type"),
     ("kafka", "DataSource", "type: file\n  path: data/txns.parquet",
@@ -83,6 +87,9 @@ HONOURED = [
      "{strategy: blue_green, auto_promote: true}"),
     ("audiences", "Deployment", "model: {name: fraud-detector}",
      "model: {name: fraud-detector}\n  auth: {method: oidc, audiences: []}"),
+    ("analysis", "Deployment", "steps: [10, 50, 100]}", "steps: [10, 50, 100], analysis: {max_p99_ms: 20}}"),
+    ("analysis-ab", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
+     "{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: challenger, weight: 50}]}"),
 ]  # fmt: skip
 
 

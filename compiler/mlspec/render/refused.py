@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from mlspec.diagnostics import Diagnostic, format_path
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.datasource import FileSource, KafkaSource, ObjectStoreSource, PostgresSource
-from mlspec.spec.deployment import Auth, BlueGreenRollout, Drift
+from mlspec.spec.deployment import AbRollout, Analysis, Auth, BlueGreenRollout, Drift, ShadowRollout
 from mlspec.spec.training import TrainingPipelineSpec
 from mlspec.spec.validate import ParsedSpec
 
@@ -33,6 +33,7 @@ class RefusedField:
 
     ``problem`` and ``fix`` are format strings with ``{name}`` (the resource), ``{value}`` (the field's value)
     and ``{field}`` (the field's name in YAML); ``until`` names the later work that builds the field, if any.
+    With ``written``, only a value the spec writes is refused (the default stands for "not asked for").
     """
 
     owners: tuple[type[BaseModel], ...]
@@ -41,6 +42,15 @@ class RefusedField:
     fix: str
     refused: Callable[[Any], bool] = bool
     until: str = ""
+    written: bool = False
+
+    def applies(self, model: BaseModel, name: str, value: Any) -> bool:
+        """Whether ``model``'s field ``name`` holding ``value`` is refused."""
+        if name != self.field or not isinstance(model, self.owners):
+            return False
+        if self.written and name not in model.model_fields_set:
+            return False
+        return self.refused(value)
 
     def message(self, spec: ParsedSpec, value: Any, yaml_name: str) -> str:
         """What is wrong, for a diagnostic."""
@@ -114,6 +124,25 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
         "set rollout.auto_promote: true (what happens), or use strategy: canary for a judged, stepwise rollout",
         refused=lambda value: value is False,
     ),
+    RefusedField(
+        (AbRollout, ShadowRollout, BlueGreenRollout),
+        "analysis",
+        "Deployment '{name}' sets rollout.analysis, but only canary rollouts judge a challenger against analysis "
+        "thresholds: A/B arms keep their weights, shadow only compares outputs and blue_green switches after a "
+        "smoke inference",
+        "remove analysis, or use strategy: canary to promote only a challenger that holds the thresholds",
+        refused=lambda value: True,
+        written=True,
+    ),
+    RefusedField(
+        (Analysis,),
+        "interval",
+        "Deployment '{name}' sets rollout.analysis.interval: {value}, but canary analysis judges each window of "
+        "min_requests requests, not a time interval",
+        "remove interval; size the judged window with min_requests",
+        refused=lambda value: True,
+        written=True,
+    ),
 )
 
 REFUSED_SOURCE_TYPES: dict[type[BaseModel], RefusedSourceType] = {
@@ -153,7 +182,7 @@ def refusals(graph: ResolvedGraph) -> list[Diagnostic]:
     for spec in graph.resources.values():
         for model, name, path, value in _fields(spec.model, ()):
             for refusal in REFUSED_FIELDS:
-                if name == refusal.field and isinstance(model, refusal.owners) and refusal.refused(value):
+                if refusal.applies(model, name, value):
                     found.append(
                         Diagnostic(
                             CODE,
