@@ -81,8 +81,8 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
     RefusedField(
         (ObjectStoreSource,),
         "credentials",
-        "object_store source '{name}' sets credentials: {value}, but Feast's file offline store and the pipeline "
-        "steps read object stores with the identity of the process that runs them, never a per-source secret",
+        "object_store source '{name}' sets credentials: {value}, but no target passes per-source credentials: Feast's "
+        "offline store and the pipeline steps read object stores with the identity of the process that runs them",
         "remove credentials and give the identity that runs the pipelines (workload identity, or the AWS_*/AZURE_* "
         "variables of the runner) read access to the source's uri",
         refused=lambda value: value is not None,
