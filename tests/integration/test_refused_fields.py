@@ -157,6 +157,12 @@ def test_the_honoured_values_render(tmp_path: Path, cli: Callable[..., CliResult
     for env in ("local", "dev"):
         result = cli("render", "--env", env, "-o", str(tmp_path / env), cwd=root)
         assert result.code == 0, (case, env, result.out + result.err)
+    if case == "action":  # the monitoring job acts as the spec says
+        monitoring = json.loads((tmp_path / "local" / "local" / "monitoring" / "fraud-api.json").read_text())
+        assert monitoring["action"] == {"on_drift": "none", "retrain": None}
+    if case == "auto_promote":  # the router's policy carries it
+        traffic = yaml.safe_load((tmp_path / "dev" / "dev" / "kubernetes" / "fraud-api.traffic.yaml").read_text())
+        assert json.loads(traffic["data"]["policy.json"])["rollout"]["auto_promote"] is True
 
 
 def test_the_model_framework_picks_the_trainer_in_the_rendered_pipeline(
