@@ -9,15 +9,12 @@ spec field that nothing reads fails here.
 from __future__ import annotations
 
 import re
-import typing
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
 
 from pydantic import BaseModel, create_model
 
 from mlspec.render import refused as refused_module
-from mlspec.render.refused import REFUSED_FIELDS, REFUSED_SOURCE_TYPES, SOURCE_TYPES
+from mlspec.render.refused import REFUSED_FIELDS, REFUSED_SOURCE_TYPES, SOURCE_TYPES, models_in
 from mlspec.spec.base import StrictModel
 from mlspec.spec.deployment import BlueGreenRollout
 from mlspec.spec.project_file import LimitsConfig, ProjectSpec
@@ -32,17 +29,6 @@ READ_ELSEWHERE = {
 }
 
 Field = tuple[type[BaseModel], str]
-
-
-def models_in(annotation: Any) -> Iterator[type[BaseModel]]:
-    """The pydantic models an annotation can hold: through Optional, unions, Annotated, lists and dicts."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-        return
-    if typing.get_origin(annotation) is Literal:
-        return
-    for argument in typing.get_args(annotation):
-        yield from models_in(argument)
 
 
 def spec_fields(roots: list[type[BaseModel]]) -> dict[Field, str]:

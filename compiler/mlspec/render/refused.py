@@ -10,9 +10,11 @@ say so in their message, so users know the refusal is temporary.
 
 from __future__ import annotations
 
+import functools
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -180,35 +182,62 @@ def refusals(graph: ResolvedGraph) -> list[Diagnostic]:
     """An ``unsupported-by-target`` diagnostic for every refused field that a resource of ``graph`` sets."""
     found: list[Diagnostic] = []
     for spec in graph.resources.values():
-        for model, name, path, value in _fields(spec.model, ()):
-            for refusal in REFUSED_FIELDS:
-                if refusal.applies(model, name, value):
-                    found.append(
-                        Diagnostic(
-                            CODE,
-                            refusal.message(spec, value, str(path[-1])),
-                            spec.document.locate(path),
-                            path=format_path(path),
-                            hint=refusal.fix.format(name=spec.name, value=_show(value), field=path[-1]),
-                        )
-                    )
+        for refusal, path, value in _refused_in(spec.model, ()):
+            found.append(
+                Diagnostic(
+                    CODE,
+                    refusal.message(spec, value, str(path[-1])),
+                    spec.document.locate(path),
+                    path=format_path(path),
+                    hint=refusal.fix.format(name=spec.name, value=_show(value), field=path[-1]),
+                )
+            )
     return found
 
 
-def _fields(
+def models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The pydantic models a field's annotation can hold: through Optional, unions, Annotated, lists and dicts."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    if typing.get_origin(annotation) is Literal:
+        return
+    for argument in typing.get_args(annotation):
+        yield from models_in(argument)
+
+
+# Per model class, the fields worth a look: (attribute, YAML name, refusals of that field, may hold refused fields).
+_Plan = tuple[tuple[str, str, tuple[RefusedField, ...], bool], ...]
+
+
+@functools.cache
+def _plan(cls: type[BaseModel]) -> _Plan:
+    plan = []
+    for name, info in cls.model_fields.items():
+        checks = tuple(r for r in REFUSED_FIELDS if r.field == name and issubclass(cls, r.owners))
+        descend = any(_plan(inner) for inner in models_in(info.annotation))
+        if checks or descend:
+            plan.append((name, info.alias or name, checks, descend))
+    return tuple(plan)
+
+
+def _refused_in(
     model: BaseModel, path: tuple[str | int, ...]
-) -> Iterator[tuple[BaseModel, str, tuple[str | int, ...], Any]]:
-    """Every field of ``model`` and of the models inside it: (owner, attribute name, YAML path, value)."""
-    for name, info in type(model).model_fields.items():
+) -> Iterator[tuple[RefusedField, tuple[str | int, ...], Any]]:
+    """The refused fields ``model`` and the models inside it set: (refusal, YAML path, value)."""
+    for name, yaml_name, checks, descend in _plan(type(model)):
         value = getattr(model, name)
-        here = (*path, info.alias or name)
-        yield model, name, here, value
-        yield from _nested(value, here)
+        here = (*path, yaml_name)
+        for refusal in checks:
+            if refusal.applies(model, name, value):
+                yield refusal, here, value
+        if descend:
+            yield from _nested(value, here)
 
 
-def _nested(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[BaseModel, str, tuple[str | int, ...], Any]]:
+def _nested(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[RefusedField, tuple[str | int, ...], Any]]:
     if isinstance(value, BaseModel):
-        yield from _fields(value, path)
+        yield from _refused_in(value, path)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _nested(item, (*path, index))
