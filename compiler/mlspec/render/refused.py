@@ -102,7 +102,7 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
     RefusedField(
         (Drift,),
         "action",
-        "Deployment '{name}' has drift action '{value}' (the default when action is omitted), but mlspec "
+        "Deployment '{name}' has drift action '{value}' (also the default), but mlspec "
         "sends no alerts yet: drift would only be printed by `mlspec monitor`",
         "set monitoring.drift.action: none to report drift in `mlspec monitor` (it exits 1 on drift), "
         "or action: retrain to retrain and roll out again",
@@ -120,10 +120,11 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
     RefusedField(
         (BlueGreenRollout,),
         "auto_promote",
-        "Deployment '{name}' has a blue_green rollout with auto_promote: {value} (the default when omitted), but "
+        "Deployment '{name}' has a blue_green rollout with auto_promote: {value} (also the default), but "
         "every target switches all traffic to green by itself once green loaded and passed a smoke inference; "
         "holding green for a manual promotion is not built",
-        "set rollout.auto_promote: true (what happens), or use strategy: canary for a judged, stepwise rollout",
+        "set rollout.auto_promote: true, which is what every target does, or use strategy: canary for a judged, "
+        "stepwise rollout",
         refused=lambda value: value is False,
     ),
     RefusedField(
