@@ -79,7 +79,6 @@ spec:
     explainability: true
   resources: {{cpu: 4, memory: 8Gi, gpu: {{type: nvidia-l4, count: 1, fallback: cpu}}}}
   schedule: "0 2 * * *"
-  retrain_on: [drift, schedule]
 """
 
 DEPLOYMENT = """apiVersion: mlspec/v1

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext
+from mlspec.render.refused import refusals
 from mlspec.render.registry import RENDERERS, load_renderer
 from mlspec.resolve.graph import ResolvedGraph
 
@@ -32,9 +33,13 @@ class RenderResult:
 def render_environment(
     graph: ResolvedGraph, context: RenderContext, targets: Sequence[str] | None = None
 ) -> RenderResult:
-    """Render ``graph`` with every renderer (or the named ``targets``), then add the manifest."""
+    """Render ``graph`` with every renderer (or the named ``targets``), then add the manifest.
+
+    Spec fields that no target honours (:mod:`mlspec.render.refused`) are ``unsupported-by-target`` errors here,
+    whichever targets are rendered.
+    """
     artifacts: list[Artifact] = []
-    diagnostics: list[Diagnostic] = []
+    diagnostics: list[Diagnostic] = refusals(graph)  # fields no target honours, whichever targets render
     for name in targets or list(RENDERERS):
         output = load_renderer(name).render(graph, context)
         artifacts.extend(output.artifacts)

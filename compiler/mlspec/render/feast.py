@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
+from mlspec.render.refused import refused_source_type
 from mlspec.render.serialize import to_yaml
 from mlspec.render.templating import identifier, render_template
 from mlspec.resolve.graph import ResolvedGraph
@@ -195,19 +196,13 @@ class FeastRenderer:
         model = spec.model
         assert isinstance(model, DataSource)
         source = model.spec
-        problem = None
+        refused = refused_source_type(spec, source)  # postgres, kafka: no target reads them
+        if refused is not None:
+            problems.append(refused)
+            return None
         if offline == "postgres":
-            problem = (
-                f"a PostgreSQL offline store cannot read {source.type} source '{spec.name}'",
-                "use offline: file (parquet, also on object stores) in this environment",
-            )
-        elif not isinstance(source, (FileSource, ObjectStoreSource)):
-            problem = (
-                f"the Feast renderer reads file and object-store sources; '{spec.name}' is {source.type}",
-                "export the table to parquet (file or object_store) for Feast's offline store",
-            )
-        if problem is not None:
-            message, hint = problem
+            message = f"a PostgreSQL offline store cannot read {source.type} source '{spec.name}'"
+            hint = "use offline: file (parquet, also on object stores) in this environment"
             location = spec.document.locate(("spec", "type"))
             problems.append(Diagnostic("unsupported-by-target", message, location, path="spec.type", hint=hint))
             return None

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
@@ -30,6 +31,9 @@ from mlspec.runtime.context import reference_variable
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
+
+# model.framework -> the train component that trains it (kfp_components.TRAINERS has one per entry).
+FRAMEWORKS = {"torch": "mlspec.runtime.steps.train (PyTorch)"}
 
 
 def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool) -> dict[str, Any]:
@@ -41,6 +45,7 @@ def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool) -> dict[str, Any]:
         "name": pipeline.metadata.name + ("" if gpu or resources.gpu is None else "-cpu"),
         "description": pipeline.metadata.description or f"Train and register {pipeline.model_name}",
         "model_name": pipeline.model_name,
+        "framework": spec.model.framework,
         "spec": pipeline.model_dump(mode="json", by_alias=True),
         "epochs": spec.hyperparameters.epochs,
         "learning_rate": spec.hyperparameters.learning_rate,
@@ -142,6 +147,16 @@ def _schedule_file(path: str, pipeline: str, cron: str, environment: str) -> dic
     return {path: to_json(document)}
 
 
+def _unknown_framework(spec: ParsedSpec, framework: str) -> Diagnostic:
+    return Diagnostic(
+        "unsupported-by-target",
+        f"TrainingPipeline '{spec.name}' has model.framework: {framework}, which no pipeline step can train",
+        spec.document.locate(("spec", "model", "framework")),
+        path="spec.model.framework",
+        hint=f"use one of: {', '.join(FRAMEWORKS)}",
+    )
+
+
 class KfpRenderer:
     """Renders ``kfp/<pipeline>.yaml`` (and ``-cpu`` variants and schedules) for every TrainingPipeline, and
     ``kfp/batch/<deployment>.yaml`` (and schedules) for every batch Deployment."""
@@ -158,6 +173,9 @@ class KfpRenderer:
         for spec in graph.of_kind("TrainingPipeline"):
             pipeline = spec.model
             assert isinstance(pipeline, TrainingPipeline)
+            if pipeline.spec.model.framework not in FRAMEWORKS:
+                out.diagnostics.append(_unknown_framework(spec, pipeline.spec.model.framework))
+                continue
             gpu = pipeline.spec.resources.gpu
             for with_gpu in [True] + ([False] if gpu and gpu.fallback == "cpu" else []):
                 planned.append((spec, with_gpu, [spec.digest, str(with_gpu)]))

@@ -111,8 +111,13 @@ def register(
     )
 
 
+# model.framework -> its train component (the renderer's FRAMEWORKS lists the same keys).
+TRAINERS = {"torch": train}
+
+
 def compile_pipeline(inputs: dict[str, Any]) -> bytes:
     """Build the pipeline with the kfp DSL and compile it with kfp's compiler."""
+    trainer = TRAINERS[inputs["framework"]]
     spec_json = canonical(inputs["spec"])
     gates_json = canonical(inputs["gates"])
 
@@ -130,7 +135,7 @@ def compile_pipeline(inputs: dict[str, Any]) -> bytes:
         promote_directly: bool = True,
     ) -> str:
         fetch_task = fetch_features(training_spec_json=training_spec_json, environment=environment)
-        train_task = train(
+        train_task = trainer(
             training_spec_json=training_spec_json,
             environment=environment,
             epochs=epochs,

@@ -10,7 +10,7 @@ deny contains lib.finding("rollout.no_direct_in_prod", "spec.rollout.strategy", 
 	lib.production
 	lib.resource.spec.rollout.strategy == "direct"
 	msg := sprintf("production Deployment '%s' replaces its model directly, with no canary or analysis", [lib.resource.name])
-	fix := "use strategy: canary (or blue_green, ab, shadow) with analysis thresholds"
+	fix := "use strategy: canary with analysis thresholds (or blue_green, ab, shadow)"
 }
 
 deny contains lib.finding("rollout.canary_complete", "spec.rollout.steps", msg, fix) if {
