@@ -80,17 +80,18 @@ class Inference:
         except ProtocolError as exc:
             return counted_error(self.codes, 400, str(exc))
         if pinned is not None:
-            arm: Arm | None = pinned
-            if pinned.model is None:
-                return counted_error(self.codes, 503, f"variant {pinned.name} is {pinned.state}")
+            arm = pinned
+            if arm.model is None:
+                return counted_error(self.codes, 503, f"variant {arm.name} is {arm.state}")
         else:
             if self.sticky_key is not None and request.parameters:
                 value = request.parameters.get(self.sticky_key)
                 if value is not None:
                     sticky = str(value)
-            arm = self.router.choose(sticky)
-            if arm is None or arm.model is None:
+            chosen = self.router.choose(sticky)
+            if chosen is None or chosen.model is None:
                 return counted_error(self.codes, 503, "no variant is ready to answer")
+            arm = chosen
         if self.batching:
             queue = self.queues.get(arm)
             if queue is None:
