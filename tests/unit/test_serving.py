@@ -249,6 +249,38 @@ def test_oip_endpoints_and_errors(serve: Callable[..., Server], tmp_path: Path) 
     assert 'mlspec_traffic_weight_percent{deployment="fraud-api",variant="stable",version="3"} 100' in text
 
 
+def test_a_wrong_method_answers_405_with_allow_and_misses_say_what_is_not_there(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    for method, path, allow in (
+        ("GET", "/v2/models/fraud-api/infer", "POST"),
+        ("GET", "/v2/models/fraud-detector/versions/3/infer", "POST"),
+        ("POST", "/v2/models/fraud-api", "GET"),
+        ("DELETE", "/v2/models/fraud-api/rollout", "GET"),
+        ("POST", "/metrics", "GET"),
+        ("PUT", "/v2/health/ready", "GET"),
+    ):
+        conn = srv.conn()
+        try:
+            conn.request(method, path, body=b"{}")
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+        finally:
+            conn.close()
+        assert (reply.status, reply.getheader("Allow")) == (405, allow), (method, path)
+        assert method in body["error"] and path in body["error"]
+    # a query string or a trailing slash reaches the same route; the model name may be the registered one
+    assert srv.request("GET", "/v2/models/fraud-api/ready/?probe=1") == (200, {"name": "fraud-api", "ready": True})
+    assert srv.request("GET", "/v2/models/fraud-detector/versions/3")[1]["versions"] == ["3"]
+    status, err = srv.request("GET", "/v2/models/fraud-api/versions/9/ready")
+    assert status == 404 and "no version '9'" in err["error"] and "3" in err["error"]
+    status, err = srv.request("GET", "/v2/models/other/ready")
+    assert status == 404 and "unknown model 'other'" in err["error"]
+    assert srv.request("GET", "/v2/models/fraud-api/versions/3/rollout")[0] == 404  # the rollout is not per version
+    assert srv.metric("mlspec_http_responses_total", code="405") == 6
+
+
 def raw_requests(srv: Server, bodies: list[bytes], path: str = "/v2/models/fraud-api/infer") -> list[dict[str, Any]]:
     """Send ``bodies`` pipelined in ONE write on one keep-alive connection; read the responses in order."""
     payload = b"".join(

@@ -30,21 +30,32 @@ device...) is the step's output and is appended to ``<data_dir>/batch/<deploymen
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import os
-import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlspec.atomic import atomic_write
 from mlspec.failpoints import failpoint
-from mlspec.runtime.context import RuntimeContext, resolve_reference
+from mlspec.runtime.batch_sinks import BatchError, ParquetSink, TableSink, open_sink
+from mlspec.runtime.context import RuntimeContext
+
+__all__ = [
+    "ERROR_PREFIX",
+    "BatchError",
+    "batch_folder",
+    "fetch_entity_features",
+    "read_runs",
+    "score",
+    "sink_label",
+    "spec_digest",
+]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,12 +65,7 @@ RUNS_FILE = "runs.jsonl"
 SCORE = "score"
 CLASS_INDEX = "class_index"
 META_COLUMNS = ("model_name", "model_version", "scored_at", "run_id")
-PART = "part-{:05d}.parquet"
 ERROR_PREFIX = "mlspec batch error: "  # how a step reports a BatchError to the engine (a line, no traceback)
-
-
-class BatchError(RuntimeError):
-    """A batch run cannot go on: the entity source, the model or the sink is not what the run needs."""
 
 
 # --------------------------------------------------------------------------- shared with the engine
@@ -166,7 +172,7 @@ def _threads(cpu: Any) -> int:
 
 
 def _resolve_model(ctx: RuntimeContext, model: dict[str, Any], expected: dict[str, str]) -> Any:
-    from mlspec.targets.local.registry import Registry
+    from mlspec.runtime.model_registry import Registry
 
     registry = Registry(ctx.tracking_uri)
     if model.get("version"):
@@ -205,136 +211,6 @@ def _load(ctx: RuntimeContext, name: str, version: Any, runtime: dict[str, Any])
         raise BatchError(str(exc)) from None
 
 
-class ParquetSink:
-    """One run as ``<root>/run=<stamp>/part-*.parquet``: written under a hidden name, renamed when complete."""
-
-    def __init__(self, root: Path, stamp: str) -> None:
-        self.root = root
-        self.final = root / f"run={stamp}"
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".run=*.tmp"):  # a crashed run's parts: never visible, removed now
-            shutil.rmtree(stale, ignore_errors=True)
-        self.tmp = root / f".run={stamp}.{uuid.uuid4().hex[:8]}.tmp"
-        self.tmp.mkdir()
-        self.parts = 0
-
-    def write(self, table: pa.Table) -> None:
-        """Write one chunk as the next part file (flushed to disk)."""
-        import pyarrow.parquet as pq
-
-        path = self.tmp / PART.format(self.parts)
-        with open(path, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.parts += 1
-
-    def commit(self) -> str:
-        """Make the run visible at once; returns its folder."""
-        if self.final.exists():
-            raise BatchError(f"{self.final} exists already; refusing to overwrite a finished run")
-        _fsync_dir(self.tmp)
-        os.rename(self.tmp, self.final)
-        _fsync_dir(self.root)
-        return str(self.final)
-
-    def abort(self) -> None:
-        """Drop the parts written so far."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _pg_type(kind: pa.DataType) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_integer(kind):
-        return "BIGINT"
-    if pa.types.is_floating(kind):
-        return "DOUBLE PRECISION"
-    if pa.types.is_timestamp(kind):
-        return "TIMESTAMPTZ"
-    if pa.types.is_boolean(kind):
-        return "BOOLEAN"
-    return "TEXT"
-
-
-class TableSink:
-    """One run into a PostgreSQL table, in one transaction: created when missing, the run's rows replaced by COPY."""
-
-    def __init__(self, url: str, table: str, schema: pa.Schema, run_id: str) -> None:
-        import psycopg
-        from psycopg import sql
-
-        self.table = table
-        self.columns = schema.names
-        self._error = psycopg.Error
-        parts = table.split(".")
-        self.target = sql.Identifier(*parts)
-        try:
-            self.connection = psycopg.connect(url, connect_timeout=15)
-        except psycopg.Error as exc:  # the message names host and user at most, never the password
-            raise BatchError(f"cannot connect to the database of table {table}: {_first_line(exc)}") from None
-        try:
-            with self.connection.cursor() as cursor:
-                if len(parts) > 1:
-                    cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(*parts[:-1])))
-                columns = sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(field.name), sql.SQL(_pg_type(field.type)))
-                    for field in schema
-                )
-                cursor.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.target, columns))
-                cursor.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(self.target), (run_id,))
-            self.cursor = self.connection.cursor()
-            names = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
-            self.copy_context = self.cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(self.target, names))
-            self.copy = self.copy_context.__enter__()
-        except psycopg.Error as exc:
-            self.abort()
-            raise BatchError(f"cannot write predictions to table {table}: {_first_line(exc)}") from None
-        self.parts = 0
-
-    def write(self, table: pa.Table) -> None:
-        """COPY one chunk's rows."""
-        data = table.to_pydict()
-        try:
-            for row in zip(*(data[c] for c in self.columns), strict=True):
-                self.copy.write_row(row)
-        except self._error as exc:
-            self.abort()
-            raise BatchError(f"cannot write predictions to table {self.table}: {_first_line(exc)}") from None
-        self.parts += 1
-
-    def commit(self) -> str:
-        """End the COPY and commit: the run's rows appear at once."""
-        try:
-            self.copy_context.__exit__(None, None, None)
-            self.connection.commit()
-        except self._error as exc:
-            self.abort()
-            raise BatchError(f"cannot write predictions to table {self.table}: {_first_line(exc)}") from None
-        finally:
-            self.connection.close()
-        return self.table
-
-    def abort(self) -> None:
-        """Roll the transaction back: none of the run's rows were written."""
-        with contextlib.suppress(Exception):  # the connection may be broken already; closing is all that is left
-            self.connection.rollback()
-        self.connection.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _columns(
     part: pd.DataFrame, keys: list[str], scores: Any, classes: Any, meta: dict[str, Any]
 ) -> dict[str, pa.Array]:
@@ -356,22 +232,6 @@ def _columns(
     return arrays
 
 
-def _open_sink(
-    ctx: RuntimeContext, sink: dict[str, Any], schema: pa.Schema, run_id: str, scored_at: dt.datetime
-) -> ParquetSink | TableSink:
-    if sink.get("table"):
-        connection = sink.get("connection")
-        if not connection:
-            raise BatchError(f"table sink {sink['table']} has no connection reference")
-        try:
-            url = resolve_reference(connection)
-        except LookupError as exc:
-            raise BatchError(f"the connection of table sink {sink['table']}: {exc}") from None
-        return TableSink(url, sink["table"], schema, run_id)
-    root = Path(ctx.data_dir) / sink["path"]
-    return ParquetSink(root, scored_at.strftime("%Y%m%dT%H%M%S.%fZ"))
-
-
 def _record(ctx: RuntimeContext, deployment: str, summary: dict[str, Any]) -> None:
     """Append the summary to the run log (rewritten atomically: readers see the old log or the new one)."""
     path = batch_folder(ctx.data_dir, deployment) / RUNS_FILE
@@ -384,7 +244,118 @@ def _record(ctx: RuntimeContext, deployment: str, summary: dict[str, Any]) -> No
     atomic_write(path, before + (json.dumps(summary, sort_keys=True) + "\n").encode())
 
 
-def score(  # noqa: PLR0915, PLR0917  (KFP components call steps positionally; one run reads best in one place)
+def read_fetched(
+    ctx: RuntimeContext, dataset_path: str, version: Any, feature_service: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """The fetched rows in the entity source's order and their entity key columns; BatchError when they lack a
+    feature the model takes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlspec.crypto import CryptoError
+    from mlspec.runtime.dataset import FEATURES_KEY, ROW_ID, TIMESTAMP
+
+    try:
+        table = pq.read_table(pa.BufferReader(ctx.read(dataset_path)))
+    except CryptoError as exc:
+        raise BatchError(f"cannot read the fetched features: {exc}") from None
+    provided: list[str] = json.loads((table.schema.metadata or {})[FEATURES_KEY])
+    lacking = [f for f in version.features if f not in provided]
+    if lacking:
+        raise BatchError(
+            f"{version.name} v{version.version} takes {lacking}, which feature service '{feature_service}' does not "
+            f"provide ({provided}); point spec.features at the model's feature service"
+        )
+    frame = table.to_pandas().sort_values(ROW_ID, kind="stable").reset_index(drop=True)
+    keys = [c for c in frame.columns if c not in (ROW_ID, TIMESTAMP, *provided)]
+    return frame, keys
+
+
+def is_multiclass(model: Any) -> bool:
+    """True when the model answers one probability per class (so each row gets a class index too)."""
+    output = next(o for o in model.session.get_outputs() if o.name == model.output_name)
+    return len(output.shape) == 2 and output.shape[1] != 1
+
+
+@dataclass
+class ChunkScores:
+    """One chunk's scores (NaN: the row's features are all missing), class indexes (-1: none) and counts."""
+
+    scores: Any  # np.ndarray[float32]
+    classes: Any  # np.ndarray[int32] | None
+    missing: int
+    imputed: int
+
+
+def score_chunk(part: pd.DataFrame, features: list[str], model: Any, multiclass: bool) -> ChunkScores:
+    """Score the rows of ``part`` that have any feature; a row with some missing is imputed by the model."""
+    import numpy as np
+    import pandas as pd
+
+    numbers = part[features].apply(pd.to_numeric, errors="coerce")
+    x = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
+    absent = np.isnan(x).all(axis=1) if features else np.zeros(len(x), dtype=bool)
+    scores = np.full(len(part), np.nan, dtype=np.float32)
+    classes = np.full(len(part), -1, dtype=np.int32) if multiclass else None
+    if (~absent).any():
+        out = np.asarray(model.run(np.ascontiguousarray(x[~absent])))
+        if classes is not None:  # class probabilities: the most likely class and its probability
+            classes[~absent] = out.argmax(axis=1)
+            scores[~absent] = out.max(axis=1)
+        else:
+            scores[~absent] = out.reshape(-1)
+    imputed = int((np.isnan(x).any(axis=1) & ~absent).sum())
+    return ChunkScores(scores, classes, int(absent.sum()), imputed)
+
+
+@dataclass
+class Written:
+    """What a run wrote: where, in how many chunks, and how many rows lacked features."""
+
+    location: str = ""
+    chunks: int = 0
+    missing: int = 0
+    imputed: int = 0
+
+
+def write_scores(  # noqa: PLR0917
+    ctx: RuntimeContext,
+    frame: pd.DataFrame,
+    keys: list[str],
+    features: list[str],
+    model: Any,
+    batch: dict[str, Any],
+    meta: dict[str, Any],
+) -> Written:
+    """Score ``frame`` ``chunk_size`` rows at a time into the sink; the run appears whole or not at all."""
+    import pyarrow as pa
+
+    multiclass = is_multiclass(model)
+    chunk_size = int(batch.get("chunk_size", 10_000))
+    written = Written()
+    sink: ParquetSink | TableSink | None = None
+    try:
+        for start in range(0, max(len(frame), 1), chunk_size):
+            part = frame.iloc[start : start + chunk_size]
+            scored = score_chunk(part, features, model, multiclass)
+            written.missing += scored.missing
+            written.imputed += scored.imputed
+            chunk = pa.table(_columns(part, keys, scored.scores, scored.classes, meta))
+            if sink is None:
+                sink = open_sink(ctx, batch["sink"], chunk.schema, meta["run_id"], meta["scored_at"])
+            sink.write(chunk)
+            written.chunks += 1
+            failpoint("batch.after_chunk")
+        assert sink is not None
+        written.location = sink.commit()
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    return written
+
+
+def score(  # noqa: PLR0917  (KFP components call steps positionally)
     deployment_json: str,
     environment_json: str,
     feature_service: str,
@@ -397,77 +368,21 @@ def score(  # noqa: PLR0915, PLR0917  (KFP components call steps positionally; o
     ``expected_sha256_json`` maps version -> ONNX sha256 as state recorded it (``{}``: the registry's tag only).
     """
     ctx = _context(environment_json)
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mlspec.runtime.dataset import FEATURES_KEY, ROW_ID, TIMESTAMP
-
     started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
     spec = json.loads(deployment_json)
     name, body = spec["metadata"]["name"], spec["spec"]
-    batch, runtime = body["batch"], body.get("runtime", {})
+    batch = body["batch"]
     run_id = run_id.strip() or uuid.uuid4().hex
     version = _resolve_model(ctx, body["model"], json.loads(expected_sha256_json or "{}"))
     features = list(version.features)
-    from mlspec.crypto import CryptoError
-
-    try:
-        table = pq.read_table(pa.BufferReader(ctx.read(dataset_path)))
-    except CryptoError as exc:
-        raise BatchError(f"cannot read the fetched features: {exc}") from None
-    provided: list[str] = json.loads((table.schema.metadata or {})[FEATURES_KEY])
-    lacking = [f for f in features if f not in provided]
-    if lacking:
-        raise BatchError(
-            f"{version.name} v{version.version} takes {lacking}, which feature service '{feature_service}' does not "
-            f"provide ({provided}); point spec.features at the model's feature service"
-        )
-    frame = table.to_pandas().sort_values(ROW_ID, kind="stable").reset_index(drop=True)
-    keys = [c for c in frame.columns if c not in (ROW_ID, TIMESTAMP, *provided)]
-    model = _load(ctx, name, version, runtime)
+    frame, keys = read_fetched(ctx, dataset_path, version, feature_service)
+    model = _load(ctx, name, version, body.get("runtime", {}))
     device_info = model.device_info() if hasattr(model, "device_info") else {"device": model.device}
-    output = next(o for o in model.session.get_outputs() if o.name == model.output_name)
-    multiclass = len(output.shape) == 2 and output.shape[1] != 1
-
     scored_at = dt.datetime.now(dt.UTC)
     meta = {"model_name": version.name, "model_version": version.version, "scored_at": scored_at, "run_id": run_id}
-    chunk_size = int(batch.get("chunk_size", 10_000))
-    sink_spec = batch["sink"]
-    sink: ParquetSink | TableSink | None = None
-    missing = imputed = chunks = 0
     scoring_clock = time.perf_counter()
-    try:
-        for start in range(0, max(len(frame), 1), chunk_size):
-            part = frame.iloc[start : start + chunk_size]
-            numbers = part[features].apply(pd.to_numeric, errors="coerce")
-            x = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
-            absent = np.isnan(x).all(axis=1) if features else np.zeros(len(x), dtype=bool)
-            missing += int(absent.sum())
-            imputed += int((np.isnan(x).any(axis=1) & ~absent).sum())
-            scores = np.full(len(part), np.nan, dtype=np.float32)
-            classes = np.full(len(part), -1, dtype=np.int32) if multiclass else None
-            if (~absent).any():
-                out = np.asarray(model.run(np.ascontiguousarray(x[~absent])))
-                if classes is not None:  # class probabilities: the most likely class and its probability
-                    classes[~absent] = out.argmax(axis=1)
-                    scores[~absent] = out.max(axis=1)
-                else:
-                    scores[~absent] = out.reshape(-1)
-            chunk = pa.table(_columns(part, keys, scores, classes, meta))
-            if sink is None:
-                sink = _open_sink(ctx, sink_spec, chunk.schema, run_id, scored_at)
-            sink.write(chunk)
-            chunks += 1
-            failpoint("batch.after_chunk")
-        assert sink is not None
-        location = sink.commit()
-    except BaseException:
-        if sink is not None:
-            sink.abort()
-        raise
+    written = write_scores(ctx, frame, keys, features, model, batch, meta)
     finished = dt.datetime.now(dt.UTC)
     scoring = time.perf_counter() - scoring_clock
     seconds = time.perf_counter() - clock
@@ -480,11 +395,11 @@ def score(  # noqa: PLR0915, PLR0917  (KFP components call steps positionally; o
         "onnx_sha256": version.sha256,
         "features": features,
         "rows": len(frame),
-        "scored": len(frame) - missing,
-        "missing_features": missing,
-        "imputed_rows": imputed,
-        "chunks": chunks,
-        "chunk_size": chunk_size,
+        "scored": len(frame) - written.missing,
+        "missing_features": written.missing,
+        "imputed_rows": written.imputed,
+        "chunks": written.chunks,
+        "chunk_size": int(batch.get("chunk_size", 10_000)),
         "seconds": round(seconds, 3),  # the whole step: registry, model load, scoring, writing
         "scoring_seconds": round(scoring, 3),  # scoring and writing the chunks
         "rows_per_second": round(len(frame) / scoring, 1) if scoring > 0 else None,
@@ -492,7 +407,7 @@ def score(  # noqa: PLR0915, PLR0917  (KFP components call steps positionally; o
         "scored_at": scored_at.isoformat(),
         "finished_at": finished.isoformat(),
         "sink": sink_label(batch),
-        "location": location,
+        "location": written.location,
         **{k: v for k, v in device_info.items() if k in ("device", "requested_device", "fallback_reason")},
         "spec_sha256": spec_digest(deployment_json, feature_service),
     }

@@ -35,12 +35,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
@@ -50,260 +48,38 @@ from evidently.legacy.tests.base_test import TestStatus
 from evidently.presets import DataDriftPreset
 
 from mlspec.atomic import atomic_write
-from mlspec.errors import MlspecError
-from mlspec.serving.reqlog import SEALED
+from mlspec.runtime.drift_result import (
+    MAX_ROWS,
+    P_VALUE_METHODS,
+    STATTESTS,
+    DriftError,
+    DriftResult,
+    FeatureDrift,
+    InsufficientDataError,
+    drift_rule,
+)
+from mlspec.runtime.request_log import SEALED_PREFIX, read_request_log
 
-if TYPE_CHECKING:
-    from mlspec.crypto.envelope import Keys
+__all__ = [
+    "MAX_ROWS",
+    "P_VALUE_METHODS",
+    "SCHEMA_VERSION",
+    "SEALED_PREFIX",
+    "STATTESTS",
+    "DriftError",
+    "DriftResult",
+    "FeatureDrift",
+    "InsufficientDataError",
+    "detect_drift",
+    "drift_rule",
+    "read_reference",
+    "read_request_log",
+]
 
 SCHEMA_VERSION = 1
 
-#: spec method (``Deployment.spec.monitoring.drift.method``) -> Evidently stattest name.
-STATTESTS: Mapping[str, str] = {
-    "psi": "psi",
-    "ks": "ks",
-    "wasserstein": "wasserstein",
-    "jensenshannon": "jensenshannon",
-    "chisquare": "chisquare",
-    "kl_div": "kl_div",
-}
-
-#: Methods whose score is a p-value: drift when the score is below the threshold (see the module docstring).
-P_VALUE_METHODS = frozenset({"ks", "chisquare"})
-
-#: The most rows per side handed to Evidently; larger inputs are sampled deterministically.
-MAX_ROWS = 50_000
-
 _SAMPLE_SEED = 20_240_601
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SCALAR = (str, int, float, bool)
-
-
-class DriftError(MlspecError):
-    """Drift could not be computed: bad input, unknown method, a method that does not fit a feature."""
-
-
-class InsufficientDataError(DriftError):
-    """Not enough logged traffic yet to say anything about drift (not the same as "no drift")."""
-
-    def __init__(self, message: str, *, rows: int, min_rows: int, hint: str = "") -> None:
-        super().__init__(message, hint=hint)
-        self.rows = rows
-        self.min_rows = min_rows
-
-
-def drift_rule(method: str) -> str:
-    """The rule Evidently applies for ``method``, in words, e.g. ``"p_value <= threshold"``."""
-    if method == "ks":
-        return "p_value <= threshold"
-    if method == "chisquare":
-        return "p_value < threshold"
-    return "score >= threshold"
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """Evidently's drift score and verdict for one feature."""
-
-    feature: str
-    method: str
-    score: float
-    threshold: float
-    drifted: bool
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    """One drift check of a Deployment: per-feature scores and where the reports were written."""
-
-    deployment: str
-    method: str
-    threshold: float
-    reference_rows: int  # rows given; at most max_rows of them were compared
-    current_rows: int
-    features: tuple[FeatureDrift, ...]
-    html_report: str
-    json_summary: str
-    max_rows: int = MAX_ROWS
-
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        """Names of the features Evidently found drifted, in feature order."""
-        return tuple(f.feature for f in self.features if f.drifted)
-
-    @property
-    def drift_detected(self) -> bool:
-        """True when any feature drifted."""
-        return any(f.drifted for f in self.features)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (the derived fields included)."""
-        return {
-            "deployment": self.deployment,
-            "method": self.method,
-            "evidently_stattest": STATTESTS.get(self.method, self.method),
-            "drift_rule": drift_rule(self.method),
-            "threshold": self.threshold,
-            "reference_rows": self.reference_rows,
-            "current_rows": self.current_rows,
-            "max_rows": self.max_rows,
-            "drift_detected": self.drift_detected,
-            "drifted_features": list(self.drifted_features),
-            "features": [
-                {
-                    "feature": f.feature,
-                    "method": f.method,
-                    "score": _json_float(f.score),
-                    "threshold": f.threshold,
-                    "drifted": f.drifted,
-                }
-                for f in self.features
-            ],
-            "html_report": self.html_report,
-            "json_summary": self.json_summary,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DriftResult:
-        """Inverse of :meth:`to_dict` (also reads a JSON summary; derived and extra keys are ignored)."""
-        return cls(
-            deployment=str(data["deployment"]),
-            method=str(data["method"]),
-            threshold=float(data["threshold"]),
-            reference_rows=int(data["reference_rows"]),
-            current_rows=int(data["current_rows"]),
-            features=tuple(
-                FeatureDrift(
-                    feature=str(f["feature"]),
-                    method=str(f["method"]),
-                    score=math.nan if f["score"] is None else float(f["score"]),
-                    threshold=float(f["threshold"]),
-                    drifted=bool(f["drifted"]),
-                )
-                for f in data["features"]
-            ),
-            html_report=str(data["html_report"]),
-            json_summary=str(data["json_summary"]),
-            max_rows=int(data.get("max_rows", MAX_ROWS)),
-        )
-
-
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-# --------------------------------------------------------------------------- request log
-
-SEALED_PREFIX = f'{{"{SEALED}":'  # how a sealed flush line starts (json.dumps of {SEALED: ...})
-
-
-def _log_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.glob("*.jsonl") if p.is_file())
-    if path.is_file():
-        return [path]
-    raise DriftError(f"request log not found: {path}", hint="the model server writes it once it serves traffic")
-
-
-def _records(files: list[Path], keys: Keys | None) -> Iterator[str]:
-    for file in files:
-        try:
-            with file.open(encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if line.startswith(SEALED_PREFIX):  # one flush of a sealed log: its lines, decrypted in memory
-                        yield from _unseal(line, file, keys)
-                    else:
-                        yield line
-        except OSError as exc:
-            raise DriftError(f"cannot read request log {file}: {exc.strerror or exc}") from exc
-
-
-def _unseal(line: str, file: Path, keys: Keys | None) -> list[str]:
-    """The plaintext lines of one sealed flush; DriftError without a key or when it does not open."""
-    import base64
-    import binascii
-
-    from mlspec.crypto import CryptoError, decrypt
-
-    if keys is None:
-        raise DriftError(
-            f"request log {file} is sealed with the environment's key and no key was given",
-            hint="read it with keys=RuntimeContext.key_resolver() (mlspec monitor does)",
-        )
-    try:
-        blob = base64.b64decode(json.loads(line)[SEALED], validate=True)
-        return decrypt(blob, keys).decode("utf-8").splitlines(keepends=True)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise DriftError(f"request log {file}: a sealed line is malformed: {exc}") from None
-    except CryptoError as exc:
-        raise DriftError(f"request log {file}: {exc}") from None
-
-
-def _timestamp(record: Mapping[str, Any]) -> float | None:
-    """Seconds since the epoch from ``ts`` (a number) or ``timestamp`` (ISO-8601, ``Z`` allowed); None if neither."""
-    ts = record.get("ts")
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return float(ts)
-    if ts is None and isinstance(record.get("timestamp"), str):
-        try:
-            when = datetime.fromisoformat(record["timestamp"])
-        except ValueError:
-            return None
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-    return None
-
-
-def _parse(line: str, features: Sequence[str]) -> tuple[float, tuple[Any, ...]] | None:
-    """The timestamp and feature values of one log line, or None when the line is malformed."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    ts = _timestamp(record)
-    values = record.get("features", record)  # nested {"features": {...}} or flat, as the model server writes
-    if ts is None or not isinstance(values, dict):
-        return None
-    row = tuple(values.get(name) for name in features)
-    if any(v is not None and not isinstance(v, _SCALAR) for v in row):
-        return None
-    return ts, row
-
-
-def read_request_log(
-    path: Path, features: list[str], *, since: float | None = None, limit: int | None = None, keys: Keys | None = None
-) -> pd.DataFrame:
-    """Read the model server's sampled request log into one column per feature, in ``features`` order.
-
-    ``path`` is one JSON-lines file or a folder of them (``*.jsonl``, read in name order). Each line looks like
-    ``{"ts": 1763870000.1, "variant": "stable", "features": {"txn_count_7d": 3, ...}, "score": 0.12}``; the
-    flat form ``{"txn_count_7d": 3, ..., "timestamp": "2025-11-23T04:33:20.100000Z", "variant": ...}`` that
-    ``mlspec.serving.reqlog`` writes is read too. A line that is not a JSON object with a time (numeric ``ts``
-    or ISO-8601 ``timestamp``) and scalar feature values (a ``features`` object, else the record itself) is
-    malformed: it is skipped and counted in ``frame.attrs["malformed_lines"]``. A feature missing from a
-    line reads as missing (NaN/None). ``since`` keeps lines with ``ts >= since``; ``limit`` keeps the last
-    ``limit`` kept lines (the most recent traffic). Blank lines are ignored. A sealed log (a line
-    ``{"sealed": "<base64 envelope>"}`` per flush, see ``mlspec.serving.reqlog``) is decrypted in memory with
-    ``keys``; without them, or with the wrong ones, it is a DriftError.
-    """
-    if limit is not None and limit < 0:
-        raise DriftError(f"limit must be 0 or more, not {limit}")
-    files = _log_files(path)
-    rows: deque[tuple[Any, ...]] = deque(maxlen=limit)
-    malformed = 0
-    for line in _records(files, keys):
-        if not line.strip():
-            continue
-        parsed = _parse(line, features)
-        if parsed is None:
-            malformed += 1
-        elif since is None or parsed[0] >= since:
-            rows.append(parsed[1])
-    frame = pd.DataFrame.from_records(list(rows), columns=list(features))
-    frame.attrs["malformed_lines"] = malformed
-    frame.attrs["files"] = [str(f) for f in files]
-    return frame
 
 
 def read_reference(path: Path, features: list[str]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -131,7 +132,207 @@ def _beats(metric: str, value: float | None, champion: dict[str, Any] | None) ->
     return bool(value > champion["value"] if higher_is_better(metric) else value < champion["value"])
 
 
-def register(  # noqa: PLR0915
+@dataclass(frozen=True)
+class TrainedModel:
+    """What the train, export and evaluate steps left for registration, read once (decrypted in memory)."""
+
+    checkpoint: bytes  # the train step's torch file, plain
+    saved: dict[str, Any]  # its contents: features, device, params, best_params, trials, search_metric
+    onnx_bytes: bytes
+    sha256: str
+    evaluation: dict[str, Any]
+    kek: KeyEncryptionKey | None  # the environment's key: artifacts are sealed with it
+
+    @property
+    def features(self) -> list[str]:
+        """The model's input features, in order."""
+        return list(self.saved["features"])
+
+    @property
+    def device(self) -> str:
+        """Where it was trained."""
+        return str(self.saved["device"])
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The evaluation's metrics."""
+        return dict(self.evaluation["metrics"])
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """The MLflow run registration logged: its id, the logged model and where its artifacts are."""
+
+    run_id: str
+    experiment_id: str
+    model_info: Any  # mlflow.models.model.ModelInfo
+    artifact_uri: str
+    explanation: explain.Explanation
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The model version registered (None when a gate failed) and how it compares with the champion."""
+
+    version: str | None = None
+    champion: dict[str, Any] | None = None
+    beats: bool = False
+    promoted: bool = False
+
+
+def read_trained_model(ctx: RuntimeContext, model_path: str, evaluation_path: str, onnx_path: str) -> TrainedModel:
+    """The training's outputs (envelopes opened with the environment's key; no key, no run)."""
+    import torch  # only for the saved training metadata (params, trials, device)
+
+    evaluation = json.loads(Path(evaluation_path).read_text())
+    checkpoint = ctx.read(model_path)  # the train step's file is an envelope when the environment has a key
+    saved = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
+    keys = ctx.key_resolver()
+    kek = keys.resolve(ctx.kms_key) if keys is not None and ctx.kms_key else None  # fails closed: no key, no run
+    onnx_bytes = read_plain(onnx_path, keys)  # the export step's file is an envelope when the environment has a key
+    sha = hashlib.sha256(onnx_bytes).hexdigest()
+    return TrainedModel(checkpoint, saved, onnx_bytes, sha, evaluation, kek)
+
+
+def run_tags(spec: dict[str, Any], ctx: RuntimeContext, trained: TrainedModel) -> dict[str, str]:
+    """The run's tags: the spec's, where it ran, the gates' outcome, the model's digest and key."""
+    evaluation = trained.evaluation
+    tags = {
+        **spec["spec"].get("register", {}).get("tags", {}),
+        "mlspec.environment": ctx.environment,
+        "mlspec.pipeline": spec["metadata"]["name"],
+        "mlspec.device": trained.device,
+        "mlspec.gates_passed": str(bool(evaluation["gates_passed"])).lower(),
+        "mlspec.onnx_sha256": trained.sha256,
+    }
+    if trained.kek is not None:
+        tags |= {"mlspec.encryption.key_ref": trained.kek.ref, "mlspec.encryption.key_id": trained.kek.key_id}
+    failures = [g["message"] for g in evaluation["gates"] if not g["passed"]]
+    if failures:
+        tags["mlspec.gate_failures"] = "; ".join(failures)[:5000]
+    return tags
+
+
+def run_params(trained: TrainedModel) -> dict[str, Any]:
+    """The run's params: the training's, the search's best, the features and the split sizes."""
+    saved, evaluation = trained.saved, trained.evaluation
+    params: dict[str, Any] = {k: v for k, v in saved["params"].items() if v is not None}
+    params |= {f"best.{k}": v for k, v in saved["best_params"].items()}
+    params |= {"features": json.dumps(trained.features), "train_rows": evaluation["train_rows"]}
+    params["test_rows"] = evaluation["test_rows"]
+    return params
+
+
+def _log_trials(experiment_id: str, saved: dict[str, Any]) -> None:
+    """One nested run per search trial."""
+    for trial in saved["trials"]:
+        with mlflow.start_run(experiment_id=experiment_id, nested=True, run_name=f"trial-{trial['number']}"):
+            mlflow.set_tags({"mlspec.trial": str(trial["number"]), "mlspec.trial_state": trial["state"]})
+            mlflow.log_params(trial["params"])
+            if trial["value"] is not None and math.isfinite(trial["value"]):
+                mlflow.log_metric(f"validation_{saved['search_metric']}", trial["value"])
+
+
+def _log_onnx_model(trained: TrainedModel, identity: str) -> Any:
+    """Log the ONNX model (its file sealed when the environment has a key); returns MLflow's ModelInfo."""
+    n_features = len(trained.features)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, n_features), "input")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1,), "score")]),
+    )
+    flavor = mlflow.onnx if trained.kek is None else EncryptedOnnxFlavor(trained.kek, identity)
+    return Model.log(
+        artifact_path=None,
+        flavor=flavor,
+        onnx_model=onnx.load_from_string(trained.onnx_bytes),
+        name="model",
+        signature=signature,
+        save_as_external_data=False,
+        onnx_execution_providers=["CPUExecutionProvider"],
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort_version()}"],  # no slow inference
+    )
+
+
+def log_run(  # noqa: PLR0917
+    spec: dict[str, Any],
+    ctx: RuntimeContext,
+    client: MlflowClient,
+    trained: TrainedModel,
+    model_name: str,
+    dataset_path: str,
+    model_path: str,
+) -> LoggedRun:
+    """One MLflow run: params, metrics, trials, reference data, evaluation, explanation, torch and ONNX models."""
+    experiment_id = _experiment(client, ctx, experiment_name(ctx, spec["metadata"]["name"], model_name))
+    kek, evaluation = trained.kek, trained.evaluation
+    frame, _, _ = read_dataset(dataset_path, ctx)
+    reference = frame.iloc[: evaluation["train_rows"]][trained.features]
+    with mlflow.start_run(experiment_id=experiment_id, tags=run_tags(spec, ctx, trained)) as run:
+        run_id = run.info.run_id
+
+        def identity(artifact: str) -> str:
+            return artifact_identity(ctx, model_name, run_id, artifact)
+
+        mlflow.log_params(run_params(trained))
+        mlflow.log_metrics({k: v for k, v in trained.metrics.items() if v is not None and math.isfinite(v)})
+        _log_trials(experiment_id, trained.saved)
+        with tempfile.TemporaryDirectory() as tmp:
+            reference_file = Path(tmp) / "reference_data.parquet"
+            reference.to_parquet(reference_file, index=False)
+            _log_artifact(str(reference_file), "reference", kek, identity(REFERENCE_DATA))
+        mlflow.log_dict(evaluation, "evaluation/evaluation.json")
+        explanation = explain.log_report(spec, ctx, model_path=model_path, dataset_path=dataset_path)
+        with tempfile.TemporaryDirectory() as tmp:  # re-sealed for this run (the step's envelope names the step)
+            plain = Path(tmp) / Path(model_path).name
+            plain.write_bytes(trained.checkpoint)
+            _log_artifact(str(plain), "torch", kek, identity("torch/" + plain.name))
+        info = _log_onnx_model(trained, identity(ONNX))
+        artifact_uri = str(run.info.artifact_uri)
+    return LoggedRun(run_id, experiment_id, info, artifact_uri, explanation)
+
+
+def register_version(  # noqa: PLR0917
+    spec: dict[str, Any],
+    ctx: RuntimeContext,
+    client: MlflowClient,
+    trained: TrainedModel,
+    run: LoggedRun,
+    model_name: str,
+    alias: str,
+    promote_directly: bool,
+) -> Registration:
+    """Register the run's model when every gate passed, alias it, and promote it when it beats the champion."""
+    if not trained.evaluation["gates_passed"]:
+        return Registration()
+    body = spec["spec"]
+    registration = body.get("register", {})
+    promote_to = registration.get("promote_to", "champion")
+    compare_to = body.get("evaluation", {}).get("compare_to", "champion")
+    primary = trained.evaluation["primary_metric"]
+    kek = trained.kek
+    with contextlib.suppress(MlflowException):  # already registered
+        client.create_registered_model(model_name, tags=registration.get("tags", {}))
+    champion = _champion(client, model_name, promote_to, primary) if promote_to and compare_to == "champion" else None
+    created = client.create_model_version(model_name, run.model_info.model_uri, run_id=run.run_id, tags={
+        "onnx_sha256": trained.sha256,
+        "features": json.dumps(trained.features),
+        "device": trained.device,
+        "mlspec.environment": ctx.environment,
+        **({"encryption_key_ref": kek.ref, "encryption_key_id": kek.key_id} if kek is not None else {}),
+    })  # fmt: skip
+    version = str(created.version)
+    client.set_registered_model_alias(model_name, alias, version)
+    explained = explain.check_version(client, model_name, version, run.run_id, run.explanation, promote_to)
+    if not promote_to:
+        return Registration(version, champion)
+    beats = compare_to == "none" or _beats(primary, _finite(trained.metrics.get(primary)), champion)
+    promoted = beats and promote_directly and explained
+    if promoted:
+        client.set_registered_model_alias(model_name, promote_to, version)
+    return Registration(version, champion, beats, promoted)
+
+
+def register(
     spec: dict[str, Any],
     ctx: RuntimeContext,
     *,
@@ -144,139 +345,33 @@ def register(  # noqa: PLR0915
     onnx_path: str,
 ) -> dict[str, Any]:
     """Log, register and alias; returns the summary (see the module docstring for the rules)."""
-    import torch  # only for the saved training metadata (params, trials, device)
-
-    body = spec["spec"]
-    registration = body.get("register", {})
-    evaluation = json.loads(Path(evaluation_path).read_text())
-    checkpoint = ctx.read(model_path)  # the train step's file is an envelope when the environment has a key
-    saved = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
-    features: list[str] = saved["features"]
-    device: str = saved["device"]
-    keys = ctx.key_resolver()
-    kek = keys.resolve(ctx.kms_key) if keys is not None and ctx.kms_key else None  # fails closed: no key, no run
-    onnx_bytes = read_plain(onnx_path, keys)  # the export step's file is an envelope when the environment has a key
-    sha = hashlib.sha256(onnx_bytes).hexdigest()
-    metrics: dict[str, float] = evaluation["metrics"]
-    gates_passed = bool(evaluation["gates_passed"])
-    primary = evaluation["primary_metric"]
-
+    trained = read_trained_model(ctx, model_path, evaluation_path, onnx_path)
     mlflow.set_tracking_uri(ctx.tracking_uri)
     mlflow.set_registry_uri(ctx.tracking_uri)
     client = MlflowClient(ctx.tracking_uri, ctx.tracking_uri)
-    experiment_id = _experiment(client, ctx, experiment_name(ctx, spec["metadata"]["name"], model_name))
-    tags = {
-        **registration.get("tags", {}),
-        "mlspec.environment": ctx.environment,
-        "mlspec.pipeline": spec["metadata"]["name"],
-        "mlspec.device": device,
-        "mlspec.gates_passed": str(gates_passed).lower(),
-        "mlspec.onnx_sha256": sha,
-    }
-    if kek is not None:
-        tags |= {"mlspec.encryption.key_ref": kek.ref, "mlspec.encryption.key_id": kek.key_id}
-    failures = [g["message"] for g in evaluation["gates"] if not g["passed"]]
-    if failures:
-        tags["mlspec.gate_failures"] = "; ".join(failures)[:5000]
-    params: dict[str, Any] = {k: v for k, v in saved["params"].items() if v is not None}
-    params |= {f"best.{k}": v for k, v in saved["best_params"].items()}
-    params |= {"features": json.dumps(features), "train_rows": evaluation["train_rows"]}
-    params["test_rows"] = evaluation["test_rows"]
-
-    frame, _, _ = read_dataset(dataset_path, ctx)
-    reference = frame.iloc[: evaluation["train_rows"]][features]
-    proto = onnx.load_from_string(onnx_bytes)
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(features)), "input")]),
-        outputs=Schema([TensorSpec(np.dtype("float32"), (-1,), "score")]),
-    )
-    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-        run_id = run.info.run_id
-
-        def identity(artifact: str) -> str:
-            return artifact_identity(ctx, model_name, run_id, artifact)
-
-        mlflow.log_params(params)
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
-        for trial in saved["trials"]:
-            with mlflow.start_run(experiment_id=experiment_id, nested=True, run_name=f"trial-{trial['number']}"):
-                mlflow.set_tags({"mlspec.trial": str(trial["number"]), "mlspec.trial_state": trial["state"]})
-                mlflow.log_params(trial["params"])
-                if trial["value"] is not None and math.isfinite(trial["value"]):
-                    mlflow.log_metric(f"validation_{saved['search_metric']}", trial["value"])
-        with tempfile.TemporaryDirectory() as tmp:
-            reference_file = Path(tmp) / "reference_data.parquet"
-            reference.to_parquet(reference_file, index=False)
-            _log_artifact(str(reference_file), "reference", kek, identity(REFERENCE_DATA))
-        mlflow.log_dict(evaluation, "evaluation/evaluation.json")
-        explanation = explain.log_report(spec, ctx, model_path=model_path, dataset_path=dataset_path)
-        with tempfile.TemporaryDirectory() as tmp:  # re-sealed for this run (the step's envelope names the step)
-            plain = Path(tmp) / Path(model_path).name
-            plain.write_bytes(checkpoint)
-            _log_artifact(str(plain), "torch", kek, identity("torch/" + plain.name))
-        flavor = mlflow.onnx if kek is None else EncryptedOnnxFlavor(kek, identity(ONNX))
-        info = Model.log(
-            artifact_path=None,
-            flavor=flavor,
-            onnx_model=proto,
-            name="model",
-            signature=signature,
-            save_as_external_data=False,
-            onnx_execution_providers=["CPUExecutionProvider"],
-            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort_version()}"],  # no slow inference
-        )
-        artifact_uri = run.info.artifact_uri
-    reference_path = str(Path(local_path(str(artifact_uri))) / REFERENCE_DATA)
-    model_dir = Path(local_path(client.get_logged_model(info.model_id).artifact_location))
-    registered_onnx = str(model_dir / "model.onnx")
-
-    version: str | None = None
-    champion: dict[str, Any] | None = None
-    beats = False
-    promoted = False
-    promote_to = registration.get("promote_to", "champion")
-    if gates_passed:
-        with contextlib.suppress(MlflowException):  # already registered
-            client.create_registered_model(model_name, tags=registration.get("tags", {}))
-        if promote_to and body.get("evaluation", {}).get("compare_to", "champion") == "champion":
-            champion = _champion(client, model_name, promote_to, primary)
-        created = client.create_model_version(model_name, info.model_uri, run_id=run_id, tags={
-            "onnx_sha256": sha,
-            "features": json.dumps(features),
-            "device": device,
-            "mlspec.environment": ctx.environment,
-            **({"encryption_key_ref": kek.ref, "encryption_key_id": kek.key_id} if kek is not None else {}),
-        })  # fmt: skip
-        version = str(created.version)
-        client.set_registered_model_alias(model_name, alias, version)
-        explained = explain.check_version(client, model_name, version, run_id, explanation, promote_to)
-        if promote_to:
-            if body.get("evaluation", {}).get("compare_to", "champion") == "none":
-                beats = True
-            else:
-                beats = _beats(primary, _finite(metrics.get(primary)), champion)
-            if beats and promote_directly and explained:
-                client.set_registered_model_alias(model_name, promote_to, version)
-                promoted = True
+    run = log_run(spec, ctx, client, trained, model_name, dataset_path, model_path)
+    registered = register_version(spec, ctx, client, trained, run, model_name, alias, promote_directly)
+    model_dir = Path(local_path(client.get_logged_model(run.model_info.model_id).artifact_location))
+    evaluation, saved = trained.evaluation, trained.saved
     return {
         "model_name": model_name,
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "version": version,
-        "alias": alias if version else None,
-        "onnx_sha256": sha,
-        "onnx_path": registered_onnx,
-        "features": features,
-        "device": device,
-        "metrics": {k: _finite(v) for k, v in metrics.items()},
-        "primary_metric": primary,
+        "run_id": run.run_id,
+        "experiment_id": run.experiment_id,
+        "version": registered.version,
+        "alias": alias if registered.version else None,
+        "onnx_sha256": trained.sha256,
+        "onnx_path": str(model_dir / "model.onnx"),
+        "features": trained.features,
+        "device": trained.device,
+        "metrics": {k: _finite(v) for k, v in trained.metrics.items()},
+        "primary_metric": evaluation["primary_metric"],
         "gates": evaluation["gates"],
-        "gates_passed": gates_passed,
-        "champion": champion,
-        "beats_champion": beats,
-        "promoted": promoted,
-        "promote_to": promote_to,
-        "reference_data": reference_path,
+        "gates_passed": bool(evaluation["gates_passed"]),
+        "champion": registered.champion,
+        "beats_champion": registered.beats,
+        "promoted": registered.promoted,
+        "promote_to": spec["spec"].get("register", {}).get("promote_to", "champion"),
+        "reference_data": str(Path(local_path(run.artifact_uri)) / REFERENCE_DATA),
         "search": {"best_params": saved["best_params"], "trials": len(saved["trials"])},
-        "explainability": explanation.as_dict(),
+        "explainability": run.explanation.as_dict(),
     }

@@ -40,6 +40,17 @@ def response(status: int, body: bytes, content_type: str = "application/json") -
     return head(status, content_type, len(body)) + body
 
 
+def response_with_headers(
+    status: int, body: bytes, headers: dict[str, str], content_type: str = "application/json"
+) -> bytes:
+    """A whole response with extra ``headers`` (e.g. ``Allow`` on a 405); not cached, so kept off the hot path."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\nContent-Type: {content_type}\r\n{lines}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 class ParseError(Exception):
     """The bytes are not a request this server reads."""
 

@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2 (KServe v2 REST) request decoding and response encoding for [N, F] FP32 models."""
+"""Open Inference Protocol v2 (KServe v2 REST) bodies for [N, F] FP32 models: infer requests decoded, infer
+responses encoded, and the server, health and model metadata documents."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ NUMERIC = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 )
 _dumps = json.dumps
+SERVER_NAME = "mlspec"
+EXTENSIONS = ("mlspec_rollout",)  # GET /v2/models/<name>/rollout: the rollout status
 
 
 class ProtocolError(ValueError):
@@ -143,3 +146,48 @@ def encode_infer(prefix: str, out: np.ndarray, rid: str | None) -> bytes:
 def error_body(message: str) -> bytes:
     """The JSON body of an error response."""
     return _dumps({"error": message}).encode()
+
+
+def json_body(payload: Any) -> bytes:
+    """A JSON document as a response body."""
+    return _dumps(payload).encode()
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    """GET /v2: the server's name, version and protocol extensions."""
+    return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
+
+
+def server_ready(ready: bool, states: dict[str, str], devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """GET /v2/health/ready: readiness, with each variant's state and device (mlspec's additions)."""
+    return {"ready": ready, "variants": states, "devices": devices}
+
+
+def model_ready(name: str, ready: bool) -> dict[str, Any]:
+    """GET /v2/models/<name>[/versions/<v>]/ready."""
+    return {"name": name, "ready": ready}
+
+
+def output_metadata(session: Any, output_name: str) -> dict[str, Any]:
+    """The metadata of a model's served output (a dynamic dimension is -1)."""
+    out = next(o for o in session.get_outputs() if o.name == output_name)
+    shape = [d if isinstance(d, int) else -1 for d in out.shape]
+    return {"name": out.name, "datatype": "FP32", "shape": shape}
+
+
+def model_metadata(
+    name: str,
+    versions: list[str],
+    n_features: int,
+    outputs: list[dict[str, Any]],
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    """GET /v2/models/<name>[/versions/<v>]: the model's versions, platform, input and outputs."""
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, n_features]}],
+        "outputs": outputs,
+        "parameters": parameters,
+    }

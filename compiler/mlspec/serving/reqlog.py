@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlspec.serving.config import ConfigError, ServingConfig
+
 if TYPE_CHECKING:
     from mlspec.crypto.keys import KeyEncryptionKey
 
@@ -108,3 +110,36 @@ class RequestLog:
         """Stop the writer thread after a last flush."""
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def seal_key(ref: str) -> KeyEncryptionKey:
+    """The request log's key (file:// against $MLSPEC_PROJECT_ROOT); ConfigError when it cannot be had."""
+    from mlspec.crypto import CryptoError, KeyResolver
+
+    try:
+        return KeyResolver().resolve(ref)
+    except CryptoError as exc:
+        raise ConfigError(f"the request log is sealed with {ref}, which cannot be resolved: {exc}") from None
+
+
+def check_seal_key(config: ServingConfig) -> None:
+    """ConfigError when ``config`` seals its request log with a key that cannot be resolved here."""
+    if config.log is not None and config.log.enabled and config.log.seal_key:
+        seal_key(config.log.seal_key)
+
+
+def reopen_request_log(current: RequestLog | None, config: ServingConfig) -> RequestLog | None:
+    """The request log ``config`` asks for: ``current`` when it is the same log, else a new one (``current``
+    closed); None when the config logs nothing. ConfigError when its seal key cannot be had (fails closed)."""
+    wanted = config.log if config.log is not None and config.log.enabled else None
+    if current is not None and (
+        wanted is None
+        or (current.path, current.sample_rate, current.kek.ref if current.kek else None)
+        != (wanted.path, wanted.sample_rate, wanted.seal_key)
+    ):
+        current.close()
+        current = None
+    if wanted is not None and current is None and wanted.sample_rate > 0:
+        kek = seal_key(wanted.seal_key) if wanted.seal_key else None  # no key, no server
+        current = RequestLog(wanted.path, wanted.sample_rate, config.features, config.deployment, kek=kek)
+    return current

@@ -8,10 +8,11 @@ import os
 import signal
 from typing import Any
 
-from mlspec.serving.app import App, check_seal_key
+from mlspec.serving.app import App
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
 from mlspec.serving.http import Connection
 from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
+from mlspec.serving.reqlog import check_seal_key
 from mlspec.serving.router import REJECTED, Arm
 
 log = logging.getLogger("mlspec.serving")

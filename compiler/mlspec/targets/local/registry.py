@@ -1,154 +1,16 @@
-"""The model registry as the local platform reads and moves it: MLflow on SQLite.
-
-Aliases carry the lifecycle: a version that passed its gates is ``challenger``;
-the version that serves is ``champion``. A canary that was rolled back is tagged
-``mlspec.rollout=rolled_back`` so it is not tried again.
-"""
+"""The model registry as the local platform reads and moves it: the runtime's reader
+(:mod:`mlspec.runtime.model_registry`), raising TargetError like every target."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
-
+from mlspec.runtime import model_registry
+from mlspec.runtime.model_registry import REJECTED_TAG, ModelVersion
 from mlspec.targets.base import TargetError
 
-if TYPE_CHECKING:
-    from mlspec.crypto.keys import KeyResolver
-
-REJECTED_TAG = "mlspec.rollout"
+__all__ = ["REJECTED_TAG", "ModelVersion", "Registry"]
 
 
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version and what serving it needs."""
+class Registry(model_registry.Registry):
+    """MLflow's model registry for one environment; its failures are TargetErrors."""
 
-    name: str
-    version: str
-    aliases: tuple[str, ...]
-    onnx_path: str
-    sha256: str
-    features: tuple[str, ...]
-    run_id: str
-    tags: dict[str, str]
-
-    @property
-    def rejected(self) -> bool:
-        """A rollout of this version was rolled back."""
-        return self.tags.get(REJECTED_TAG) == "rolled_back"
-
-
-def _local_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        raise TargetError(f"the local platform serves models from local files, not {uri}")
-    return Path(unquote(parsed.path))
-
-
-class Registry:
-    """MLflow's model registry for one environment."""
-
-    def __init__(self, tracking_uri: str) -> None:
-        import logging
-
-        from mlflow import MlflowClient
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (table creation...) are noise here
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    def version(self, name: str, *, alias: str | None = None, version: str | int | None = None) -> ModelVersion | None:
-        """A version by alias or number; None when the model, alias or version does not exist."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if version is not None:
-                found = self.client.get_model_version(name, str(version))
-            elif alias is not None:
-                found = self.client.get_model_version_by_alias(name, alias)
-            else:
-                raise ValueError("give an alias or a version")
-        except MlflowException:
-            return None
-        return self._describe(found)
-
-    def _describe(self, found: Any) -> ModelVersion:
-        tags = dict(found.tags or {})
-        return ModelVersion(
-            name=found.name,
-            version=str(found.version),
-            aliases=tuple(found.aliases or ()),
-            onnx_path=str(self._onnx_file(found)),
-            sha256=tags.get("onnx_sha256", ""),
-            features=tuple(json.loads(tags.get("features", "[]"))),
-            run_id=found.run_id or "",
-            tags=tags,
-        )
-
-    def _onnx_file(self, found: Any) -> Path:
-        tags = found.tags or {}
-        if tags.get("onnx_path") and Path(tags["onnx_path"]).is_file():
-            return Path(tags["onnx_path"])
-        roots: list[Path] = []
-        model_id = getattr(found, "model_id", None)
-        source = str(found.source or "")
-        if not model_id and source.startswith("models:/m-"):  # a logged model (MLflow 3)
-            model_id = source.removeprefix("models:/").split("/", 1)[0]
-        if model_id:
-            roots.append(_local_path(self.client.get_logged_model(model_id).artifact_location))
-        if source and not source.startswith("models:/"):
-            roots.append(_local_path(source))
-        for root in roots:
-            files = sorted(root.rglob("*.onnx")) if root.is_dir() else ([root] if root.suffix == ".onnx" else [])
-            if files:
-                return files[0]
-        raise TargetError(f"model {found.name} version {found.version} has no ONNX file in the registry")
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version number an alias points at (None when unset), without resolving its files."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        """Remove an alias."""
-        self.client.delete_registered_model_alias(name, alias)
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        """Point ``alias`` at ``version``."""
-        self.client.set_registered_model_alias(name, alias, str(version))
-
-    def tag(self, name: str, version: str, key: str, value: str) -> None:
-        """Tag one version."""
-        self.client.set_model_version_tag(name, str(version), key, value)
-
-    def verify(self, model: ModelVersion, expected_sha256: str | None = None, keys: KeyResolver | None = None) -> str:
-        """The ONNX model's sha256, after checking it against the registry tag and ``expected_sha256`` (state).
-
-        An encrypted file (an mlspec envelope) is decrypted in memory with ``keys`` (default: file:// keys against
-        $MLSPEC_PROJECT_ROOT or the working directory) and the plaintext's digest is checked: the registry and state
-        record the model's sha256, not the ciphertext's. A wrong key or altered bytes refuse the version.
-        """
-        from mlspec.crypto import CryptoError, KeyResolver, decrypt, is_envelope
-
-        data = Path(model.onnx_path).read_bytes()
-        if is_envelope(data):
-            try:
-                data = decrypt(data, keys or KeyResolver())
-            except CryptoError as exc:
-                raise TargetError(
-                    f"{model.name} v{model.version}: cannot decrypt {model.onnx_path}: {exc}; refusing to serve it"
-                ) from None
-        actual = hashlib.sha256(data).hexdigest()
-        for source, wanted in (("registry", model.sha256), ("state", expected_sha256)):
-            if wanted and wanted != actual:
-                raise TargetError(
-                    f"{model.name} v{model.version}: ONNX file sha256 {actual[:12]}… does not match "
-                    f"the {source}'s {wanted[:12]}…; refusing to serve it"
-                )
-        return actual
+    error = TargetError
