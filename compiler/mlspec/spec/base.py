@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from mlspec import cron
 
 API_VERSION = "mlspec/v1"
 
@@ -25,7 +27,9 @@ class FieldError(ValueError):
 class StrictModel(BaseModel):
     """Base of every spec model: strict types, unknown fields are errors, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, populate_by_name=False, use_attribute_docstrings=True
+    )
 
 
 # Human wording for each pattern, used when a value does not match.
@@ -78,7 +82,18 @@ Cpu = (
     Annotated[str, StringConstraints(pattern=CPU_PATTERN)] | Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0)]
 )
 Memory = Annotated[str, StringConstraints(pattern=MEMORY_PATTERN)]
-Cron = Annotated[str, StringConstraints(pattern=CRON_PATTERN)]
+
+
+def _valid_cron(expression: str) -> str:
+    """The five-field matcher that runs schedules must accept ``expression`` (the pattern only counts fields)."""
+    try:
+        cron.parse(expression)
+    except cron.CronError as exc:
+        raise ValueError(f"not a valid cron schedule: {exc}") from None
+    return expression
+
+
+Cron = Annotated[str, StringConstraints(pattern=CRON_PATTERN), AfterValidator(_valid_cron)]
 Gate = Annotated[str, StringConstraints(pattern=GATE_PATTERN)]
 SecretRef = Annotated[str, StringConstraints(pattern=SECRET_REF_PATTERN)]
 KmsRef = Annotated[str, StringConstraints(pattern=KMS_REF_PATTERN)]

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from mlspec.spec.base import FieldName, Metadata, StrictModel
+from mlspec.spec.base import FieldError, FieldName, Metadata, StrictModel
 
 
 class EntitySpec(StrictModel):
     """Join keys and their type."""
 
     join_keys: list[FieldName] = Field(min_length=1)
+    """Key columns that identify one entity (like customer_id); sources keyed by it must have them."""
     value_type: Literal["int64", "string"] = "string"
+    """Type of the key values."""
     description: str | None = None
+    """What the entity is, for people reading the spec."""
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> EntitySpec:
+        for index, key in enumerate(self.join_keys):
+            if key in self.join_keys[:index]:
+                raise FieldError(("join_keys", index), f"join key '{key}' is listed twice")
+        return self
 
 
 class Entity(StrictModel):
     """An entity that feature views are keyed by."""
 
     api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    """Always mlspec/v1."""
     kind: Literal["Entity"]
+    """Always Entity."""
     metadata: Metadata
+    """Name, owner, description and labels."""
     spec: EntitySpec
+    """Join keys and their type."""

@@ -290,6 +290,10 @@ class Environment(StrictModel):
     """An environment: local, dev, staging, prod."""
 
     api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    """Always mlspec/v1."""
     kind: Literal["Environment"]
+    """Always Environment."""
     metadata: Metadata
+    """Name, owner, description and labels."""
     spec: EnvironmentSpec
+    """Tier, region, residency, targets, overrides and access."""

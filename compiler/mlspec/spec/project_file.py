@@ -86,6 +86,10 @@ class ProjectFile(StrictModel):
     """The project file at the root of a platform repository."""
 
     api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    """Always mlspec/v1."""
     kind: Literal["Project"]
+    """Always Project."""
     metadata: Metadata
+    """Name, owner, description and labels."""
     spec: ProjectSpec = Field(default_factory=ProjectSpec)
+    """Where specs, environments and policies live; state and policy settings."""

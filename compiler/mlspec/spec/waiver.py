@@ -25,6 +25,10 @@ class Waiver(StrictModel):
     """An exemption from a policy."""
 
     api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
+    """Always mlspec/v1."""
     kind: Literal["Waiver"]
+    """Always Waiver."""
     metadata: Metadata
+    """Name, owner, description and labels."""
     spec: WaiverSpec
+    """The policy, resources, reason, approver and expiry."""
