@@ -54,7 +54,7 @@ def _columns(index: SpecIndex, source: str) -> tuple[ParsedSpec, list[str]] | No
 
 
 def _missing(
-    spec: ParsedSpec, path: Path, what: str, column: str, source: ParsedSpec, columns: list[str]
+    spec: ParsedSpec, path: Path, what: str, column: str, *, source: ParsedSpec, columns: list[str]
 ) -> Diagnostic:
     """``what`` names the column's role, like "label field 'is_fraud'"."""
     where = source.document.locate(("spec", "schema"))
@@ -93,13 +93,13 @@ def _view_columns(spec: ParsedSpec, view: FeatureView, index: SpecIndex) -> Iter
     for i, feature in enumerate(view.spec.features):
         if feature.name not in columns:
             what = f"feature '{feature.name}'"
-            yield _missing(spec, ("spec", "features", i, "name"), what, feature.name, source, columns)
+            yield _missing(spec, ("spec", "features", i, "name"), what, feature.name, source=source, columns=columns)
     keys = _entity_keys(index, view.spec.entities)
     for i, entity in enumerate(view.spec.entities):
         for key in keys.get(entity, []):
             if key not in columns:
                 what = f"join key '{key}' of entity '{entity}'"
-                yield _missing(spec, ("spec", "entities", i), what, key, source, columns)
+                yield _missing(spec, ("spec", "entities", i), what, key, source=source, columns=columns)
 
 
 def _service_names(spec: ParsedSpec, service: FeatureService, index: SpecIndex) -> Iterator[Diagnostic]:
@@ -141,7 +141,7 @@ def _service_keys(index: SpecIndex, service_name: str) -> list[str]:
 
 
 def _keys_in(
-    spec: ParsedSpec, path: Path, source_name: str, service_name: str, role: str, index: SpecIndex
+    spec: ParsedSpec, path: Path, source_name: str, service_name: str, *, role: str, index: SpecIndex
 ) -> Iterator[Diagnostic]:
     """Each join key of the service must be a column of ``source_name``, which gives the rows ``role``."""
     declared = _columns(index, source_name)
@@ -151,7 +151,7 @@ def _keys_in(
     for key in _service_keys(index, service_name):
         if key not in columns:
             what = f"join key '{key}' of FeatureService '{service_name}' (the {role} are joined on it)"
-            yield _missing(spec, path, what, key, source, columns)
+            yield _missing(spec, path, what, key, source=source, columns=columns)
 
 
 def _training_columns(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecIndex) -> Iterator[Diagnostic]:
@@ -161,17 +161,17 @@ def _training_columns(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecI
         source, columns = declared
         if label.field not in columns:
             what = f"label field '{label.field}'"
-            yield _missing(spec, ("spec", "label", "field"), what, label.field, source, columns)
+            yield _missing(spec, ("spec", "label", "field"), what, label.field, source=source, columns=columns)
         if label.timestamp_field is not None and label.timestamp_field not in columns:
             path: Path = ("spec", "label", "timestamp_field")
             what = f"label timestamp field '{label.timestamp_field}'"
-            yield _missing(spec, path, what, label.timestamp_field, source, columns)
+            yield _missing(spec, path, what, label.timestamp_field, source=source, columns=columns)
     if pipeline.spec.entity_source:
         rows, where = pipeline.spec.entity_source, ("spec", "entity_source")
     else:
         rows, where = label.source, ("spec", "label", "source")
     role = "training rows"
-    yield from _keys_in(spec, where, rows, pipeline.spec.features, role, index)
+    yield from _keys_in(spec, where, rows, pipeline.spec.features, role=role, index=index)
 
 
 def _batch_columns(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[Diagnostic]:
@@ -186,4 +186,4 @@ def _batch_columns(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -
             return
         service = pipeline.model.spec.features  # type: ignore[attr-defined]
     role = "rows scored"
-    yield from _keys_in(spec, ("spec", "batch", "entities"), batch.entities, service, role, index)
+    yield from _keys_in(spec, ("spec", "batch", "entities"), batch.entities, service, role=role, index=index)
