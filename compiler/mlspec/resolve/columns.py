@@ -166,10 +166,8 @@ def _training_columns(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecI
             path: Path = ("spec", "label", "timestamp_field")
             what = f"label timestamp field '{label.timestamp_field}'"
             yield _missing(spec, path, what, label.timestamp_field, source=source, columns=columns)
-    if pipeline.spec.entity_source:
-        rows, where = pipeline.spec.entity_source, ("spec", "entity_source")
-    else:
-        rows, where = label.source, ("spec", "label", "source")
+    where: Path = ("spec", "entity_source") if pipeline.spec.entity_source else ("spec", "label", "source")
+    rows = pipeline.spec.entity_source or label.source
     role = "training rows"
     yield from _keys_in(spec, where, rows, pipeline.spec.features, role=role, index=index)
 
