@@ -125,17 +125,22 @@ class Metadata(StrictModel):
     """Identity and ownership common to every resource."""
 
     name: Name
+    """Unique name of the resource within its kind, like fraud-detector; other specs refer to it by this name."""
     owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Team or person accountable for this resource."
     )
     description: str | None = None
+    """What the resource is for, for people reading the spec."""
     labels: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_./]*[a-z0-9])?$")], LabelValue] = Field(
         default_factory=dict
     )
+    """Free-form key/value labels, passed on to the rendered artifacts."""
 
 
 class Encryption(StrictModel):
     """Encryption at rest of a store holding data."""
 
     at_rest: bool = False
+    """Encrypt the data at rest."""
     kms_key: KmsRef | None = None
+    """Key that encrypts it, like kms://payments-data (file://... for local use)."""

@@ -74,7 +74,7 @@ class FileSource(_SourceCommon):
     """A file on local disk or a mounted volume (parquet or csv)."""
 
     type: Literal["file"]
-    """The source type: file."""
+    """Which kind of source: file, object_store, postgres or kafka (selects the fields that follow)."""
     path: Annotated[str, StringConstraints(min_length=1)]
     """The file, relative to the project root (like data/transactions.parquet) or absolute."""
     format: Literal["parquet", "csv"] = "parquet"
@@ -85,7 +85,7 @@ class ObjectStoreSource(_SourceCommon):
     """Files in an object store (S3-compatible, Azure Blob, GCS)."""
 
     type: Literal["object_store"]
-    """The source type: object_store."""
+    """Which kind of source: file, object_store, postgres or kafka (selects the fields that follow)."""
     uri: Annotated[str, StringConstraints(pattern=r"^(s3|gs|az|abfss)://\S+$")]
     """Object URI, like s3://bucket/path/data.parquet."""
     format: Literal["parquet", "csv"] = "parquet"
@@ -98,7 +98,7 @@ class PostgresSource(_SourceCommon):
     """A PostgreSQL table or query; the connection string is a secret reference."""
 
     type: Literal["postgres"]
-    """The source type: postgres."""
+    """Which kind of source: file, object_store, postgres or kafka (selects the fields that follow)."""
     connection: SecretRef
     """Reference to the connection string, like secret://payments/db."""
     table: str | None = None
@@ -111,7 +111,7 @@ class KafkaSource(_SourceCommon):
     """A Kafka topic for streaming features, with a batch source for history."""
 
     type: Literal["kafka"]
-    """The source type: kafka."""
+    """Which kind of source: file, object_store, postgres or kafka (selects the fields that follow)."""
     bootstrap_servers: Annotated[str, StringConstraints(min_length=1)]
     """Comma-separated host:port list of Kafka brokers."""
     topic: Annotated[str, StringConstraints(min_length=1)]

@@ -17,14 +17,18 @@ class LimitsConfig(StrictModel):
     """Loader limits (see mlspec.load.Limits)."""
 
     max_file_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 2 * 1024 * 1024
+    """Largest spec file read, in bytes."""
     max_depth: Annotated[int, Field(ge=8, le=200)] = 64
+    """Deepest nesting of YAML mappings and lists."""
     max_alias_nodes: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
+    """Most nodes YAML aliases may expand to (guards against "billion laughs")."""
 
 
 class StateConfig(StrictModel):
     """Where applied state is kept: a SQLite file (default) or a PostgreSQL database shared by every machine."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
+    """Where state is kept: a SQLite file or a shared PostgreSQL database."""
     path: RelPath = Field(default=".mlspec/state.db", description="With backend: sqlite, the state file.")
     url: str | None = Field(
         default=None,
@@ -58,10 +62,12 @@ class PolicyConfig(StrictModel):
     """How policies are evaluated."""
 
     engine: Literal["embedded", "opa"] = "embedded"
+    """Evaluate Rego policies in-process (embedded) or on an OPA server."""
     opa_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = Field(
         default=None, description="With engine: opa, the OPA server the same policies are loaded into."
     )
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Longest one policy evaluation may take."""
 
     @model_validator(mode="after")
     def _url_for_opa(self) -> PolicyConfig:
@@ -74,12 +80,19 @@ class ProjectSpec(StrictModel):
     """Layout and behaviour of a platform repository."""
 
     specs: list[RelPath] = Field(default_factory=lambda: ["specs"], min_length=1)
+    """Folders holding the resource specs, relative to the project root."""
     environments: RelPath = "environments"
+    """Folder holding the Environment specs."""
     policies: RelPath = "policies"
+    """Folder holding the Rego policies."""
     default_environment: str = "local"
+    """Environment used when a command is given no --env."""
     state: StateConfig = Field(default_factory=StateConfig)
+    """Where applied state is kept."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """How policies are evaluated."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """Limits on the spec files mlspec reads."""
 
 
 class ProjectFile(StrictModel):

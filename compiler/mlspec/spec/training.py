@@ -24,7 +24,7 @@ class MlpArchitecture(StrictModel):
     """A multi-layer perceptron."""
 
     type: Literal["mlp"]
-    """The architecture: mlp."""
+    """Which architecture: mlp (built in) or custom (your code)."""
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(min_length=1)
     """Width of each hidden layer, input side first, e.g. [64, 32]."""
     dropout: Fraction = 0.0
@@ -37,9 +37,9 @@ class CustomArchitecture(StrictModel):
     """User model code: ``module.path:function`` returning a torch.nn.Module."""
 
     type: Literal["custom"]
-    """The architecture: custom (your own module)."""
+    """Which architecture: mlp (built in) or custom (your code)."""
     entrypoint: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
-    """``package.module:function`` that builds the torch.nn.Module, e.g. models.fraud:build."""
+    """package.module:function that builds the torch.nn.Module, e.g. models.fraud:build."""
     params: dict[str, int | float | str | bool] = Field(default_factory=dict)
     """Keyword arguments passed to the entrypoint."""
 

@@ -14,10 +14,14 @@ class WaiverSpec(StrictModel):
     """What is exempted, why, by whom, until when."""
 
     policy: PolicyId
+    """The policy waived, like residency.region."""
     resources: list[ResourceRef] = Field(min_length=1)
+    """The resources exempted, like DataSource/legacy-txns."""
     environments: list[Name] | None = Field(default=None, description="Omit to apply in every environment.")
     reason: Annotated[str, StringConstraints(min_length=10)]
+    """Why the exemption is needed and how it ends (at least 10 characters)."""
     approved_by: Annotated[str, StringConstraints(min_length=1)]
+    """Who approved the exemption."""
     expires: datetime.date = Field(strict=False, description="ISO date (YYYY-MM-DD); expired waivers deny.")
 
 
