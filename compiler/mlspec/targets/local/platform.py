@@ -82,6 +82,16 @@ def deployment_mode(spec: dict[str, object]) -> str:
     return str(mode or "online")
 
 
+def _missing_data_fix(paths: LocalPaths) -> str:
+    """How to get the data, naming only what this project has (a sample script, DATA.md), else the schemas."""
+    root = paths.project_root
+    for script in ("scripts/sample_data.py", "scripts/generate_data.py"):
+        if (root / script).is_file():
+            return f"Put files with those columns there, or write a sample with: python {script}"
+    more = " (DATA.md lists them)" if (root / "DATA.md").is_file() else ""
+    return f"Put files with those columns there{more}; each DataSource's 'schema' declares what it expects"
+
+
 def expected_hashes(resources: dict[str, ResourceState]) -> dict[str, dict[str, str]]:
     """Per model, version -> ONNX sha256 as recorded in state when its pipeline was applied."""
     hashes: dict[str, dict[str, str]] = {}
@@ -235,12 +245,14 @@ class LocalPlatformTarget:
             source = getattr(spec.model, "spec", None)
             if isinstance(source, FileSource) and not (self.paths.project_root / source.path).exists():
                 where = spec.document.locate(("spec", "path"))
-                missing.append(f"{where}: DataSource {spec.name}: {source.path} does not exist")
+                columns = ", ".join(f"{c.name} {c.dtype}" for c in source.schema_) or "no schema declared"
+                missing.append(
+                    f"{where}: DataSource {spec.name}: {source.path} does not exist "
+                    f"(a {source.format} file with columns: {columns}; event time {source.timestamp_field})"
+                )
         if missing:
             raise TargetError(
-                "the feature store's data is missing: "
-                + "; ".join(missing)
-                + ". Put the files there (for the reference platform: python scripts/generate_data.py)"
+                "the feature store's data is missing: " + "; ".join(missing) + ". " + _missing_data_fix(self.paths)
             )
         self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
 
