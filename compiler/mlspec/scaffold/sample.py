@@ -29,7 +29,7 @@ from mlspec.spec.registry import RESOURCE_KINDS
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec, validate_document
 
-ENTITIES = 20  # distinct entity keys in a sample
+ENTITIES = 50  # distinct entity keys in a sample
 DAYS = 6  # rows per entity, one a day up to today
 TIME_TYPES = {"unix_timestamp"}
 
@@ -148,15 +148,18 @@ def data_markdown(sources: Sequence[SourceData]) -> str:
 def _value(source: SourceData, column: str, dtype: str, entity: int, rng: random.Random) -> Any:
     if column in source.keys:
         return entity if source.keys[column] == "int64" else f"{column}-{entity}"
+    # Odd and even entities differ in every numeric value and mostly in the label, so that a model trained on
+    # the sample learns something and its evaluation gates can pass.
+    group = entity % 2
     task = source.labels.get(column)
     if task == "binary_classification":
-        return entity % 2 if rng.random() < 0.8 else 1 - entity % 2  # both classes, learnable from the key
+        return group if rng.random() < 0.9 else 1 - group
     if task == "multiclass_classification":
         return entity % 3
     if task == "regression" or dtype.startswith("float"):
-        return round(rng.uniform(0, 100), 3)
+        return round(rng.uniform(0, 50) + 50 * group, 3)
     if dtype.startswith("int"):
-        return rng.randint(0, 50)
+        return rng.randint(0, 25) + 25 * group
     if dtype == "bool":
         return rng.random() < 0.5
     return f"{column}-{rng.randint(0, 4)}"
