@@ -2,16 +2,18 @@
 
 Apply reads these columns from the data (Feast builds views from them, training joins on them, batch scoring
 reads entity keys); a name that is not there fails deep inside an engine. A source that declares no schema
-is not checked. Every problem is reported at the value that names the column, with the closest declared
-column and where the schema is.
+is not checked here (the local platform checks the data file itself before its engines run). Every problem
+is reported at the value that names the column, with the closest declared column and where the schema is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mlspec.diagnostics import Diagnostic, format_path
+from mlspec.spec.datasource import DataSource
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.features import FeatureService, FeatureView
 from mlspec.spec.suggest import did_you_mean
@@ -30,18 +32,48 @@ class SpecIndex(Protocol):
         """The spec of that kind and name, if defined."""
 
 
-def check_columns(specs: Iterable[ParsedSpec], index: SpecIndex) -> Iterator[Diagnostic]:
-    """Columns named by views, pipelines and batch deployments that their sources do not declare."""
+@dataclass(frozen=True, slots=True)
+class ColumnRead:
+    """One column a spec reads from a DataSource's data, and where the spec names it."""
+
+    spec: ParsedSpec
+    path: Path
+    source: str
+    column: str
+    what: str  # the column's role, like "label field 'is_fraud'"
+
+
+def column_reads(specs: Iterable[ParsedSpec], index: SpecIndex) -> Iterator[ColumnRead]:
+    """Every column read from a source: its event times, view features and keys, labels, rows' join keys."""
     for spec in specs:
         model = spec.model
-        if isinstance(model, FeatureView):
-            yield from _view_columns(spec, model, index)
-        elif isinstance(model, FeatureService):
-            yield from _service_names(spec, model, index)
+        if isinstance(model, DataSource):
+            body = model.spec
+            yield ColumnRead(spec, ("spec", "timestamp_field"), spec.name, body.timestamp_field, "event-time column")
+            if body.created_timestamp_field:
+                path: Path = ("spec", "created_timestamp_field")
+                yield ColumnRead(spec, path, spec.name, body.created_timestamp_field, "created-time column")
+        elif isinstance(model, FeatureView):
+            yield from _view_reads(spec, model, index)
         elif isinstance(model, TrainingPipeline):
-            yield from _training_columns(spec, model, index)
+            yield from _training_reads(spec, model, index)
         elif isinstance(model, Deployment):
-            yield from _batch_columns(spec, model, index)
+            yield from _batch_reads(spec, model, index)
+
+
+def check_columns(specs: Iterable[ParsedSpec], index: SpecIndex) -> Iterator[Diagnostic]:
+    """Columns read from sources that do not declare them; a feature name selected from two views."""
+    specs = list(specs)
+    for read in column_reads(specs, index):
+        declared = _columns(index, read.source)
+        if declared is None or read.spec.kind == "DataSource":  # a source's own fields: checked by its model
+            continue
+        source, columns = declared
+        if read.column not in columns:
+            yield _missing(read, source, columns)
+    for spec in specs:
+        if isinstance(spec.model, FeatureService):
+            yield from _service_names(spec, spec.model, index)
 
 
 def _columns(index: SpecIndex, source: str) -> tuple[ParsedSpec, list[str]] | None:
@@ -53,23 +85,20 @@ def _columns(index: SpecIndex, source: str) -> tuple[ParsedSpec, list[str]] | No
     return (found, columns) if columns else None
 
 
-def _missing(
-    spec: ParsedSpec, path: Path, what: str, column: str, *, source: ParsedSpec, columns: list[str]
-) -> Diagnostic:
-    """``what`` names the column's role, like "label field 'is_fraud'"."""
+def _missing(read: ColumnRead, source: ParsedSpec, columns: list[str]) -> Diagnostic:
     where = source.document.locate(("spec", "schema"))
-    guess = did_you_mean(column, columns)
+    guess = did_you_mean(read.column, columns)
     shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
     fix = (
         f"did you mean '{guess}'?"
         if guess
-        else f"the schema at {where} declares {shown}: fix the name or add '{column}' to the schema"
+        else f"the schema at {where} declares {shown}: fix the name or add '{read.column}' to the schema"
     )
     return Diagnostic(
         "unknown-reference",
-        f"{what} is not a column of DataSource '{source.name}'",
-        spec.document.locate(path),
-        path=format_path(path),
+        f"{read.what} is not a column of DataSource '{source.name}'",
+        read.spec.document.locate(read.path),
+        path=format_path(read.path),
         hint=fix,
         related=(where,),
     )
@@ -85,21 +114,14 @@ def _entity_keys(index: SpecIndex, entities: Iterable[str]) -> dict[str, list[st
     return keys
 
 
-def _view_columns(spec: ParsedSpec, view: FeatureView, index: SpecIndex) -> Iterator[Diagnostic]:
-    declared = _columns(index, view.spec.source)
-    if declared is None:
-        return
-    source, columns = declared
+def _view_reads(spec: ParsedSpec, view: FeatureView, index: SpecIndex) -> Iterator[ColumnRead]:
+    source = view.spec.source
     for i, feature in enumerate(view.spec.features):
-        if feature.name not in columns:
-            what = f"feature '{feature.name}'"
-            yield _missing(spec, ("spec", "features", i, "name"), what, feature.name, source=source, columns=columns)
+        yield ColumnRead(spec, ("spec", "features", i, "name"), source, feature.name, f"feature '{feature.name}'")
     keys = _entity_keys(index, view.spec.entities)
     for i, entity in enumerate(view.spec.entities):
         for key in keys.get(entity, []):
-            if key not in columns:
-                what = f"join key '{key}' of entity '{entity}'"
-                yield _missing(spec, ("spec", "entities", i), what, key, source=source, columns=columns)
+            yield ColumnRead(spec, ("spec", "entities", i), source, key, f"join key '{key}' of entity '{entity}'")
 
 
 def _service_names(spec: ParsedSpec, service: FeatureService, index: SpecIndex) -> Iterator[Diagnostic]:
@@ -140,39 +162,27 @@ def _service_keys(index: SpecIndex, service_name: str) -> list[str]:
     return sorted({key for entity in entities for key in keys.get(entity, [])})
 
 
-def _keys_in(
-    spec: ParsedSpec, path: Path, source_name: str, service_name: str, *, role: str, index: SpecIndex
-) -> Iterator[Diagnostic]:
-    """Each join key of the service must be a column of ``source_name``, which gives the rows ``role``."""
-    declared = _columns(index, source_name)
-    if declared is None:
-        return
-    source, columns = declared
-    for key in _service_keys(index, service_name):
-        if key not in columns:
-            what = f"join key '{key}' of FeatureService '{service_name}' (the {role} are joined on it)"
-            yield _missing(spec, path, what, key, source=source, columns=columns)
+def _key_reads(
+    spec: ParsedSpec, path: Path, source: str, service: str, *, role: str, index: SpecIndex
+) -> Iterator[ColumnRead]:
+    """The rows ``role`` come from ``source`` and are joined to the service's features on its join keys."""
+    for key in _service_keys(index, service):
+        what = f"join key '{key}' of FeatureService '{service}' (the {role} are joined on it)"
+        yield ColumnRead(spec, path, source, key, what)
 
 
-def _training_columns(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecIndex) -> Iterator[Diagnostic]:
+def _training_reads(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecIndex) -> Iterator[ColumnRead]:
     label = pipeline.spec.label
-    declared = _columns(index, label.source)
-    if declared is not None:
-        source, columns = declared
-        if label.field not in columns:
-            what = f"label field '{label.field}'"
-            yield _missing(spec, ("spec", "label", "field"), what, label.field, source=source, columns=columns)
-        if label.timestamp_field is not None and label.timestamp_field not in columns:
-            path: Path = ("spec", "label", "timestamp_field")
-            what = f"label timestamp field '{label.timestamp_field}'"
-            yield _missing(spec, path, what, label.timestamp_field, source=source, columns=columns)
+    yield ColumnRead(spec, ("spec", "label", "field"), label.source, label.field, f"label field '{label.field}'")
+    if label.timestamp_field is not None:
+        what = f"label timestamp field '{label.timestamp_field}'"
+        yield ColumnRead(spec, ("spec", "label", "timestamp_field"), label.source, label.timestamp_field, what)
     where: Path = ("spec", "entity_source") if pipeline.spec.entity_source else ("spec", "label", "source")
     rows = pipeline.spec.entity_source or label.source
-    role = "training rows"
-    yield from _keys_in(spec, where, rows, pipeline.spec.features, role=role, index=index)
+    yield from _key_reads(spec, where, rows, pipeline.spec.features, role="training rows", index=index)
 
 
-def _batch_columns(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[Diagnostic]:
+def _batch_reads(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[ColumnRead]:
     body: Any = deployment.spec
     batch = getattr(body, "batch", None)
     if batch is None:
@@ -183,5 +193,5 @@ def _batch_columns(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -
         if pipeline is None:
             return
         service = pipeline.model.spec.features  # type: ignore[attr-defined]
-    role = "rows scored"
-    yield from _keys_in(spec, ("spec", "batch", "entities"), batch.entities, service, role=role, index=index)
+    path: Path = ("spec", "batch", "entities")
+    yield from _key_reads(spec, path, batch.entities, service, role="rows scored", index=index)
