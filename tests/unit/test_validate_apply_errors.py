@@ -323,8 +323,9 @@ def test_regression_with_the_default_metrics(tmp_path: Path, cli: Callable[..., 
         ('schedule: "0 2 * * *"', 'schedule: "0 2 * * mon-fry"', '"0 2 * * mon-fry"', "'fry' is not a number"),
         ('schedule: "30 3 * * 1-5"', 'schedule: "30 3 31 2-1 *"', '"30 3 31 2-1 *"', "ends before it starts"),
         ('schedule: "30 3 * * 1-5"', 'schedule: "*/0 3 * * *"', '"*/0 3 * * *"', "'*/0' has a bad step"),
+        ('schedule: "0 2 * * *"', 'schedule: "0 2 30 2 *"', '"0 2 30 2 *"', "never fires"),
     ],
-    ids=["training-hour", "training-weekday", "batch-month-range", "batch-step"],
+    ids=["training-hour", "training-weekday", "batch-month-range", "batch-step", "training-february-30"],
 )
 def test_invalid_cron_in_any_schedule(
     tmp_path: Path, cli: Callable[..., CliResult], old: str, new: str, bad: str, reason: str
@@ -333,10 +334,26 @@ def test_invalid_cron_in_any_schedule(
     d = only_error(tmp_path, cli, text)
     assert (d["line"], d["column"]) == position(text, bad, bad)
     assert d["code"] == "invalid-value" and d["path"].endswith("schedule")
-    assert "not a valid cron schedule" in d["message"] and reason in d["message"]
+    assert reason in d["message"] and ("not a valid cron schedule" in d["message"] or "never fires" in d["message"])
 
 
 def test_the_validator_knows_exactly_the_runtime_evaluators() -> None:
     assert set(METRICS) == runtime_metrics.CLASSIFICATION | runtime_metrics.REGRESSION
     assert runtime_metrics.CLASSIFICATION == CLASSIFICATION_METRICS
     assert runtime_metrics.REGRESSION == REGRESSION_METRICS
+
+
+def test_drift_monitoring_watches_only_features_the_model_gets(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    online = (
+        "---\napiVersion: mlspec/v1\nkind: Deployment\nmetadata: {name: fraud-api}\nspec:\n"
+        "  model: {name: fraud-detector}\n"
+        "  monitoring: {drift: {method: psi, features: [txn_count_7d, txn_amount_avg]}}\n"
+    )
+    text = PLATFORM + online
+    d = only_error(tmp_path, cli, text)
+    assert (d["line"], d["column"]) == position(text, "features: [txn_count_7d, txn_amount_avg]", "txn_amount_avg]")
+    assert d["code"] == "unknown-reference" and d["path"] == "spec.monitoring.drift.features[1]"
+    assert d["message"] == (
+        "drift monitoring watches feature 'txn_amount_avg', which FeatureService 'fraud-features' does not give the model"
+    )
+    assert d["hint"] == "did you mean 'txn_amount_avg_7d'?"

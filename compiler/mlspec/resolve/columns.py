@@ -74,6 +74,8 @@ def check_columns(specs: Iterable[ParsedSpec], index: SpecIndex) -> Iterator[Dia
     for spec in specs:
         if isinstance(spec.model, FeatureService):
             yield from _service_names(spec, spec.model, index)
+        elif isinstance(spec.model, Deployment):
+            yield from _drift_features(spec, spec.model, index)
 
 
 def _columns(index: SpecIndex, source: str) -> tuple[ParsedSpec, list[str]] | None:
@@ -148,6 +150,52 @@ def _service_names(spec: ParsedSpec, service: FeatureService, index: SpecIndex) 
             first.setdefault(name, selection.view)
 
 
+def _service_features(index: SpecIndex, service_name: str) -> list[str] | None:
+    """The feature names a service gives the model; None when the service or one of its views is unknown."""
+    service = index.get("FeatureService", service_name)
+    if service is None:
+        return None
+    names: list[str] = []
+    for selection in service.model.spec.features:  # type: ignore[attr-defined]
+        view = index.get("FeatureView", selection.view)
+        if view is None:
+            return None
+        declared = [f.name for f in view.model.spec.features]  # type: ignore[attr-defined]
+        names.extend(selection.fields if selection.fields is not None else declared)
+    return names
+
+
+def _deployment_service(deployment: Deployment, index: SpecIndex) -> str | None:
+    """The FeatureService a deployment looks up: its own, else its model's pipeline's."""
+    body: Any = deployment.spec
+    service: str | None = getattr(body, "features", None)
+    if service is None:
+        pipeline = index.models.get(body.model.name)
+        service = pipeline.model.spec.features if pipeline is not None else None  # type: ignore[attr-defined]
+    return service
+
+
+def _drift_features(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[Diagnostic]:
+    """Drift monitoring watches input features by name: each must be one the deployment's model gets."""
+    drift = getattr(getattr(deployment.spec, "monitoring", None), "drift", None)
+    watched: list[str] = getattr(drift, "features", None) or []
+    service = _deployment_service(deployment, index)
+    known = _service_features(index, service) if watched and service else None
+    if known is None:
+        return
+    for i, name in enumerate(watched):
+        if name not in known:
+            path: Path = ("spec", "monitoring", "drift", "features", i)
+            guess = did_you_mean(name, known)
+            yield Diagnostic(
+                "unknown-reference",
+                f"drift monitoring watches feature '{name}', which FeatureService '{service}' does not give the model",
+                spec.document.locate(path),
+                path=format_path(path),
+                hint=f"did you mean '{guess}'?" if guess else f"its features: {', '.join(known)}",
+            )
+
+
 def _service_keys(index: SpecIndex, service_name: str) -> list[str]:
     """Join keys of every view a feature service selects (what training and scoring join on)."""
     service = index.get("FeatureService", service_name)
@@ -183,15 +231,9 @@ def _training_reads(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecInd
 
 
 def _batch_reads(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[ColumnRead]:
-    body: Any = deployment.spec
-    batch = getattr(body, "batch", None)
-    if batch is None:
+    batch = getattr(deployment.spec, "batch", None)
+    service = _deployment_service(deployment, index)
+    if batch is None or service is None:
         return
-    service = getattr(body, "features", None)
-    if service is None:
-        pipeline = index.models.get(body.model.name)
-        if pipeline is None:
-            return
-        service = pipeline.model.spec.features  # type: ignore[attr-defined]
     path: Path = ("spec", "batch", "entities")
     yield from _key_reads(spec, path, batch.entities, service, role="rows scored", index=index)

@@ -6,6 +6,7 @@ fields, so the JSON Schema exported from them and the validator agree.
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal
 
@@ -87,9 +88,12 @@ Memory = Annotated[str, StringConstraints(pattern=MEMORY_PATTERN)]
 def _valid_cron(expression: str) -> str:
     """The five-field matcher that runs schedules must accept ``expression`` (the pattern only counts fields)."""
     try:
-        cron.parse(expression)
+        parsed = cron.parse(expression)
     except cron.CronError as exc:
         raise ValueError(f"not a valid cron schedule: {exc}") from None
+    leap_year = (datetime.date(2028, 1, 1) + datetime.timedelta(days=d) for d in range(366))
+    if not any(parsed.day_matches(day) for day in leap_year):
+        raise ValueError(f"cron schedule '{expression}' never fires: no date has that day of month in that month")
     return expression
 
 
