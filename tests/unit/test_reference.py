@@ -20,7 +20,7 @@ PENDING_MODULES = ("mlspec.spec.deployment.",)
 
 def test_every_spec_field_has_a_description() -> None:
     missing = [m for m in reference.missing_descriptions() if not m.startswith(PENDING_MODULES)]
-    assert missing == [], "describe these fields (a docstring under the field, or Field(description=...))"
+    assert missing == [], "describe these fields with Field(description=...)"
 
 
 def test_a_field_without_description_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,8 +32,7 @@ def test_a_field_without_description_is_found(monkeypatch: pytest.MonkeyPatch) -
     class Thing(StrictModel):
         """A kind made up for the test."""
 
-        metadata: Metadata
-        """Name and owner."""
+        metadata: Metadata = Field(description="Name and owner.")
         inner: list[Inner] = Field(default_factory=list, description="Nested items.")
 
     monkeypatch.setattr(reference, "ALL_KINDS", {"Thing": Thing})

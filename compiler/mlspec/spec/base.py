@@ -28,9 +28,9 @@ class FieldError(ValueError):
 class StrictModel(BaseModel):
     """Base of every spec model: strict types, unknown fields are errors, immutable."""
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, populate_by_name=False, use_attribute_docstrings=True
-    )
+    # Field descriptions are written as Field(description=...): attribute docstrings would make pydantic
+    # parse every model's source at import, which slows down every command's start.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
 
 
 # Human wording for each pattern, used when a value does not match.
@@ -128,23 +128,24 @@ def duration_seconds(value: str) -> int:
 class Metadata(StrictModel):
     """Identity and ownership common to every resource."""
 
-    name: Name
-    """Unique name of the resource within its kind, like fraud-detector; other specs refer to it by this name."""
+    name: Name = Field(
+        description=(
+            "Unique name of the resource within its kind, like fraud-detector; other specs refer to it by this name."
+        )
+    )
     owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Team or person accountable for this resource."
     )
-    description: str | None = None
-    """What the resource is for, for people reading the spec."""
+    description: str | None = Field(default=None, description="What the resource is for, for people reading the spec.")
     labels: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_./]*[a-z0-9])?$")], LabelValue] = Field(
-        default_factory=dict
+        default_factory=dict, description="Free-form key/value labels, passed on to the rendered artifacts."
     )
-    """Free-form key/value labels, passed on to the rendered artifacts."""
 
 
 class Encryption(StrictModel):
     """Encryption at rest of a store holding data."""
 
-    at_rest: bool = False
-    """Encrypt the data at rest."""
-    kms_key: KmsRef | None = None
-    """Key that encrypts it, like kms://payments-data (file://... for local use)."""
+    at_rest: bool = Field(default=False, description="Encrypt the data at rest.")
+    kms_key: KmsRef | None = Field(
+        default=None, description="Key that encrypts it, like kms://payments-data (file://... for local use)."
+    )

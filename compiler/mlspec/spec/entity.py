@@ -12,12 +12,12 @@ from mlspec.spec.base import FieldError, FieldName, Metadata, StrictModel
 class EntitySpec(StrictModel):
     """Join keys and their type."""
 
-    join_keys: list[FieldName] = Field(min_length=1)
-    """Key columns that identify one entity (like customer_id); sources keyed by it must have them."""
-    value_type: Literal["int64", "string"] = "string"
-    """Type of the key values."""
-    description: str | None = None
-    """What the entity is, for people reading the spec."""
+    join_keys: list[FieldName] = Field(
+        min_length=1,
+        description="Key columns that identify one entity (like customer_id); sources keyed by it must have them.",
+    )
+    value_type: Literal["int64", "string"] = Field(default="string", description="Type of the key values.")
+    description: str | None = Field(default=None, description="What the entity is, for people reading the spec.")
 
     @model_validator(mode="after")
     def _unique_keys(self) -> EntitySpec:
@@ -30,11 +30,7 @@ class EntitySpec(StrictModel):
 class Entity(StrictModel):
     """An entity that feature views are keyed by."""
 
-    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
-    """Always mlspec/v1."""
-    kind: Literal["Entity"]
-    """Always Entity."""
-    metadata: Metadata
-    """Name, owner, description and labels."""
-    spec: EntitySpec
-    """Join keys and their type."""
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion", description="Always mlspec/v1.")
+    kind: Literal["Entity"] = Field(description="Always Entity.")
+    metadata: Metadata = Field(description="Name, owner, description and labels.")
+    spec: EntitySpec = Field(description="Join keys and their type.")

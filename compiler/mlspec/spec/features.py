@@ -12,28 +12,26 @@ from mlspec.spec.base import DType, Duration, FieldError, FieldName, Metadata, N
 class Feature(StrictModel):
     """One feature column."""
 
-    name: FieldName
-    """Feature name: a column of the view's source (declared in its schema, when it has one)."""
-    dtype: DType
-    """Value type of the feature."""
-    description: str | None = None
-    """What the feature measures, for people reading the spec."""
+    name: FieldName = Field(
+        description="Feature name: a column of the view's source (declared in its schema, when it has one)."
+    )
+    dtype: DType = Field(description="Value type of the feature.")
+    description: str | None = Field(default=None, description="What the feature measures, for people reading the spec.")
 
 
 class FeatureViewSpec(StrictModel):
     """Features of one or more entities, read from one source."""
 
-    entities: list[Name] = Field(min_length=1)
-    """Entities the features are keyed by; their join keys must be columns of the source."""
-    source: Name
-    """DataSource the features are read from."""
+    entities: list[Name] = Field(
+        min_length=1, description="Entities the features are keyed by; their join keys must be columns of the source."
+    )
+    source: Name = Field(description="DataSource the features are read from.")
     ttl: Duration = Field(description="How long a feature value stays valid, e.g. 7d.")
-    online: bool = True
-    """Also serve the latest values from the online store (for real-time inference)."""
-    features: list[Feature] = Field(min_length=1)
-    """The feature columns."""
-    tags: dict[str, str] = Field(default_factory=dict)
-    """Free-form tags passed to the feature store."""
+    online: bool = Field(
+        default=True, description="Also serve the latest values from the online store (for real-time inference)."
+    )
+    features: list[Feature] = Field(min_length=1, description="The feature columns.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags passed to the feature store.")
 
     @model_validator(mode="after")
     def _unique_features(self) -> FeatureViewSpec:
@@ -51,29 +49,26 @@ class FeatureViewSpec(StrictModel):
 class FeatureView(StrictModel):
     """A group of features served together."""
 
-    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
-    """Always mlspec/v1."""
-    kind: Literal["FeatureView"]
-    """Always FeatureView."""
-    metadata: Metadata
-    """Name, owner, description and labels."""
-    spec: FeatureViewSpec
-    """Entities, source and features."""
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion", description="Always mlspec/v1.")
+    kind: Literal["FeatureView"] = Field(description="Always FeatureView.")
+    metadata: Metadata = Field(description="Name, owner, description and labels.")
+    spec: FeatureViewSpec = Field(description="Entities, source and features.")
 
 
 class FeatureSelection(StrictModel):
     """Features taken from one view: all of them, or the named ones."""
 
-    view: Name
-    """A FeatureView."""
+    view: Name = Field(description="A FeatureView.")
     fields: list[FieldName] | None = Field(default=None, description="Omit to take every feature of the view.")
 
 
 class FeatureServiceSpec(StrictModel):
     """The features one model consumes."""
 
-    features: list[FeatureSelection] = Field(min_length=1)
-    """The views and features, in the order the model sees them; a feature name may appear only once."""
+    features: list[FeatureSelection] = Field(
+        min_length=1,
+        description="The views and features, in the order the model sees them; a feature name may appear only once.",
+    )
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> FeatureServiceSpec:
@@ -96,11 +91,7 @@ class FeatureServiceSpec(StrictModel):
 class FeatureService(StrictModel):
     """A named set of features that a training pipeline and its deployment share."""
 
-    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
-    """Always mlspec/v1."""
-    kind: Literal["FeatureService"]
-    """Always FeatureService."""
-    metadata: Metadata
-    """Name, owner, description and labels."""
-    spec: FeatureServiceSpec
-    """The features selected."""
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion", description="Always mlspec/v1.")
+    kind: Literal["FeatureService"] = Field(description="Always FeatureService.")
+    metadata: Metadata = Field(description="Name, owner, description and labels.")
+    spec: FeatureServiceSpec = Field(description="The features selected.")

@@ -1,8 +1,9 @@
 """The field reference (docs/reference.md), generated from the same models that validate.
 
 Every field of every kind, as a YAML path with its type, whether it is required (or its default) and its
-description. A test keeps the committed file equal to what this module writes, so the reference cannot
-drift from the validator; another fails when a field has no description.
+description (``Field(description=...)``, which editors also show through the JSON Schema). A test keeps
+the committed file equal to what this module writes, so the reference cannot drift from the validator;
+another fails when a field has no description.
 """
 
 from __future__ import annotations
