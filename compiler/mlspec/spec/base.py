@@ -90,7 +90,7 @@ def _valid_cron(expression: str) -> str:
     try:
         parsed = cron.parse(expression)
     except cron.CronError as exc:
-        raise ValueError(f"not a valid cron schedule: {exc}") from None
+        raise ValueError(str(exc)) from None  # worded like the batch schedule check always was
     leap_year = (datetime.date(2028, 1, 1) + datetime.timedelta(days=d) for d in range(366))
     if not any(parsed.day_matches(day) for day in leap_year):
         raise ValueError(f"cron schedule '{expression}' never fires: no date has that day of month in that month")
