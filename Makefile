@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= all,dev
 
-.PHONY: demo test lint bench audit lock schema clean
+.PHONY: demo test lint bench audit lock schema reference clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@echo "==> creating $(VENV) with $(PYTHON) and the pinned dependencies (first run only)"
@@ -43,7 +43,11 @@ audit: $(STAMP)
 	$(BIN)/python scripts/audit_dependencies.py -r requirements/lock.txt
 
 schema: $(STAMP)
-	$(BIN)/mlspec schema -o schemas
+	$(BIN)/mlspec schema -o schema
+
+# The field reference, generated from the spec models (a test keeps it current).
+reference: $(STAMP)
+	$(BIN)/python -m mlspec.spec.reference docs/reference.md
 
 # Re-resolve every extra together and record the exact versions.
 lock:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import CliResult, copy_platform
 
@@ -16,9 +19,48 @@ def test_missing_data_fails_the_pipelines_with_the_source_locations(
     assert result.code == 1
     assert "specs/sources/payments.yaml" in result.out
     assert "DataSource fraud-labels: data/fraud_labels.parquet does not exist" in result.out
-    assert "scripts/generate_data.py" in result.out
+    # the hint names what the user's project has: the declared columns, never this repository's own script
+    assert (
+        "a parquet file with columns: customer_id int64, merchant_id int64, event_ts unix_timestamp, "
+        "is_fraud int64; event time event_ts" in result.out
+    )
+    assert "scripts/generate_data.py" not in result.out
+    assert "each DataSource's 'schema' declares what it expects" in result.out
     assert "Deployment/fraud-api: skipped" in result.out
     assert not (root / ".mlspec/local/feast/registry.db").exists()  # Feast never ran on missing data
+
+
+def test_missing_data_hint_names_the_projects_own_sample_script(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    root = tmp_path / "bank-ml"
+    assert cli("init", str(root)).code == 0
+    result = cli("apply", "--env", "local", "--auto-approve", "-C", str(root))
+    assert result.code == 1
+    assert (
+        "specs/data.yaml:9:9: DataSource customer-activity: data/customer_activity.parquet does not exist" in result.out
+    )
+    assert "or write a sample with: python scripts/sample_data.py" in result.out
+
+
+def test_data_without_a_declared_column_fails_before_feast_at_the_schema(
+    tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    pytest.importorskip("pyarrow")
+    from mlspec.scaffold.sample import describe_sources, project_specs, write_sample
+
+    root = tmp_path / "bank-ml"
+    assert cli("init", str(root)).code == 0
+    for source in describe_sources(project_specs(root)):
+        if source.name == "customer-activity":  # the data calls the column 'sessions', the schema 'sessions_30d'
+            source.columns = [("sessions", *c[1:]) if c[0] == "sessions_30d" else c for c in source.columns]
+        write_sample(root, source, dt.date(2026, 1, 31))
+    result = cli("apply", "--env", "local", "--auto-approve", "-C", str(root))
+    assert result.code == 1
+    assert (
+        "specs/data.yaml:18:14: column 'sessions_30d' of DataSource customer-activity is not in "
+        "data/customer_activity.parquet (did you mean 'sessions'?): fix the schema or the file" in result.out
+    )
+    assert "KeyError" not in result.out
+    assert not (root / ".mlspec/local/feast/registry.db").exists()
 
 
 def test_artifacts_only_writes_and_records_but_runs_no_engine(tmp_path: Path, cli: Callable[..., CliResult]) -> None:

@@ -28,6 +28,7 @@ STRUCTURAL = [
     "missing-kind.yaml", "missing-required-field.yaml", "out-of-range-canary-step.yaml", "secret-value-inline.yaml",
     "unknown-field-metadata.yaml", "unknown-field-nested.yaml", "unknown-field-top.yaml", "unknown-kind.yaml",
     "wrong-api-version.yaml", "wrong-type-quoted-int.yaml", "wrong-type-scalar-for-list.yaml",
+    "unknown-gate-metric.yaml",
     "wrong-type-yaml11-bool.yaml", "waiver-bad-date.yaml",
 ]  # fmt: skip
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from mlspec.diagnostics import Diagnostic, format_path
+from mlspec.resolve.columns import check_columns
 from mlspec.spec.datasource import KafkaSource
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.environment import Environment
@@ -76,6 +77,7 @@ def check_references(specs: list[ParsedSpec], invalid: frozenset[tuple[str, str]
         elif index.get(ref.kind, ref.name) is None:
             diagnostics.append(_dangling(ref, ref.kind, index.names(ref.kind), f"a {ref.kind}"))
     diagnostics.extend(_field_references(specs, index))
+    diagnostics.extend(check_columns(specs, index))
     return diagnostics
 
 

@@ -50,7 +50,11 @@ def scaffold(directory: Path, *, name: str | None = None, force: bool = False) -
         text = Template(source.read_text(encoding="utf-8")).safe_substitute(values)
         target.write_text(text, encoding="utf-8")
         written.append(target)
+    from mlspec.scaffold.sample import data_markdown, describe_sources, project_specs
     from mlspec.spec.schema import write_schemas
 
     written.extend(write_schemas(directory / "schema"))
+    data_doc = directory / "DATA.md"
+    data_doc.write_text(data_markdown(describe_sources(project_specs(directory))), encoding="utf-8")
+    written.append(data_doc)
     return written

@@ -6,10 +6,13 @@ fields, so the JSON Schema exported from them and the validator agree.
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from mlspec import cron
 
 API_VERSION = "mlspec/v1"
 
@@ -25,6 +28,8 @@ class FieldError(ValueError):
 class StrictModel(BaseModel):
     """Base of every spec model: strict types, unknown fields are errors, immutable."""
 
+    # Field descriptions are written as Field(description=...): attribute docstrings would make pydantic
+    # parse every model's source at import, which slows down every command's start.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
 
 
@@ -78,7 +83,21 @@ Cpu = (
     Annotated[str, StringConstraints(pattern=CPU_PATTERN)] | Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0)]
 )
 Memory = Annotated[str, StringConstraints(pattern=MEMORY_PATTERN)]
-Cron = Annotated[str, StringConstraints(pattern=CRON_PATTERN)]
+
+
+def _valid_cron(expression: str) -> str:
+    """The five-field matcher that runs schedules must accept ``expression`` (the pattern only counts fields)."""
+    try:
+        parsed = cron.parse(expression)
+    except cron.CronError as exc:
+        raise ValueError(str(exc)) from None  # worded like the batch schedule check always was
+    leap_year = (datetime.date(2028, 1, 1) + datetime.timedelta(days=d) for d in range(366))
+    if not any(parsed.day_matches(day) for day in leap_year):
+        raise ValueError(f"cron schedule '{expression}' never fires: no date has that day of month in that month")
+    return expression
+
+
+Cron = Annotated[str, StringConstraints(pattern=CRON_PATTERN), AfterValidator(_valid_cron)]
 Gate = Annotated[str, StringConstraints(pattern=GATE_PATTERN)]
 SecretRef = Annotated[str, StringConstraints(pattern=SECRET_REF_PATTERN)]
 KmsRef = Annotated[str, StringConstraints(pattern=KMS_REF_PATTERN)]
@@ -109,18 +128,24 @@ def duration_seconds(value: str) -> int:
 class Metadata(StrictModel):
     """Identity and ownership common to every resource."""
 
-    name: Name
+    name: Name = Field(
+        description=(
+            "Unique name of the resource within its kind, like fraud-detector; other specs refer to it by this name."
+        )
+    )
     owner: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Team or person accountable for this resource."
     )
-    description: str | None = None
+    description: str | None = Field(default=None, description="What the resource is for, for people reading the spec.")
     labels: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_./]*[a-z0-9])?$")], LabelValue] = Field(
-        default_factory=dict
+        default_factory=dict, description="Free-form key/value labels, passed on to the rendered artifacts."
     )
 
 
 class Encryption(StrictModel):
     """Encryption at rest of a store holding data."""
 
-    at_rest: bool = False
-    kms_key: KmsRef | None = None
+    at_rest: bool = Field(default=False, description="Encrypt the data at rest.")
+    kms_key: KmsRef | None = Field(
+        default=None, description="Key that encrypts it, like kms://payments-data (file://... for local use)."
+    )

@@ -22,29 +22,45 @@ from mlspec.spec.base import (
 class DataResidency(StrictModel):
     """Where data and everything derived from it may be stored and processed."""
 
-    jurisdiction: Literal["AE", "SA", "QA", "BH", "KW", "OM", "EU", "US", "GLOBAL"] = "AE"
-    allowed_regions: list[Region] = Field(min_length=1)
+    jurisdiction: Literal["AE", "SA", "QA", "BH", "KW", "OM", "EU", "US", "GLOBAL"] = Field(
+        default="AE", description="Legal jurisdiction whose data rules apply (AE: United Arab Emirates)."
+    )
+    allowed_regions: list[Region] = Field(
+        min_length=1,
+        description=(
+            "Regions where data of this environment may be stored and processed; residency policies deny others."
+        ),
+    )
 
 
 class EnvironmentEncryption(StrictModel):
     """Keys and transport security for everything the environment stores or serves."""
 
-    kms_key: KmsRef | None = None
+    kms_key: KmsRef | None = Field(
+        default=None,
+        description=(
+            "Key that encrypts the environment's stores, models and request logs (kms://..., or file://... locally)."
+        ),
+    )
     signing_key: KmsRef | None = Field(
         default=None,
         description="Ed25519 key that signs edge packages (kms:// through a signing provider, or file://); "
         "omit for '<kms_key>.ed25519' when kms_key is a file.",
     )
-    tls: Literal["required", "preferred", "disabled"] = "required"
+    tls: Literal["required", "preferred", "disabled"] = Field(
+        default="required", description="Transport security of the endpoints and stores."
+    )
 
 
 class KubernetesTarget(StrictModel):
     """The cluster an environment deploys to."""
 
-    namespace: Name
-    context: str | None = None
+    namespace: Name = Field(description="Kubernetes namespace the environment's resources are created in.")
+    context: str | None = Field(default=None, description="kubeconfig context to use; omit for the current one.")
     cluster: str = Field(default="https://kubernetes.default.svc", description="API server URL Argo CD deploys to.")
-    image_pull_secret: SecretRef | None = None
+    image_pull_secret: SecretRef | None = Field(
+        default=None, description="Reference to the secret that pulls images from a private registry."
+    )
     serving_mode: Literal["serverless", "raw"] = Field(
         default="serverless", description="KServe deployment mode: serverless (Knative, canary) or raw (Deployments)."
     )
@@ -53,9 +69,15 @@ class KubernetesTarget(StrictModel):
 class FeatureStoreTarget(StrictModel):
     """Feast stores for the environment."""
 
-    registry: Literal["file", "sql"] = "file"
-    online: Literal["sqlite", "redis", "postgres"] = "sqlite"
-    offline: Literal["file", "duckdb", "postgres"] = "file"
+    registry: Literal["file", "sql"] = Field(
+        default="file", description="Feast registry: a file, or a SQL database shared by every machine."
+    )
+    online: Literal["sqlite", "redis", "postgres"] = Field(
+        default="sqlite", description="Online store serving the latest feature values."
+    )
+    offline: Literal["file", "duckdb", "postgres"] = Field(
+        default="file", description="Offline store used for training data (point-in-time joins)."
+    )
     connection: SecretRef | None = Field(
         default=None,
         description=(
@@ -78,7 +100,7 @@ class FeatureStoreTarget(StrictModel):
 class RegistryTarget(StrictModel):
     """Experiment tracking and model registry."""
 
-    type: Literal["mlflow"] = "mlflow"
+    type: Literal["mlflow"] = Field(default="mlflow", description="Registry engine: mlflow.")
     tracking_uri: str | None = Field(
         default=None,
         description=(
@@ -108,22 +130,34 @@ class RegistryTarget(StrictModel):
 class GitOpsTarget(StrictModel):
     """Hand-off of rendered manifests to a cluster's GitOps engine."""
 
-    type: Literal["argocd"] = "argocd"
-    repo_url: str
-    path: str = "rendered"
-    revision: str = "main"
-    project: Name = "default"
+    type: Literal["argocd"] = Field(default="argocd", description="GitOps engine: argocd.")
+    repo_url: str = Field(description="Git repository Argo CD reads the rendered manifests from.")
+    path: str = Field(default="rendered", description="Folder in that repository.")
+    revision: str = Field(default="main", description="Branch, tag or commit Argo CD follows.")
+    project: Name = Field(default="default", description="Argo CD project the Applications belong to.")
 
 
 class Targets(StrictModel):
     """Which engine plays each part of the platform in this environment."""
 
-    kubernetes: KubernetesTarget | None = None
-    pipelines: Literal["local", "kubeflow"] = "local"
-    serving: Literal["local", "kserve"] = "local"
-    registry: RegistryTarget = Field(default_factory=RegistryTarget)
-    feature_store: FeatureStoreTarget = Field(default_factory=FeatureStoreTarget)
-    gitops: GitOpsTarget | None = None
+    kubernetes: KubernetesTarget | None = Field(
+        default=None, description="The cluster; needed for kubeflow pipelines and kserve serving."
+    )
+    pipelines: Literal["local", "kubeflow"] = Field(
+        default="local", description="Where training pipelines run: in-process (local) or on Kubeflow Pipelines."
+    )
+    serving: Literal["local", "kserve"] = Field(
+        default="local", description="Where models are served: local model servers or KServe."
+    )
+    registry: RegistryTarget = Field(
+        default_factory=RegistryTarget, description="Experiment tracking and model registry."
+    )
+    feature_store: FeatureStoreTarget = Field(
+        default_factory=FeatureStoreTarget, description="Feast registry, online and offline stores."
+    )
+    gitops: GitOpsTarget | None = Field(
+        default=None, description="Hand rendered manifests to Argo CD instead of applying them directly."
+    )
 
     @model_validator(mode="after")
     def _cluster_needed(self) -> Targets:
@@ -142,15 +176,18 @@ class Targets(StrictModel):
 class Override(StrictModel):
     """A patch merged onto one resource's spec in this environment only."""
 
-    target: ResourceRef
-    patch: dict[str, Any] = Field(min_length=1)
+    target: ResourceRef = Field(description="The resource patched, like Deployment/fraud-api.")
+    patch: dict[str, Any] = Field(
+        min_length=1,
+        description="JSON merge patch applied to the resource, like {spec: {scaling: {min_replicas: 3}}}.",
+    )
 
 
 class Promotion(StrictModel):
     """Where changes come from and what must happen before they land."""
 
-    from_: Name = Field(alias="from")
-    requires_approval: bool = True
+    from_: Name = Field(alias="from", description="The environment changes are promoted from, like staging.")
+    requires_approval: bool = Field(default=True, description="A promotion needs a recorded approval.")
 
 
 GpgFingerprint = Annotated[
@@ -195,7 +232,7 @@ Principal = Annotated[
 class Approval(StrictModel):
     """The approval recorded in git that a change needs before it is applied (see docs/access.md)."""
 
-    required: bool = True
+    required: bool = Field(default=True, description="Whether changes need the approval before they are applied.")
     method: Literal["signed_commit", "merge"] = Field(
         default="merge",
         description="signed_commit: HEAD, or an empty approval commit on top of the change, is GPG-signed by an "
@@ -241,7 +278,9 @@ class Access(StrictModel):
     groups: dict[Name, list[Principal]] = Field(
         default_factory=dict, description="Named sets of users that plan, apply and merge approvers may list."
     )
-    approval: Approval | None = None
+    approval: Approval | None = Field(
+        default=None, description="The approval a change needs before it is applied; omit for none."
+    )
 
     @model_validator(mode="after")
     def _groups_hold_users(self) -> Access:
@@ -255,15 +294,25 @@ class Access(StrictModel):
 class EnvironmentSpec(StrictModel):
     """One place the platform runs."""
 
-    tier: Literal["local", "development", "staging", "production"]
-    region: Region
-    data_residency: DataResidency
-    encryption: EnvironmentEncryption = Field(default_factory=EnvironmentEncryption)
-    targets: Targets = Field(default_factory=Targets)
-    overrides: list[Override] = Field(default_factory=list)
-    promotion: Promotion | None = None
+    tier: Literal["local", "development", "staging", "production"] = Field(
+        description="Kind of environment; policies are stricter on higher tiers."
+    )
+    region: Region = Field(description="Region the environment runs in; must be one of data_residency.allowed_regions.")
+    data_residency: DataResidency = Field(description="Where data may be stored and processed.")
+    encryption: EnvironmentEncryption = Field(
+        default_factory=EnvironmentEncryption, description="Keys and transport security."
+    )
+    targets: Targets = Field(default_factory=Targets, description="Which engine plays each part of the platform here.")
+    overrides: list[Override] = Field(
+        default_factory=list, description="Patches to resources in this environment only."
+    )
+    promotion: Promotion | None = Field(
+        default=None, description="Where changes are promoted from and whether they need approval."
+    )
     data_dir: str | None = Field(default=None, description="Where local stores live; defaults to .mlspec/<env>.")
-    reconcile: Reconcile = Field(default_factory=Reconcile)
+    reconcile: Reconcile = Field(
+        default_factory=Reconcile, description="How mlspec reconcile keeps the environment equal to its branch."
+    )
     access: Access | None = Field(
         default=None, description="Who may plan and apply, and the approval changes need; omitted: everyone."
     )
@@ -289,7 +338,7 @@ class EnvironmentSpec(StrictModel):
 class Environment(StrictModel):
     """An environment: local, dev, staging, prod."""
 
-    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
-    kind: Literal["Environment"]
-    metadata: Metadata
-    spec: EnvironmentSpec
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion", description="Always mlspec/v1.")
+    kind: Literal["Environment"] = Field(description="Always Environment.")
+    metadata: Metadata = Field(description="Name, owner, description and labels.")
+    spec: EnvironmentSpec = Field(description="Tier, region, residency, targets, overrides and access.")

@@ -16,15 +16,23 @@ RelPath = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^/\\][^\\]*
 class LimitsConfig(StrictModel):
     """Loader limits (see mlspec.load.Limits)."""
 
-    max_file_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 2 * 1024 * 1024
-    max_depth: Annotated[int, Field(ge=8, le=200)] = 64
-    max_alias_nodes: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
+    max_file_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=2 * 1024 * 1024, description="Largest spec file read, in bytes."
+    )
+    max_depth: Annotated[int, Field(ge=8, le=200)] = Field(
+        default=64, description="Deepest nesting of YAML mappings and lists."
+    )
+    max_alias_nodes: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        default=10_000, description='Most nodes YAML aliases may expand to (guards against "billion laughs").'
+    )
 
 
 class StateConfig(StrictModel):
     """Where applied state is kept: a SQLite file (default) or a PostgreSQL database shared by every machine."""
 
-    backend: Literal["sqlite", "postgres"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite", description="Where state is kept: a SQLite file or a shared PostgreSQL database."
+    )
     path: RelPath = Field(default=".mlspec/state.db", description="With backend: sqlite, the state file.")
     url: str | None = Field(
         default=None,
@@ -57,11 +65,15 @@ class StateConfig(StrictModel):
 class PolicyConfig(StrictModel):
     """How policies are evaluated."""
 
-    engine: Literal["embedded", "opa"] = "embedded"
+    engine: Literal["embedded", "opa"] = Field(
+        default="embedded", description="Evaluate Rego policies in-process (embedded) or on an OPA server."
+    )
     opa_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = Field(
         default=None, description="With engine: opa, the OPA server the same policies are loaded into."
     )
-    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0, description="Longest one policy evaluation may take."
+    )
 
     @model_validator(mode="after")
     def _url_for_opa(self) -> PolicyConfig:
@@ -73,19 +85,26 @@ class PolicyConfig(StrictModel):
 class ProjectSpec(StrictModel):
     """Layout and behaviour of a platform repository."""
 
-    specs: list[RelPath] = Field(default_factory=lambda: ["specs"], min_length=1)
-    environments: RelPath = "environments"
-    policies: RelPath = "policies"
-    default_environment: str = "local"
-    state: StateConfig = Field(default_factory=StateConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    specs: list[RelPath] = Field(
+        default_factory=lambda: ["specs"],
+        min_length=1,
+        description="Folders holding the resource specs, relative to the project root.",
+    )
+    environments: RelPath = Field(default="environments", description="Folder holding the Environment specs.")
+    policies: RelPath = Field(default="policies", description="Folder holding the Rego policies.")
+    default_environment: str = Field(default="local", description="Environment used when a command is given no --env.")
+    state: StateConfig = Field(default_factory=StateConfig, description="Where applied state is kept.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="How policies are evaluated.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Limits on the spec files mlspec reads.")
 
 
 class ProjectFile(StrictModel):
     """The project file at the root of a platform repository."""
 
-    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
-    kind: Literal["Project"]
-    metadata: Metadata
-    spec: ProjectSpec = Field(default_factory=ProjectSpec)
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion", description="Always mlspec/v1.")
+    kind: Literal["Project"] = Field(description="Always Project.")
+    metadata: Metadata = Field(description="Name, owner, description and labels.")
+    spec: ProjectSpec = Field(
+        default_factory=ProjectSpec,
+        description="Where specs, environments and policies live; state and policy settings.",
+    )

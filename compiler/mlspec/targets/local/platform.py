@@ -14,6 +14,7 @@ Every engine step is idempotent, so re-applying after a crash converges.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from mlspec.crypto.errors import CryptoError
@@ -23,7 +24,6 @@ from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
 from mlspec.runtime.batch import sink_label
-from mlspec.spec.datasource import FileSource
 from mlspec.spec.deployment import Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.state.model import ResourceState
@@ -34,6 +34,7 @@ from mlspec.targets.local.feature_store import FeatureStoreEngine
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import Registry
 from mlspec.targets.local.serving import ServingEngine
+from mlspec.targets.local.source_data import column_problems, missing_files
 from mlspec.targets.local.training import TrainingEngine
 from mlspec.targets.output_dir import OutputDirTarget
 
@@ -80,6 +81,15 @@ def deployment_mode(spec: dict[str, object]) -> str:
     body = spec.get("spec")
     mode = body.get("mode") if isinstance(body, dict) else None
     return str(mode or "online")
+
+
+def _missing_data_fix(root: Path) -> str:
+    """How to get the data, naming only what this project has (a sample script, DATA.md), else the schemas."""
+    for script in ("scripts/sample_data.py", "scripts/generate_data.py"):
+        if (root / script).is_file():
+            return f"Put files with those columns there, or write a sample with: python {script}"
+    more = " (DATA.md lists them)" if (root / "DATA.md").is_file() else ""
+    return f"Put files with those columns there{more}; each DataSource's 'schema' declares what it expects"
 
 
 def expected_hashes(resources: dict[str, ResourceState]) -> dict[str, dict[str, str]]:
@@ -230,18 +240,15 @@ class LocalPlatformTarget:
     # -- engines --------------------------------------------------------------------------------------
 
     def _ensure_features(self) -> None:
-        missing = []
-        for spec in self.graph.of_kind("DataSource"):
-            source = getattr(spec.model, "spec", None)
-            if isinstance(source, FileSource) and not (self.paths.project_root / source.path).exists():
-                where = spec.document.locate(("spec", "path"))
-                missing.append(f"{where}: DataSource {spec.name}: {source.path} does not exist")
+        root = self.paths.project_root
+        missing = missing_files(self.graph.of_kind("DataSource"), root)
         if missing:
             raise TargetError(
-                "the feature store's data is missing: "
-                + "; ".join(missing)
-                + ". Put the files there (for the reference platform: python scripts/generate_data.py)"
+                "the feature store's data is missing: " + "; ".join(missing) + ". " + _missing_data_fix(root)
             )
+        wrong = column_problems(self.graph.resources.values(), SpecIndex(self.graph.resources.values()), root)
+        if wrong:
+            raise TargetError("the data does not have the columns the specs name: " + "; ".join(wrong))
         self.platform.features.ensure(FeatureStoreEngine.repo_files(self.rendered), self.progress)
 
     def train(self, pipeline: TrainingPipeline, name: str) -> dict[str, str]:
