@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.apply.workflow import state_store
-from mlspec.project import Project
+from mlspec.app.paths import state_store
+from mlspec.app.project import Project
 from mlspec.state.model import AuditRecord
 from mlspec.state.sqlite import verify_chain
 from tests.conftest import REPO, CliResult, copy_platform, parse

@@ -43,9 +43,10 @@ from mlspec.load.discovery import PROJECT_FILE, YAML_SUFFIXES
 if TYPE_CHECKING:
     from git import Commit
 
-    from mlspec.apply.workflow import PlanResult
+    from mlspec.app.planning import PlanResult
+    from mlspec.app.project import Project
+    from mlspec.app.validation import CheckResult, ValidationResult
     from mlspec.diagnostics import Location
-    from mlspec.project import CheckResult, Project, ValidationResult
     from mlspec.resolve.graph import ResolvedGraph
 
 Role = Literal["spec", "environment", "policy", "project", "other"]
@@ -112,7 +113,7 @@ def changed_files(project: Project | Path | str, ref: str) -> ChangeSet:
     """
     import git
 
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
     if not isinstance(project, Project):
         project = Project.open(project)
@@ -280,7 +281,8 @@ def filter_plan(result: PlanResult, refs: Iterable[str]) -> PlanResult:
     findings = tuple(f for f in result.findings if f.resource in keep)
     if result.plan is None:
         return dataclasses.replace(result, findings=findings)
-    plan = dataclasses.replace(result.plan, changes=tuple(c for c in result.plan.changes if c.ref in keep))
+    changes = tuple(c for c in result.plan.changes if c.ref in keep)
+    plan = dataclasses.replace(result.plan, changes=changes, findings=findings)
     return dataclasses.replace(result, plan=plan, findings=findings)
 
 
@@ -319,15 +321,23 @@ def branch_report(
     project: Project, environments: Sequence[str] | None = None, changes: ChangeSet | None = None
 ) -> BranchReport:
     """Check and plan ``environments`` (default: all), reduced to ``changes`` when given."""
-    from mlspec.apply.workflow import plan_environment
+    from mlspec.app.options import PlanOptions
+    from mlspec.app.planning import plan_session
 
     if changes is not None and not changes.relevant:
         empty = _empty_check()
         return BranchReport(project.name, empty, {}, changes.nothing_line(), nothing_changed=True)
     validation = project.validate()
-    check = project.check(environments, validation=validation)
-    # no environment was checked when validation failed: its errors are the whole report
-    plans = {name: plan_environment(project, name, validation=validation) for name in check.environments}
+    # one session per environment: the comment's check and its plans share one policy evaluation
+    names = (list(environments or ()) or project.environments(validation)) if validation.ok else []
+    sessions = [project.session(name, validation) for name in names]
+    try:
+        check = project.check_sessions(validation, sessions)
+        # no environment was checked when validation failed: its errors are the whole report
+        plans = {s.environment: plan_session(s, PlanOptions()) for s in sessions}
+    finally:
+        for session in sessions:
+            session.close()
     scope = ""
     if changes is not None and check.environments:
         reach = affected_by_environment(project, changes, check.environments, validation)
@@ -344,7 +354,7 @@ def branch_report(
 
 
 def _empty_check() -> CheckResult:
-    from mlspec.project import CheckResult
+    from mlspec.app.validation import CheckResult
 
     return CheckResult((), (), (), 0)
 

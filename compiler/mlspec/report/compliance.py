@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from mlspec.diagnostics import Location
 
 if TYPE_CHECKING:
+    from mlspec.app.project import Project
     from mlspec.policy.findings import Finding
-    from mlspec.project import Project
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.spec.deployment import DeploymentSpec
     from mlspec.spec.validate import ParsedSpec

@@ -16,9 +16,9 @@ from mlspec.plan.model import SYMBOLS
 from mlspec.policy.findings import Finding
 
 if TYPE_CHECKING:
-    from mlspec.apply.workflow import PlanResult
+    from mlspec.app.planning import PlanResult
+    from mlspec.app.validation import CheckResult
     from mlspec.gitops.changes import BranchReport
-    from mlspec.project import CheckResult
 
 COMMENT_LIMIT = 60_000  # GitHub caps comments at 65,536 characters
 FINDINGS_SHOWN = 15  # per list
