@@ -148,8 +148,11 @@ def findings_of(cli: Callable[..., CliResult], root: Path, *extra: str) -> list[
 
 def plan_changes(cli: Callable[..., CliResult], root: Path, env: str, *extra: str) -> list[dict[str, Any]]:
     result = cli("plan", "--env", env, "--format", "json", "-C", str(root), *extra)
-    assert result.code == 0, result.out + result.err
-    data: list[dict[str, Any]] = json.loads(result.out)["changes"]
+    document = json.loads(result.out)
+    # plan exits 1 exactly when a finding it shows would make apply refuse it
+    refused = any(f["severity"] == "deny" and f["status"] == "failed" for f in document["findings"])
+    assert result.code == (1 if refused else 0), result.out + result.err
+    data: list[dict[str, Any]] = document["changes"]
     return data
 
 
