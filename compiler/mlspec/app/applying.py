@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from mlspec.app.options import ApplyOptions, DestroyOptions, PlanOptions
 from mlspec.app.planning import PlanResult, plan_session
-from mlspec.app.session import EnvironmentSession
 from mlspec.app.targets import make_target
 from mlspec.apply.reconciler import ApplyResult, apply_plan
 from mlspec.errors import MlspecError, PlanRefused
@@ -23,6 +22,7 @@ from mlspec.resolve.graph import ResolvedGraph
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
+    from mlspec.app.session import EnvironmentSession
 
 Approve = Callable[[Plan], bool]
 Progress = Callable[[str], None]
@@ -98,7 +98,7 @@ def apply_environment(
 ) -> tuple[PlanResult, ApplyResult | None]:
     """``apply_session`` in a session of its own."""
     options = options or ApplyOptions()
-    with EnvironmentSession(project, environment, today=options.plan.today) as session:
+    with project.session(environment, today=options.plan.today) as session:
         return apply_session(session, options, approve=approve, progress=progress)
 
 
@@ -118,7 +118,7 @@ def destroy_environment(
     from mlspec import access
 
     options = options or DestroyOptions()
-    with EnvironmentSession(project, environment) as session:
+    with project.session(environment) as session:
         store = session.store
         holder = current_actor(options.who, project.root)
         store.acquire(environment, holder, "destroy", wait=options.lock_timeout)

@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mlspec.app.paths import local_paths, runs_engines
-from mlspec.app.session import EnvironmentSession
 from mlspec.errors import MlspecError, UsageError
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
+
+
+class EdgeBuildFailed(MlspecError):
+    """The engine could not build the package (the model failed verification, quantization or its checks)."""
 
 
 def build_edge_package(
@@ -19,16 +22,17 @@ def build_edge_package(
     """Verify, quantize (when asked), check and sign the model an edge Deployment names; its target ids.
 
     The package is written under <data_dir>/edge/<deployment>/; the next apply records it
-    in state. Raises TargetError when the engine cannot build it.
+    in state. Raises EdgeBuildFailed when the engine cannot build it.
     """
     from mlspec.render.monitoring import service_features
     from mlspec.resolve.refs import SpecIndex
     from mlspec.spec.deployment import Deployment
     from mlspec.spec.training import TrainingPipeline
+    from mlspec.targets.base import TargetError
     from mlspec.targets.local.edge import EdgeEngine
     from mlspec.targets.local.platform import LocalPlatform, expected_hashes
 
-    with EnvironmentSession(project, environment) as session:
+    with project.session(environment) as session:
         graph = session.graph
         if graph is None or not session.resolution.ok:
             raise MlspecError(f"environment '{environment}' does not resolve", hint="run 'mlspec check' to see why")
@@ -60,4 +64,7 @@ def build_edge_package(
         applied = session.store.read(environment).resources
     expected = expected_hashes(applied).get(spec.model.spec.model.name, {})
     engine = EdgeEngine(paths, LocalPlatform(paths).registry)
-    return engine.build(spec.model, trainer, expected, features=features or None, progress=progress)
+    try:
+        return engine.build(spec.model, trainer, expected, features=features or None, progress=progress)
+    except TargetError as exc:
+        raise EdgeBuildFailed(str(exc)) from None

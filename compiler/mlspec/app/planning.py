@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from mlspec.app.options import PlanOptions
 from mlspec.app.paths import output_dir, runs_engines
-from mlspec.app.session import EnvironmentSession
 from mlspec.app.targets import make_target
 from mlspec.diagnostics import Diagnostic
 from mlspec.errors import MlspecError
@@ -19,7 +18,10 @@ from mlspec.resolve.graph import ResolvedGraph
 from mlspec.targets.output_dir import OutputDirTarget
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mlspec.app.project import Project
+    from mlspec.app.session import EnvironmentSession
     from mlspec.state.store import StateStore
 
 
@@ -84,12 +86,24 @@ def _with_findings(plan: Plan, findings: tuple[Finding, ...]) -> Plan:
     return dataclasses.replace(plan, findings=findings)
 
 
+def read_saved_plan(path: Path) -> Plan:
+    """A plan saved by ``mlspec plan --out``; UsageError when the file is not one this version reads."""
+    import json
+
+    from mlspec.errors import UsageError
+
+    try:
+        return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a valid mlspec plan: {exc}") from None
+
+
 def plan_environment(
     project: Project, environment: str, options: PlanOptions | None = None, *, operation: str = "plan"
 ) -> PlanResult:
     """Plan ``environment`` in a session of its own (one validation, resolution, policy evaluation, store)."""
     options = options or PlanOptions()
-    with EnvironmentSession(project, environment, today=options.today) as session:
+    with project.session(environment, today=options.today) as session:
         return plan_session(session, options, operation=operation)
 
 

@@ -42,12 +42,15 @@ if TYPE_CHECKING:
     from mlspec.app.options import ApplyOptions, DestroyOptions, PlanOptions
     from mlspec.app.planning import Drift, PlanResult
     from mlspec.app.session import EnvironmentSession
+    from mlspec.app.validation import ValidationResult as Validation
     from mlspec.apply.reconciler import ApplyResult
     from mlspec.plan.model import Plan
     from mlspec.policy.evaluate import PolicySet
     from mlspec.policy.findings import Finding
+    from mlspec.policy.testing import PolicyTestResult
     from mlspec.render.cache import RenderCache
     from mlspec.render.engine import RenderResult
+    from mlspec.render.write import WriteSummary
     from mlspec.report.compliance import ComplianceReport
     from mlspec.state.store import StateStore
 
@@ -363,3 +366,44 @@ class Project:
         from mlspec.report.compliance import build_compliance
 
         return build_compliance(self, environment, today=today, show_date=show_date)
+
+    # --- the rest of what the CLI does ------------------------------------------------------------
+
+    def render_to(
+        self,
+        environment: str,
+        folder: Path,
+        validation: Validation,
+        *,
+        targets: Sequence[str] = (),
+        use_cache: bool = True,
+    ) -> tuple[Resolution, RenderResult | None, WriteSummary | None]:
+        """Render ``environment`` and write its files under ``folder`` (unknown target names: UsageError)."""
+        from mlspec.app.rendering import check_targets, render_to
+
+        check_targets(targets)
+        return render_to(self, environment, folder, validation, targets=targets, use_cache=use_cache)
+
+    def test_policies(self) -> list[PolicyTestResult]:
+        """Run every test_ rule of the library's and the project's *_test.rego files."""
+        from mlspec.policy.evaluate import policy_files
+        from mlspec.policy.testing import run_policy_tests
+
+        return run_policy_tests(policy_files(self.root / self.settings.policies))
+
+    def read_plan(self, path: Path) -> Plan:
+        """A plan saved by ``mlspec plan --out`` (UsageError when the file is not one this version reads)."""
+        from mlspec.app.planning import read_saved_plan
+
+        return read_saved_plan(path)
+
+    def verify_audit(self) -> tuple[int, list[str]]:
+        """Check the audit chain: how many records, and every edited, removed or reordered one."""
+        from mlspec.state.sqlite import verify_chain
+
+        store = self.state_store()
+        try:
+            records = store.audit()
+        finally:
+            store.close()
+        return len(records), verify_chain(records)

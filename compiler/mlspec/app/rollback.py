@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def project_at(project: Project, revision: str) -> Iterator[Project]:
     """The project as it was at a git revision, sharing the current state, caches and outputs (for rollback)."""
-    from mlspec.app.project import Project as ProjectClass
-
     with tempfile.TemporaryDirectory(prefix="mlspec-rollback-") as tmp:
         try:
             archive = subprocess.run(
@@ -42,7 +40,7 @@ def project_at(project: Project, revision: str) -> Iterator[Project]:
             tar.extractall(tmp, filter="data")
         prefix = Path(tmp) / project.root.relative_to(_git_root(project.root))
         # the old specs, but the current project's state, caches and outputs
-        yield dataclasses.replace(ProjectClass.open(prefix), state_root=project.home)
+        yield dataclasses.replace(type(project).open(prefix), state_root=project.home)
 
 
 def _git_root(path: Path) -> Path:

@@ -17,6 +17,8 @@ from mlspec.app.validation import CheckResult, Resolution, ValidationResult
 from mlspec.resolve.graph import ResolvedGraph
 
 if TYPE_CHECKING:
+    from mlspec.app.options import PlanOptions
+    from mlspec.app.planning import PlanResult
     from mlspec.app.project import Project
     from mlspec.policy.findings import Finding
     from mlspec.render.engine import RenderResult
@@ -89,6 +91,13 @@ class EnvironmentSession:
             assert self.graph is not None, "revision needs a resolved graph"
             self._revision = str(project_revision(self.project, self.graph))
         return self._revision
+
+    def plan(self, options: PlanOptions | None = None) -> PlanResult:
+        """Plan the environment from this session (see ``mlspec.app.planning.plan_session``)."""
+        from mlspec.app.options import PlanOptions
+        from mlspec.app.planning import plan_session
+
+        return plan_session(self, options or PlanOptions(today=self.today))
 
     def close(self) -> None:
         """Close the state store when the session opened it."""

@@ -196,12 +196,12 @@ def build(deployment: str, env: str | None, path: Path | None) -> int:
     The registered model the Deployment names is verified, quantized and checked when the spec asks, signed and
     written under <data_dir>/edge/<deployment>/. The next apply records it in state (and reuses it).
     """
-    from mlspec.targets.base import TargetError
+    from mlspec.app.edge import EdgeBuildFailed
 
     project = open_project(path)
     try:
         ids = project.build_edge(environment(project, env), deployment, progress=click.echo)
-    except TargetError as exc:
+    except EdgeBuildFailed as exc:
         click.echo(f"✗ {exc}", err=True)
         return EXIT_FINDINGS
     click.echo(

@@ -176,18 +176,13 @@ def apply(
     path: Path | None,
 ) -> int:
     """Apply the specs (or exactly a saved plan) to an environment, one resource at a time."""
-    import json
 
     from mlspec.app.options import ApplyOptions, PlanOptions
+    from mlspec.app.planning import read_saved_plan
     from mlspec.errors import UsageError
-    from mlspec.plan.model import Plan
 
-    saved = None
-    if plan_file is not None:
-        try:
-            saved = Plan.from_dict(json.loads(plan_file.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UsageError(f"{plan_file} is not a valid mlspec plan: {exc}") from None
+    saved = read_saved_plan(plan_file) if plan_file is not None else None
+    if saved is not None:
         env = env or saved.environment
     project = open_project(path)
     env = project.environment_or_default(env)
@@ -452,15 +447,8 @@ def audit_live(env: str | None, at: str | None, path: Path | None) -> int:
 @PROJECT_OPTION
 def audit_verify(path: Path | None) -> int:
     """Check the audit chain: any edited, removed or reordered record is reported."""
-    from mlspec.state.sqlite import verify_chain
-
-    store = open_project(path).state_store()
-    try:
-        records = store.audit()
-    finally:
-        store.close()
-    problems = verify_chain(records)
+    count, problems = open_project(path).verify_audit()
     for problem in problems:
         click.echo(f"✗ {problem}")
-    click.echo(f"{len(records)} audit record(s): " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    click.echo(f"{count} audit record(s): " + ("intact" if not problems else f"{len(problems)} problem(s)"))
     return EXIT_OK if not problems else EXIT_FINDINGS

@@ -198,11 +198,7 @@ def policy() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every test, not only failures.")
 def policy_test(path: Path | None, verbose: bool) -> int:
     """Run every test_ rule of the *_test.rego files, like `opa test`."""
-    from mlspec.policy.evaluate import policy_files
-    from mlspec.policy.testing import run_policy_tests
-
-    project = open_project(path)
-    results = run_policy_tests(policy_files(project.root / project.settings.policies))
+    results = open_project(path).test_policies()
     for r in results:
         if verbose or not r.passed:
             status = "PASS" if r.passed else "FAIL"
@@ -256,21 +252,13 @@ def render(
     rendered/ shows only real changes. manifest.json lists every file with its
     sha256 and the specs it came from.
     """
+    from mlspec.app.rendering import check_targets
     from mlspec.errors import UsageError
     from mlspec.load.discovery import display_path
-    from mlspec.render.registry import RENDERERS
-    from mlspec.render.write import write_tree
-    from mlspec.spec.suggest import did_you_mean
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.style import Style, use_color
 
-    for target in targets:
-        if target not in RENDERERS:
-            guess = did_you_mean(target, RENDERERS)
-            raise UsageError(
-                f"unknown target '{target}'",
-                hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(RENDERERS)}",
-            )
+    check_targets(targets)  # before looking for a project: a wrong name is reported first
     project = open_project(path)
     validation = project.validate()
     style = Style(use_color(sys.stdout, "auto"))
@@ -283,16 +271,15 @@ def render(
     out_root = output or project.root / "rendered"
     failed = False
     for name in names:
-        resolution, result = project.render(
-            name, targets or None, project.resolve(name, validation), use_cache=not no_cache
+        resolution, result, summary = project.render_to(
+            name, out_root / name, validation, targets=targets, use_cache=not no_cache
         )
         problems = resolution.diagnostics if result is None else result.diagnostics
         if problems:
             click.echo(render_diagnostics(problems, style), color=style.enabled)
-        if result is None or not result.ok:
+        if result is None or summary is None:
             failed = True
             continue
-        summary = write_tree(out_root / name, result.artifacts)
         click.echo(
             f"{name}: {len(result.artifacts)} files in {display_path(out_root / name)} "
             f"({len(summary.written)} written, {len(summary.unchanged)} unchanged, {len(summary.removed)} removed)"

@@ -321,9 +321,6 @@ def branch_report(
     project: Project, environments: Sequence[str] | None = None, changes: ChangeSet | None = None
 ) -> BranchReport:
     """Check and plan ``environments`` (default: all), reduced to ``changes`` when given."""
-    from mlspec.app.options import PlanOptions
-    from mlspec.app.planning import plan_session
-
     if changes is not None and not changes.relevant:
         empty = _empty_check()
         return BranchReport(project.name, empty, {}, changes.nothing_line(), nothing_changed=True)
@@ -334,7 +331,7 @@ def branch_report(
     try:
         check = project.check_sessions(validation, sessions)
         # no environment was checked when validation failed: its errors are the whole report
-        plans = {s.environment: plan_session(s, PlanOptions()) for s in sessions}
+        plans = {s.environment: s.plan() for s in sessions}
     finally:
         for session in sessions:
             session.close()
