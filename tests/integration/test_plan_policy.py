@@ -125,6 +125,7 @@ def test_the_comment_and_the_plan_agree(foreign_pii: Path, cli: Callable[..., Cl
     report = branch_report(Project.open(foreign_pii), ["dev"])
     plan = report.plans["dev"]
     assert plan.plan is not None
+
     # the comment shows locations relative to the project; what was found is the same
     def found(findings: Any) -> set[tuple[str, str, str, str, str]]:
         return {(f.policy, f.resource, f.environment, f.status, f.message) for f in findings}
