@@ -157,7 +157,12 @@ def test_views_markdown_and_json(project: Path, cli: Callable[..., CliResult], t
     markdown = cli("plan", "--env", "prod", "--format", "markdown", "-C", str(project)).out
     assert "**Plan: 7 to add, 0 to change, 0 to destroy**" in markdown and "<details>" in markdown
     data = json.loads(cli("plan", "--env", "prod", "--format", "json", "-C", str(project)).out)
-    assert data["schema_version"] == 2 and "findings" in data and data["summary"]["create"] == 7 and len(data["plan_hash"]) == 64
+    assert (
+        data["schema_version"] == 2
+        and "findings" in data
+        and data["summary"]["create"] == 7
+        and len(data["plan_hash"]) == 64
+    )
     assert {"ref", "action", "classification", "fields", "reasons", "fingerprint", "spec", "artifacts"} <= set(
         data["changes"][0]
     )
