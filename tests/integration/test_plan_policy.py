@@ -135,6 +135,8 @@ def test_the_comment_and_the_plan_agree(foreign_pii: Path, cli: Callable[..., Cl
     comment = cli("comment", "--env", "dev", "-C", str(foreign_pii))
     planned = cli("plan", "--env", "dev", "-C", str(foreign_pii))
     assert comment.code == planned.code == 1
+    # the comment's plan table marks the denied change as the plan does
+    assert "| `+` | `DataSource/customer-transactions` | safe | :x: 1 deny |" in comment.out
 
 
 def test_a_refused_apply_carries_its_findings_as_data(foreign_pii: Path) -> None:

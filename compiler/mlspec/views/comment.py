@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlspec.diagnostics import Diagnostic
 from mlspec.plan.model import SYMBOLS
 from mlspec.policy.findings import Finding
+from mlspec.views.plan import policy_cell as _policy_cell
 
 if TYPE_CHECKING:
     from mlspec.app.planning import PlanResult
@@ -87,13 +88,16 @@ def _plan_details(environment: str, result: PlanResult) -> list[str]:
     out = [
         f"<details><summary>{title}</summary>",
         "",
-        "| | resource | class | why |",
-        "|---|---|---|---|",
+        "| | resource | class | policy | why |",
+        "|---|---|---|---|---|",
     ]
     shown = pending[:CHANGES_SHOWN]
     for change in shown:
         reason = "; ".join(change.reasons)
-        out.append(f"| `{SYMBOLS[change.action]}` | `{change.ref}` | {change.classification} | {_cell(reason)} |")
+        policy = _policy_cell([f for f in result.findings if f.resource == change.ref])
+        out.append(
+            f"| `{SYMBOLS[change.action]}` | `{change.ref}` | {change.classification} | {policy} | {_cell(reason)} |"
+        )
     out.append("")
     out += _more(len(pending), len(shown), "changes")
     with_fields = [c for c in shown if c.fields]

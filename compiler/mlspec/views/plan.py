@@ -89,7 +89,8 @@ def render_plan_text(plan: Plan, style: Style, *, explain: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _policy_cell(findings: Sequence[Finding]) -> str:
+def policy_cell(findings: Sequence[Finding]) -> str:
+    """The findings about one change in a table cell: ``:x: 1 deny, 2 warn, 1 waived`` (empty when none)."""
     if not findings:
         return ""
     denied = sum(1 for f in findings if f.blocking)
@@ -128,7 +129,7 @@ def render_plan_markdown(plan: Plan) -> str:
     out += ["", "| | resource | class | policy | why |", "|---|---|---|---|---|"]
     for change in plan.pending:
         reason = "; ".join(change.reasons).replace("|", "\\|")
-        policy = _policy_cell(beside.get(change.ref, []))
+        policy = policy_cell(beside.get(change.ref, []))
         out.append(f"| `{SYMBOLS[change.action]}` | `{change.ref}` | {change.classification} | {policy} | {reason} |")
     if plan.findings:
         ordered = [f for ref in (c.ref for c in plan.pending) for f in beside.get(ref, [])] + others
