@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlspec.cli.options import PROJECT_OPTION, env_option, environment, open_project
+from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _summary(manifest: Manifest) -> str:
 @edge.command()
 @click.argument("package", type=click.Path(path_type=Path, exists=True))
 @trust_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 def verify(package: Path, public_key: Path | None, pin: str | None, trust_bundled_key: bool, fmt: str) -> int:
     """Verify PACKAGE (a folder or .tar.gz): signature by the trusted key, every file's sha256, nothing extra.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mlspec.cli.options import PROJECT_OPTION, env_option, environment, open_project, terminal_style
+from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project, terminal_style
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -33,7 +33,7 @@ def _print_problems(diagnostics: Any, findings: Any) -> None:
 @lifecycle.command()
 @env_option("plan")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Save the plan (JSON) for 'mlspec apply PLAN'.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@format_option(["text", "markdown", "json"])
 @click.option("--no-prune", is_flag=True, help="Keep resources that were removed from the specs.")
 @click.option("--refresh", is_flag=True, help="Read live state first; drifted resources are planned as updates.")
 @click.option(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mlspec import __version__
-from mlspec.cli.options import PROJECT_OPTION
+from mlspec.cli.options import PROJECT_OPTION, format_option
 from mlspec.errors import MlspecError
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def policy_test(path: Path | None, verbose: bool) -> int:
 
 @cli.command()
 @env_option("resolve")
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
+@format_option(["text", "mermaid", "dot"])
 @PROJECT_OPTION
 def graph(env: str | None, fmt: str, path: Path | None) -> int:
     """Show an environment's resources in dependency (apply) order."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mlspec.cli.lifecycle import _report_apply, approver
-from mlspec.cli.options import PROJECT_OPTION, env_option, environment, open_project, terminal_style
+from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project, terminal_style
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -18,7 +18,7 @@ def platform() -> None:
 
 @platform.command()
 @env_option("show (a local environment)")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 @PROJECT_OPTION
 def status(env: str | None, fmt: str, path: Path | None) -> int:
     """Endpoints, model versions, traffic weights and health of a local environment."""
@@ -58,7 +58,7 @@ def monitor(env: str | None, path: Path | None) -> int:
 @platform.command()
 @click.argument("deployment")
 @env_option("score in (a local environment)")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 @PROJECT_OPTION
 def score(deployment: str, env: str | None, fmt: str, path: Path | None) -> int:
     """Run an applied batch DEPLOYMENT now: score its entities into its sink (the KFP local runner).

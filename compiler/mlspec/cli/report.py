@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlspec.cli.options import PROJECT_OPTION, env_option
+from mlspec.cli.options import PROJECT_OPTION, env_option, format_option
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -58,7 +58,7 @@ def compliance(*, env: str | None, fmt: str, output: Path | None, today: dt.date
 
 
 @commands.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 def doctor(*, fmt: str) -> int:
     """Installed versions of the engines mlspec drives, and known-incompatible combinations.
 
