@@ -202,3 +202,22 @@ def test_without_env_or_default_environment_the_usage_error_stays(
         result = cli(*command, "-C", str(root))
         assert result.code == 2, (command, result.out, result.err)
         assert "Missing option '--env'" in result.err
+
+
+def test_plan_shows_an_active_waiver_that_expires_soon(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    import datetime as dt
+
+    root = reference_copy(tmp_path / "repo")
+    edit(root, "specs/sources/payments.yaml", "region: uae-north\n  classification: pii",
+         "region: eu-west\n  classification: pii")  # fmt: skip
+    soon = (dt.date.today() + dt.timedelta(days=10)).isoformat()
+    (root / "specs" / "waivers.yaml").write_text(EXPIRED_WAIVER.replace("2020-01-31", soon))
+    result = cli("plan", "--env", "dev", "-C", str(root))
+    out = result.out
+    assert "waived[residency.region]" in out and "(waived by Waiver/eu-ledger)" in out
+    assert "warn[waiver.expiring]" in out and f"expires on {soon} (10 days)" in out
+    # the waiver names the source only: what is derived from it still denies, so apply would refuse
+    assert "deny[residency.derived]" in out and result.code == 1
+    plan = json.loads(cli("plan", "--env", "dev", "--format", "json", "-C", str(root)).out)
+    statuses = {(f["policy"], f["status"]) for f in plan["findings"]}
+    assert ("residency.region", "waived") in statuses and ("waiver.expiring", "failed") in statuses

@@ -13,6 +13,7 @@ the modules here:
 - ``targets``: which target adapter an environment applies through
 - ``operations``: day-2 operations on a local environment (status, monitor, score)
 - ``edge``: build an edge Deployment's package now
+- ``rendering``: render environments into a folder
 
 Names are imported lazily so that ``import mlspec.app`` stays cheap.
 """
