@@ -203,18 +203,23 @@ class Project:
         config = self.settings.policy
         factory = engine_factory(config.engine, config.opa_url, config.timeout_seconds)
         found = check_graph(
-            graph, self.name, self.policy_set(), today=today, timeout=config.timeout_seconds, engine_factory=factory
-        )
+            graph, self.name, self.policy_set(), today=today, timeout=config.timeout_seconds,
+            engine_factory=factory, cache=self._cache("policy"),
+        )  # fmt: skip
         return tuple(found)
 
     def _render_cache(self) -> RenderCache:
         # one cache per Project, so environments rendered together share its memory layer
+        return self._cache("render")
+
+    def _cache(self, name: str) -> RenderCache:
+        """The project's content-hash cache called ``name`` (rendered bytes, policy results), made once."""
         from mlspec.render.cache import RenderCache
 
-        cache = self._caches.get("render")
+        cache = self._caches.get(name)
         if not isinstance(cache, RenderCache):
-            cache = RenderCache(self.cache_dir / "render")
-            self._caches["render"] = cache
+            cache = RenderCache(self.cache_dir / name)
+            self._caches[name] = cache
         return cache
 
     @property
