@@ -17,8 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_specs import generate_repo
-from mlspec.apply.workflow import apply_environment, plan_environment
-from mlspec.project import Project
+from mlspec.app.applying import apply_environment
+from mlspec.app.options import ApplyOptions, PlanOptions
+from mlspec.app.planning import plan_session
+from mlspec.app.project import Project
 
 
 def plan_all(root: Path) -> tuple[float, int]:
@@ -28,7 +30,8 @@ def plan_all(root: Path) -> tuple[float, int]:
     validation = project.validate()
     pending = 0
     for env in project.environments(validation):
-        result = plan_environment(project, env, validation=validation)
+        with project.session(env, validation) as session:
+            result = plan_session(session, PlanOptions())
         assert result.plan is not None, result.diagnostics[:3]
         pending += len(result.plan.pending)
     return time.perf_counter() - start, pending
@@ -46,7 +49,7 @@ def main() -> None:
         start = time.perf_counter()
         project = Project.open(root)
         for env in project.environments():
-            apply_environment(project, env, engines=False)  # the local engines are not what this measures
+            apply_environment(project, env, ApplyOptions(engines=False))  # the local engines are not what this measures
         apply_seconds = time.perf_counter() - start
         unchanged, unchanged_pending = plan_all(root)
         view = root / "specs" / "product-00007" / "view-1.yaml"

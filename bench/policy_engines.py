@@ -27,7 +27,7 @@ WORKER = r"""
 import json, sys, time
 from pathlib import Path
 import yaml
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.policy.evaluate import PolicySet, graph_document, resource_document, ROOT_QUERY
 
 engine_name, root, cases_path = sys.argv[1], sys.argv[2], sys.argv[3]

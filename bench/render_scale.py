@@ -27,7 +27,7 @@ FEAST = str(Path(PY).parent / "feast")
 
 COMPILE_ONE_BY_ONE = """
 import sys, time
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.render.kfp import _compile, pipeline_inputs
 project = Project.open(sys.argv[1])
 graph = project.resolve("dev").graph

@@ -29,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_specs import generate_repo
-from mlspec.apply.workflow import apply_environment, state_store
-from mlspec.project import Project
+from mlspec.app.applying import apply_environment
+from mlspec.app.options import ApplyOptions
+from mlspec.app.paths import state_store
+from mlspec.app.project import Project
 from plan_scale import plan_all
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +69,7 @@ def apply_all(root: Path) -> tuple[float, int]:
     start = time.perf_counter()
     project = Project.open(root)
     for env in project.environments():
-        apply_environment(project, env, engines=False)
+        apply_environment(project, env, ApplyOptions(engines=False))
     seconds = time.perf_counter() - start
     store = state_store(project)
     try:

@@ -19,7 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_specs import generate_repo
-from mlspec.project import Project
+from mlspec.app.project import Project
 
 
 def bare_parse(files: list[Path]) -> None:

@@ -48,9 +48,9 @@ def infer(url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | N
 
 def predictions(project: Any, env: str) -> tuple[int, list[str]]:
     """Score a few customers of each Deployment with features from Feast's online store; returns (errors, urls)."""
-    from mlspec.apply.workflow import local_paths
+    from mlspec.app.operations import status
+    from mlspec.app.paths import local_paths
     from mlspec.targets.local.feature_store import FeatureStoreEngine
-    from mlspec.targets.local.operations import status
 
     graph = project.resolve(env).graph
     paths = local_paths(project, graph)
@@ -87,7 +87,7 @@ def batch_predictions(project: Any, env: str) -> int:
     """Show the last batch run of each batch Deployment and a few of its predictions; returns errors."""
     import pandas as pd
 
-    from mlspec.targets.local.operations import status
+    from mlspec.app.operations import status
 
     errors = 0
     for job in status(project, env).batch:
@@ -110,9 +110,9 @@ def batch_predictions(project: Any, env: str) -> int:
 def edge_package(project: Any, env: str, mlspec_main: Any) -> int:
     """Verify each edge package against the fingerprint recorded when it was built, then run it on two customers'
     online features; returns errors."""
-    from mlspec.apply.workflow import local_paths
+    from mlspec.app.operations import status
+    from mlspec.app.paths import local_paths
     from mlspec.targets.local.feature_store import FeatureStoreEngine
-    from mlspec.targets.local.operations import status
 
     graph = project.resolve(env).graph
     store = FeatureStoreEngine(local_paths(project, graph))
@@ -141,8 +141,8 @@ def traffic(project: Any, env: str, count: int = 3000) -> int:
 
     import pandas as pd
 
-    from mlspec.apply.workflow import local_paths
-    from mlspec.targets.local.operations import status
+    from mlspec.app.operations import status
+    from mlspec.app.paths import local_paths
 
     graph = project.resolve(env).graph
     paths = local_paths(project, graph)
@@ -173,8 +173,8 @@ def traffic(project: Any, env: str, count: int = 3000) -> int:
 def main() -> int:
     """Run the demo; returns the process exit code."""
     from generate_data import generate
+    from mlspec.app.project import Project
     from mlspec.cli import main as mlspec_main
-    from mlspec.project import Project
 
     started = time.perf_counter()
     step("local data (deterministic synthetic bank data, scripts/generate_data.py)")
@@ -226,8 +226,8 @@ def main() -> int:
 
 
 def _status_json(root: Path) -> str:
-    from mlspec.project import Project
-    from mlspec.targets.local.operations import status
+    from mlspec.app.operations import status
+    from mlspec.app.project import Project
 
     result = status(Project.open(root), "local")
     return json.dumps([s.endpoint.split("/v2/")[0] + "/metrics" for s in result.servers])

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from mlspec.app.project import Project
+    from mlspec.app.validation import ValidationResult
     from mlspec.diagnostics import Diagnostic, Location, Severity
-    from mlspec.project import Project, ValidationResult
 
 __all__ = ["Diagnostic", "Location", "Project", "Severity", "ValidationResult", "__version__"]
 
 _LAZY = {
-    "Project": "mlspec.project",
-    "ValidationResult": "mlspec.project",
+    "Project": "mlspec.app.project",
+    "ValidationResult": "mlspec.app.validation",
     "Diagnostic": "mlspec.diagnostics",
     "Location": "mlspec.diagnostics",
     "Severity": "mlspec.diagnostics",

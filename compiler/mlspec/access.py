@@ -15,18 +15,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlspec.apply.workflow import PlanRefused
+from mlspec.errors import AccessDenied
 from mlspec.git.runner import Git, GitError
 
 if TYPE_CHECKING:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.spec.environment import Access
     from mlspec.state.store import StateStore
-
-
-class AccessDenied(PlanRefused):
-    """The actor may not do this here, or the change lacks the approval the environment requires."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +90,10 @@ def check_allowed(
         reason="not-allowed", message=message, allowed_principals=principals,
     )  # fmt: skip
     raise AccessDenied(
-        message,
+        message, reason="not-allowed", actor=actor, operation=operation, environment=graph.name,
+        allowed=tuple(principals),
         hint=f"identity is --as, MLSPEC_ACTOR, or git user.email; access rules from {rules.source}",
-    )
+    )  # fmt: skip
 
 
 def check_approval(
@@ -138,7 +135,10 @@ def check_approval(
         if approval.method == "signed_commit"
         else "apply the merge commit an approver made of the reviewed change (git merge --no-ff)"
     )
-    raise AccessDenied(message, hint=hint)
+    raise AccessDenied(
+        message, reason="no-approval", actor=actor, operation="apply", environment=graph.name,
+        allowed=tuple(approval.approvers), hint=hint,
+    )  # fmt: skip
 
 
 def git_root(project: Project) -> Path | None:

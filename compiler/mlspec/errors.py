@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlspec.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from mlspec.policy.findings import Finding
 
 
 class MlspecError(Exception):
@@ -25,3 +30,48 @@ class UsageError(MlspecError):
 
 class ProjectNotFoundError(UsageError):
     """No mlspec.yaml at or above the given path."""
+
+
+class PlanRefused(MlspecError):
+    """The plan may not be applied: stale, destructive without permission, unclean, or failing policy.
+
+    ``reason`` says which (a short code a caller can branch on); ``findings`` holds the
+    policy findings that block it when ``reason`` is ``"policy"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "refused",
+        findings: tuple[Finding, ...] = (),
+        hint: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.findings = findings
+
+
+class AccessDenied(PlanRefused):
+    """The actor may not do this here, or the change lacks the approval the environment requires.
+
+    ``reason`` is ``"not-allowed"`` or ``"no-approval"``; ``actor``, ``operation`` and
+    ``environment`` say who was refused what, and ``allowed`` who may.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        actor: str,
+        operation: str,
+        environment: str,
+        allowed: tuple[str, ...] = (),
+        hint: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason, hint=hint)
+        self.actor = actor
+        self.operation = operation
+        self.environment = environment
+        self.allowed = allowed

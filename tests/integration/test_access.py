@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.apply.workflow import state_store
-from mlspec.project import Project
+from mlspec.app.paths import state_store
+from mlspec.app.project import Project
 from mlspec.state.model import AuditRecord
 from mlspec.state.sqlite import verify_chain
 from tests.conftest import REPO, CliResult, copy_platform, parse
@@ -279,3 +279,19 @@ def test_the_reference_prod_is_restricted_and_local_is_open(tmp_path: Path, cli:
     refused = cli("apply", "--env", "prod", "--auto-approve", "--as", "intruder@example.com", "-C", str(root))
     assert refused.code == 1 and "intruder@example.com may not apply 'prod'" in refused.err
     assert (REPO / "environments/prod.yaml").read_text().count("access:") == 1
+
+
+def test_an_access_refusal_carries_who_what_and_who_may_as_data(tmp_path: Path) -> None:
+    from mlspec.app.options import ApplyOptions, PlanOptions
+    from mlspec.errors import AccessDenied, PlanRefused
+
+    root = repo_with(tmp_path / "repo", ACCESS)
+    with pytest.raises(AccessDenied) as denied:
+        Project.open(root).apply("prod", ApplyOptions(plan=PlanOptions(who="eve@bank.ae")))
+    error = denied.value
+    assert isinstance(error, PlanRefused) and error.findings == ()
+    assert (error.reason, error.actor, error.operation, error.environment) == (
+        "not-allowed", "eve@bank.ae", "apply", "prod",
+    )  # fmt: skip
+    assert error.allowed == ("oncall", "alice@bank.ae")
+    assert applied(root) == set()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.spec.environment import Environment
 from tests.conftest import FIXTURES, REPO
 from tests.k8s_schemas import validate_crd

@@ -25,10 +25,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlspec.app.project import Project
 from mlspec.cli import main
 from mlspec.hashing import canonical
 from mlspec.plan.model import Change
-from mlspec.project import Project
 from mlspec.render.base import Artifact
 from mlspec.runtime import batch as runtime
 from mlspec.runtime.context import RuntimeContext
@@ -142,7 +142,7 @@ def entity_set() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> BatchPlatform:
-    from mlspec.apply.workflow import local_paths
+    from mlspec.app.paths import local_paths
     from mlspec.targets.local.feature_store import FeatureStoreEngine
 
     root = copy_platform(tmp_path_factory.mktemp("batch"))
@@ -440,7 +440,7 @@ def test_gpu_runtime_renders_gpu_resources_and_reports_its_cpu_fallback(platform
 
 
 def test_mlspec_score_runs_a_batch_deployment_now_and_records_it(platform: BatchPlatform) -> None:
-    from mlspec.apply.workflow import state_store
+    from mlspec.app.paths import state_store
 
     root = str(platform.root)
     result = cli_run("score", "churn-nightly", "--env", "local", "-C", root)

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from mlspec.app.project import Project
 from mlspec.gitops.changes import affected, changed_files
-from mlspec.project import Project
 from tests.conftest import MINIMAL, CliResult, write_files
 
 PROJECT = "apiVersion: mlspec/v1\nkind: Project\nmetadata: {name: demo, owner: platform}\nspec: {specs: [specs], environments: environments}\n"
@@ -148,8 +148,11 @@ def findings_of(cli: Callable[..., CliResult], root: Path, *extra: str) -> list[
 
 def plan_changes(cli: Callable[..., CliResult], root: Path, env: str, *extra: str) -> list[dict[str, Any]]:
     result = cli("plan", "--env", env, "--format", "json", "-C", str(root), *extra)
-    assert result.code == 0, result.out + result.err
-    data: list[dict[str, Any]] = json.loads(result.out)["changes"]
+    document = json.loads(result.out)
+    # plan exits 1 exactly when a finding it shows would make apply refuse it
+    refused = any(f["severity"] == "deny" and f["status"] == "failed" for f in document["findings"])
+    assert result.code == (1 if refused else 0), result.out + result.err
+    data: list[dict[str, Any]] = document["changes"]
     return data
 
 
@@ -215,12 +218,13 @@ CASES: dict[str, tuple[Callable[[Path], None], dict[str, set[str] | None]]] = {
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, list[dict[str, Any]]]]]:
     """The repository applied to both environments at tag ``base``; main has moved on since."""
-    from mlspec.apply.workflow import apply_environment
+    from mlspec.app.applying import apply_environment
+    from mlspec.app.options import ApplyOptions
 
     root = make_repo(tmp_path_factory.mktemp("changed") / "repo")
     project = Project.open(root)
     for env in ENVS:
-        _, applied = apply_environment(project, env, engines=False)
+        _, applied = apply_environment(project, env, ApplyOptions(engines=False))
         assert applied is not None and applied.ok
     result = project.check()
     base = {env: [_finding_key(f) for f in result.findings if f.environment == env] for env in ENVS}

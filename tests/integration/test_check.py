@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 import jsonschema
 import pytest
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from tests.conftest import FIXTURES, REPO, CliResult, copy_platform
 
 TODAY = dt.date(2026, 11, 23)

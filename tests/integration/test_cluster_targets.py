@@ -23,10 +23,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from mlspec.apply.workflow import state_store
+from mlspec.app.paths import state_store
+from mlspec.app.project import Project
 from mlspec.plan.model import Change
 from mlspec.plan.planner import Desired, desired_state
-from mlspec.project import Project
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.context import RuntimeContext

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.report.compliance import build_compliance
 from mlspec.report.views import render_html
 from tests.conftest import REPO, CliResult, copy_platform, write_files
@@ -33,8 +33,8 @@ spec:
 @pytest.fixture(autouse=True)
 def _registered() -> None:
     """The commands as cli.py registers them (a no-op once it does)."""
-    from mlspec import cli_report
     from mlspec.cli import cli as main_cli
+    from mlspec.cli import report as cli_report
 
     for command in cli_report.commands.commands.values():
         main_cli.commands.setdefault(command.name or "", command)

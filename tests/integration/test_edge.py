@@ -286,7 +286,7 @@ spec:
 
 
 def test_renderer_writes_the_build_descriptor_without_key_material(tmp_path: Path) -> None:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
     root = copy_platform(tmp_path)
     (root / "specs" / "deployments" / "fraud-edge.yaml").write_text(EDGE_SPEC)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.render.write import write_tree
 from tests.conftest import REPO, copy_platform
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.apply.workflow import apply_environment, plan_environment, state_store
-from mlspec.project import Project
+from mlspec.app.applying import apply_environment
+from mlspec.app.paths import state_store
+from mlspec.app.planning import plan_environment
+from mlspec.app.project import Project
 from mlspec.state.sqlite import verify_chain
 from tests.conftest import CliResult, minimal_platform, run_mlspec, write_files
 from tests.services import fresh_database
@@ -155,7 +157,12 @@ def test_views_markdown_and_json(project: Path, cli: Callable[..., CliResult], t
     markdown = cli("plan", "--env", "prod", "--format", "markdown", "-C", str(project)).out
     assert "**Plan: 7 to add, 0 to change, 0 to destroy**" in markdown and "<details>" in markdown
     data = json.loads(cli("plan", "--env", "prod", "--format", "json", "-C", str(project)).out)
-    assert data["schema_version"] == 1 and data["summary"]["create"] == 7 and len(data["plan_hash"]) == 64
+    assert (
+        data["schema_version"] == 2
+        and "findings" in data
+        and data["summary"]["create"] == 7
+        and len(data["plan_hash"]) == 64
+    )
     assert {"ref", "action", "classification", "fields", "reasons", "fingerprint", "spec", "artifacts"} <= set(
         data["changes"][0]
     )
@@ -207,7 +214,7 @@ def test_prune_no_prune_and_allow_destroy(project: Path, cli: Callable[..., CliR
 
 def test_a_second_apply_waits_for_or_names_the_lock_holder(project: Path, cli: Callable[..., CliResult]) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mlspec.apply.workflow import state_store; from mlspec.project import Project; "
+        [sys.executable, "-c", "import sys, time; from mlspec.app.paths import state_store; from mlspec.app.project import Project; "
          "s = state_store(Project.open(__import__('pathlib').Path(sys.argv[1]))); "
          "s.acquire('prod', 'alice@bank.ae', 'apply'); print('locked', flush=True); time.sleep(60)", str(project)],
         stdout=subprocess.PIPE, text=True, env={**os.environ},
@@ -361,7 +368,7 @@ def test_rollback_to_a_git_revision(project: Path, cli: Callable[..., CliResult]
 
 
 def test_the_output_target_plans_what_it_would_write(project: Path) -> None:
-    from mlspec.apply.workflow import output_dir
+    from mlspec.app.paths import output_dir
     from mlspec.targets.output_dir import OutputDirTarget
 
     result = plan_environment(Project.open(project), "prod")

@@ -99,7 +99,7 @@ def test_a_pii_model_without_its_attribution_report_never_serves(tmp_path: Path)
     import pytest
     from mlflow import MlflowClient
 
-    from mlspec.project import Project
+    from mlspec.app.project import Project
     from mlspec.spec.training import TrainingPipeline
     from mlspec.targets.base import TargetError
     from mlspec.targets.local.paths import LocalPaths

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlspec.apply.workflow import plan_environment, state_store
-from mlspec.project import Project
+from mlspec.app.paths import state_store
+from mlspec.app.planning import plan_environment
+from mlspec.app.project import Project
 from mlspec.state.model import ResourceState
 from tests.conftest import CliResult, copy_platform
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.apply.workflow import state_store
+from mlspec.app.paths import state_store
+from mlspec.app.project import Project
 from mlspec.gitops.reconcile import CycleResult, Reconciler
-from mlspec.project import Project
 from mlspec.state.model import AuditRecord
 from mlspec.state.sqlite import verify_chain
 from tests.conftest import CliResult

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlspec.project import Project, ValidationResult
+from mlspec.app.project import Project
+from mlspec.app.validation import ValidationResult
 from mlspec.spec import DataSource, Deployment, Environment, FeatureService, FeatureView, TrainingPipeline
 from tests.conftest import REPO
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.render.engine import RenderResult
 from mlspec.render.write import write_tree
 from tests.conftest import FIXTURES, REPO, CliResult, copy_platform, run_mlspec

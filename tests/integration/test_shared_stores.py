@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.render.feast import connection_variables
 from mlspec.render.write import write_tree
 from mlspec.runtime.context import RuntimeContext

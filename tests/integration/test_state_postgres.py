@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.apply.workflow import state_store
+from mlspec.app.paths import state_store
+from mlspec.app.project import Project
 from mlspec.errors import MlspecError
-from mlspec.project import Project
 from mlspec.state.base import LockedError, verify_chain
 from mlspec.state.model import ResourceState
 from tests.conftest import run_mlspec
@@ -46,8 +46,8 @@ def holder(project: Path, *, host: str | None = None, seconds: float = 60) -> su
     """A separate process that takes prod's lock as alice (optionally claiming another host) and keeps it."""
     fake = f"import socket; socket.gethostname = lambda: {host!r}; " if host else ""
     code = (
-        f"import sys, time; {fake}from pathlib import Path; from mlspec.apply.workflow import state_store; "
-        "from mlspec.project import Project; s = state_store(Project.open(Path(sys.argv[1]))); "
+        f"import sys, time; {fake}from pathlib import Path; from mlspec.app.paths import state_store; "
+        "from mlspec.app.project import Project; s = state_store(Project.open(Path(sys.argv[1]))); "
         f"s.acquire('prod', 'alice@bank.ae', 'apply'); print('locked', flush=True); time.sleep({seconds}); "
         "s.release('prod'); s.close()"
     )

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlspec.project import Project
+from mlspec.app.project import Project
 from mlspec.render.write import write_tree
 from mlspec.runtime import steps
 from mlspec.runtime.context import RuntimeContext

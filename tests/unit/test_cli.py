@@ -172,7 +172,7 @@ def test_init_refuses_invalid_names(tmp_path: Path, cli: Callable[..., CliResult
 def test_internal_errors_are_one_line_without_traceback(
     project: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
     def broken(self: Project) -> None:
         raise RuntimeError("boom")

@@ -16,8 +16,8 @@ from tests.conftest import CliResult
 @pytest.fixture(autouse=True)
 def _registered() -> None:
     """The commands as cli.py registers them (a no-op once it does)."""
-    from mlspec import cli_report
     from mlspec.cli import cli as main_cli
+    from mlspec.cli import report as cli_report
 
     for command in cli_report.commands.commands.values():
         main_cli.commands.setdefault(command.name or "", command)
@@ -55,7 +55,7 @@ def test_doctor_imports_no_engine() -> None:
     import sys
 
     code = (
-        "import sys, json\nfrom mlspec.cli import cli, main\nfrom mlspec import cli_report\n"
+        "import sys, json\nfrom mlspec.cli import cli, main\nfrom mlspec.cli import report as cli_report\n"
         "cli.commands.setdefault('doctor', cli_report.doctor)\nmain(['doctor'])\nprint(json.dumps(sorted(sys.modules)))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mlspec.app.project import Project
 from mlspec.errors import UsageError
 from mlspec.gitops import usecases
 from mlspec.gitops.events import CycleResult, Event
@@ -15,7 +16,6 @@ from mlspec.gitops.lock import WorkdirLock
 from mlspec.gitops.loop import StopFlag, Stopper, backoff, run_loop
 from mlspec.gitops.monitoring import MonitoringSchedule
 from mlspec.gitops.status import Status, StatusFile
-from mlspec.project import Project
 from mlspec.resolve.graph import ResolvedGraph
 from tests.integration.test_lifecycle import edit, make_project
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlspec.project import validate_files
+from mlspec.app.validation import validate_files
 from tests.conftest import MINIMAL, minimal_platform, write_files
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mlspec.app.project import Project
 from mlspec.errors import UsageError
-from mlspec.project import Project
 from mlspec.resolve.graph import GRAPH_KINDS
 from mlspec.resolve.overlay import merge_patch
 from mlspec.spec import Deployment

@@ -598,7 +598,7 @@ def test_fallback_none_without_a_gpu_refuses_to_start_and_says_why(
 
 def test_mlspec_status_shows_the_device_and_the_fallback(tmp_path: Path) -> None:
     """What `mlspec status` prints (text and JSON) for a real server asked for a GPU, through ServingEngine.status."""
-    from mlspec.targets.local.operations import PlatformStatus
+    from mlspec.app.operations import PlatformStatus
     from mlspec.targets.local.paths import LocalPaths
     from mlspec.targets.local.serving import ServingEngine
     from mlspec.views.platform_text import render_status_text, status_json

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.project import validate_files
+from mlspec.app.validation import validate_files
 from mlspec.resolve.refs import SpecIndex
 from mlspec.targets.local.source_data import column_problems, file_columns, missing_files
 from tests.conftest import write_files

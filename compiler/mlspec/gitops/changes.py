@@ -42,9 +42,10 @@ from mlspec.git.runner import Git, GitError
 from mlspec.load.discovery import PROJECT_FILE, YAML_SUFFIXES
 
 if TYPE_CHECKING:
-    from mlspec.apply.workflow import PlanResult
+    from mlspec.app.planning import PlanResult
+    from mlspec.app.project import Project
+    from mlspec.app.validation import CheckResult, ValidationResult
     from mlspec.diagnostics import Location
-    from mlspec.project import CheckResult, Project, ValidationResult
     from mlspec.resolve.graph import ResolvedGraph
 
 Role = Literal["spec", "environment", "policy", "project", "other"]
@@ -109,7 +110,7 @@ def changed_files(project: Project | Path | str, ref: str) -> ChangeSet:
     Raises UsageError (exit 2) outside a git repository, for an unknown ``ref``, or when
     ``ref`` and HEAD share no history.
     """
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
     if not isinstance(project, Project):
         project = Project.open(project)
@@ -285,7 +286,8 @@ def filter_plan(result: PlanResult, refs: Iterable[str]) -> PlanResult:
     findings = tuple(f for f in result.findings if f.resource in keep)
     if result.plan is None:
         return dataclasses.replace(result, findings=findings)
-    plan = dataclasses.replace(result.plan, changes=tuple(c for c in result.plan.changes if c.ref in keep))
+    changes = tuple(c for c in result.plan.changes if c.ref in keep)
+    plan = dataclasses.replace(result.plan, changes=changes, findings=findings)
     return dataclasses.replace(result, plan=plan, findings=findings)
 
 
@@ -324,15 +326,20 @@ def branch_report(
     project: Project, environments: Sequence[str] | None = None, changes: ChangeSet | None = None
 ) -> BranchReport:
     """Check and plan ``environments`` (default: all), reduced to ``changes`` when given."""
-    from mlspec.gitops import usecases
-
     if changes is not None and not changes.relevant:
         empty = _empty_check()
         return BranchReport(project.name, empty, {}, changes.nothing_line(), nothing_changed=True)
     validation = project.validate()
-    check = project.check(environments, validation=validation)
-    # no environment was checked when validation failed: its errors are the whole report
-    plans = {name: usecases.plan(project, name, validation) for name in check.environments}
+    # one session per environment: the comment's check and its plans share one policy evaluation
+    names = (list(environments or ()) or project.environments(validation)) if validation.ok else []
+    sessions = [project.session(name, validation) for name in names]
+    try:
+        check = project.check_sessions(validation, sessions)
+        # no environment was checked when validation failed: its errors are the whole report
+        plans = {s.environment: s.plan() for s in sessions}
+    finally:
+        for session in sessions:
+            session.close()
     scope = ""
     if changes is not None and check.environments:
         reach = affected_by_environment(project, changes, check.environments, validation)
@@ -349,7 +356,7 @@ def branch_report(
 
 
 def _empty_check() -> CheckResult:
-    from mlspec.project import CheckResult
+    from mlspec.app.validation import CheckResult
 
     return CheckResult((), (), (), 0)
 

@@ -82,18 +82,17 @@ class Cycle:
             except MlspecError as exc:
                 source.verify(tip, anchor, None)
                 raise Refusal(exc.message) from None
-            validation = project.validate()
-            resolution = project.resolve(context.environment, validation)
-            spec = resolution.graph.env.spec if resolution.graph is not None else None
-            source.remember(tip, resolution.graph if resolution.ok else None)
-            source.verify(tip, anchor, spec)
-            if resolution.graph is None or not resolution.ok:
-                raise Refusal(_spec_errors(resolution.diagnostics, context.environment))
-            assert spec is not None
-            result, applied = usecases.apply(
-                project, context.environment, validation=validation, refresh=spec.self_heals,
-                allow_destroy=context.allow_destroy, who=context.actor, progress=context.progress,
-            )  # fmt: skip
+            with usecases.session(project, context.environment) as session:
+                resolution = session.resolution
+                spec = resolution.graph.env.spec if resolution.graph is not None else None
+                source.remember(tip, resolution.graph if resolution.ok else None)
+                source.verify(tip, anchor, spec)
+                if spec is None or not resolution.ok:
+                    raise Refusal(_spec_errors(resolution.diagnostics, context.environment))
+                result, applied = usecases.apply(
+                    session, refresh=spec.self_heals, allow_destroy=context.allow_destroy,
+                    who=context.actor, progress=context.progress,
+                )  # fmt: skip
             if result.plan is None:
                 raise Refusal(_spec_errors(result.diagnostics, context.environment))
             if applied is not None and not applied.ok:

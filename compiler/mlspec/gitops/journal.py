@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlspec.gitops import usecases
 
 if TYPE_CHECKING:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
 
 @dataclass(frozen=True)

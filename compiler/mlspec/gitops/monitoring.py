@@ -15,8 +15,8 @@ from mlspec.gitops import usecases
 from mlspec.gitops.events import Event, describe
 
 if TYPE_CHECKING:
+    from mlspec.app.project import Project
     from mlspec.gitops.status import Status
-    from mlspec.project import Project
     from mlspec.resolve.graph import ResolvedGraph
 
 

@@ -38,6 +38,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from mlspec.app.project import Project
 from mlspec.errors import MlspecError, UsageError
 from mlspec.gitops import usecases
 from mlspec.gitops.overrides_text import edit_overrides, flow, promoted_entries
@@ -45,7 +46,6 @@ from mlspec.gitops.proposal import clean_commit, commit_on_current, commit_on_ne
 from mlspec.hashing import canonical
 from mlspec.load.documents import RawDocument
 from mlspec.plan.model import FieldChange
-from mlspec.project import Project
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.overlay import PatchedDocument, merge_patch
 from mlspec.spec.validate import ParsedSpec

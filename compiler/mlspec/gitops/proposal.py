@@ -14,7 +14,7 @@ from mlspec.errors import UsageError
 from mlspec.git.runner import Git, GitError
 
 if TYPE_CHECKING:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
 
 def clean_commit(project: Project) -> str:

@@ -43,10 +43,11 @@ def repair_drift(context: CycleContext, events: list[Event]) -> bool:
         status.drift = drifted
         return True
     try:
-        _, applied = usecases.apply(
-            project, context.environment, validation=None, refresh=True, allow_destroy=context.allow_destroy,
-            who=context.actor, progress=context.progress,
-        )  # fmt: skip
+        with usecases.session(project, context.environment) as session:
+            _, applied = usecases.apply(
+                session, refresh=True, allow_destroy=context.allow_destroy, who=context.actor,
+                progress=context.progress,
+            )  # fmt: skip
     except Exception as exc:
         status.drift = drifted
         context.fail(commit, f"self-heal at {commit[:12]} failed: {describe(exc)}", events)

@@ -11,7 +11,7 @@ from mlspec.git.runner import Git, GitError
 from mlspec.gitops.events import Refusal
 
 if TYPE_CHECKING:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.spec.environment import EnvironmentSpec
 
@@ -63,8 +63,8 @@ class CommitSource:
 
     def project(self) -> Project:
         """The project as checked out in the clone (never one found above it)."""
+        from mlspec.app.project import Project
         from mlspec.load.discovery import PROJECT_FILE
-        from mlspec.project import Project
 
         if not (self.clone / PROJECT_FILE).is_file():
             raise MlspecError(f"no {PROJECT_FILE} at the root of {self.repo} at this commit")

@@ -1,108 +1,91 @@
-"""The one place gitops calls the plan/apply workflow (and the day-2 operations).
+"""The one place gitops calls the application layer's plan/apply use cases (and the day-2 operations).
 
 The reconciler and promotion use only what this module offers, so a change to the
-workflow's API is adapted here and nowhere else in ``mlspec.gitops``. The workflow is
-imported lazily: ``mlspec reconcile --help`` and ``mlspec promote --help`` stay quick.
+application layer's API is adapted here and nowhere else in ``mlspec.gitops``. The
+application layer is imported lazily: ``mlspec reconcile --help`` and ``mlspec promote --help``
+stay quick.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from mlspec.gitops.events import Refusal
 
 if TYPE_CHECKING:
+    from mlspec.app.operations import MonitorOutcome
+    from mlspec.app.planning import PlanResult
+    from mlspec.app.project import Project
+    from mlspec.app.session import EnvironmentSession
     from mlspec.apply.reconciler import ApplyResult
-    from mlspec.apply.workflow import PlanResult
-    from mlspec.project import Project, ValidationResult
+    from mlspec.errors import PlanRefused
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.state.store import StateStore
-    from mlspec.targets.local.operations import MonitorOutcome
+
+
+def session(project: Project, environment: str) -> EnvironmentSession:
+    """One environment session: the specs validated, resolved and checked once, one state store."""
+    return project.session(environment)
 
 
 def apply(
-    project: Project,
-    environment: str,
+    session: EnvironmentSession,
     *,
-    validation: ValidationResult | None,
     refresh: bool,
     allow_destroy: bool,
     who: str,
     progress: Callable[[str], None],
 ) -> tuple[PlanResult, ApplyResult | None]:
-    """Plan and apply ``environment``; a plan the workflow refuses raises :class:`Refusal` with its reason.
+    """Plan and apply the session's environment; a refused plan raises :class:`Refusal` with its reason as data."""
+    from mlspec.app.applying import apply_session
+    from mlspec.app.options import ApplyOptions, PlanOptions
+    from mlspec.errors import PlanRefused
 
-    With ``validation`` (the project's, already computed), a refusal by policy names the denies.
-    """
-    from mlspec.apply.workflow import PlanRefused, apply_environment
-
+    options = ApplyOptions(plan=PlanOptions(refresh=refresh, who=who), allow_destroy=allow_destroy)
     try:
-        return apply_environment(
-            project, environment, refresh=refresh, allow_destroy=allow_destroy, who=who, progress=progress
-        )
+        return apply_session(session, options, progress=progress)
     except PlanRefused as exc:
-        if validation is None:
-            raise Refusal(exc.message) from None
-        raise Refusal(*_refusal_reason(project, environment, exc.message, validation)) from None
-
-
-def plan(project: Project, environment: str, validation: ValidationResult) -> PlanResult:
-    """The plan for ``environment`` against its recorded state, from an already computed validation."""
-    from mlspec.apply.workflow import plan_environment
-
-    return plan_environment(project, environment, validation=validation)
+        raise Refusal(*refusal_reason(exc)) from None
 
 
 def plan_live(project: Project, environment: str) -> PlanResult:
     """The plan against the live target (``refresh``): what differs from what was applied."""
-    from mlspec.apply.workflow import plan_environment
+    from mlspec.app.options import PlanOptions
 
-    return plan_environment(project, environment, refresh=True)
+    return project.plan(environment, PlanOptions(refresh=True))
 
 
 def runs_engines(graph: ResolvedGraph) -> bool:
     """Whether the environment runs mlspec's local engines (training, serving, monitoring)."""
-    from mlspec.apply.workflow import runs_engines as engines
+    from mlspec.app.paths import runs_engines as engines
 
     return engines(graph)
 
 
-@contextlib.contextmanager
-def state_store(project: Project) -> Iterator[StateStore]:
-    """The project's state store, closed when the block ends."""
-    from mlspec.apply.workflow import state_store as open_store
-
-    store = open_store(project)
-    try:
-        yield store
-    finally:
-        store.close()
+def state_store(project: Project) -> StateStore:
+    """The project's state store; use it as a context manager so it closes."""
+    return project.state_store()
 
 
-def project_at(project: Project, revision: str) -> contextlib.AbstractContextManager[Project]:
+def project_at(project: Project, revision: str) -> AbstractContextManager[Project]:
     """The project as committed at ``revision``, in a temporary folder, sharing the real project's state."""
-    from mlspec.apply.workflow import project_at as at
+    from mlspec.app.rollback import project_at as at
 
     return at(project, revision)
 
 
 def monitor(project: Project, environment: str, progress: Callable[[str], None]) -> list[MonitorOutcome]:
     """One drift-monitoring pass over the environment's monitored Deployments."""
-    from mlspec.targets.local.operations import monitor as run_monitoring
-
-    return run_monitoring(project, environment, progress=progress)
+    return project.monitor(environment, progress=progress)
 
 
-def _refusal_reason(project: Project, environment: str, message: str, validation: Any) -> tuple[str, dict[str, Any]]:
-    """A refused plan's reason: the policy denies, named, when policies refused it."""
-    if "policy" not in message:  # the workflow's refusal carries no findings yet: recompute them
-        return message, {}
-    checked = project.check([environment], validation=validation)
-    blocking = [f for f in checked.findings if f.blocking]
+def refusal_reason(exc: PlanRefused) -> tuple[str, dict[str, Any]]:
+    """A refused plan's reason, from the data the refusal carries: the policy denies, named, when policy refused it."""
+    blocking = exc.findings if exc.reason == "policy" else ()
     if not blocking:
-        return message, {}
+        return exc.message, {}
     named = "; ".join(f"{f.policy} on {f.resource}: {f.message}" for f in blocking[:3])
     more = f"; +{len(blocking) - 3} more" if len(blocking) > 3 else ""
     reason = f"{len(blocking)} policy deny ({named}{more})"

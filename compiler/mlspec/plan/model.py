@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlspec.hashing import canonical, digest
+from mlspec.policy.findings import Finding
 
-PLAN_SCHEMA_VERSION = 1
+# 2: the plan records the policy findings it was made with ("findings"); version 1 files still read.
+PLAN_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 Action = Literal["create", "update", "delete", "noop"]
 Classification = Literal["breaking", "needs-retrain", "safe", "metadata"]
 SYMBOLS = {"create": "+", "update": "~", "delete": "-", "noop": " "}
@@ -53,6 +56,13 @@ class Plan:
     desired_hash: str
     changes: tuple[Change, ...]
     schema_version: int = PLAN_SCHEMA_VERSION
+    # the policy findings the plan was made with; not part of plan_hash (the changes are what apply checks)
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def blocking(self) -> tuple[Finding, ...]:
+        """The findings that make apply refuse this plan (failed denies, expired waivers included)."""
+        return tuple(f for f in self.findings if f.blocking)
 
     @property
     def pending(self) -> tuple[Change, ...]:
@@ -101,8 +111,10 @@ class Plan:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """The documented JSON form (schema_version 1)."""
+        """The documented JSON form (schema_version 2: with the policy findings)."""
         data = self._body()
+        if self.schema_version >= 2:
+            data["findings"] = [f.to_dict() for f in self.findings]
         data["plan_hash"] = self.plan_hash
         data["summary"] = self.counts()
         return data
@@ -117,8 +129,12 @@ class Plan:
         """Read a saved plan; refuses other schema versions and edited files."""
         if not isinstance(data, dict):
             raise ValueError("not a plan document (a JSON object)")
-        if data.get("schema_version") != PLAN_SCHEMA_VERSION:
-            raise ValueError(f"plan schema_version {data.get('schema_version')!r} is not {PLAN_SCHEMA_VERSION}")
+        version = data.get("schema_version")
+        if version not in READABLE_SCHEMA_VERSIONS:
+            raise ValueError(
+                f"plan schema_version {version!r} is not one this mlspec reads "
+                f"({', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); make the plan again with this version"
+            )
         changes = tuple(
             Change(
                 ref=c["ref"],
@@ -132,9 +148,11 @@ class Plan:
             )
             for c in data["changes"]
         )
+        findings = tuple(Finding.from_dict(f) for f in data.get("findings", []))
         plan = cls(
-            data["environment"], data["project"], data["revision"], data["state_serial"], data["desired_hash"], changes
-        )
+            data["environment"], data["project"], data["revision"], data["state_serial"], data["desired_hash"], changes,
+            schema_version=version, findings=findings,
+        )  # fmt: skip
         if data.get("plan_hash") != plan.plan_hash:
             raise ValueError("the plan file was edited after it was made (its hash is missing or does not match)")
         return plan

@@ -5,18 +5,25 @@ package under ``data.mlspec.policies``; the whole graph is ``data.mlspec.graph``
 so a policy can follow a Deployment to its model's training data. Evaluation runs
 in a child process with a time limit: a policy that errors, runs too long, or an
 engine that crashes produces a deny finding, never a silent pass.
+
+With a ``ResultCache``, the embedded engine's raw results are kept per exact input
+(every policy file's text, the graph and the environment as the policies see them):
+the same input gives the same results, so an unchanged environment is not evaluated
+again. Locations are mapped from the live specs every time, and errors are never kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import json
 import multiprocessing
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlspec.diagnostics import Location
 from mlspec.load.discovery import display_path
@@ -30,6 +37,18 @@ LIBRARY = Path(__file__).parent / "library"
 ROOT_QUERY = "data.mlspec.policies"
 _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _REGO_LOCATION = re.compile(r"-->\s*(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+)")
+CACHE_NAMESPACE = "policy-results/1"
+Raw = list[tuple[str, str, Any]]  # (subject ref, "deny" | "warn", the policy's output object)
+
+
+class ResultCache(Protocol):
+    """Where raw policy results are kept by input (``mlspec.render.cache.RenderCache`` is one)."""
+
+    def lookup(self, namespace: str, inputs: Any) -> bytes | None:
+        """Kept bytes for ``inputs``, if any."""
+
+    def store(self, namespace: str, inputs: Any, content: bytes) -> None:
+        """Keep ``content`` for ``inputs``."""
 
 
 @dataclass(frozen=True)
@@ -76,41 +95,73 @@ def check_graph(
     today: dt.date | None = None,
     timeout: float = 60.0,
     engine_factory: Callable[[], PolicyEngine] = RegorusEngine,
+    cache: ResultCache | None = None,
 ) -> list[Finding]:
     """Every finding for one environment, waivers applied, in a stable order."""
-    raw = _isolated(lambda: _evaluate(graph, project, policies, engine_factory), timeout, graph)
-    findings = apply_waivers(raw, graph.waivers, graph.name, today or dt.date.today())
+    documents = _documents(graph, project)
+    key = _cache_key(documents, policies) if cache is not None and engine_factory is RegorusEngine else None
+    kept = cache.lookup(CACHE_NAMESPACE, key) if cache is not None and key is not None else None
+    if kept is not None:
+        raw: Raw = [(str(ref), str(severity), item) for ref, severity, item in json.loads(kept)]
+        errors: list[Finding] = []
+    else:
+        raw, errors = _isolated(lambda: _evaluate(graph, documents, policies, engine_factory), timeout, graph)
+        if cache is not None and key is not None and not errors:
+            with contextlib.suppress(OSError):  # a read-only checkout still checks, just without keeping results
+                cache.store(CACHE_NAMESPACE, key, json.dumps(raw, default=list).encode())
+    subjects = {spec.ref: spec for spec in (graph.environment, *graph.resources.values())}
+    found = errors or [_finding(item, severity, subjects[ref], graph) for ref, severity, item in raw]
+    findings = apply_waivers(found, graph.waivers, graph.name, today or dt.date.today())
     return sorted(findings, key=Finding.sort_key)
 
 
+def _documents(graph: ResolvedGraph, project: str) -> dict[str, Any]:
+    """What the policies see: ``data.mlspec.graph``, the environment, the project, the subjects in order."""
+    environment = {"name": graph.name, "spec": resource_document(graph.environment)["spec"]}
+    subjects = [graph.environment, *(graph.resources[ref] for ref in graph.order)]
+    return {
+        "graph": graph_document(graph),
+        "environment": environment,
+        "project": {"name": project},
+        "subjects": [resource_document(spec) for spec in subjects],
+    }
+
+
+def _cache_key(documents: dict[str, Any], policies: PolicySet) -> dict[str, Any] | None:
+    """Every input of an evaluation; None when a policy file cannot be read (evaluation reports it)."""
+    try:
+        texts = [(display_path(path), path.read_text(encoding="utf-8")) for path in policies.files]
+    except (OSError, UnicodeDecodeError):
+        return None
+    return {"policies": texts, "documents": documents}
+
+
 def _evaluate(
-    graph: ResolvedGraph, project: str, policies: PolicySet, engine_factory: Callable[[], PolicyEngine]
-) -> list[Finding]:
+    graph: ResolvedGraph, documents: dict[str, Any], policies: PolicySet, engine_factory: Callable[[], PolicyEngine]
+) -> tuple[Raw, list[Finding]]:
+    """The policies' raw results per subject, or (nothing, the deny findings that say why evaluation failed)."""
     try:
         engine = engine_factory()
     except PolicyEngineError as exc:
-        return [_policy_error(graph, f"the policy engine did not start: {exc}", None)]
+        return [], [_policy_error(graph, f"the policy engine did not start: {exc}", None)]
     for path in policies.files:
         try:
             engine.add_policy(display_path(path), path.read_text(encoding="utf-8"))
         except (PolicyEngineError, OSError, UnicodeDecodeError) as exc:
-            return [_policy_error(graph, f"policy file {display_path(path)} does not load: {exc}", path)]
+            return [], [_policy_error(graph, f"policy file {display_path(path)} does not load: {exc}", path)]
     try:
-        engine.set_data({"mlspec": {"graph": graph_document(graph)}})
+        engine.set_data({"mlspec": {"graph": documents["graph"]}})
     except PolicyEngineError as exc:
-        return [_policy_error(graph, f"policy data could not be loaded: {exc}", None)]
-    environment = {"name": graph.name, "spec": resource_document(graph.environment)["spec"]}
-    subjects = [graph.environment, *(graph.resources[ref] for ref in graph.order)]
-    findings: list[Finding] = []
-    for spec in subjects:
-        document = {"resource": resource_document(spec), "environment": environment, "project": {"name": project}}
+        return [], [_policy_error(graph, f"policy data could not be loaded: {exc}", None)]
+    raw: Raw = []
+    for resource in documents["subjects"]:
+        document = {"resource": resource, "environment": documents["environment"], "project": documents["project"]}
         try:
             result = engine.evaluate(ROOT_QUERY, document)
         except PolicyEngineError as exc:
-            return [_policy_error(graph, f"policy evaluation failed for {spec.ref}: {exc}", None)]
-        for severity, item in _walk(result):
-            findings.append(_finding(item, severity, spec, graph))
-    return findings
+            return [], [_policy_error(graph, f"policy evaluation failed for {resource['ref']}: {exc}", None)]
+        raw.extend((resource["ref"], severity, item) for severity, item in _walk(result))
+    return raw, []
 
 
 def _walk(node: Any) -> Iterator[tuple[str, Any]]:
@@ -172,7 +223,7 @@ def _policy_error(graph: ResolvedGraph, message: str, path: Path | None) -> Find
     )
 
 
-def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> list[Finding]:
+def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> tuple[Raw, list[Finding]]:
     """Run ``work`` in a forked child with a time limit; any failure becomes a deny finding."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
@@ -191,9 +242,8 @@ def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> list[Finding]:
     try:
         if not receiver.poll(timeout):
             process.kill()
-            return [
-                _policy_error(graph, f"policy evaluation did not finish within {timeout:g} s and was stopped", None)
-            ]
+            stopped = f"policy evaluation did not finish within {timeout:g} s and was stopped"
+            return [], [_policy_error(graph, stopped, None)]
         status, payload = receiver.recv()
     except EOFError:
         status, payload = "error", f"the policy engine crashed (exit code {process.exitcode})"
@@ -201,9 +251,9 @@ def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> list[Finding]:
         process.join(timeout=5)
         receiver.close()
     if status == "ok":
-        findings: list[Finding] = payload
-        return findings
-    return [_policy_error(graph, f"policy evaluation failed: {payload}", None)]
+        outcome: tuple[Raw, list[Finding]] = payload
+        return outcome
+    return [], [_policy_error(graph, f"policy evaluation failed: {payload}", None)]
 
 
 def engine_factory(engine: str, opa_url: str | None, timeout: float) -> Callable[[], PolicyEngine]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from mlspec.diagnostics import Location
 
@@ -34,6 +34,31 @@ class Finding:
     def waived_by(self, waiver: str) -> Finding:
         """The same finding, waived by ``waiver`` (still reported)."""
         return replace(self, status="waived", waiver=waiver)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The finding as JSON-ready data (what a saved plan records)."""
+        return {
+            "policy": self.policy,
+            "severity": self.severity,
+            "status": self.status,
+            "message": self.message,
+            "resource": self.resource,
+            "environment": self.environment,
+            "location": {"file": self.location.file, "line": self.location.line, "column": self.location.column},
+            "path": self.path,
+            "hint": self.hint,
+            "waiver": self.waiver,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        """Read a finding written by ``to_dict``."""
+        where = data["location"]
+        return cls(
+            data["policy"], data["severity"], data["message"], data["resource"], data["environment"],
+            Location(where["file"], int(where["line"]), int(where["column"])),
+            data.get("path", ""), data.get("hint", ""), data.get("status", "failed"), data.get("waiver", ""),
+        )  # fmt: skip
 
     def sort_key(self) -> tuple[str, str, int, int, str]:
         """Stable order: environment, file, position, policy."""

@@ -2,7 +2,7 @@
 
 Example::
 
-    from mlspec.project import Project
+    from mlspec.app.project import Project
     from mlspec.report.compliance import build_compliance
     from mlspec.report.views import render_markdown
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from mlspec.diagnostics import Location
 
 if TYPE_CHECKING:
+    from mlspec.app.project import Project
     from mlspec.policy.findings import Finding
-    from mlspec.project import Project
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.spec.deployment import DeploymentSpec
     from mlspec.spec.validate import ParsedSpec
@@ -142,22 +142,23 @@ def build_compliance(
     ``today`` judges waiver expiry (default: the current date); it appears in the report only
     with ``show_date``, so the same specs give the same bytes on any day.
     """
-    from mlspec.policy.evaluate import PolicySet
     from mlspec.report.policies import declared_policy_ids
 
-    validation = project.validate()
-    resolution = project.resolve(environment, validation)
-    graph = resolution.graph
-    if graph is None or not resolution.ok:
-        errors = tuple(f"{d.location}: {d.code}: {d.message}" for d in resolution.diagnostics if d.severity == "error")
-        return _empty(project.name, environment, errors)
     day = today or dt.date.today()
-    result = project.check([environment], today=day, validation=validation)
+    with project.session(environment, today=day) as session:  # one validation, resolution and policy evaluation
+        resolution = session.resolution
+        graph = resolution.graph
+        if graph is None or not resolution.ok:
+            errors = tuple(
+                f"{d.location}: {d.code}: {d.message}" for d in resolution.diagnostics if d.severity == "error"
+            )
+            return _empty(project.name, environment, errors)
+        result = session.check()
     if not result.ok and any(d.severity == "error" for d in result.diagnostics):
         errors = tuple(f"{d.location}: {d.code}: {d.message}" for d in result.diagnostics if d.severity == "error")
         return _empty(project.name, environment, errors)
     findings = [f for f in result.findings if f.environment == environment]
-    files = PolicySet.for_project(project.root / project.settings.policies).files
+    files = project.policy_set().files
     policies = tuple(sorted({*declared_policy_ids(files), *(f.policy for f in findings)}))
     env = graph.env.spec
     sensitive = _sensitive_sources(graph)

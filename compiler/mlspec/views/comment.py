@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 from mlspec.diagnostics import Diagnostic
 from mlspec.plan.model import SYMBOLS
 from mlspec.policy.findings import Finding
+from mlspec.views.plan import policy_cell as _policy_cell
 
 if TYPE_CHECKING:
-    from mlspec.apply.workflow import PlanResult
+    from mlspec.app.planning import PlanResult
+    from mlspec.app.validation import CheckResult
     from mlspec.gitops.changes import BranchReport
-    from mlspec.project import CheckResult
 
 COMMENT_LIMIT = 60_000  # GitHub caps comments at 65,536 characters
 FINDINGS_SHOWN = 15  # per list
@@ -87,13 +88,16 @@ def _plan_details(environment: str, result: PlanResult) -> list[str]:
     out = [
         f"<details><summary>{title}</summary>",
         "",
-        "| | resource | class | why |",
-        "|---|---|---|---|",
+        "| | resource | class | policy | why |",
+        "|---|---|---|---|---|",
     ]
     shown = pending[:CHANGES_SHOWN]
     for change in shown:
         reason = "; ".join(change.reasons)
-        out.append(f"| `{SYMBOLS[change.action]}` | `{change.ref}` | {change.classification} | {_cell(reason)} |")
+        policy = _policy_cell([f for f in result.findings if f.resource == change.ref])
+        out.append(
+            f"| `{SYMBOLS[change.action]}` | `{change.ref}` | {change.classification} | {policy} | {_cell(reason)} |"
+        )
     out.append("")
     out += _more(len(pending), len(shown), "changes")
     with_fields = [c for c in shown if c.fields]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from mlspec.views.style import Style
 
 if TYPE_CHECKING:
-    from mlspec.targets.local.operations import MonitorOutcome, PlatformStatus
+    from mlspec.app.operations import MonitorOutcome, PlatformStatus
 
 
 def render_status_text(status: PlatformStatus, style: Style) -> str:

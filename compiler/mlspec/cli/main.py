@@ -1,4 +1,4 @@
-"""The mlspec command line: a thin layer over the Python API in mlspec.project.
+"""The mlspec command group and entry point, and the compile commands (validate, check, graph, render...).
 
 Exit codes: 0 ok, 1 findings (or a failed apply), 2 usage error, 3 internal error.
 """
@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 import click
 
 from mlspec import __version__
+from mlspec.cli.options import PROJECT_OPTION, format_option
 from mlspec.errors import MlspecError
 
 if TYPE_CHECKING:
-    from mlspec.project import Resolution
+    from mlspec.app.validation import Resolution
 
+from mlspec.cli.options import COLOR_OPTION, env_option, environment, open_project
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
 
@@ -37,7 +39,7 @@ def cli() -> None:
     show_default=True,
     help="text: with source excerpts; compact: one line each; json: for machines.",
 )
-@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@COLOR_OPTION
 def validate(paths: tuple[Path, ...], fmt: str, color: str) -> int:
     """Validate specs and report every problem at once.
 
@@ -45,7 +47,8 @@ def validate(paths: tuple[Path, ...], fmt: str, color: str) -> int:
     current folder. A folder holding mlspec.yaml is validated as that project;
     other files and folders are validated together on their own.
     """
-    from mlspec.project import Project, ValidationResult, validate_paths
+    from mlspec.app.project import Project
+    from mlspec.app.validation import ValidationResult, validate_paths
     from mlspec.views.diagnostics_json import render_json
     from mlspec.views.diagnostics_text import render_compact, render_diagnostics
     from mlspec.views.style import Style, use_color
@@ -79,13 +82,13 @@ def validate(paths: tuple[Path, ...], fmt: str, color: str) -> int:
     return EXIT_OK
 
 
-def _resolve_or_exit(path: Path | None, env: str, fmt_color: str = "auto") -> Resolution:
+def _resolve_or_exit(path: Path | None, env: str | None, fmt_color: str = "auto") -> Resolution:
     """Resolve one environment, printing the problems and exiting 1 when there are any."""
-    from mlspec.project import Project
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.style import Style, use_color
 
-    resolution = Project.open(path or Path.cwd()).resolve(env)
+    project = open_project(path)
+    resolution = project.resolve(environment(project, env))
     if not resolution.ok:
         style = Style(use_color(sys.stdout, fmt_color))
         click.echo(render_diagnostics(resolution.diagnostics, style), color=style.enabled)
@@ -105,16 +108,14 @@ def _resolve_or_exit(path: Path | None, env: str, fmt_color: str = "auto") -> Re
     help="sarif: GitHub code scanning; junit: CI test reports; github: Actions annotations.",
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to a file instead of stdout.")
-@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@COLOR_OPTION
 @click.option(
     "--changed-since",
     "changed_since",
     metavar="REF",
     help="Report only on the resources this branch changes since its merge base with the git REF (and dependants).",
 )
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
+@PROJECT_OPTION
 def check(
     *,
     envs: tuple[str, ...],
@@ -131,12 +132,12 @@ def check(
     as waived; expired waivers deny. With --changed-since, only the findings about
     what the branch changes are reported (exactly as a full check reports them).
     """
-    from mlspec.project import CheckResult, Project
+    from mlspec.app.validation import CheckResult
     from mlspec.views import findings_text as views
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.style import Style, use_color
 
-    project = Project.open(path or Path.cwd())
+    project = open_project(path)
     selected = None if all_envs else (list(envs) or None)
     scope_line = ""
     if changed_since is None:
@@ -193,18 +194,11 @@ def policy() -> None:
 
 
 @policy.command("test")
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
+@PROJECT_OPTION
 @click.option("-v", "--verbose", is_flag=True, help="List every test, not only failures.")
 def policy_test(path: Path | None, verbose: bool) -> int:
     """Run every test_ rule of the *_test.rego files, like `opa test`."""
-    from mlspec.policy.evaluate import policy_files
-    from mlspec.policy.testing import run_policy_tests
-    from mlspec.project import Project
-
-    project = Project.open(path or Path.cwd())
-    results = run_policy_tests(policy_files(project.root / project.settings.policies))
+    results = open_project(path).test_policies()
     for r in results:
         if verbose or not r.passed:
             status = "PASS" if r.passed else "FAIL"
@@ -217,12 +211,10 @@ def policy_test(path: Path | None, verbose: bool) -> int:
 
 
 @cli.command()
-@click.option("--env", "env", required=True, help="Environment to resolve.")
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
-def graph(env: str, fmt: str, path: Path | None) -> int:
+@env_option("resolve")
+@format_option(["text", "mermaid", "dot"])
+@PROJECT_OPTION
+def graph(env: str | None, fmt: str, path: Path | None) -> int:
     """Show an environment's resources in dependency (apply) order."""
     from mlspec.views import graph as views
 
@@ -244,9 +236,7 @@ def graph(env: str, fmt: str, path: Path | None) -> int:
     help="Only these renderers (feast, kfp, kubernetes, argocd, mlflow, monitoring).",
 )
 @click.option("--no-cache", is_flag=True, help="Render everything afresh instead of reusing cached output.")
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
+@PROJECT_OPTION
 def render(
     *,
     envs: tuple[str, ...],
@@ -262,23 +252,14 @@ def render(
     rendered/ shows only real changes. manifest.json lists every file with its
     sha256 and the specs it came from.
     """
+    from mlspec.app.rendering import check_targets
     from mlspec.errors import UsageError
     from mlspec.load.discovery import display_path
-    from mlspec.project import Project
-    from mlspec.render.registry import RENDERERS
-    from mlspec.render.write import write_tree
-    from mlspec.spec.suggest import did_you_mean
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.style import Style, use_color
 
-    for target in targets:
-        if target not in RENDERERS:
-            guess = did_you_mean(target, RENDERERS)
-            raise UsageError(
-                f"unknown target '{target}'",
-                hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(RENDERERS)}",
-            )
-    project = Project.open(path or Path.cwd())
+    check_targets(targets)  # before looking for a project: a wrong name is reported first
+    project = open_project(path)
     validation = project.validate()
     style = Style(use_color(sys.stdout, "auto"))
     if not validation.ok:  # reported once, not once per environment
@@ -290,16 +271,15 @@ def render(
     out_root = output or project.root / "rendered"
     failed = False
     for name in names:
-        resolution, result = project.render(
-            name, targets or None, project.resolve(name, validation), use_cache=not no_cache
+        resolution, result, summary = project.render_to(
+            name, out_root / name, validation, targets=targets, use_cache=not no_cache
         )
         problems = resolution.diagnostics if result is None else result.diagnostics
         if problems:
             click.echo(render_diagnostics(problems, style), color=style.enabled)
-        if result is None or not result.ok:
+        if result is None or summary is None:
             failed = True
             continue
-        summary = write_tree(out_root / name, result.artifacts)
         click.echo(
             f"{name}: {len(result.artifacts)} files in {display_path(out_root / name)} "
             f"({len(summary.written)} written, {len(summary.unchanged)} unchanged, {len(summary.removed)} removed)"
@@ -352,9 +332,13 @@ def init(directory: Path, name: str | None, force: bool) -> int:
 
 
 def _register_lifecycle() -> None:
-    from mlspec import cli_edge, cli_pr, cli_promote, cli_reconcile, cli_report
-    from mlspec.cli_lifecycle import lifecycle
-    from mlspec.cli_platform import platform
+    from mlspec.cli import edge as cli_edge
+    from mlspec.cli import pr as cli_pr
+    from mlspec.cli import promote as cli_promote
+    from mlspec.cli import reconcile as cli_reconcile
+    from mlspec.cli import report as cli_report
+    from mlspec.cli.lifecycle import lifecycle
+    from mlspec.cli.platform import platform
 
     groups = (
         lifecycle,

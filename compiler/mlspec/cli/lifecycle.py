@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project, terminal_style
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -17,17 +18,11 @@ def lifecycle() -> None:
     """Holder for the lifecycle commands; each is added to the main CLI."""
 
 
-PROJECT_OPTION = click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
-
-
 def _print_problems(diagnostics: Any, findings: Any) -> None:
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.findings_text import render_findings_text
-    from mlspec.views.style import Style, use_color
 
-    style = Style(use_color(sys.stdout, "auto"))
+    style = terminal_style()
     if diagnostics:
         click.echo(render_diagnostics(diagnostics, style), color=style.enabled)
     blocking = [f for f in findings if f.blocking]
@@ -36,9 +31,9 @@ def _print_problems(diagnostics: Any, findings: Any) -> None:
 
 
 @lifecycle.command()
-@click.option("--env", "env", required=True, help="Environment to plan.")
+@env_option("plan")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Save the plan (JSON) for 'mlspec apply PLAN'.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@format_option(["text", "markdown", "json"])
 @click.option("--no-prune", is_flag=True, help="Keep resources that were removed from the specs.")
 @click.option("--refresh", is_flag=True, help="Read live state first; drifted resources are planned as updates.")
 @click.option(
@@ -51,7 +46,7 @@ def _print_problems(diagnostics: Any, findings: Any) -> None:
 @PROJECT_OPTION
 def plan(
     *,
-    env: str,
+    env: str | None,
     out: Path | None,
     fmt: str,
     no_prune: bool,
@@ -60,13 +55,15 @@ def plan(
     who: str | None,
     path: Path | None,
 ) -> int:
-    """Show what applying would change in an environment, and why."""
-    from mlspec.apply.workflow import plan_environment
-    from mlspec.project import Project
-    from mlspec.views import plan as views
-    from mlspec.views.style import Style, use_color
+    """Show what applying would change in an environment, why, and what the policies say about it.
 
-    project = Project.open(path or Path.cwd())
+    Exit 1 when apply would refuse the plan: an un-waived deny or an expired waiver.
+    """
+    from mlspec.app.options import PlanOptions
+    from mlspec.app.planning import plan_session
+
+    project = open_project(path)
+    env = environment(project, env)
     changes = None
     if changed_since is not None:
         from mlspec.errors import UsageError
@@ -78,35 +75,43 @@ def plan(
         if not changes.relevant and fmt != "json":
             click.echo(changes.nothing_line())
             return EXIT_OK
-    result = plan_environment(project, env, prune=not no_prune, refresh=refresh, who=who)
-    if result.plan is None:
-        _print_problems(result.diagnostics, result.findings)
-        return EXIT_FINDINGS
-    if changes is not None:
-        from mlspec.gitops.changes import affected, filter_plan
+    with project.session(env) as session:
+        result = plan_session(session, PlanOptions(prune=not no_prune, refresh=refresh, who=who))
+        if result.plan is None:
+            _print_problems(result.diagnostics, result.findings)
+            return EXIT_FINDINGS
+        if changes is not None:
+            from mlspec.gitops.changes import affected, filter_plan
 
-        refs = affected(result.graph, changes) if result.graph is not None else frozenset()
-        result = filter_plan(result, refs)
-        if not refs and fmt != "json":
-            click.echo(changes.nothing_line(env))
-            return EXIT_OK
-        if fmt == "text":
-            click.echo(changes.scope_line(len(refs), env))
+            refs = affected(result.graph, changes) if result.graph is not None else frozenset()
+            result = filter_plan(result, refs)
+            if not refs and fmt != "json":
+                click.echo(changes.nothing_line(env))
+                return EXIT_OK
+            if fmt == "text":
+                click.echo(changes.scope_line(len(refs), env))
+        _show_plan(session, result, fmt)
     assert result.plan is not None
+    if out is not None:
+        from mlspec.atomic import atomic_write
+        from mlspec.views.plan import render_plan_json
+
+        atomic_write(out, render_plan_json(result.plan).encode() + b"\n")
+        click.echo(f"saved plan to {out}; apply exactly it with: mlspec apply {out}")
+    return EXIT_FINDINGS if result.blocking else EXIT_OK
+
+
+def _show_plan(session: Any, result: Any, fmt: str) -> None:
+    from mlspec.views import plan as views
+
     if fmt == "json":
         click.echo(views.render_plan_json(result.plan))
     elif fmt == "markdown":
         click.echo(views.render_plan_markdown(result.plan))
     else:
-        style = Style(use_color(sys.stdout, "auto"))
+        style = terminal_style()
         click.echo(views.render_plan_text(result.plan, style), color=style.enabled)
-        _print_engine_steps(project, result)
-    if out is not None:
-        from mlspec.atomic import atomic_write
-
-        atomic_write(out, views.render_plan_json(result.plan).encode() + b"\n")
-        click.echo(f"saved plan to {out}; apply exactly it with: mlspec apply {out}")
-    return EXIT_OK
+        _print_engine_steps(session, result)
 
 
 def approver(style: Any, auto_approve: bool, question: str, verb: str) -> Callable[[Any], bool]:
@@ -125,10 +130,10 @@ def approver(style: Any, auto_approve: bool, question: str, verb: str) -> Callab
     return approve
 
 
-def _print_engine_steps(project: Any, result: Any) -> None:
-    from mlspec.apply.workflow import engine_steps
+def _print_engine_steps(session: Any, result: Any) -> None:
+    from mlspec.app.planning import engine_steps
 
-    steps = engine_steps(project, result)
+    steps = engine_steps(session, result)
     if steps:
         click.echo("On this machine, applying will also:")
         for ref, lines in steps.items():
@@ -171,32 +176,26 @@ def apply(
     path: Path | None,
 ) -> int:
     """Apply the specs (or exactly a saved plan) to an environment, one resource at a time."""
-    import json
 
-    from mlspec.apply.workflow import apply_environment
+    from mlspec.app.options import ApplyOptions, PlanOptions
+    from mlspec.app.planning import read_saved_plan
     from mlspec.errors import UsageError
-    from mlspec.plan.model import Plan
-    from mlspec.project import Project
-    from mlspec.views.style import Style, use_color
 
-    saved = None
-    if plan_file is not None:
-        try:
-            saved = Plan.from_dict(json.loads(plan_file.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UsageError(f"{plan_file} is not a valid mlspec plan: {exc}") from None
+    saved = read_saved_plan(plan_file) if plan_file is not None else None
+    if saved is not None:
         env = env or saved.environment
+    project = open_project(path)
+    env = project.environment_or_default(env)
     if env is None:
         raise UsageError("name an environment with --env, or pass a saved plan")
-    style = Style(use_color(sys.stdout, "auto"))
+    style = terminal_style()
 
     approve = approver(style, auto_approve or saved is not None, "Apply these changes?", "apply")
-
-    result, applied = apply_environment(
-        Project.open(path or Path.cwd()), env, saved=saved, prune=not no_prune, refresh=refresh,
-        allow_destroy=allow_destroy, lock_timeout=lock_timeout, who=who, approve=approve, progress=click.echo,
-        engines=not artifacts_only, allow_dirty=allow_dirty, direct=direct,
+    options = ApplyOptions(
+        plan=PlanOptions(prune=not no_prune, refresh=refresh, who=who), saved=saved, allow_destroy=allow_destroy,
+        allow_dirty=allow_dirty, lock_timeout=lock_timeout, engines=not artifacts_only, direct=direct,
     )  # fmt: skip
+    result, applied = project.apply(env, options, approve=approve, progress=click.echo)
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
         return EXIT_FINDINGS
@@ -222,14 +221,12 @@ def _report_apply(applied: Any, style: Any) -> int:
 
 
 @lifecycle.command("diff")
-@click.option("--env", "env", required=True, help="Environment to compare with its live target.")
+@env_option("compare with its live target")
 @PROJECT_OPTION
-def diff_command(env: str, path: Path | None) -> int:
+def diff_command(env: str | None, path: Path | None) -> int:
     """List drift: where the live target no longer matches what was applied."""
-    from mlspec.apply.workflow import drift
-    from mlspec.project import Project
-
-    report = drift(Project.open(path or Path.cwd()), env)
+    project = open_project(path)
+    report = project.drift(environment(project, env))
     for ref, changed in sorted(report.items()):
         click.echo(f"~ {ref}")
         for artifact, (applied, live) in sorted(changed.items()):
@@ -242,31 +239,21 @@ def diff_command(env: str, path: Path | None) -> int:
 
 
 @lifecycle.command()
-@click.option("--env", "env", required=True, help="Environment to roll back.")
+@env_option("roll back")
 @click.option("--to", "revision", required=True, help="Git revision whose specs to apply (commit, tag, branch).")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking.")
 @click.option("--allow-destroy", is_flag=True, help="Allow deleting production Deployments.")
 @PROJECT_OPTION
-def rollback(*, env: str, revision: str, auto_approve: bool, allow_destroy: bool, path: Path | None) -> int:
+def rollback(*, env: str | None, revision: str, auto_approve: bool, allow_destroy: bool, path: Path | None) -> int:
     """Plan and apply the specs as they were at a git revision (state and audit are shared)."""
-    from mlspec.apply.workflow import apply_environment, project_at
-    from mlspec.project import Project
-    from mlspec.views.style import Style, use_color
+    from mlspec.app.options import ApplyOptions
 
-    style = Style(use_color(sys.stdout, "auto"))
-
+    current = open_project(path)
+    env = environment(current, env)
+    style = terminal_style()
     approve = approver(style, auto_approve, f"Roll '{env}' back to {revision}?", "roll back")
-
-    current = Project.open(path or Path.cwd())
-    with project_at(current, revision) as old:
-        result, applied = apply_environment(
-            old,
-            env,
-            approve=approve,
-            allow_destroy=allow_destroy,
-            progress=click.echo,
-            revision=f"{_resolve(current.root, revision)} rollback to {revision}",
-        )
+    options = ApplyOptions(allow_destroy=allow_destroy)
+    result, applied = current.rollback(env, revision, options, approve=approve, progress=click.echo)
     if result.plan is None:
         _print_problems(result.diagnostics, result.findings)
         return EXIT_FINDINGS
@@ -275,13 +262,6 @@ def rollback(*, env: str, revision: str, auto_approve: bool, allow_destroy: bool
         return EXIT_OK
     click.echo(f"Rolled back to {revision}: " + ("complete" if applied.ok else "incomplete"))
     return EXIT_OK if applied.ok else EXIT_FINDINGS
-
-
-def _resolve(root: Path, revision: str) -> str:
-    import subprocess
-
-    out = subprocess.run(["git", "-C", str(root), "rev-parse", revision], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or revision
 
 
 def short_revision(revision: str) -> str:
@@ -301,10 +281,7 @@ def state() -> None:
 @PROJECT_OPTION
 def state_list(env: str | None, path: Path | None) -> int:
     """Every applied resource per environment, with when and by whom."""
-    from mlspec.apply.workflow import state_store
-    from mlspec.project import Project
-
-    store = state_store(Project.open(path or Path.cwd()))
+    store = open_project(path).state_store()
     try:
         for name in [env] if env else store.environments():
             current = store.read(name)
@@ -325,18 +302,18 @@ def state_list(env: str | None, path: Path | None) -> int:
 
 
 @state.command("show")
-@click.option("--env", "env", required=True)
+@env_option("read")
 @click.argument("ref")
 @PROJECT_OPTION
-def state_show(env: str, ref: str, path: Path | None) -> int:
+def state_show(env: str | None, ref: str, path: Path | None) -> int:
     """One applied resource as JSON."""
     import json
 
-    from mlspec.apply.workflow import state_store
     from mlspec.errors import UsageError
-    from mlspec.project import Project
 
-    store = state_store(Project.open(path or Path.cwd()))
+    project = open_project(path)
+    env = environment(project, env)
+    store = project.state_store()
     try:
         resource = store.read(env).resources.get(ref)
     finally:
@@ -348,14 +325,13 @@ def state_show(env: str, ref: str, path: Path | None) -> int:
 
 
 @state.command("unlock")
-@click.option("--env", "env", required=True)
+@env_option("unlock")
 @PROJECT_OPTION
-def state_unlock(env: str, path: Path | None) -> int:
+def state_unlock(env: str | None, path: Path | None) -> int:
     """Break an environment's lock (when its holder is gone)."""
-    from mlspec.apply.workflow import state_store
-    from mlspec.project import Project
-
-    store = state_store(Project.open(path or Path.cwd()))
+    project = open_project(path)
+    env = environment(project, env)
+    store = project.state_store()
     try:
         lock = store.break_lock(env)
     finally:
@@ -377,10 +353,7 @@ def audit() -> None:
 @PROJECT_OPTION
 def audit_log(env: str | None, path: Path | None) -> int:
     """Every apply: when, who, which revision and plan, and each change's result."""
-    from mlspec.apply.workflow import state_store
-    from mlspec.project import Project
-
-    store = state_store(Project.open(path or Path.cwd()))
+    store = open_project(path).state_store()
     try:
         for entry in store.audit(env):
             record = entry.record
@@ -430,24 +403,24 @@ def _audit_event_line(entry: Any) -> str:
 
 
 @audit.command("live")
-@click.option("--env", "env", required=True)
+@env_option("show")
 @click.option("--at", "at", help="ISO time, e.g. 2026-11-23T10:00:00+04:00 (default: now).")
 @PROJECT_OPTION
-def audit_live(env: str, at: str | None, path: Path | None) -> int:
+def audit_live(env: str | None, at: str | None, path: Path | None) -> int:
     """What was live in an environment at a time: every resource, and the model each Deployment served."""
     import datetime as dt
 
-    from mlspec.apply.workflow import state_store
     from mlspec.errors import UsageError
-    from mlspec.project import Project
 
+    project = open_project(path)
+    env = environment(project, env)
     try:
         moment = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
     except ValueError:
         raise UsageError(f"--at {at!r} is not an ISO time", hint="e.g. 2026-11-23T10:00:00+04:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    store = state_store(Project.open(path or Path.cwd()))
+    store = project.state_store()
     try:
         until = [e for e in store.audit(env) if dt.datetime.fromisoformat(e.at) <= moment]
     finally:
@@ -474,17 +447,8 @@ def audit_live(env: str, at: str | None, path: Path | None) -> int:
 @PROJECT_OPTION
 def audit_verify(path: Path | None) -> int:
     """Check the audit chain: any edited, removed or reordered record is reported."""
-    from mlspec.apply.workflow import state_store
-    from mlspec.project import Project
-    from mlspec.state.sqlite import verify_chain
-
-    store = state_store(Project.open(path or Path.cwd()))
-    try:
-        records = store.audit()
-    finally:
-        store.close()
-    problems = verify_chain(records)
+    count, problems = open_project(path).verify_audit()
     for problem in problems:
         click.echo(f"✗ {problem}")
-    click.echo(f"{len(records)} audit record(s): " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    click.echo(f"{count} audit record(s): " + ("intact" if not problems else f"{len(problems)} problem(s)"))
     return EXIT_OK if not problems else EXIT_FINDINGS

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mlspec.cli.options import PROJECT_OPTION, env_option, format_option
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -21,7 +22,7 @@ def report() -> None:
 
 
 @report.command()
-@click.option("--env", "env", required=True, help="Environment to report on.")
+@env_option("report on")
 @click.option(
     "--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True, help="Output format."
 )
@@ -31,22 +32,20 @@ def report() -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="Judge waiver expiry on this date (YYYY-MM-DD) and print it; default: today, not printed.",
 )
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
-def compliance(*, env: str, fmt: str, output: Path | None, today: dt.datetime | None, path: Path | None) -> int:
+@PROJECT_OPTION
+def compliance(*, env: str | None, fmt: str, output: Path | None, today: dt.datetime | None, path: Path | None) -> int:
     """Compliance of confidential and pii data in one environment.
 
     For every resource that holds or derives from such data: its lineage, the regions
     and encryption at each hop, the policies passed and failed, and the waivers in force.
     Exit 1 when a hop is outside the data residency or an un-waived deny exists.
     """
-    from mlspec.project import Project
-    from mlspec.report.compliance import build_compliance
+    from mlspec.cli.options import environment, open_project
     from mlspec.report.views import render_html, render_json, render_markdown
 
-    project = Project.open(path or Path.cwd())
-    result = build_compliance(project, env, today=today.date() if today else None, show_date=today is not None)
+    project = open_project(path)
+    env = environment(project, env)
+    result = project.compliance(env, today=today.date() if today else None, show_date=today is not None)
     text = {"md": render_markdown, "json": render_json, "html": render_html}[fmt](result)
     if output is not None:
         from mlspec.atomic import atomic_write
@@ -59,7 +58,7 @@ def compliance(*, env: str, fmt: str, output: Path | None, today: dt.datetime | 
 
 
 @commands.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 def doctor(*, fmt: str) -> int:
     """Installed versions of the engines mlspec drives, and known-incompatible combinations.
 

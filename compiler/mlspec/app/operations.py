@@ -29,7 +29,7 @@ from mlspec.targets.local.platform import LocalPlatform, expected_hashes
 from mlspec.targets.local.serving import ServerStatus
 
 if TYPE_CHECKING:
-    from mlspec.project import Project
+    from mlspec.app.project import Project
 
 
 # Below this many logged rows a per-feature drift verdict is mostly sampling noise (PSI's noise floor is
@@ -71,7 +71,7 @@ class MonitorOutcome:
 
 
 def _graph(project: Project, environment: str) -> ResolvedGraph:
-    from mlspec.apply.workflow import runs_engines
+    from mlspec.app.paths import runs_engines
 
     resolution = project.resolve(environment)
     if resolution.graph is None or not resolution.ok:
@@ -85,7 +85,7 @@ def _graph(project: Project, environment: str) -> ResolvedGraph:
 
 
 def _platform(project: Project, graph: ResolvedGraph) -> LocalPlatform:
-    from mlspec.apply.workflow import local_paths
+    from mlspec.app.paths import local_paths
 
     return LocalPlatform(local_paths(project, graph))
 
@@ -115,7 +115,7 @@ def settle_rollouts(
 
 def status(project: Project, environment: str) -> PlatformStatus:
     """Endpoints, versions, traffic weights and health of a local environment (settling finished rollouts)."""
-    from mlspec.apply.workflow import state_store
+    from mlspec.app.paths import state_store
 
     graph = _graph(project, environment)
     platform = _platform(project, graph)
@@ -202,7 +202,7 @@ def monitor(
 ) -> list[MonitorOutcome]:
     """Check every monitored Deployment for drift once; retrain and roll out again where the spec says so; run the
     batch Deployments whose schedule is due."""
-    from mlspec.apply.workflow import state_store
+    from mlspec.app.paths import state_store
 
     graph = _graph(project, environment)
     platform = _platform(project, graph)
@@ -395,7 +395,7 @@ def score_now(
     UsageError (exit 2) for a Deployment that does not exist, is not ``mode: batch`` or is not applied yet;
     MlspecError (exit 1) when the run fails.
     """
-    from mlspec.apply.workflow import state_store
+    from mlspec.app.paths import state_store
     from mlspec.errors import UsageError
     from mlspec.spec.suggest import did_you_mean
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from mlspec.cli.options import PROJECT_OPTION
 from mlspec.exit_codes import EXIT_OK
 
 
@@ -28,9 +29,7 @@ def _show(value: Any) -> str:
 @click.option("--branch", help="Name of the new branch (default: promote/<from>-to-<to>-<short sha>).")
 @click.option("--commit", "on_current", is_flag=True, help="Commit on the current branch instead of a new one.")
 @click.option("--no-pin", is_flag=True, help="Do not pin the model versions the source environment serves.")
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
+@PROJECT_OPTION
 def promote(
     *,
     names: tuple[str, ...],
@@ -52,10 +51,10 @@ def promote(
     branch (the working tree is not touched) or, with --commit, on the current
     branch. Refuses a dirty working tree. Exit 0, also when there is nothing to promote.
     """
+    from mlspec.cli.options import open_project
     from mlspec.gitops.promote import promote as run_promotion
-    from mlspec.project import Project
 
-    project = Project.open(path or Path.cwd())
+    project = open_project(path)
     result = run_promotion(
         project, target, source=source, names=names, branch=branch, on_current=on_current, pin=not no_pin
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mlspec.cli.options import PROJECT_OPTION
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -24,9 +25,7 @@ def commands() -> None:
     help="Only what this branch changes since its merge base with the git REF (and dependants).",
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the comment to a file instead of stdout.")
-@click.option(
-    "-C", "--project", "path", type=click.Path(path_type=Path), help="Project folder (default: find upwards)."
-)
+@PROJECT_OPTION
 def comment(
     *, envs: tuple[str, ...], all_envs: bool, changed_since: str | None, output: Path | None, path: Path | None
 ) -> int:
@@ -37,16 +36,16 @@ def comment(
     same bytes. Exit 1 when a blocking finding or an error exists (the comment is
     still written), 0 otherwise.
     """
+    from mlspec.cli.options import open_project
     from mlspec.errors import UsageError
     from mlspec.gitops.changes import branch_report, changed_files
-    from mlspec.project import Project
     from mlspec.views.comment import render_comment
 
     if not envs and not all_envs:
         raise UsageError("name the environments to plan: --env E (repeatable) or --all-envs")
     if envs and all_envs:
         raise UsageError("--env and --all-envs exclude each other")
-    project = Project.open(path or Path.cwd())
+    project = open_project(path)
     changes = changed_files(project, changed_since) if changed_since is not None else None
     report = branch_report(project, None if all_envs else list(envs), changes)
     text = render_comment(report)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlspec.cli_lifecycle import PROJECT_OPTION
+from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _summary(manifest: Manifest) -> str:
 @edge.command()
 @click.argument("package", type=click.Path(path_type=Path, exists=True))
 @trust_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 def verify(package: Path, public_key: Path | None, pin: str | None, trust_bundled_key: bool, fmt: str) -> int:
     """Verify PACKAGE (a folder or .tar.gz): signature by the trusted key, every file's sha256, nothing extra.
 
@@ -188,57 +188,20 @@ def run(package: Path, input_: str, public_key: Path | None, pin: str | None, tr
 
 @edge.command()
 @click.argument("deployment")
-@click.option("--env", "env", required=True, help="A local environment.")
+@env_option("build in (a local environment)")
 @PROJECT_OPTION
-def build(deployment: str, env: str, path: Path | None) -> int:
+def build(deployment: str, env: str | None, path: Path | None) -> int:
     """Build (or reuse) the signed package of an edge DEPLOYMENT in a local environment now.
 
     The registered model the Deployment names is verified, quantized and checked when the spec asks, signed and
     written under <data_dir>/edge/<deployment>/. The next apply records it in state (and reuses it).
     """
-    from mlspec.errors import MlspecError, UsageError
-    from mlspec.project import Project
-    from mlspec.render.monitoring import service_features
-    from mlspec.resolve.refs import SpecIndex
-    from mlspec.spec.deployment import Deployment
-    from mlspec.spec.training import TrainingPipeline
-    from mlspec.targets.base import TargetError
+    from mlspec.app.edge import EdgeBuildFailed
 
-    project = Project.open(path or Path.cwd())
-    resolution = project.resolve(env)
-    graph = resolution.graph
-    if graph is None or not resolution.ok:
-        raise MlspecError(f"environment '{env}' does not resolve", hint="run 'mlspec check' to see why")
-    from mlspec.apply.workflow import local_paths, runs_engines, state_store
-
-    if not runs_engines(graph):
-        raise UsageError(
-            f"'{env}' is not a local environment: its edge packages are built by CI from edge/{deployment}.json",
-            hint="render it with 'mlspec render --env ENV --target edge'",
-        )
-    spec = graph.resources.get(f"Deployment/{deployment}")
-    if spec is None or not isinstance(spec.model, Deployment):
-        names = [s.name for s in graph.of_kind("Deployment")]
-        raise UsageError(f"no Deployment '{deployment}' in '{env}'", hint=f"one of: {', '.join(names) or 'none'}")
-    if spec.model.spec.mode != "edge":
-        raise UsageError(f"Deployment '{deployment}' is mode: {spec.model.spec.mode}, not edge")
-    pipeline = SpecIndex(graph.resources.values()).models.get(spec.model.spec.model.name)
-    trainer = pipeline.model if pipeline is not None and isinstance(pipeline.model, TrainingPipeline) else None
-    service = spec.model.spec.features or (trainer.spec.features if trainer else None)
-    features = [{"name": f["name"], "dtype": f["dtype"]} for f in service_features(graph, service)] if service else None
-
-    from mlspec.targets.local.edge import EdgeEngine
-    from mlspec.targets.local.platform import LocalPlatform, expected_hashes
-
-    paths = local_paths(project, graph)
-    if not (paths.mlflow / "mlflow.db").is_file():
-        raise MlspecError(f"nothing is registered in '{env}' yet", hint=f"run 'mlspec apply --env {env}' first")
-    applied = state_store(project).read(env).resources
-    expected = expected_hashes(applied).get(spec.model.spec.model.name, {})
-    engine = EdgeEngine(paths, LocalPlatform(paths).registry)
+    project = open_project(path)
     try:
-        ids = engine.build(spec.model, trainer, expected, features=features or None, progress=click.echo)
-    except TargetError as exc:
+        ids = project.build_edge(environment(project, env), deployment, progress=click.echo)
+    except EdgeBuildFailed as exc:
         click.echo(f"✗ {exc}", err=True)
         return EXIT_FINDINGS
     click.echo(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from mlspec.cli_lifecycle import PROJECT_OPTION, _report_apply, approver
+from mlspec.cli.lifecycle import _report_apply, approver
+from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project, terminal_style
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
 
@@ -17,21 +17,19 @@ def platform() -> None:
 
 
 @platform.command()
-@click.option("--env", "env", required=True, help="A local environment.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@env_option("show (a local environment)")
+@format_option(["text", "json"])
 @PROJECT_OPTION
-def status(env: str, fmt: str, path: Path | None) -> int:
+def status(env: str | None, fmt: str, path: Path | None) -> int:
     """Endpoints, model versions, traffic weights and health of a local environment."""
-    from mlspec.project import Project
-    from mlspec.targets.local.operations import status as platform_status
     from mlspec.views.platform_text import render_status_text, status_json
-    from mlspec.views.style import Style, use_color
 
-    result = platform_status(Project.open(path or Path.cwd()), env)
+    project = open_project(path)
+    result = project.status(environment(project, env))
     if fmt == "json":
         click.echo(status_json(result))
     else:
-        style = Style(use_color(sys.stdout, "auto"))
+        style = terminal_style()
         click.echo(render_status_text(result, style), color=style.enabled)
     down = [s.deployment for s in result.servers if not s.ready]
     down += [job["deployment"] for job in result.batch if not job.get("last_run")]
@@ -40,41 +38,37 @@ def status(env: str, fmt: str, path: Path | None) -> int:
 
 
 @platform.command()
-@click.option("--env", "env", required=True, help="A local environment.")
+@env_option("monitor (a local environment)")
 @PROJECT_OPTION
-def monitor(env: str, path: Path | None) -> int:
+def monitor(env: str | None, path: Path | None) -> int:
     """Check served traffic for drift once (Evidently); retrain and roll out again where the spec says so; run the
     batch Deployments whose schedule (UTC cron) fired since their last run.
 
     Exits 1 when drift was found or a scheduled batch run failed.
     """
-    from mlspec.project import Project
-    from mlspec.targets.local.operations import monitor as run_monitor
     from mlspec.views.platform_text import render_monitor_text
-    from mlspec.views.style import Style, use_color
 
-    outcomes = run_monitor(Project.open(path or Path.cwd()), env, progress=click.echo)
-    style = Style(use_color(sys.stdout, "auto"))
+    project = open_project(path)
+    outcomes = project.monitor(environment(project, env), progress=click.echo)
+    style = terminal_style()
     click.echo(render_monitor_text(outcomes, style), color=style.enabled)
     return EXIT_FINDINGS if any(o.drifted or o.failed for o in outcomes) else EXIT_OK
 
 
 @platform.command()
 @click.argument("deployment")
-@click.option("--env", "env", required=True, help="A local environment.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@env_option("score in (a local environment)")
+@format_option(["text", "json"])
 @PROJECT_OPTION
-def score(deployment: str, env: str, fmt: str, path: Path | None) -> int:
+def score(deployment: str, env: str | None, fmt: str, path: Path | None) -> int:
     """Run an applied batch DEPLOYMENT now: score its entities into its sink (the KFP local runner).
 
     Exits 1 when the run failed, 2 when DEPLOYMENT is unknown, not mode: batch, or not applied.
     """
     import json
 
-    from mlspec.project import Project
-    from mlspec.targets.local.operations import score_now
-
-    summary = score_now(Project.open(path or Path.cwd()), env, deployment, progress=click.echo)
+    project = open_project(path)
+    summary = project.score(environment(project, env), deployment, progress=click.echo)
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_OK
@@ -89,25 +83,21 @@ def score(deployment: str, env: str, fmt: str, path: Path | None) -> int:
 
 
 @platform.command()
-@click.option("--env", "env", required=True, help="Environment to tear down.")
+@env_option("tear down")
 @click.option("--auto-approve", is_flag=True, help="Destroy without asking.")
 @click.option("--allow-destroy", is_flag=True, help="Needed for production environments.")
 @click.option("--as", "who", help="Who is destroying (default: git user or login).")
 @PROJECT_OPTION
-def destroy(env: str, auto_approve: bool, allow_destroy: bool, who: str | None, path: Path | None) -> int:
+def destroy(env: str | None, auto_approve: bool, allow_destroy: bool, who: str | None, path: Path | None) -> int:
     """Delete everything applied in an environment: servers stop, artifacts go (registered models stay)."""
-    from mlspec.apply.workflow import destroy_environment
-    from mlspec.project import Project
-    from mlspec.views.style import Style, use_color
+    from mlspec.app.options import DestroyOptions
 
-    style = Style(use_color(sys.stdout, "auto"))
-
+    project = open_project(path)
+    env = environment(project, env)
+    style = terminal_style()
     approve = approver(style, auto_approve, f"Destroy everything in '{env}'?", "destroy")
-
-    plan, applied = destroy_environment(
-        Project.open(path or Path.cwd()), env, allow_destroy=allow_destroy, who=who, approve=approve,
-        progress=click.echo,
-    )  # fmt: skip
+    options = DestroyOptions(allow_destroy=allow_destroy, who=who)
+    plan, applied = project.destroy(env, options, approve=approve, progress=click.echo)
     if applied is None:
         click.echo("Nothing to destroy." if plan is None or plan.empty else "Destroy cancelled.")
         return EXIT_OK

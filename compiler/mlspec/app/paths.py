@@ -1,0 +1,52 @@
+"""Where an environment's things live: its state store, its local folder, its output folder, its revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlspec.git.info import Revision
+from mlspec.git.info import revision as current_revision
+from mlspec.resolve.graph import ResolvedGraph
+
+if TYPE_CHECKING:
+    from mlspec.app.project import Project
+    from mlspec.state.store import StateStore
+    from mlspec.targets.local.paths import LocalPaths
+
+
+def state_store(project: Project) -> StateStore:
+    """The project's state: the backend its project file chooses (SQLite by default, or PostgreSQL)."""
+    from mlspec.state.store import open_store
+
+    return open_store(project.settings.state, project.home, project.name)
+
+
+def project_revision(project: Project, graph: ResolvedGraph) -> Revision:
+    """The commit the specs come from; the environment's own folders and the state never count as changes."""
+    state = project.home / project.settings.state.path
+    journals = tuple(state.with_name(state.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+    return current_revision(project.root, (project.home / ".mlspec", data_dir(project, graph), *journals))
+
+
+def data_dir(project: Project, graph: ResolvedGraph) -> Path:
+    """The environment's local folder: applied artifacts and, on a local tier, the engines' stores."""
+    return project.home / (graph.env.spec.data_dir or f".mlspec/{graph.name}")
+
+
+def output_dir(project: Project, graph: ResolvedGraph) -> Path:
+    """Where the output target writes an environment's artifacts."""
+    return data_dir(project, graph) / "output"
+
+
+def runs_engines(graph: ResolvedGraph) -> bool:
+    """A local-tier environment brings the platform up on this machine; the others hand artifacts to GitOps."""
+    return graph.env.spec.tier == "local"
+
+
+def local_paths(project: Project, graph: ResolvedGraph) -> LocalPaths:
+    """The local platform's folders for an environment."""
+    from mlspec.targets.local.paths import LocalPaths
+
+    encryption = graph.env.spec.encryption
+    return LocalPaths(graph.name, project.root, data_dir(project, graph), encryption.kms_key, encryption.signing_key)

@@ -1,0 +1,414 @@
+"""Project: the whole Python API, a facade over the stages and the use cases.
+
+Example::
+
+    from mlspec import Project
+    from mlspec.app import ApplyOptions
+
+    project = Project.open(".")
+    result = project.validate()
+    plan = project.plan("dev")            # the plan with the policy findings beside it
+    if not plan.refused:
+        project.apply("dev", ApplyOptions())
+
+Each method delegates: the stages (load, validate, resolve, policy, render, plan)
+live in their own packages; the use cases (plan, apply, destroy, rollback, day-2
+operations, edge build, reports) live in ``mlspec.app``. One environment's work
+runs in an ``EnvironmentSession`` that computes each stage once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlspec import __version__
+from mlspec.app.validation import CheckResult, Resolution, ValidationResult, validate_files
+from mlspec.diagnostics import Diagnostic, Location
+from mlspec.errors import ProjectNotFoundError, UsageError
+from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root, yaml_files
+from mlspec.load.limits import Limits
+from mlspec.load.yaml_loader import load_file
+from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_environment
+from mlspec.spec.project_file import ProjectFile, ProjectSpec
+from mlspec.spec.validate import validate_document
+
+if TYPE_CHECKING:
+    from mlspec.app.applying import Approve, Progress
+    from mlspec.app.operations import MonitorOutcome, PlatformStatus
+    from mlspec.app.options import ApplyOptions, DestroyOptions, PlanOptions
+    from mlspec.app.planning import Drift, PlanResult
+    from mlspec.app.session import EnvironmentSession
+    from mlspec.app.validation import ValidationResult as Validation
+    from mlspec.apply.reconciler import ApplyResult
+    from mlspec.plan.model import Plan
+    from mlspec.policy.evaluate import PolicySet
+    from mlspec.policy.findings import Finding
+    from mlspec.policy.testing import PolicyTestResult
+    from mlspec.render.cache import RenderCache
+    from mlspec.render.engine import RenderResult
+    from mlspec.render.write import WriteSummary
+    from mlspec.report.compliance import ComplianceReport
+    from mlspec.state.store import StateStore
+
+
+@dataclass(frozen=True)
+class Project:
+    """A platform repository: its root, its settings and its spec files."""
+
+    root: Path
+    settings: ProjectSpec
+    name: str
+    project_diagnostics: tuple[Diagnostic, ...] = field(default=())
+    _caches: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    state_root: Path | None = None  # where state, caches and outputs live; differs from root only in rollback
+
+    @property
+    def home(self) -> Path:
+        """The folder state, caches and environment outputs are relative to."""
+        return self.state_root or self.root
+
+    @classmethod
+    def open(cls, path: str | Path = ".") -> Project:
+        """Open the project whose mlspec.yaml is at or above ``path``."""
+        start = Path(path)
+        if not start.exists():
+            raise UsageError(f"path does not exist: {path}")
+        root = find_project_root(start)
+        if root is None:
+            raise ProjectNotFoundError(
+                f"no {PROJECT_FILE} found in {display_path(start.resolve())} or any parent directory",
+                hint="run 'mlspec init DIR' to create a project, or pass files to validate them on their own",
+            )
+        return cls._from_root(root)
+
+    @classmethod
+    def _from_root(cls, root: Path) -> Project:
+        display = display_path(root / PROJECT_FILE)
+        documents, diagnostics = load_file(root / PROJECT_FILE, display, Limits())
+        settings = ProjectSpec()
+        name = root.name
+        if documents:
+            if len(documents) > 1:
+                diagnostics.append(
+                    Diagnostic("invalid-value", f"{PROJECT_FILE} must hold one document", documents[1].location)
+                )
+            parsed, problems = validate_document(documents[0], {"Project": ProjectFile})
+            diagnostics.extend(problems)
+            if parsed is not None:
+                settings = parsed.model.spec  # type: ignore[attr-defined]
+                name = parsed.name
+        return cls(root, settings, name, tuple(diagnostics))
+
+    @property
+    def limits(self) -> Limits:
+        """Loader limits from the project settings."""
+        cfg = self.settings.limits
+        return Limits(cfg.max_file_bytes, cfg.max_depth, cfg.max_alias_nodes)
+
+    def spec_files(self) -> tuple[list[Path], list[Diagnostic]]:
+        """Every YAML file of the project's spec and environment folders."""
+        files: list[Path] = []
+        problems: list[Diagnostic] = []
+        folders = [*self.settings.specs, self.settings.environments]
+        for index, folder in enumerate(folders):
+            path = self.root / folder
+            if not path.exists():
+                key: tuple[str | int, ...] = (
+                    ("spec", "specs", index) if index < len(self.settings.specs) else ("spec", "environments")
+                )
+                problems.append(
+                    Diagnostic(
+                        "missing-directory",
+                        f"folder '{folder}' named in {PROJECT_FILE} does not exist",
+                        self._project_location(key),
+                        hint=f"create it, or fix the path in {PROJECT_FILE}",
+                    )
+                )
+                continue
+            files.extend(yaml_files(path))
+        return list(dict.fromkeys(files)), problems
+
+    def _project_location(self, path: tuple[str | int, ...]) -> Location:
+        documents, _ = load_file(self.root / PROJECT_FILE, display_path(self.root / PROJECT_FILE), Limits())
+        if documents:
+            return documents[0].locate(path)
+        return Location(display_path(self.root / PROJECT_FILE), 1, 1)
+
+    def validate(self) -> ValidationResult:
+        """Load and validate every spec of the project, and check references between them."""
+        files, problems = self.spec_files()
+        result = validate_files(files, self.limits)
+        diagnostics = sorted([*self.project_diagnostics, *problems, *result.diagnostics], key=Diagnostic.sort_key)
+        return ValidationResult(result.specs, tuple(diagnostics), result.files + 1)
+
+    def environments(self, validation: ValidationResult | None = None) -> list[str]:
+        """Names of the environments the project defines."""
+        return environment_names((validation or self.validate()).specs)
+
+    def resolve(self, environment: str, validation: ValidationResult | None = None) -> Resolution:
+        """Validate, then resolve ``environment``: overrides applied, references checked, graph ordered."""
+        validation = validation or self.validate()
+        if not validation.ok:
+            return Resolution(validation, None, validation.diagnostics)
+        graph, problems = resolve_environment(list(validation.specs), environment)
+        diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
+        return Resolution(validation, graph, diagnostics)
+
+    def check(
+        self,
+        environments: Sequence[str] | None = None,
+        *,
+        today: dt.date | None = None,
+        validation: ValidationResult | None = None,
+    ) -> CheckResult:
+        """Validate, resolve and evaluate every policy for ``environments`` (default: all of them)."""
+        validation = validation or self.validate()
+        if not validation.ok:
+            return CheckResult((), validation.diagnostics, (), len(validation.specs))
+        names = tuple(environments) if environments else tuple(self.environments(validation))
+        return self.check_sessions(validation, [self.session(name, validation, today=today) for name in names])
+
+    def check_sessions(self, validation: ValidationResult, sessions: Sequence[EnvironmentSession]) -> CheckResult:
+        """The check result of environment sessions made from ``validation`` (each evaluates its policies once)."""
+        if not validation.ok:
+            return CheckResult((), validation.diagnostics, (), len(validation.specs))
+        diagnostics: list[Diagnostic] = list(validation.diagnostics)
+        findings: list[Finding] = []
+        for session in sessions:
+            if session.graph is None:
+                diagnostics.extend(d for d in session.resolution.diagnostics if d not in diagnostics)
+                continue
+            findings.extend(session.findings)
+        names = tuple(s.environment for s in sessions)
+        return CheckResult(names, tuple(diagnostics), tuple(findings), len(validation.specs))
+
+    def policy_set(self) -> PolicySet:
+        """The policies in force: the built-in library and the project's policies folder (loaded once)."""
+        from mlspec.policy.evaluate import PolicySet
+
+        policies = self._caches.get("policies")
+        if not isinstance(policies, PolicySet):
+            policies = PolicySet.for_project(self.root / self.settings.policies)
+            self._caches["policies"] = policies
+        return policies
+
+    def evaluate_policies(self, graph: ResolvedGraph, *, today: dt.date | None = None) -> tuple[Finding, ...]:
+        """Every policy finding for one resolved environment, waivers applied (``today`` judges expiry)."""
+        from mlspec.policy.evaluate import check_graph, engine_factory
+
+        config = self.settings.policy
+        factory = engine_factory(config.engine, config.opa_url, config.timeout_seconds)
+        found = check_graph(
+            graph, self.name, self.policy_set(), today=today, timeout=config.timeout_seconds,
+            engine_factory=factory, cache=self._cache("policy"),
+        )  # fmt: skip
+        return tuple(found)
+
+    def _render_cache(self) -> RenderCache:
+        # one cache per Project, so environments rendered together share its memory layer
+        return self._cache("render")
+
+    def _cache(self, name: str) -> RenderCache:
+        """The project's content-hash cache called ``name`` (rendered bytes, policy results), made once."""
+        from mlspec.render.cache import RenderCache
+
+        cache = self._caches.get(name)
+        if not isinstance(cache, RenderCache):
+            cache = RenderCache(self.cache_dir / name)
+            self._caches[name] = cache
+        return cache
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where content-hash caches live (never committed)."""
+        return self.home / ".mlspec" / "cache"
+
+    def render(
+        self,
+        environment: str,
+        targets: Sequence[str] | None = None,
+        resolution: Resolution | None = None,
+        *,
+        use_cache: bool = True,
+    ) -> tuple[Resolution, RenderResult | None]:
+        """Resolve ``environment`` and render its artifacts (all targets, or the named ones)."""
+        from mlspec.render.base import RenderContext
+        from mlspec.render.engine import render_environment
+
+        resolution = resolution or self.resolve(environment)
+        if resolution.graph is None or not resolution.ok:
+            return resolution, None
+        context = RenderContext(
+            project=self.name,
+            project_root=self.root,
+            mlspec_version=__version__,
+            environments=tuple(s for s in resolution.validation.specs if s.kind == "Environment"),
+            cache=self._render_cache() if use_cache else None,
+        )
+        return resolution, render_environment(resolution.graph, context, targets)
+
+    # --- environments and sessions ---------------------------------------------------------------
+
+    def environment_or_default(self, environment: str | None) -> str | None:
+        """``environment``, else the project file's ``default_environment`` when the file sets one, else None."""
+        if environment:
+            return environment
+        if "default_environment" in self.settings.model_fields_set:
+            return self.settings.default_environment
+        return None
+
+    def session(
+        self, environment: str, validation: ValidationResult | None = None, *, today: dt.date | None = None
+    ) -> EnvironmentSession:
+        """An environment session: validation, graph, findings, revision and state store, each made once."""
+        from mlspec.app.session import EnvironmentSession
+
+        return EnvironmentSession(self, environment, validation, today=today)
+
+    def state_store(self) -> StateStore:
+        """The project's state store (the caller closes it)."""
+        from mlspec.app.paths import state_store
+
+        return state_store(self)
+
+    # --- use cases -------------------------------------------------------------------------------
+
+    def plan(self, environment: str, options: PlanOptions | None = None) -> PlanResult:
+        """Plan ``environment``: the changes against its state and the policy findings beside them."""
+        from mlspec.app.planning import plan_environment
+
+        return plan_environment(self, environment, options)
+
+    def apply(
+        self,
+        environment: str,
+        options: ApplyOptions | None = None,
+        *,
+        approve: Approve = lambda _: True,
+        progress: Progress = lambda _: None,
+    ) -> tuple[PlanResult, ApplyResult | None]:
+        """Lock, plan (or verify ``options.saved``), refuse what policy or safety forbids, and apply."""
+        from mlspec.app.applying import apply_environment
+
+        return apply_environment(self, environment, options, approve=approve, progress=progress)
+
+    def destroy(
+        self,
+        environment: str,
+        options: DestroyOptions | None = None,
+        *,
+        approve: Approve = lambda _: True,
+        progress: Progress = lambda _: None,
+    ) -> tuple[Plan | None, ApplyResult | None]:
+        """Delete everything applied in ``environment``."""
+        from mlspec.app.applying import destroy_environment
+
+        return destroy_environment(self, environment, options, approve=approve, progress=progress)
+
+    def rollback(
+        self,
+        environment: str,
+        revision: str,
+        options: ApplyOptions | None = None,
+        *,
+        approve: Approve = lambda _: True,
+        progress: Progress = lambda _: None,
+    ) -> tuple[PlanResult, ApplyResult | None]:
+        """Apply the specs as they were at git ``revision`` (state and audit are shared)."""
+        import dataclasses
+
+        from mlspec.app.applying import apply_environment
+        from mlspec.app.options import ApplyOptions
+        from mlspec.app.rollback import project_at, resolve_revision
+
+        options = options or ApplyOptions()
+        recorded = f"{resolve_revision(self.root, revision)} rollback to {revision}"
+        options = dataclasses.replace(options, plan=dataclasses.replace(options.plan, revision=recorded))
+        with project_at(self, revision) as old:
+            return apply_environment(old, environment, options, approve=approve, progress=progress)
+
+    def drift(self, environment: str) -> Drift:
+        """Per resource, the artifacts whose live content differs from what was applied."""
+        from mlspec.app.planning import drift
+
+        with self.session(environment) as session:
+            return drift(session)
+
+    def status(self, environment: str) -> PlatformStatus:
+        """Endpoints, versions, traffic and health of a local environment."""
+        from mlspec.app.operations import status
+
+        return status(self, environment)
+
+    def monitor(self, environment: str, *, progress: Progress = lambda _: None) -> list[MonitorOutcome]:
+        """Check drift per Deployment and act on it; run batch scoring that is due."""
+        from mlspec.app.operations import monitor
+
+        return monitor(self, environment, progress=progress)
+
+    def score(self, environment: str, deployment: str, *, progress: Progress = lambda _: None) -> dict[str, Any]:
+        """Run a batch Deployment's scoring now."""
+        from mlspec.app.operations import score_now
+
+        return score_now(self, environment, deployment, progress=progress)
+
+    def build_edge(
+        self, environment: str, deployment: str, *, progress: Callable[[str], None] = lambda _: None
+    ) -> dict[str, str]:
+        """Build (or reuse) an edge Deployment's signed package in a local environment now."""
+        from mlspec.app.edge import build_edge_package
+
+        return build_edge_package(self, environment, deployment, progress=progress)
+
+    def compliance(
+        self, environment: str, *, today: dt.date | None = None, show_date: bool = False
+    ) -> ComplianceReport:
+        """The compliance report of ``environment``'s sensitive data."""
+        from mlspec.report.compliance import build_compliance
+
+        return build_compliance(self, environment, today=today, show_date=show_date)
+
+    # --- the rest of what the CLI does ------------------------------------------------------------
+
+    def render_to(
+        self,
+        environment: str,
+        folder: Path,
+        validation: Validation,
+        *,
+        targets: Sequence[str] = (),
+        use_cache: bool = True,
+    ) -> tuple[Resolution, RenderResult | None, WriteSummary | None]:
+        """Render ``environment`` and write its files under ``folder`` (unknown target names: UsageError)."""
+        from mlspec.app.rendering import check_targets, render_to
+
+        check_targets(targets)
+        return render_to(self, environment, folder, validation, targets=targets, use_cache=use_cache)
+
+    def test_policies(self) -> list[PolicyTestResult]:
+        """Run every test_ rule of the library's and the project's *_test.rego files."""
+        from mlspec.policy.evaluate import policy_files
+        from mlspec.policy.testing import run_policy_tests
+
+        return run_policy_tests(policy_files(self.root / self.settings.policies))
+
+    def read_plan(self, path: Path) -> Plan:
+        """A plan saved by ``mlspec plan --out`` (UsageError when the file is not one this version reads)."""
+        from mlspec.app.planning import read_saved_plan
+
+        return read_saved_plan(path)
+
+    def verify_audit(self) -> tuple[int, list[str]]:
+        """Check the audit chain: how many records, and every edited, removed or reordered one."""
+        from mlspec.state.sqlite import verify_chain
+
+        store = self.state_store()
+        try:
+            records = store.audit()
+        finally:
+            store.close()
+        return len(records), verify_chain(records)
