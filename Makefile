@@ -59,4 +59,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .mlspec data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mlspec data .cache .pytest_cache .mypy_cache .ruff_cache
