@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from mlspec.render.engine import RenderResult
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
 from mlspec.spec.registry import RESOURCE_KINDS
-from mlspec.spec.validate import ParsedSpec, validate_document
+from mlspec.spec.environment import Environment
+from mlspec.spec.validate import ParsedSpec, specs_of, validate_document
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ class Project:
             parsed, problems = validate_document(documents[0], {"Project": ProjectFile})
             diagnostics.extend(problems)
             if parsed is not None:
-                settings = parsed.model.spec  # type: ignore[attr-defined]
+                settings = parsed.model.spec
                 name = parsed.name
         return cls(root, settings, name, tuple(diagnostics))
 
@@ -263,7 +264,7 @@ class Project:
             project=self.name,
             project_root=self.root,
             mlspec_version=__version__,
-            environments=tuple(s for s in resolution.validation.specs if s.kind == "Environment"),
+            environments=tuple(specs_of(resolution.validation.specs, Environment)),
             cache=self._render_cache() if use_cache else None,
         )
         return resolution, render_environment(resolution.graph, context, targets)
