@@ -200,8 +200,7 @@ def build(deployment: str, env: str, path: Path | None) -> int:
     from mlspec.project import Project
     from mlspec.render.monitoring import service_features
     from mlspec.resolve.refs import SpecIndex
-    from mlspec.spec.deployment import Deployment
-    from mlspec.spec.training import TrainingPipeline
+    from mlspec.spec.deployment import Deployment, EdgeDeploymentSpec
     from mlspec.targets.base import TargetError
 
     project = Project.open(path or Path.cwd())
@@ -216,14 +215,14 @@ def build(deployment: str, env: str, path: Path | None) -> int:
             f"'{env}' is not a local environment: its edge packages are built by CI from edge/{deployment}.json",
             hint="render it with 'mlspec render --env ENV --target edge'",
         )
-    spec = graph.resources.get(f"Deployment/{deployment}")
-    if spec is None or not isinstance(spec.model, Deployment):
+    spec = graph.find(Deployment, deployment)
+    if spec is None:
         names = [s.name for s in graph.of_kind("Deployment")]
         raise UsageError(f"no Deployment '{deployment}' in '{env}'", hint=f"one of: {', '.join(names) or 'none'}")
-    if spec.model.spec.mode != "edge":
+    if not isinstance(spec.model.spec, EdgeDeploymentSpec):
         raise UsageError(f"Deployment '{deployment}' is mode: {spec.model.spec.mode}, not edge")
     pipeline = SpecIndex(graph.resources.values()).models.get(spec.model.spec.model.name)
-    trainer = pipeline.model if pipeline is not None and isinstance(pipeline.model, TrainingPipeline) else None
+    trainer = pipeline.model if pipeline is not None else None
     service = spec.model.spec.features or (trainer.spec.features if trainer else None)
     features = [{"name": f["name"], "dtype": f["dtype"]} for f in service_features(graph, service)] if service else None
 

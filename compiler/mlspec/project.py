@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from mlspec.policy.findings import Finding
     from mlspec.render.cache import RenderCache
     from mlspec.render.engine import RenderResult
+from mlspec.spec.environment import Environment
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
 from mlspec.spec.registry import RESOURCE_KINDS
-from mlspec.spec.environment import Environment
 from mlspec.spec.validate import ParsedSpec, specs_of, validate_document
 
 

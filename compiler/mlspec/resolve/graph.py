@@ -18,10 +18,10 @@ from mlspec.hashing import digest
 from mlspec.resolve.overlay import Patch, apply_patches, check_patch
 from mlspec.resolve.refs import SpecIndex, check_references, references
 from mlspec.spec.environment import Environment
+from mlspec.spec.registry import KIND_OF
 from mlspec.spec.suggest import did_you_mean
 from mlspec.spec.training import TrainingPipeline
-from mlspec.spec.registry import KIND_OF
-from mlspec.spec.validate import K, ParsedSpec, specs_of
+from mlspec.spec.validate import ParsedSpec, SpecT, specs_of
 from mlspec.spec.waiver import Waiver
 
 # Kinds that become platform resources; Environments and Waivers shape them but are not deployed.
@@ -55,22 +55,22 @@ class ResolvedGraph:
         """Resources of one kind, in dependency order."""
         return [self.resources[ref] for ref in self.order if self.resources[ref].kind == kind]
 
-    def specs(self, model: type[K]) -> list[ParsedSpec[K]]:
+    def specs(self, model: type[SpecT]) -> list[ParsedSpec[SpecT]]:
         """Resources of one model's kind, typed, in dependency order (``graph.specs(Deployment)``)."""
         return specs_of((self.resources[ref] for ref in self.order), model)
 
-    def find(self, model: type[K], name: str) -> ParsedSpec[K] | None:
+    def find(self, model: type[SpecT], name: str) -> ParsedSpec[SpecT] | None:
         """The resource of that model's kind and name, typed, if the environment has it."""
         return self.typed(model, f"{KIND_OF[model]}/{name}")
 
-    def require(self, model: type[K], name: str) -> ParsedSpec[K]:
+    def require(self, model: type[SpecT], name: str) -> ParsedSpec[SpecT]:
         """The resource of that model's kind and name, typed; KeyError when the environment lacks it."""
         found = self.find(model, name)
         if found is None:
             raise KeyError(f"{KIND_OF[model]}/{name}")
         return found
 
-    def typed(self, model: type[K], ref: str) -> ParsedSpec[K] | None:
+    def typed(self, model: type[SpecT], ref: str) -> ParsedSpec[SpecT] | None:
         """The resource at ``ref`` (``Kind/name``) when it is a ``model``, typed."""
         found = self.resources.get(ref)
         return found.as_kind(model) if found is not None else None
@@ -180,9 +180,7 @@ def resolve_environment(specs: list[ParsedSpec], env_name: str) -> tuple[Resolve
     if cycle_problems:
         return None, cycle_problems
     waivers = tuple(
-        s
-        for s in specs_of(specs, Waiver)
-        if s.model.spec.environments is None or env_name in s.model.spec.environments
+        s for s in specs_of(specs, Waiver) if s.model.spec.environments is None or env_name in s.model.spec.environments
     )
     graph = ResolvedGraph(environment, resources, dependencies, order, frozenset(patches), waivers)
     return graph, []

@@ -14,10 +14,10 @@ from mlspec.spec.datasource import DataSource, KafkaSource
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.spec.environment import Environment
 from mlspec.spec.features import FeatureService, FeatureView
+from mlspec.spec.registry import KIND_OF
 from mlspec.spec.suggest import did_you_mean
 from mlspec.spec.training import TrainingPipeline
-from mlspec.spec.registry import KIND_OF
-from mlspec.spec.validate import K, ParsedSpec, specs_of
+from mlspec.spec.validate import ParsedSpec, SpecT, specs_of
 from mlspec.spec.waiver import Waiver
 
 Path = tuple[str | int, ...]
@@ -54,7 +54,7 @@ class SpecIndex:
         """The spec of that kind and name, if defined."""
         return self.by_kind.get(kind, {}).get(name)
 
-    def find(self, model: type[K], name: str) -> ParsedSpec[K] | None:
+    def find(self, model: type[SpecT], name: str) -> ParsedSpec[SpecT] | None:
         """The spec of that model's kind and name, typed (``index.find(FeatureView, "txn")``)."""
         found = self.get(KIND_OF[model], name)
         return found.as_kind(model) if found is not None else None

@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic
 
-from typing_extensions import TypeIs, TypeVar
-
 from pydantic import ValidationError
+from typing_extensions import TypeIs, TypeVar
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.load.documents import SourceDocument
@@ -16,14 +15,13 @@ from mlspec.spec.base import API_VERSION, Metadata, StrictModel
 from mlspec.spec.errors import describe_input, translate
 from mlspec.spec.suggest import did_you_mean
 
-
-M = TypeVar("M", bound=StrictModel, default=StrictModel, covariant=True)
+M_co = TypeVar("M_co", bound=StrictModel, default=StrictModel, covariant=True)
 """The model of a parsed spec; a bare ``ParsedSpec`` holds any kind."""
-K = TypeVar("K", bound=StrictModel)
+SpecT = TypeVar("SpecT", bound=StrictModel)
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedSpec(Generic[M]):
+class ParsedSpec(Generic[M_co]):
     """A validated resource with the document it came from (for locations).
 
     ``ParsedSpec[Deployment]`` is a spec whose ``model`` is a Deployment; narrow a
@@ -32,7 +30,7 @@ class ParsedSpec(Generic[M]):
 
     kind: str
     name: str
-    model: M
+    model: M_co
     document: SourceDocument
 
     @property
@@ -45,24 +43,24 @@ class ParsedSpec(Generic[M]):
         """Content digest of the document the spec came from (with any environment patches)."""
         return self.document.digest
 
-    def as_kind(self, model: type[K]) -> ParsedSpec[K] | None:
+    def as_kind(self, model: type[SpecT]) -> ParsedSpec[SpecT] | None:
         """This spec typed as ``model`` (like ``Deployment``), or None when it is another kind."""
         return self if is_spec_of(self, model) else None
 
 
-def is_spec_of(spec: ParsedSpec, model: type[K]) -> TypeIs[ParsedSpec[K]]:
+def is_spec_of(spec: ParsedSpec, model: type[SpecT]) -> TypeIs[ParsedSpec[SpecT]]:
     """Whether ``spec`` holds a ``model`` (narrows ``spec`` to ``ParsedSpec[model]``)."""
     return isinstance(spec.model, model)
 
 
-def specs_of(specs: Iterable[ParsedSpec], model: type[K]) -> list[ParsedSpec[K]]:
+def specs_of(specs: Iterable[ParsedSpec], model: type[SpecT]) -> list[ParsedSpec[SpecT]]:
     """The specs that hold a ``model``, in their order."""
     return [spec for spec in specs if is_spec_of(spec, model)]
 
 
 def validate_document(
-    document: SourceDocument, kinds: Mapping[str, type[K]]
-) -> tuple[ParsedSpec[K] | None, list[Diagnostic]]:
+    document: SourceDocument, kinds: Mapping[str, type[SpecT]]
+) -> tuple[ParsedSpec[SpecT] | None, list[Diagnostic]]:
     """Check apiVersion and kind, then validate the document with its kind's model."""
     data = document.data
     if not isinstance(data, dict):
