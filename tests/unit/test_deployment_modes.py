@@ -10,6 +10,8 @@ import jsonschema
 import pytest
 
 from mlspec.resolve.graph import resolve_environment
+from mlspec.spec import deployment as deployment_module
+from mlspec.spec.base import StrictModel
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, EdgeDeploymentSpec, OnlineDeploymentSpec
 from mlspec.spec.environment import Environment
 from mlspec.spec.schema import kind_schema
@@ -157,3 +159,19 @@ def test_the_resolved_graph_finds_resources_by_model() -> None:
     with pytest.raises(KeyError):
         graph.require(TrainingPipeline, "api")
     assert graph.env is graph.environment.model
+
+
+@pytest.mark.skipif(
+    not StrictModel.model_config.get("use_attribute_docstrings"),
+    reason="field descriptions come from attribute docstrings once spec/base.py turns them on",
+)
+def test_every_deployment_field_has_a_description() -> None:
+    models = [m for m in vars(deployment_module).values() if isinstance(m, type) and issubclass(m, StrictModel)]
+    missing = [
+        f"{model.__name__}.{name}"
+        for model in models
+        if model.__module__ == deployment_module.__name__
+        for name, info in model.model_fields.items()
+        if not info.description
+    ]
+    assert missing == []

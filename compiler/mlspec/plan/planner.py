@@ -15,6 +15,7 @@ from mlspec.hashing import canonical, digest
 from mlspec.plan.model import Action, Change, Classification, FieldChange, Plan
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.base import StrictModel
 from mlspec.spec.features import FeatureView
 from mlspec.state.model import EnvironmentState
 
@@ -31,7 +32,7 @@ class Desired:
 
     ref: str
     fingerprint: str
-    model: Any  # the resolved pydantic model; ``spec`` is its JSON form, made only when a change needs it
+    model: StrictModel  # the resolved model; ``spec`` is its JSON form, made only when a change needs it
     artifacts: dict[str, Artifact]
 
     @functools.cached_property
