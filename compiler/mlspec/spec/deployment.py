@@ -336,11 +336,18 @@ class DeploymentSpecBase(StrictModel):
     runtime: Runtime = Field(default_factory=Runtime)
     """Model format and the CPU, memory or GPU it runs on."""
 
+    _other_modes: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def misplaced(cls, field: str) -> str | None:
+        """Why ``field`` belongs to another mode, or None; spec/errors.py shows it instead of "unknown field"."""
+        return cls._other_modes.get(field)
+
 
 class OnlineDeploymentSpec(DeploymentSpecBase):
     """An endpoint that answers requests, rolled out, scaled, monitored and protected."""
 
-    MISPLACED: ClassVar[dict[str, str]] = _misplaced("online")
+    _other_modes: ClassVar[dict[str, str]] = _misplaced("online")
 
     mode: Literal["online"] = "online"
     """online (the default): an endpoint; batch: scheduled scoring; edge: a signed package for devices."""
@@ -359,7 +366,7 @@ class OnlineDeploymentSpec(DeploymentSpecBase):
 class BatchDeploymentSpec(DeploymentSpecBase):
     """A scoring job: every entity of a source scored and written to a sink, on a schedule or on demand."""
 
-    MISPLACED: ClassVar[dict[str, str]] = _misplaced("batch")
+    _other_modes: ClassVar[dict[str, str]] = _misplaced("batch")
 
     mode: Literal["batch"]
     """batch: score every entity of a source and write the predictions to a sink."""
@@ -370,7 +377,7 @@ class BatchDeploymentSpec(DeploymentSpecBase):
 class EdgeDeploymentSpec(DeploymentSpecBase):
     """A signed package of the model for devices."""
 
-    MISPLACED: ClassVar[dict[str, str]] = _misplaced("edge")
+    _other_modes: ClassVar[dict[str, str]] = _misplaced("edge")
 
     mode: Literal["edge"]
     """edge: build a signed package of the model to run on devices."""

@@ -111,14 +111,14 @@ def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | 
 
 
 def misplaced_message(model: type[BaseModel], loc: tuple[Any, ...], field: str) -> str | None:
-    """Why ``field`` does not belong in the model at ``loc``, where that model knows (``MISPLACED``).
+    """Why ``field`` does not belong in the model at ``loc``, where that model knows (its ``misplaced``).
 
     A model that is one member of a union (a Deployment mode) names the fields of
     its siblings, so ``rollout`` in a batch Deployment says it belongs to online mode.
     """
-    target = model_at(model, loc)
-    misplaced: dict[str, str] = getattr(target, "MISPLACED", {})
-    return misplaced.get(field)
+    misplaced = getattr(model_at(model, loc), "misplaced", None)
+    message = misplaced(field) if callable(misplaced) else None
+    return message if isinstance(message, str) else None
 
 
 def _unwrap(annotation: Any) -> Any:
