@@ -332,7 +332,7 @@ class DeploymentSpecBase(StrictModel):
     model: ModelRef
     """The registered model to use, by alias or pinned version."""
     features: Name | None = None
-    """FeatureService to look up online; defaults to the model's."""
+    """FeatureService whose features the model reads; defaults to its TrainingPipeline's."""
     runtime: Runtime = Field(default_factory=Runtime)
     """Model format and the CPU, memory or GPU it runs on."""
 
