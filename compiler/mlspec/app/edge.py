@@ -26,8 +26,7 @@ def build_edge_package(
     """
     from mlspec.render.monitoring import service_features
     from mlspec.resolve.refs import SpecIndex
-    from mlspec.spec.deployment import Deployment
-    from mlspec.spec.training import TrainingPipeline
+    from mlspec.spec.deployment import Deployment, EdgeDeploymentSpec
     from mlspec.targets.base import TargetError
     from mlspec.targets.local.edge import EdgeEngine
     from mlspec.targets.local.platform import LocalPlatform, expected_hashes
@@ -42,16 +41,16 @@ def build_edge_package(
                 f"edge/{deployment}.json",
                 hint="render it with 'mlspec render --env ENV --target edge'",
             )
-        spec = graph.resources.get(f"Deployment/{deployment}")
-        if spec is None or not isinstance(spec.model, Deployment):
+        spec = graph.find(Deployment, deployment)
+        if spec is None:
             names = [s.name for s in graph.of_kind("Deployment")]
             raise UsageError(
                 f"no Deployment '{deployment}' in '{environment}'", hint=f"one of: {', '.join(names) or 'none'}"
             )
-        if spec.model.spec.mode != "edge":
+        if not isinstance(spec.model.spec, EdgeDeploymentSpec):
             raise UsageError(f"Deployment '{deployment}' is mode: {spec.model.spec.mode}, not edge")
         pipeline = SpecIndex(graph.resources.values()).models.get(spec.model.spec.model.name)
-        trainer = pipeline.model if pipeline is not None and isinstance(pipeline.model, TrainingPipeline) else None
+        trainer = pipeline.model if pipeline is not None else None
         service = spec.model.spec.features or (trainer.spec.features if trainer else None)
         features = (
             [{"name": f["name"], "dtype": f["dtype"]} for f in service_features(graph, service)] if service else None

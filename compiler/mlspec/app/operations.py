@@ -20,7 +20,7 @@ from mlspec.errors import MlspecError
 from mlspec.git.info import actor as current_actor
 from mlspec.git.info import revision as current_revision
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, DeploymentMode, OnlineDeploymentSpec
 from mlspec.spec.training import TrainingPipeline
 from mlspec.state.model import ResourceState
 from mlspec.state.sqlite import now
@@ -90,10 +90,8 @@ def _platform(project: Project, graph: ResolvedGraph) -> LocalPlatform:
     return LocalPlatform(local_paths(project, graph))
 
 
-def _deployments(graph: ResolvedGraph, mode: str = "online") -> list[Deployment]:
-    return [
-        s.model for s in graph.of_kind("Deployment") if isinstance(s.model, Deployment) and s.model.spec.mode == mode
-    ]
+def _deployments(graph: ResolvedGraph, mode: DeploymentMode = "online") -> list[Deployment]:
+    return [s.model for s in graph.specs(Deployment) if s.model.spec.mode == mode]
 
 
 def settle_rollouts(
@@ -155,8 +153,8 @@ def status(project: Project, environment: str) -> PlatformStatus:
 def _batch_status(platform: LocalPlatform, deployment: Deployment) -> dict[str, Any]:
     from mlspec.runtime.batch import read_runs, sink_label
 
-    batch = deployment.spec.batch
-    assert batch is not None
+    batch = deployment.spec.batch if isinstance(deployment.spec, BatchDeploymentSpec) else None
+    assert batch is not None  # the caller passes batch Deployments
     runs = read_runs(platform.paths.data_dir, deployment.metadata.name)  # no registry needed to read the run log
     return {
         "deployment": deployment.metadata.name,
@@ -216,7 +214,12 @@ def monitor(
             events = settle_rollouts(project, graph, platform, applied)
             outcomes.extend(run_due_batches(project, graph, platform, store=store, applied=applied, progress=progress))
             for deployment in _deployments(graph):
-                if f"Deployment/{deployment.metadata.name}" not in applied or deployment.spec.monitoring.drift is None:
+                spec = deployment.spec
+                if (
+                    f"Deployment/{deployment.metadata.name}" not in applied
+                    or not isinstance(spec, OnlineDeploymentSpec)
+                    or spec.monitoring.drift is None
+                ):
                     continue
                 outcome = _monitor_one(
                     project, graph, platform, store=store, applied=applied, deployment=deployment, progress=progress
@@ -294,8 +297,7 @@ def _monitor_one(
     if action != "retrain" or not config["action"]["retrain"]:
         return MonitorOutcome(name, summary, action, f"drift in {drifted}; action: {action}")
     ref = config["action"]["retrain"]
-    spec = graph.resources[ref]
-    assert isinstance(spec.model, TrainingPipeline)
+    spec = graph.require(TrainingPipeline, ref.removeprefix("TrainingPipeline/"))
     progress(f"{name}: drift in {drifted}: retraining {spec.model.model_name}")
     events: list[str] = []
     retrained = _retrain(
@@ -366,7 +368,7 @@ def run_due_batches(
     expected = expected_hashes(applied)
     for deployment in _deployments(graph, "batch"):
         name = deployment.metadata.name
-        batch = deployment.spec.batch
+        batch = deployment.spec.batch if isinstance(deployment.spec, BatchDeploymentSpec) else None
         if f"Deployment/{name}" not in applied or batch is None or not batch.schedule:
             continue
         engine = platform.batch
@@ -400,8 +402,8 @@ def score_now(
     from mlspec.spec.suggest import did_you_mean
 
     graph = _graph(project, environment)
-    spec = graph.resources.get(f"Deployment/{name}")
-    if spec is None or not isinstance(spec.model, Deployment):
+    spec = graph.find(Deployment, name)
+    if spec is None:
         names = [s.name for s in graph.of_kind("Deployment")]
         guess = did_you_mean(name, names)
         raise UsageError(
@@ -409,7 +411,7 @@ def score_now(
             hint=f"did you mean '{guess}'?" if guess else f"Deployments: {', '.join(sorted(names)) or 'none'}",
         )
     deployment = spec.model
-    if deployment.spec.mode != "batch":
+    if not isinstance(deployment.spec, BatchDeploymentSpec):
         where = spec.document.locate(("spec", "mode")) if "mode" in deployment.spec.model_fields_set else None
         raise UsageError(
             f"Deployment '{name}' is mode: {deployment.spec.mode}{f' ({where})' if where else ''}; "

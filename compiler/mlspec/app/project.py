@@ -33,8 +33,9 @@ from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root,
 from mlspec.load.limits import Limits
 from mlspec.load.yaml_loader import load_file
 from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_environment
+from mlspec.spec.environment import Environment
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
-from mlspec.spec.validate import validate_document
+from mlspec.spec.validate import specs_of, validate_document
 
 if TYPE_CHECKING:
     from mlspec.app.applying import Approve, Progress
@@ -99,7 +100,7 @@ class Project:
             parsed, problems = validate_document(documents[0], {"Project": ProjectFile})
             diagnostics.extend(problems)
             if parsed is not None:
-                settings = parsed.model.spec  # type: ignore[attr-defined]
+                settings = parsed.model.spec
                 name = parsed.name
         return cls(root, settings, name, tuple(diagnostics))
 
@@ -246,7 +247,7 @@ class Project:
             project=self.name,
             project_root=self.root,
             mlspec_version=__version__,
-            environments=tuple(s for s in resolution.validation.specs if s.kind == "Environment"),
+            environments=tuple(specs_of(resolution.validation.specs, Environment)),
             cache=self._render_cache() if use_cache else None,
         )
         return resolution, render_environment(resolution.graph, context, targets)

@@ -240,7 +240,7 @@ def affected(graph: ResolvedGraph, changes: ChangeSet) -> frozenset[str]:
     )
     for waiver in graph.waivers:
         if _project_path(waiver.document.file, changes.root) in paths:
-            seeds.update(waiver.model.spec.resources)  # type: ignore[attr-defined]
+            seeds.update(waiver.model.spec.resources)
     seeds.discard(env_ref)
     seeds = {ref for ref in seeds if not ref.startswith(("Environment/", "Waiver/"))}
     if not seeds:

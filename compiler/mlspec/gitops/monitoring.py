@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 def monitoring_interval(graph: ResolvedGraph) -> float | None:
     """The shortest ``monitoring.drift.schedule`` of the environment's Deployments, in seconds (None: none)."""
     from mlspec.spec.base import duration_seconds
+    from mlspec.spec.deployment import Deployment, OnlineDeploymentSpec
 
     schedules: list[float] = []
-    for spec in graph.resources.values():
-        if spec.kind != "Deployment":
-            continue
-        drift = spec.model.spec.monitoring.drift  # type: ignore[attr-defined]
+    for spec in graph.specs(Deployment):
+        online = spec.model.spec
+        drift = online.monitoring.drift if isinstance(online, OnlineDeploymentSpec) else None
         if drift is not None:
             schedules.append(float(duration_seconds(drift.schedule)))
     return min(schedules) if schedules else None

@@ -15,6 +15,8 @@ from mlspec.hashing import canonical, digest
 from mlspec.plan.model import Action, Change, Classification, FieldChange, Plan
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.base import StrictModel
+from mlspec.spec.features import FeatureView
 from mlspec.state.model import EnvironmentState
 
 # Targets whose files aggregate the whole environment: they belong to the Environment, whatever their sources.
@@ -30,7 +32,7 @@ class Desired:
 
     ref: str
     fingerprint: str
-    model: Any  # the resolved pydantic model; ``spec`` is its JSON form, made only when a change needs it
+    model: StrictModel  # the resolved model; ``spec`` is its JSON form, made only when a change needs it
     artifacts: dict[str, Artifact]
 
     @functools.cached_property
@@ -131,7 +133,7 @@ def classify(
     breaking = False
     if kind == "FeatureView" and before is not None:
         old = {f["name"]: f["dtype"] for f in before["spec"]["features"]}
-        new = {f.name: f.dtype for f in graph.resources[ref].model.spec.features}  # type: ignore[attr-defined]
+        new = {f.name: f.dtype for f in graph.require(FeatureView, ref.partition("/")[2]).model.spec.features}
         for name, dtype in old.items():
             if name not in new:
                 reasons.append(f"feature '{name}' is removed")

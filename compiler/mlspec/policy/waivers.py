@@ -17,19 +17,15 @@ EXPIRY_WARNING_DAYS = 30
 
 
 def apply_waivers(
-    findings: list[Finding], waivers: tuple[ParsedSpec, ...], environment: str, today: dt.date
+    findings: list[Finding], waivers: tuple[ParsedSpec[Waiver], ...], environment: str, today: dt.date
 ) -> list[Finding]:
     """Mark waived findings and add findings about the waivers themselves."""
     out: list[Finding] = []
     used: set[str] = set()
-    active = [w for w in waivers if _model(w).spec.expires >= today]
+    active = [w for w in waivers if w.model.spec.expires >= today]
     for finding in findings:
         match = next(
-            (
-                w
-                for w in active
-                if _model(w).spec.policy == finding.policy and finding.resource in _model(w).spec.resources
-            ),
+            (w for w in active if w.model.spec.policy == finding.policy and finding.resource in w.model.spec.resources),
             None,
         )
         if match is None:
@@ -38,7 +34,7 @@ def apply_waivers(
             used.add(match.ref)
             out.append(finding.waived_by(match.ref))
     for waiver in waivers:
-        model = _model(waiver)
+        model = waiver.model
         expires = model.spec.expires
         location = waiver.document.locate(("spec", "expires"))
         if expires < today:
@@ -82,9 +78,3 @@ def apply_waivers(
                 )
             )
     return out
-
-
-def _model(spec: ParsedSpec) -> Waiver:
-    model = spec.model
-    assert isinstance(model, Waiver)
-    return model

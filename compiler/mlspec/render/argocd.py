@@ -77,11 +77,9 @@ class ArgoCDRenderer:
         return out
 
     def _application_set(self, context: RenderContext) -> Artifact | None:
-        environments = [e for e in context.environments if isinstance(e.model, Environment)]
         elements = []
-        for spec in sorted(environments, key=lambda e: e.name):
+        for spec in sorted(context.environments, key=lambda e: e.name):
             model = spec.model
-            assert isinstance(model, Environment)
             gitops, k8s = model.spec.targets.gitops, model.spec.targets.kubernetes
             if gitops is None or k8s is None:
                 continue

@@ -19,6 +19,7 @@ from mlspec.diagnostics import Diagnostic
 if TYPE_CHECKING:
     from mlspec.render.cache import RenderCache
     from mlspec.resolve.graph import ResolvedGraph
+    from mlspec.spec.environment import Environment
     from mlspec.spec.validate import ParsedSpec
 
 
@@ -44,7 +45,7 @@ class RenderContext:
     project: str
     project_root: Path
     mlspec_version: str
-    environments: tuple[ParsedSpec, ...] = ()
+    environments: tuple[ParsedSpec[Environment], ...] = ()
     cache: RenderCache | None = None
 
 

@@ -22,7 +22,7 @@ from mlspec.render.monitoring import service_features
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import Deployment, EdgeDeploymentSpec
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
 
@@ -43,12 +43,11 @@ def checked_metrics(pipeline: TrainingPipeline) -> tuple[str, ...]:
     return tuple(metrics if primary in metrics else [*metrics, primary])
 
 
-def signing_key(deployment: Deployment, graph: ResolvedGraph) -> str:
+def signing_key(deployment: EdgeDeploymentSpec, graph: ResolvedGraph) -> str:
     """The signing key reference: ``edge.signing_key``, else the environment's file key + ``.ed25519``;
     SigningKeyError (saying what to set) when there is neither."""
-    edge = deployment.spec.edge
-    if edge is not None and edge.signing_key:
-        return edge.signing_key
+    if deployment.edge.signing_key:
+        return deployment.edge.signing_key
     encryption = graph.env.spec.encryption
     return default_signing_ref(encryption.kms_key, graph.name, encryption.signing_key)
 
@@ -63,9 +62,9 @@ class EdgeRenderer:
         """One build descriptor per edge Deployment; an error when its signing key cannot be named."""
         out = RenderOutput()
         index = SpecIndex(graph.resources.values())
-        for spec in graph.of_kind("Deployment"):
-            deployment = spec.model
-            if not isinstance(deployment, Deployment) or deployment.spec.mode != "edge":
+        for spec in graph.specs(Deployment):
+            deployment = spec.model.spec
+            if not isinstance(deployment, EdgeDeploymentSpec):
                 continue
             try:
                 signing_key(deployment, graph)
@@ -80,7 +79,7 @@ class EdgeRenderer:
                     )
                 )
                 continue
-            pipeline = index.models.get(deployment.spec.model.name)
+            pipeline = index.models.get(deployment.model.name)
             path = f"edge/{spec.name}.json"
             key = [
                 graph.environment.digest,
@@ -94,21 +93,28 @@ class EdgeRenderer:
         return out
 
     def _files(
-        self, path: str, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None
+        self,
+        path: str,
+        graph: ResolvedGraph,
+        spec: ParsedSpec,
+        deployment: EdgeDeploymentSpec,
+        pipeline: ParsedSpec[TrainingPipeline] | None,
     ) -> dict[str, bytes]:
         return {path: to_json(self._document(graph, spec, deployment, pipeline))}
 
     def _document(
-        self, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None
+        self,
+        graph: ResolvedGraph,
+        spec: ParsedSpec,
+        deployment: EdgeDeploymentSpec,
+        pipeline: ParsedSpec[TrainingPipeline] | None,
     ) -> dict[str, Any]:
-        edge = deployment.spec.edge
-        assert edge is not None
+        edge = deployment.edge
         trainer = pipeline.model if pipeline is not None else None
-        assert trainer is None or isinstance(trainer, TrainingPipeline)
-        service = deployment.spec.features or (trainer.spec.features if trainer else None)
+        service = deployment.features or (trainer.spec.features if trainer else None)
         features = service_features(graph, service) if service else []
         data_dir = graph.env.spec.data_dir or f".mlspec/{graph.name}"
-        model = deployment.spec.model
+        model = deployment.model
         return {
             "schema_version": SCHEMA_VERSION,
             "environment": graph.name,

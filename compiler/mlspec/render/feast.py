@@ -147,16 +147,16 @@ class FeastRenderer:
         return config
 
     def _definitions(self, graph: ResolvedGraph, context: RenderContext, problems: list[Diagnostic]) -> str | None:
-        entities = [self._entity(s, problems) for s in graph.of_kind("Entity")]
+        entities = [self._entity(s, problems) for s in graph.specs(Entity)]
         offline = graph.env.spec.targets.feature_store.offline
-        sources = [self._source(s, offline, problems) for s in graph.of_kind("DataSource")]
+        sources = [self._source(s, offline, problems) for s in graph.specs(DataSource)]
         if problems:
             return None
         join_keys = {
-            spec.name: (e["join_key"], e["dtype"]) for spec, e in zip(graph.of_kind("Entity"), entities, strict=True)
+            spec.name: (e["join_key"], e["dtype"]) for spec, e in zip(graph.specs(Entity), entities, strict=True)
         }
-        views = [self._view(s, join_keys) for s in graph.of_kind("FeatureView")]
-        services = [self._service(s) for s in graph.of_kind("FeatureService")]
+        views = [self._view(s, join_keys) for s in graph.specs(FeatureView)]
+        services = [self._service(s) for s in graph.specs(FeatureService)]
         return render_template(
             "feast_definitions.py.j2",
             version=context.mlspec_version,
@@ -168,9 +168,8 @@ class FeastRenderer:
         )
 
     @staticmethod
-    def _entity(spec: ParsedSpec, problems: list[Diagnostic]) -> dict[str, Any]:
+    def _entity(spec: ParsedSpec[Entity], problems: list[Diagnostic]) -> dict[str, Any]:
         model = spec.model
-        assert isinstance(model, Entity)
         if len(model.spec.join_keys) != 1:
             problems.append(
                 Diagnostic(
@@ -192,9 +191,8 @@ class FeastRenderer:
         }
 
     @staticmethod
-    def _source(spec: ParsedSpec, offline: str, problems: list[Diagnostic]) -> dict[str, Any] | None:
+    def _source(spec: ParsedSpec[DataSource], offline: str, problems: list[Diagnostic]) -> dict[str, Any] | None:
         model = spec.model
-        assert isinstance(model, DataSource)
         source = model.spec
         refused = refused_source_type(spec, source)  # postgres, kafka: no target reads them
         if refused is not None:
@@ -221,9 +219,8 @@ class FeastRenderer:
         }
 
     @staticmethod
-    def _view(spec: ParsedSpec, join_keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    def _view(spec: ParsedSpec[FeatureView], join_keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
         model = spec.model
-        assert isinstance(model, FeatureView)
         keys = [join_keys[e] for e in model.spec.entities]
         fields = [{"name": key, "dtype": dtype, "description": ""} for key, dtype in keys]
         fields += [
@@ -242,9 +239,8 @@ class FeastRenderer:
         }
 
     @staticmethod
-    def _service(spec: ParsedSpec) -> dict[str, Any]:
+    def _service(spec: ParsedSpec[FeatureService]) -> dict[str, Any]:
         model = spec.model
-        assert isinstance(model, FeatureService)
         return {
             "var": identifier(spec.name, "service"),
             "name": feast_name(spec.name),

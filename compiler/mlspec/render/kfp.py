@@ -28,7 +28,7 @@ from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
 from mlspec.runtime.context import reference_variable
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
 
@@ -86,14 +86,12 @@ def batch_feature_service(graph: ResolvedGraph, deployment: Deployment) -> str |
     if deployment.spec.features:
         return deployment.spec.features
     found = SpecIndex(graph.resources.values()).models.get(deployment.spec.model.name)
-    return found.model.spec.features if found is not None and isinstance(found.model, TrainingPipeline) else None
+    return found.model.spec.features if found is not None else None
 
 
-def batch_inputs(deployment: Deployment, feature_service: str) -> dict[str, Any]:
-    """Everything that shapes one compiled batch pipeline, as plain data."""
-    spec = deployment.spec
+def batch_inputs(deployment: Deployment, spec: BatchDeploymentSpec, feature_service: str) -> dict[str, Any]:
+    """Everything that shapes one compiled batch pipeline (``spec`` is the Deployment's), as plain data."""
     runtime = spec.runtime
-    assert spec.batch is not None
     connection = spec.batch.sink.connection
     secret = None
     if connection and connection.startswith("k8s://"):
@@ -169,10 +167,9 @@ class KfpRenderer:
         out = RenderOutput()
         namespace = f"kfp/{self.version}/{_components_digest()}/{context.mlspec_version}"
         # (spec, with GPU, cache key): the key is the spec's content digest, so a hit costs no model dump
-        planned: list[tuple[ParsedSpec, bool, list[str]]] = []
-        for spec in graph.of_kind("TrainingPipeline"):
+        planned: list[tuple[ParsedSpec[TrainingPipeline], bool, list[str]]] = []
+        for spec in graph.specs(TrainingPipeline):
             pipeline = spec.model
-            assert isinstance(pipeline, TrainingPipeline)
             if pipeline.spec.model.framework not in FRAMEWORKS:
                 out.diagnostics.append(_unknown_framework(spec, pipeline.spec.model.framework))
                 continue
@@ -187,7 +184,7 @@ class KfpRenderer:
                 missing.append(index)
             else:
                 compiled[index] = found
-        jobs = [pipeline_inputs(planned[i][0].model, gpu=planned[i][1]) for i in missing]  # type: ignore[arg-type]
+        jobs = [pipeline_inputs(planned[i][0].model, gpu=planned[i][1]) for i in missing]
         for index, content in zip(missing, compile_all(jobs), strict=True):
             compiled[index] = content
             if context.cache:
@@ -195,8 +192,8 @@ class KfpRenderer:
         for index, (spec, with_gpu, _) in enumerate(planned):
             name = spec.name + ("" if with_gpu else "-cpu")
             out.artifacts.append(Artifact(f"kfp/{name}.yaml", compiled[index], self.name, (spec.ref,)))
-        for spec in graph.of_kind("TrainingPipeline"):
-            schedule = spec.model.spec.schedule  # type: ignore[attr-defined]
+        for spec in graph.specs(TrainingPipeline):
+            schedule = spec.model.spec.schedule
             if schedule:
                 path = f"kfp/{spec.name}.schedule.json"
                 build = functools.partial(_schedule_file, path, spec.name, schedule, graph.name)
@@ -207,9 +204,10 @@ class KfpRenderer:
 
     def _render_batch(self, graph: ResolvedGraph, context: RenderContext, out: RenderOutput) -> None:
         namespace = f"kfp-batch/{self.version}/{_components_digest()}/{context.mlspec_version}"
-        for spec in graph.of_kind("Deployment"):
+        for spec in graph.specs(Deployment):
             deployment = spec.model
-            if not isinstance(deployment, Deployment) or deployment.spec.batch is None:
+            batch = deployment.spec
+            if not isinstance(batch, BatchDeploymentSpec):
                 continue
             service = batch_feature_service(graph, deployment)
             if service is None:  # references are checked before rendering: a model always has its pipeline
@@ -218,11 +216,11 @@ class KfpRenderer:
             key = [graph.fingerprint(spec.ref)]
             compiled = context.cache.lookup(namespace, key) if context.cache else None
             if compiled is None:
-                compiled = _compile_batch(batch_inputs(deployment, service))
+                compiled = _compile_batch(batch_inputs(deployment, batch, service))
                 if context.cache:
                     context.cache.store(namespace, key, compiled)
             out.artifacts.append(Artifact(f"kfp/batch/{spec.name}.yaml", compiled, self.name, (spec.ref,)))
-            schedule = deployment.spec.batch.schedule
+            schedule = batch.batch.schedule
             if schedule:
                 path = f"kfp/batch/{spec.name}.schedule.json"
                 name = batch_pipeline_name(spec.name)

@@ -23,7 +23,14 @@ from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.spec.deployment import AbRollout, BlueGreenRollout, CanaryRollout, Deployment, ShadowRollout
+from mlspec.spec.deployment import (
+    AbRollout,
+    BlueGreenRollout,
+    CanaryRollout,
+    Deployment,
+    OnlineDeploymentSpec,
+    ShadowRollout,
+)
 from mlspec.spec.environment import KubernetesTarget
 from mlspec.spec.validate import ParsedSpec
 
@@ -75,17 +82,22 @@ class KServeRenderer:
                 (graph.environment.ref,),
             )
         )
-        for spec in graph.of_kind("Deployment"):
-            if isinstance(spec.model, Deployment) and spec.model.spec.mode == "online":  # batch/edge: no endpoint
-                self._deployment(spec, graph, context, k8s, out)
+        for spec in graph.specs(Deployment):
+            if isinstance(spec.model.spec, OnlineDeploymentSpec):  # batch/edge: no endpoint
+                self._deployment(spec, spec.model.spec, graph, context, k8s=k8s, out=out)
         return out
 
     def _deployment(
-        self, spec: ParsedSpec, graph: ResolvedGraph, context: RenderContext, k8s: KubernetesTarget, out: RenderOutput
+        self,
+        spec: ParsedSpec[Deployment],
+        online: OnlineDeploymentSpec,
+        graph: ResolvedGraph,
+        context: RenderContext,
+        *,
+        k8s: KubernetesTarget,
+        out: RenderOutput,
     ) -> None:
-        model = spec.model
-        assert isinstance(model, Deployment)
-        rollout = model.spec.rollout
+        rollout = online.rollout
         if isinstance(rollout, CanaryRollout) and k8s.serving_mode == "raw":
             out.diagnostics.append(
                 Diagnostic(
@@ -100,41 +112,49 @@ class KServeRenderer:
             return
         sources = (spec.ref, graph.environment.ref)
         key = [graph.environment.digest, graph.fingerprint(spec.ref)]
-        files = reuse(context, f"{self.name}/{self.version}", key, lambda: _deployment_files(spec, graph, context, k8s))
+        files = reuse(
+            context, f"{self.name}/{self.version}", key, lambda: _deployment_files(spec, online, graph, context, k8s)
+        )
         out.artifacts.extend(Artifact(path, content, self.name, sources) for path, content in files.items())
 
 
 def _deployment_files(
-    spec: ParsedSpec, graph: ResolvedGraph, context: RenderContext, k8s: KubernetesTarget
+    spec: ParsedSpec[Deployment],
+    online: OnlineDeploymentSpec,
+    graph: ResolvedGraph,
+    context: RenderContext,
+    k8s: KubernetesTarget,
 ) -> dict[str, bytes]:
-    model = spec.model
-    assert isinstance(model, Deployment)
     name = spec.name
     documents: list[dict[str, Any]] = [
         _service_account(name, graph, context, k8s),
-        _allow_ingress(name, graph, context, model),
+        _allow_ingress(name, k8s.namespace, graph, context, online),
     ]
-    variants = _variants(model)
+    variants = _variants(name, online)
     for variant_name, alias in variants:
         documents.append(
-            _inference_service(variant_name, alias, spec=spec, graph=graph, context=context, k8s=k8s, gpu=True)
+            _inference_service(
+                variant_name, alias, spec=spec, online=online, graph=graph, context=context, k8s=k8s, gpu=True
+            )
         )
     files = {f"kubernetes/{name}.yaml": to_yaml_documents(documents)}
-    if isinstance(model.spec.rollout, (AbRollout, ShadowRollout, BlueGreenRollout)):
-        files[f"kubernetes/{name}.traffic.yaml"] = to_yaml_documents([_traffic(name, graph, context, model)])
-    if model.spec.runtime.device == "gpu" and model.spec.runtime.fallback == "cpu":
+    if isinstance(online.rollout, (AbRollout, ShadowRollout, BlueGreenRollout)):
+        files[f"kubernetes/{name}.traffic.yaml"] = to_yaml_documents(
+            [_traffic(name, k8s.namespace, graph, context, online)]
+        )
+    if online.runtime.device == "gpu" and online.runtime.fallback == "cpu":
         fallback = [
-            _inference_service(v, a, spec=spec, graph=graph, context=context, k8s=k8s, gpu=False) for v, a in variants
+            _inference_service(v, a, spec=spec, online=online, graph=graph, context=context, k8s=k8s, gpu=False)
+            for v, a in variants
         ]
         files[f"kubernetes-fallback/{name}.yaml"] = to_yaml_documents(fallback)
     return files
 
 
-def _variants(model: Deployment) -> list[tuple[str, str]]:
+def _variants(name: str, online: OnlineDeploymentSpec) -> list[tuple[str, str]]:
     """(InferenceService name, model alias) for every variant that serves traffic."""
-    name = model.metadata.name
-    rollout = model.spec.rollout
-    alias = model.spec.model.alias or "champion"
+    rollout = online.rollout
+    alias = online.model.alias or "champion"
     if isinstance(rollout, AbRollout):
         return [(f"{name}-{variant.alias}", variant.alias) for variant in rollout.variants]
     if isinstance(rollout, ShadowRollout):
@@ -146,19 +166,19 @@ def _inference_service(
     isvc_name: str,
     alias: str,
     *,
-    spec: ParsedSpec,
+    spec: ParsedSpec[Deployment],
+    online: OnlineDeploymentSpec,
     graph: ResolvedGraph,
     context: RenderContext,
     k8s: KubernetesTarget,
     gpu: bool,
 ) -> dict[str, Any]:
     model = spec.model
-    assert isinstance(model, Deployment)
-    runtime = model.spec.runtime
+    runtime = online.runtime
     registry = graph.env.spec.targets.registry
     store = (registry.artifact_store or "").rstrip("/")
-    version = model.spec.model.version
-    locator = f"{model.spec.model.name}/versions/{version}" if version else f"{model.spec.model.name}/aliases/{alias}"
+    version = online.model.version
+    locator = f"{online.model.name}/versions/{version}" if version else f"{online.model.name}/aliases/{alias}"
     use_gpu = gpu and runtime.device == "gpu"
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": _quantity(runtime.cpu), "memory": runtime.memory},
@@ -166,12 +186,12 @@ def _inference_service(
     }
     predictor: dict[str, Any] = {
         "serviceAccountName": model.metadata.name,
-        "minReplicas": model.spec.scaling.min_replicas,
-        "maxReplicas": model.spec.scaling.max_replicas,
-        "scaleMetric": model.spec.scaling.target.metric,
-        "scaleTarget": model.spec.scaling.target.value,
+        "minReplicas": online.scaling.min_replicas,
+        "maxReplicas": online.scaling.max_replicas,
+        "scaleMetric": online.scaling.target.metric,
+        "scaleTarget": online.scaling.target.value,
     }
-    rollout = model.spec.rollout
+    rollout = online.rollout
     if isinstance(rollout, CanaryRollout):
         predictor["canaryTrafficPercent"] = rollout.steps[0]
     if use_gpu:
@@ -189,10 +209,10 @@ def _inference_service(
     }
     annotations = {
         MODE_ANNOTATION: MODES[k8s.serving_mode],
-        "mlspec.dev/model": f"{model.spec.model.name}@{alias}" if not version else f"{model.spec.model.name}/{version}",
+        "mlspec.dev/model": f"{online.model.name}@{alias}" if not version else f"{online.model.name}/{version}",
         "mlspec.dev/rollout": json.dumps(rollout.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
-        "mlspec.dev/auth": model.spec.auth.method if model.spec.auth.required else "none",
-        "mlspec.dev/visibility": model.spec.endpoint.visibility,
+        "mlspec.dev/auth": online.auth.method if online.auth.required else "none",
+        "mlspec.dev/visibility": online.endpoint.visibility,
     }
     if not use_gpu and runtime.device == "gpu":
         annotations["mlspec.dev/variant"] = "cpu-fallback"
@@ -247,10 +267,11 @@ def _default_deny(namespace: str, graph: ResolvedGraph, project: str) -> dict[st
     }
 
 
-def _allow_ingress(name: str, graph: ResolvedGraph, context: RenderContext, model: Deployment) -> dict[str, Any]:
-    namespace = graph.env.spec.targets.kubernetes.namespace  # type: ignore[union-attr]
+def _allow_ingress(
+    name: str, namespace: str, graph: ResolvedGraph, context: RenderContext, online: OnlineDeploymentSpec
+) -> dict[str, Any]:
     sources: list[dict[str, Any]] = [{"podSelector": {}}]
-    if model.spec.endpoint.visibility != "private":
+    if online.endpoint.visibility != "private":
         # the serving gateway (Knative/Istio ingress) forwards outside callers
         sources.append({"namespaceSelector": {"matchLabels": {"mlspec.dev/ingress": "true"}}})
     return {
@@ -276,13 +297,14 @@ def _allow_ingress(name: str, graph: ResolvedGraph, context: RenderContext, mode
     }
 
 
-def _traffic(name: str, graph: ResolvedGraph, context: RenderContext, model: Deployment) -> dict[str, Any]:
+def _traffic(
+    name: str, namespace: str, graph: ResolvedGraph, context: RenderContext, online: OnlineDeploymentSpec
+) -> dict[str, Any]:
     """The routing policy for strategies KServe does not split itself (consumed by the mlspec router)."""
-    namespace = graph.env.spec.targets.kubernetes.namespace  # type: ignore[union-attr]
     policy = {
         "deployment": name,
-        "rollout": model.spec.rollout.model_dump(mode="json"),
-        "variants": dict(_variants(model)),
+        "rollout": online.rollout.model_dump(mode="json"),
+        "variants": dict(_variants(name, online)),
     }
     return {
         "apiVersion": "v1",

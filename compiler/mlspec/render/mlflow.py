@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
+from mlspec.spec.datasource import DataSource
+from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.spec.training import TrainingPipeline
 
 SCHEMA_VERSION = 1
@@ -17,9 +18,9 @@ _RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
 def data_classification(graph: ResolvedGraph, pipeline_ref: str) -> str:
     """The most sensitive classification among the sources a pipeline depends on, directly or not."""
     levels = [
-        graph.resources[ref].model.spec.classification  # type: ignore[attr-defined]
+        source.model.spec.classification
         for ref in graph.upstream(pipeline_ref)
-        if graph.resources[ref].kind == "DataSource"
+        if (source := graph.typed(DataSource, ref)) is not None
     ]
     return max(levels, key=_RANK.__getitem__, default="public")
 
@@ -47,9 +48,8 @@ class MlflowRenderer:
     def _document(self, graph: ResolvedGraph, context: RenderContext) -> dict[str, Any]:
         registry = graph.env.spec.targets.registry
         models: list[dict[str, Any]] = []
-        for spec in graph.of_kind("TrainingPipeline"):
+        for spec in graph.specs(TrainingPipeline):
             pipeline = spec.model
-            assert isinstance(pipeline, TrainingPipeline)
             registration = pipeline.spec.registration
             aliases = sorted({registration.alias, *([registration.promote_to] if registration.promote_to else [])})
             models.append(
@@ -70,10 +70,9 @@ class MlflowRenderer:
                 }
             )
         served: list[dict[str, Any]] = []
-        for spec in graph.of_kind("Deployment"):
-            deployment = spec.model
-            assert isinstance(deployment, Deployment)
-            rollout = deployment.spec.rollout
+        for served_spec in graph.specs(Deployment):
+            deployment = served_spec.model
+            rollout = deployment.spec.rollout if isinstance(deployment.spec, OnlineDeploymentSpec) else None
             served_aliases = {deployment.spec.model.alias or "champion"}
             if isinstance(rollout, AbRollout):
                 served_aliases |= {v.alias for v in rollout.variants}
@@ -81,7 +80,7 @@ class MlflowRenderer:
                 served_aliases.add(rollout.challenger)
             served.append(
                 {
-                    "deployment": spec.name,
+                    "deployment": served_spec.name,
                     "model": deployment.spec.model.name,
                     "aliases": sorted(served_aliases),
                     "version": deployment.spec.model.version,

@@ -10,8 +10,9 @@ from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
 from mlspec.spec.base import duration_seconds
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import Deployment, OnlineDeploymentSpec
 from mlspec.spec.features import FeatureService, FeatureView
+from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
 
 SCHEMA_VERSION = 1
@@ -19,14 +20,12 @@ SCHEMA_VERSION = 1
 
 def service_features(graph: ResolvedGraph, service_name: str) -> list[dict[str, str]]:
     """The features a FeatureService selects, with view and dtype, in declaration order."""
-    service = graph.resources.get(f"FeatureService/{service_name}")
+    service = graph.find(FeatureService, service_name)
     if service is None:
         return []
-    assert isinstance(service.model, FeatureService)
     features: list[dict[str, str]] = []
     for selection in service.model.spec.features:
-        view = graph.resources[f"FeatureView/{selection.view}"].model
-        assert isinstance(view, FeatureView)
+        view = graph.require(FeatureView, selection.view).model
         wanted = set(selection.fields) if selection.fields is not None else None
         features.extend(
             {"view": selection.view, "name": f.name, "dtype": f.dtype}
@@ -46,36 +45,43 @@ class MonitoringRenderer:
         """One monitoring configuration per monitored Deployment."""
         out = RenderOutput()
         index = SpecIndex(graph.resources.values())
-        for spec in graph.of_kind("Deployment"):
-            deployment = spec.model
-            assert isinstance(deployment, Deployment)
-            drift = deployment.spec.monitoring.drift
-            if drift is None:
-                continue
-            pipeline = index.models.get(deployment.spec.model.name)
+        for spec in graph.specs(Deployment):
+            online = spec.model.spec
+            if not isinstance(online, OnlineDeploymentSpec) or online.monitoring.drift is None:
+                continue  # batch and edge Deployments serve no requests to watch
+            pipeline = index.models.get(online.model.name)
             path = f"monitoring/{spec.name}.json"
             key = [
                 graph.environment.digest,
                 graph.fingerprint(spec.ref),
                 graph.fingerprint(pipeline.ref) if pipeline else "",
             ]
-            build = functools.partial(self._files, path, graph, spec, deployment, pipeline)
+            build = functools.partial(self._files, path, graph, spec, online, pipeline)
             files = reuse(context, f"{self.name}/{self.version}", key, build)
             sources = (spec.ref, *([pipeline.ref] if pipeline else []))
             out.artifacts.append(Artifact(path, files[path], self.name, sources))
         return out
 
     def _files(
-        self, path: str, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None
+        self,
+        path: str,
+        graph: ResolvedGraph,
+        spec: ParsedSpec,
+        online: OnlineDeploymentSpec,
+        pipeline: ParsedSpec[TrainingPipeline] | None,
     ) -> dict[str, bytes]:
-        return {path: to_json(self._document(graph, spec, deployment, pipeline))}
+        return {path: to_json(self._document(graph, spec, online, pipeline))}
 
     def _document(
-        self, graph: ResolvedGraph, spec: ParsedSpec, deployment: Deployment, pipeline: ParsedSpec | None
+        self,
+        graph: ResolvedGraph,
+        spec: ParsedSpec,
+        online: OnlineDeploymentSpec,
+        pipeline: ParsedSpec[TrainingPipeline] | None,
     ) -> dict[str, Any]:
-        drift = deployment.spec.monitoring.drift
+        drift = online.monitoring.drift
         assert drift is not None
-        service_name = deployment.spec.features or (pipeline.model.spec.features if pipeline else None)  # type: ignore[attr-defined]
+        service_name = online.features or (pipeline.model.spec.features if pipeline else None)
         features = service_features(graph, service_name) if service_name else []
         if drift.features is not None:
             features = [f for f in features if f["name"] in set(drift.features)]
@@ -84,11 +90,11 @@ class MonitoringRenderer:
             "schema_version": SCHEMA_VERSION,
             "environment": graph.name,
             "deployment": spec.name,
-            "model": deployment.spec.model.name,
+            "model": online.model.name,
             "reference": {
                 "feature_service": service_name,
                 "training_pipeline": pipeline.ref if pipeline else None,
-                "dataset": f"{data_dir}/datasets/{deployment.spec.model.name}/reference.parquet",
+                "dataset": f"{data_dir}/datasets/{online.model.name}/reference.parquet",
             },
             "current": {"request_log": f"{data_dir}/requests/{spec.name}", "sample_rate": drift.sample_rate},
             "features": features,

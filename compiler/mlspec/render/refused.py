@@ -102,7 +102,7 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
     RefusedField(
         (Drift,),
         "action",
-        "Deployment '{name}' has drift action '{value}' (also the default), but mlspec "
+        "Deployment '{name}' has drift action '{value}', but mlspec "
         "sends no alerts yet: drift would only be printed by `mlspec monitor`",
         "set monitoring.drift.action: none to report drift in `mlspec monitor` (it exits 1 on drift), "
         "or action: retrain to retrain and roll out again",
@@ -120,7 +120,7 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
     RefusedField(
         (BlueGreenRollout,),
         "auto_promote",
-        "Deployment '{name}' has a blue_green rollout with auto_promote: {value} (also the default), but "
+        "Deployment '{name}' has a blue_green rollout with auto_promote: {value}, but "
         "every target switches all traffic to green by itself once green loaded and passed a smoke inference; "
         "holding green for a manual promotion is not built",
         "set rollout.auto_promote: true, which is what every target does, or use strategy: canary for a judged, "

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlspec.diagnostics import Location
+from mlspec.spec.datasource import DataSource
+from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, EdgeDeploymentSpec, OnlineDeploymentSpec
+from mlspec.spec.training import TrainingPipeline
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
     from mlspec.policy.findings import Finding
     from mlspec.resolve.graph import ResolvedGraph
-    from mlspec.spec.deployment import DeploymentSpec
     from mlspec.spec.validate import ParsedSpec
 
 SENSITIVE = ("confidential", "pii")  # the classifications the policy library protects (lib.sensitive)
@@ -195,20 +197,16 @@ def _empty(project: str, environment: str, errors: tuple[str, ...]) -> Complianc
     return ComplianceReport(project, environment, "", "", "", (), None, "", None, (), (), (), (), (), (), errors)
 
 
-def _sensitive_sources(graph: ResolvedGraph) -> dict[str, ParsedSpec]:
-    return {
-        s.ref: s
-        for s in graph.of_kind("DataSource")
-        if s.model.spec.classification in SENSITIVE  # type: ignore[attr-defined]
-    }
+def _sensitive_sources(graph: ResolvedGraph) -> dict[str, ParsedSpec[DataSource]]:
+    return {s.ref: s for s in graph.specs(DataSource) if s.model.spec.classification in SENSITIVE}
 
 
-def _sources_of(graph: ResolvedGraph, ref: str, sensitive: dict[str, ParsedSpec]) -> tuple[str, ...]:
+def _sources_of(graph: ResolvedGraph, ref: str, sensitive: dict[str, ParsedSpec[DataSource]]) -> tuple[str, ...]:
     return tuple(sorted(r for r in {ref, *graph.upstream(ref)} if r in sensitive))
 
 
-def _classification(sources: tuple[str, ...], sensitive: dict[str, ParsedSpec]) -> str:
-    found = {sensitive[s].model.spec.classification for s in sources}  # type: ignore[attr-defined]
+def _classification(sources: tuple[str, ...], sensitive: dict[str, ParsedSpec[DataSource]]) -> str:
+    found = {sensitive[s].model.spec.classification for s in sources}
     return "pii" if "pii" in found else "confidential"
 
 
@@ -219,7 +217,11 @@ def _where(root: Path, location: Location) -> tuple[str, int]:
 
 
 def _hops(
-    root: Path, graph: ResolvedGraph, spec: ParsedSpec, sources: tuple[str, ...], sensitive: dict[str, ParsedSpec]
+    root: Path,
+    graph: ResolvedGraph,
+    spec: ParsedSpec,
+    sources: tuple[str, ...],
+    sensitive: dict[str, ParsedSpec[DataSource]],
 ) -> list[Hop]:
     env = graph.env.spec
     allowed = env.data_residency.allowed_regions
@@ -228,8 +230,8 @@ def _hops(
     env_key = Control(kms is not None, f"environment key {kms}" if kms else "no environment KMS key")
     file, line = _where(root.resolve(), spec.document.location)
     classification = _classification(sources, sensitive)
-    if spec.kind == "DataSource":
-        source = spec.model.spec  # type: ignore[attr-defined]
+    if (data_source := spec.as_kind(DataSource)) is not None:
+        source = data_source.model.spec
         enc = source.encryption
         at_rest = Control(
             bool(enc.at_rest and enc.kms_key),
@@ -239,7 +241,7 @@ def _hops(
         return [
             Hop(spec.ref, "source", classification, regions, _outside(regions, allowed), at_rest, env_tls, file, line)
         ]
-    regions = tuple(sorted({env.region, *(sensitive[s].model.spec.region for s in sources)}))  # type: ignore[attr-defined]
+    regions = tuple(sorted({env.region, *(sensitive[s].model.spec.region for s in sources)}))
     outside = _outside(regions, allowed)
     stage = STAGE_NAMES[spec.kind]
     if spec.kind == "FeatureView":
@@ -249,20 +251,22 @@ def _hops(
     else:
         at_rest = env_key
     in_transit = env_tls
-    if spec.kind == "Deployment" and spec.model.spec.mode != "online":  # type: ignore[attr-defined]
-        at_rest, in_transit = _offline_controls(spec.model.spec, graph, env_key, env_tls)  # type: ignore[attr-defined]
-    elif spec.kind == "Deployment":
-        endpoint = spec.model.spec.endpoint  # type: ignore[attr-defined]
+    deployment = spec.as_kind(Deployment)
+    serving = deployment.model.spec if deployment is not None else None
+    if isinstance(serving, OnlineDeploymentSpec):
+        endpoint, auth = serving.endpoint, serving.auth
         in_transit = Control(
             env_tls.ok and endpoint.tls,
             f"{env_tls.detail}; endpoint tls: {'on' if endpoint.tls else 'off'} ({endpoint.visibility}); "
-            f"auth: {spec.model.spec.auth.method if spec.model.spec.auth.required else 'none'}",  # type: ignore[attr-defined]
+            f"auth: {auth.method if auth.required else 'none'}",
         )
+    elif serving is not None:  # batch and edge Deployments have no endpoint
+        at_rest, in_transit = _offline_controls(serving, graph, env_key, env_tls)
     hops = [Hop(spec.ref, stage, classification, regions, outside, at_rest, in_transit, file, line)]
-    if spec.kind == "TrainingPipeline":
+    if (pipeline := spec.as_kind(TrainingPipeline)) is not None:
         store = graph.env.spec.targets.registry.artifact_store
         detail = f"model artifacts{f' in {store}' if store else ''}: {env_key.detail}"
-        model_ref = f"Model/{spec.model.model_name}"  # type: ignore[attr-defined]
+        model_ref = f"Model/{pipeline.model.model_name}"
         hops.append(
             Hop(model_ref, "model", classification, regions, outside, Control(env_key.ok, detail), env_tls, file, line)
         )
@@ -270,11 +274,11 @@ def _hops(
 
 
 def _offline_controls(
-    deployment: DeploymentSpec, graph: ResolvedGraph, env_key: Control, env_tls: Control
+    deployment: BatchDeploymentSpec | EdgeDeploymentSpec, graph: ResolvedGraph, env_key: Control, env_tls: Control
 ) -> tuple[Control, Control]:
     """At rest and in transit for what a batch Deployment writes (its predictions) and an edge Deployment ships (a
     package): what mlspec protects, and what it leaves to the sink's or the device's own controls."""
-    if deployment.batch is not None:
+    if isinstance(deployment, BatchDeploymentSpec):
         sink = deployment.batch.sink
         if sink.table:
             return (
@@ -287,8 +291,7 @@ def _offline_controls(
             env_tls,
         )
     encryption = graph.env.spec.encryption
-    edge = deployment.edge
-    signer = (edge.signing_key if edge is not None else None) or encryption.signing_key or "the environment's key"
+    signer = deployment.edge.signing_key or encryption.signing_key or "the environment's key"
     return (
         Control(False, f"edge package: the model in plaintext on devices, signed by {signer} (integrity, not secrecy)"),
         Control(True, "shipped as a signed package: every file's sha256 in an Ed25519-signed manifest"),
@@ -314,9 +317,9 @@ def _resource(
         refs = [r for r in chain if graph.resources[r].kind == kind] if kind != "Model" else []
         if kind == "Model":
             refs = [
-                f"Model/{graph.resources[r].model.model_name}"  # type: ignore[attr-defined]
+                f"Model/{pipeline.model.model_name}"
                 for r in chain
-                if graph.resources[r].kind == "TrainingPipeline"
+                if (pipeline := graph.typed(TrainingPipeline, r)) is not None
             ]
         if refs:
             lineage.append((STAGE_NAMES[kind], tuple(refs)))
@@ -347,7 +350,7 @@ def _waivers(graph: ResolvedGraph, findings: list[Finding], today: dt.date) -> t
 
     out: list[WaiverInForce] = []
     for waiver in sorted(graph.waivers, key=lambda w: w.ref):
-        spec = waiver.model.spec  # type: ignore[attr-defined]
+        spec = waiver.model.spec
         days = (spec.expires - today).days
         status = "expired" if days < 0 else "expiring" if days <= EXPIRY_WARNING_DAYS else "active"
         waives = tuple(sorted(f"{f.policy} on {f.resource}" for f in findings if f.waiver == waiver.ref))

@@ -10,26 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from mlspec.diagnostics import Diagnostic, format_path
 from mlspec.spec.datasource import DataSource
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, OnlineDeploymentSpec
+from mlspec.spec.entity import Entity
 from mlspec.spec.features import FeatureService, FeatureView
 from mlspec.spec.suggest import did_you_mean
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
 
+if TYPE_CHECKING:  # resolve.refs calls these checks with its index
+    from mlspec.resolve.refs import SpecIndex
+
 Path = tuple[str | int, ...]
-
-
-class SpecIndex(Protocol):
-    """What these checks look specs up with (resolve.refs.SpecIndex)."""
-
-    models: dict[str, ParsedSpec]
-
-    def get(self, kind: str, name: str) -> ParsedSpec | None:
-        """The spec of that kind and name, if defined."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +75,10 @@ def check_columns(specs: Iterable[ParsedSpec], index: SpecIndex) -> Iterator[Dia
 
 def _columns(index: SpecIndex, source: str) -> tuple[ParsedSpec, list[str]] | None:
     """The source and its declared columns; None when it is not defined or declares no schema."""
-    found = index.get("DataSource", source)
+    found = index.find(DataSource, source)
     if found is None:
         return None
-    columns: list[str] = found.model.spec.column_names()  # type: ignore[attr-defined]
+    columns = found.model.spec.column_names()
     return (found, columns) if columns else None
 
 
@@ -110,9 +105,9 @@ def _entity_keys(index: SpecIndex, entities: Iterable[str]) -> dict[str, list[st
     """Join keys of each defined entity."""
     keys: dict[str, list[str]] = {}
     for name in entities:
-        entity = index.get("Entity", name)
+        entity = index.find(Entity, name)
         if entity is not None:
-            keys[name] = list(entity.model.spec.join_keys)  # type: ignore[attr-defined]
+            keys[name] = list(entity.model.spec.join_keys)
     return keys
 
 
@@ -130,10 +125,10 @@ def _service_names(spec: ParsedSpec, service: FeatureService, index: SpecIndex) 
     """The model's inputs are named by feature: two views must not give it the same name."""
     first: dict[str, str] = {}
     for i, selection in enumerate(service.spec.features):
-        view = index.get("FeatureView", selection.view)
+        view = index.find(FeatureView, selection.view)
         if view is None:
             continue
-        declared = [f.name for f in view.model.spec.features]  # type: ignore[attr-defined]
+        declared = [f.name for f in view.model.spec.features]
         for j, name in enumerate(selection.fields if selection.fields is not None else declared):
             if name not in declared:
                 continue  # reported by the reference checks
@@ -152,33 +147,33 @@ def _service_names(spec: ParsedSpec, service: FeatureService, index: SpecIndex) 
 
 def _service_features(index: SpecIndex, service_name: str) -> list[str] | None:
     """The feature names a service gives the model; None when the service or one of its views is unknown."""
-    service = index.get("FeatureService", service_name)
+    service = index.find(FeatureService, service_name)
     if service is None:
         return None
     names: list[str] = []
-    for selection in service.model.spec.features:  # type: ignore[attr-defined]
-        view = index.get("FeatureView", selection.view)
+    for selection in service.model.spec.features:
+        view = index.find(FeatureView, selection.view)
         if view is None:
             return None
-        declared = [f.name for f in view.model.spec.features]  # type: ignore[attr-defined]
+        declared = [f.name for f in view.model.spec.features]
         names.extend(selection.fields if selection.fields is not None else declared)
     return names
 
 
 def _deployment_service(deployment: Deployment, index: SpecIndex) -> str | None:
     """The FeatureService a deployment looks up: its own, else its model's pipeline's."""
-    body: Any = deployment.spec
-    service: str | None = getattr(body, "features", None)
+    service = deployment.spec.features
     if service is None:
-        pipeline = index.models.get(body.model.name)
-        service = pipeline.model.spec.features if pipeline is not None else None  # type: ignore[attr-defined]
+        pipeline = index.models.get(deployment.spec.model.name)
+        service = pipeline.model.spec.features if pipeline is not None else None
     return service
 
 
 def _drift_features(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[Diagnostic]:
     """Drift monitoring watches input features by name: each must be one the deployment's model gets."""
-    drift = getattr(getattr(deployment.spec, "monitoring", None), "drift", None)
-    watched: list[str] = getattr(drift, "features", None) or []
+    online = deployment.spec
+    drift = online.monitoring.drift if isinstance(online, OnlineDeploymentSpec) else None
+    watched = (drift.features if drift is not None else None) or []
     service = _deployment_service(deployment, index)
     known = _service_features(index, service) if watched and service else None
     if known is None:
@@ -198,14 +193,14 @@ def _drift_features(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) 
 
 def _service_keys(index: SpecIndex, service_name: str) -> list[str]:
     """Join keys of every view a feature service selects (what training and scoring join on)."""
-    service = index.get("FeatureService", service_name)
+    service = index.find(FeatureService, service_name)
     if service is None:
         return []
     entities: list[str] = []
-    for selection in service.model.spec.features:  # type: ignore[attr-defined]
-        view = index.get("FeatureView", selection.view)
+    for selection in service.model.spec.features:
+        view = index.find(FeatureView, selection.view)
         if view is not None:
-            entities.extend(view.model.spec.entities)  # type: ignore[attr-defined]
+            entities.extend(view.model.spec.entities)
     keys = _entity_keys(index, entities)
     return sorted({key for entity in entities for key in keys.get(entity, [])})
 
@@ -231,7 +226,7 @@ def _training_reads(spec: ParsedSpec, pipeline: TrainingPipeline, index: SpecInd
 
 
 def _batch_reads(spec: ParsedSpec, deployment: Deployment, index: SpecIndex) -> Iterator[ColumnRead]:
-    batch = getattr(deployment.spec, "batch", None)
+    batch = deployment.spec.batch if isinstance(deployment.spec, BatchDeploymentSpec) else None
     service = _deployment_service(deployment, index)
     if batch is None or service is None:
         return

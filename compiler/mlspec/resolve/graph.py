@@ -18,9 +18,11 @@ from mlspec.hashing import digest
 from mlspec.resolve.overlay import Patch, apply_patches, check_patch
 from mlspec.resolve.refs import SpecIndex, check_references, references
 from mlspec.spec.environment import Environment
+from mlspec.spec.registry import KIND_OF
 from mlspec.spec.suggest import did_you_mean
 from mlspec.spec.training import TrainingPipeline
-from mlspec.spec.validate import ParsedSpec
+from mlspec.spec.validate import ParsedSpec, SpecT, specs_of
+from mlspec.spec.waiver import Waiver
 
 # Kinds that become platform resources; Environments and Waivers shape them but are not deployed.
 GRAPH_KINDS = ("DataSource", "Entity", "FeatureView", "FeatureService", "TrainingPipeline", "Deployment")
@@ -30,12 +32,12 @@ GRAPH_KINDS = ("DataSource", "Entity", "FeatureView", "FeatureService", "Trainin
 class ResolvedGraph:
     """Every resource of one environment, patched and ordered so that dependencies come first."""
 
-    environment: ParsedSpec
+    environment: ParsedSpec[Environment]
     resources: dict[str, ParsedSpec]
     dependencies: dict[str, tuple[str, ...]]
     order: tuple[str, ...]
     overridden: frozenset[str] = field(default=frozenset())
-    waivers: tuple[ParsedSpec, ...] = ()
+    waivers: tuple[ParsedSpec[Waiver], ...] = ()
     _fingerprints: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     _reverse: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -47,13 +49,31 @@ class ResolvedGraph:
     @property
     def env(self) -> Environment:
         """The environment's model."""
-        model = self.environment.model
-        assert isinstance(model, Environment)
-        return model
+        return self.environment.model
 
     def of_kind(self, kind: str) -> list[ParsedSpec]:
         """Resources of one kind, in dependency order."""
         return [self.resources[ref] for ref in self.order if self.resources[ref].kind == kind]
+
+    def specs(self, model: type[SpecT]) -> list[ParsedSpec[SpecT]]:
+        """Resources of one model's kind, typed, in dependency order (``graph.specs(Deployment)``)."""
+        return specs_of((self.resources[ref] for ref in self.order), model)
+
+    def find(self, model: type[SpecT], name: str) -> ParsedSpec[SpecT] | None:
+        """The resource of that model's kind and name, typed, if the environment has it."""
+        return self.typed(model, f"{KIND_OF[model]}/{name}")
+
+    def require(self, model: type[SpecT], name: str) -> ParsedSpec[SpecT]:
+        """The resource of that model's kind and name, typed; KeyError when the environment lacks it."""
+        found = self.find(model, name)
+        if found is None:
+            raise KeyError(f"{KIND_OF[model]}/{name}")
+        return found
+
+    def typed(self, model: type[SpecT], ref: str) -> ParsedSpec[SpecT] | None:
+        """The resource at ``ref`` (``Kind/name``) when it is a ``model``, typed."""
+        found = self.resources.get(ref)
+        return found.as_kind(model) if found is not None else None
 
     def fingerprint(self, ref: str) -> str:
         """A hash of the resource's spec and, transitively, of everything it depends on.
@@ -103,7 +123,7 @@ def environment_names(specs: Iterable[ParsedSpec]) -> list[str]:
 def resolve_environment(specs: list[ParsedSpec], env_name: str) -> tuple[ResolvedGraph | None, list[Diagnostic]]:
     """Resolve the validated ``specs`` for one environment."""
     index = SpecIndex(specs)
-    environment = index.get("Environment", env_name)
+    environment = index.find(Environment, env_name)
     if environment is None:
         names = index.names("Environment")
         guess = did_you_mean(env_name, names)
@@ -114,7 +134,6 @@ def resolve_environment(specs: list[ParsedSpec], env_name: str) -> tuple[Resolve
             hint=f"did you mean '{guess}'?" if guess else f"environments: {', '.join(sorted(names)) or 'none'}",
         )
     model = environment.model
-    assert isinstance(model, Environment)
     problems: list[Diagnostic] = []
     patches: dict[str, list[Patch]] = {}
     for i, override in enumerate(model.spec.overrides):
@@ -161,9 +180,7 @@ def resolve_environment(specs: list[ParsedSpec], env_name: str) -> tuple[Resolve
     if cycle_problems:
         return None, cycle_problems
     waivers = tuple(
-        s
-        for s in specs
-        if s.kind == "Waiver" and (s.model.spec.environments is None or env_name in s.model.spec.environments)  # type: ignore[attr-defined]
+        s for s in specs_of(specs, Waiver) if s.model.spec.environments is None or env_name in s.model.spec.environments
     )
     graph = ResolvedGraph(environment, resources, dependencies, order, frozenset(patches), waivers)
     return graph, []

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from mlspec.diagnostics import Diagnostic, format_path
 from mlspec.resolve.columns import check_columns
-from mlspec.spec.datasource import KafkaSource
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.datasource import DataSource, KafkaSource
+from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.spec.environment import Environment
 from mlspec.spec.features import FeatureService, FeatureView
+from mlspec.spec.registry import KIND_OF
 from mlspec.spec.suggest import did_you_mean
 from mlspec.spec.training import TrainingPipeline
-from mlspec.spec.validate import ParsedSpec
+from mlspec.spec.validate import ParsedSpec, SpecT, specs_of
 from mlspec.spec.waiver import Waiver
 
 Path = tuple[str | int, ...]
@@ -46,14 +47,18 @@ class SpecIndex:
                 names[spec.name] = spec
             else:
                 self.duplicates.append((first, spec))
-        self.models: dict[str, ParsedSpec] = {
-            p.model.model_name: p  # type: ignore[attr-defined]
-            for p in self.by_kind.get("TrainingPipeline", {}).values()
+        self.models: dict[str, ParsedSpec[TrainingPipeline]] = {
+            p.model.model_name: p for p in specs_of(self.by_kind.get("TrainingPipeline", {}).values(), TrainingPipeline)
         }
 
     def get(self, kind: str, name: str) -> ParsedSpec | None:
         """The spec of that kind and name, if defined."""
         return self.by_kind.get(kind, {}).get(name)
+
+    def find(self, model: type[SpecT], name: str) -> ParsedSpec[SpecT] | None:
+        """The spec of that model's kind and name, typed (``index.find(FeatureView, "txn")``)."""
+        found = self.get(KIND_OF[model], name)
+        return found.as_kind(model) if found is not None else None
 
     def names(self, kind: str) -> list[str]:
         """Every defined name of a kind."""
@@ -109,8 +114,8 @@ def references(specs: list[ParsedSpec]) -> Iterator[Reference]:
     """Every reference from one spec to another, with where it is written."""
     for spec in specs:
         model = spec.model
-        if spec.kind == "DataSource" and isinstance(model.spec, KafkaSource) and model.spec.batch_source:  # type: ignore[attr-defined]
-            yield Reference(spec, ("spec", "batch_source"), "DataSource", model.spec.batch_source)  # type: ignore[attr-defined]
+        if isinstance(model, DataSource) and isinstance(model.spec, KafkaSource) and model.spec.batch_source:
+            yield Reference(spec, ("spec", "batch_source"), "DataSource", model.spec.batch_source)
         elif isinstance(model, FeatureView):
             for i, entity in enumerate(model.spec.entities):
                 yield Reference(spec, ("spec", "entities", i), "Entity", entity)
@@ -127,7 +132,7 @@ def references(specs: list[ParsedSpec]) -> Iterator[Reference]:
             yield Reference(spec, ("spec", "model", "name"), "Model", model.spec.model.name)
             if model.spec.features:
                 yield Reference(spec, ("spec", "features"), "FeatureService", model.spec.features)
-            if model.spec.batch is not None:
+            if isinstance(model.spec, BatchDeploymentSpec):
                 yield Reference(spec, ("spec", "batch", "entities"), "DataSource", model.spec.batch.entities)
         elif isinstance(model, Environment):
             for i, override in enumerate(model.spec.overrides):
@@ -149,10 +154,10 @@ def _field_references(specs: list[ParsedSpec], index: SpecIndex) -> Iterator[Dia
         if not isinstance(spec.model, FeatureService):
             continue
         for i, selection in enumerate(spec.model.spec.features):
-            view = index.get("FeatureView", selection.view)
+            view = index.find(FeatureView, selection.view)
             if view is None or selection.fields is None:
                 continue
-            declared = [f.name for f in view.model.spec.features]  # type: ignore[attr-defined]
+            declared = [f.name for f in view.model.spec.features]
             for j, field in enumerate(selection.fields):
                 if field not in declared:
                     path: Path = ("spec", "features", i, "fields", j)

@@ -1,15 +1,17 @@
 """Deployment: how a registered model is served, rolled out, monitored and protected.
 
-Three modes: ``online`` (an endpoint with rollouts, the default), ``batch`` (a
-scheduled scoring pipeline that writes predictions to a sink) and ``edge`` (a signed
-package to run on devices). The online-only sections are errors in the other modes.
+Three modes, each its own model: ``online`` (an endpoint with rollouts, the default),
+``batch`` (a scheduled scoring pipeline that writes predictions to a sink) and ``edge``
+(a signed package to run on devices). ``Deployment.spec`` is their union, chosen by
+``mode``: narrow it with ``isinstance(d.spec, BatchDeploymentSpec)``. A section of
+another mode is an error that names the mode it belongs to.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, JsonValue, Tag, model_validator
 
 from mlspec.spec.base import (
     Cpu,
@@ -33,19 +35,24 @@ class ModelRef(StrictModel):
     """The registered model to serve: by alias (recommended) or by pinned version."""
 
     name: Name = Field(description="Registered model name (a TrainingPipeline's model).")
-    alias: Name | None = "champion"
-    version: Annotated[int, Field(ge=1)] | None = None
+    alias: Name | None = Field(
+        default="champion",
+        description=("Model alias to serve, like 'champion'; the version it points to is resolved at apply."),
+    )
+    version: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="A pinned model version; when set it is served instead of the alias."
+    )
 
 
 class Runtime(StrictModel):
     """Model format and the hardware it runs on."""
 
-    format: Literal["onnx"] = "onnx"
-    device: Literal["cpu", "gpu"] = "cpu"
-    gpu: Gpu | None = None
+    format: Literal["onnx"] = Field(default="onnx", description="Model file format; onnx is the only one.")
+    device: Literal["cpu", "gpu"] = Field(default="cpu", description="Hardware the model runs on: cpu or gpu.")
+    gpu: Gpu | None = Field(default=None, description="GPU count and type; only with device: gpu.")
     fallback: Literal["cpu", "none"] = Field(default="cpu", description="Device to use when no GPU is present.")
-    cpu: Cpu = 1
-    memory: Memory = "1Gi"
+    cpu: Cpu = Field(default=1, description="CPU per replica or job, like 2 or '500m'.")
+    memory: Memory = Field(default="1Gi", description="Memory per replica or job, like '1Gi'.")
     batching: bool = Field(default=True, description="Dynamic batching of concurrent requests.")
 
     @model_validator(mode="after")
@@ -58,16 +65,22 @@ class Runtime(StrictModel):
 class ScalingTarget(StrictModel):
     """Autoscaling signal."""
 
-    metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
-    value: Annotated[int, Field(ge=1)] = 10
+    metric: Literal["concurrency", "rps", "cpu", "memory"] = Field(
+        default="concurrency", description="Signal the autoscaler follows: concurrency, rps, cpu or memory."
+    )
+    value: Annotated[int, Field(ge=1)] = Field(default=10, description="Target value of the metric per replica.")
 
 
 class Scaling(StrictModel):
     """Replica bounds and autoscaling."""
 
-    min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    target: ScalingTarget = Field(default_factory=ScalingTarget)
+    min_replicas: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=1, description="Fewest replicas (0 allows scaling to zero)."
+    )
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1, description="Most replicas; at least min_replicas."
+    )
+    target: ScalingTarget = Field(default_factory=ScalingTarget, description="Autoscaling signal and its target value.")
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
@@ -81,24 +94,32 @@ class Scaling(StrictModel):
 class Analysis(StrictModel):
     """Thresholds a new model must hold before it gets more traffic."""
 
-    max_error_rate: Fraction = 0.01
-    max_p99_ms: Annotated[float, Field(gt=0)] = 100.0
-    min_requests: Annotated[int, Field(ge=1)] = 100
-    interval: Duration = "5m"
+    max_error_rate: Fraction = Field(
+        default=0.01, description="Largest share of failed requests (0 to 1) the new model may have."
+    )
+    max_p99_ms: Annotated[float, Field(gt=0)] = Field(
+        default=100.0, description="Largest 99th percentile latency in milliseconds."
+    )
+    min_requests: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="Requests the new model must have answered before it is judged."
+    )
+    interval: Duration = Field(default="5m", description="How long each step is watched before the next, like '5m'.")
 
 
 class DirectRollout(StrictModel):
     """Replace the serving model at once."""
 
-    strategy: Literal["direct"]
+    strategy: Literal["direct"] = Field(description="direct: the new model replaces the old one at once.")
 
 
 class CanaryRollout(StrictModel):
     """Shift traffic to the new model in steps, with automatic rollback."""
 
-    strategy: Literal["canary"]
+    strategy: Literal["canary"] = Field(description="canary: traffic moves to the new model in steps.")
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1, description="Traffic percentages.")
-    analysis: Analysis = Field(default_factory=Analysis)
+    analysis: Analysis = Field(
+        default_factory=Analysis, description="Thresholds checked at each step; a failure rolls back."
+    )
 
     @model_validator(mode="after")
     def _increasing(self) -> CanaryRollout:
@@ -111,17 +132,17 @@ class CanaryRollout(StrictModel):
 class Variant(StrictModel):
     """One arm of an A/B test."""
 
-    alias: Name
-    weight: Percent
+    alias: Name = Field(description="Model alias this arm serves.")
+    weight: Percent = Field(description="Percentage of traffic for this arm; the weights add up to 100.")
 
 
 class AbRollout(StrictModel):
     """Split traffic between model aliases, sticky by a request key."""
 
-    strategy: Literal["ab"]
-    variants: list[Variant] = Field(min_length=2)
+    strategy: Literal["ab"] = Field(description="ab: traffic split between model aliases.")
+    variants: list[Variant] = Field(min_length=2, description="The arms of the test, two or more.")
     sticky_key: FieldName | None = Field(default=None, description="Request field that keeps a caller on one arm.")
-    analysis: Analysis = Field(default_factory=Analysis)
+    analysis: Analysis = Field(default_factory=Analysis, description="Thresholds every arm must hold.")
 
     @model_validator(mode="after")
     def _weights(self) -> AbRollout:
@@ -137,18 +158,30 @@ class AbRollout(StrictModel):
 class ShadowRollout(StrictModel):
     """Mirror traffic to a challenger; answer from the champion; compare outputs."""
 
-    strategy: Literal["shadow"]
-    challenger: Name = "challenger"
-    sample: Annotated[int, Field(ge=1, le=100)] = 100
-    analysis: Analysis = Field(default_factory=Analysis)
+    strategy: Literal["shadow"] = Field(
+        description="shadow: requests are mirrored to a challenger; only the champion answers."
+    )
+    challenger: Name = Field(default="challenger", description="Model alias that receives the mirrored requests.")
+    sample: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=100, description="Percentage of requests mirrored to the challenger."
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="Thresholds the challenger must hold.")
 
 
 class BlueGreenRollout(StrictModel):
     """Bring up the new model beside the old one, then switch all traffic."""
 
-    strategy: Literal["blue_green"]
-    analysis: Analysis = Field(default_factory=Analysis)
-    auto_promote: bool = False
+    strategy: Literal["blue_green"] = Field(
+        description=("blue_green: the new model comes up beside the old one, then takes all traffic.")
+    )
+    analysis: Analysis = Field(
+        default_factory=Analysis, description="Thresholds the new model must hold before the switch."
+    )
+    auto_promote: bool = Field(
+        default=True,
+        description="Switch all traffic to green once it loaded and passed a smoke inference (false is refused: "
+        "holding green for a manual promotion is not built).",
+    )
 
 
 Rollout = Annotated[
@@ -160,27 +193,37 @@ Rollout = Annotated[
 class Drift(StrictModel):
     """Input drift detection."""
 
-    method: Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare", "kl_div"] = "psi"
-    threshold: Annotated[float, Field(gt=0)] = 0.2
-    action: Literal["alert", "retrain", "none"] = "alert"
-    schedule: Duration = "1h"
-    sample_rate: Fraction = 0.1
+    method: Literal["psi", "ks", "wasserstein", "jensenshannon", "chisquare", "kl_div"] = Field(
+        default="psi", description="Statistical test that compares live inputs with the training data."
+    )
+    threshold: Annotated[float, Field(gt=0)] = Field(
+        default=0.2, description="Score above which a feature counts as drifted."
+    )
+    action: Literal["alert", "retrain", "none"] = Field(
+        default="none",
+        description="What drift leads to: none (reported by `mlspec monitor`, which exits 1), retrain (train and "
+        "roll out again) or alert (refused until alerting is built).",
+    )
+    schedule: Duration = Field(default="1h", description="How often drift is computed, like '1h'.")
+    sample_rate: Fraction = Field(default=0.1, description="Share of requests (0 to 1) kept for drift detection.")
     features: list[FieldName] | None = Field(default=None, description="Omit to watch every input feature.")
 
 
 class Monitoring(StrictModel):
     """What is watched once the model serves."""
 
-    drift: Drift | None = None
-    log_requests: bool = True
+    drift: Drift | None = Field(default=None, description="Input drift detection; omit to turn it off.")
+    log_requests: bool = Field(default=True, description="Keep a sample of requests and answers (sealed at rest).")
 
 
 class Auth(StrictModel):
     """Who may call the endpoint."""
 
-    required: bool = True
-    method: Literal["oidc", "api_key", "mtls", "none"] = "oidc"
-    audiences: list[str] = Field(default_factory=list)
+    required: bool = Field(default=True, description="Whether callers must authenticate.")
+    method: Literal["oidc", "api_key", "mtls", "none"] = Field(
+        default="oidc", description="How callers authenticate: oidc, api_key, mtls or none."
+    )
+    audiences: list[str] = Field(default_factory=list, description="OIDC audiences a token must carry.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Auth:
@@ -192,19 +235,23 @@ class Auth(StrictModel):
 class Endpoint(StrictModel):
     """How the endpoint is exposed."""
 
-    visibility: Literal["private", "internal", "public"] = "internal"
-    tls: bool = True
-    path: Annotated[str, Field(pattern=r"^/[-a-z0-9/]*$")] | None = None
+    visibility: Literal["private", "internal", "public"] = Field(
+        default="internal", description="Who can reach the endpoint: private, internal (the cluster) or public."
+    )
+    tls: bool = Field(default=True, description="Serve over TLS.")
+    path: Annotated[str, Field(pattern=r"^/[-a-z0-9/]*$")] | None = Field(
+        default=None, description="URL path of the endpoint, like '/fraud'; omit for the default."
+    )
 
 
 class BatchSink(StrictModel):
     """Where predictions go: a parquet folder (local) or a table reference (a warehouse a team environment owns)."""
 
     path: str | None = Field(
-        default=None, description="Parquet folder, relative to the environment's data folder (like 'predictions/x')."
+        default=None, description=("Parquet folder, relative to the environment's data folder (like 'predictions/x').")
     )
     table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")] | None = Field(
-        default=None, description="A table reference like 'analytics.ml.churn_scores', written by the cluster's job."
+        default=None, description=("A table reference like 'analytics.ml.churn_scores', written by the cluster's job.")
     )
     connection: SecretRef | None = Field(
         default=None, description="PostgreSQL connection URL of a table sink, as a reference (never the value)."
@@ -227,9 +274,9 @@ class Batch(StrictModel):
     """Scheduled scoring: features for every entity of a source, scored in chunks, written to a sink."""
 
     entities: Name = Field(description="DataSource whose rows are the entities to score (their keys).")
-    sink: BatchSink
+    sink: BatchSink = Field(description="Where the predictions are written: a parquet path or a table.")
     schedule: Cron | None = Field(default=None, description="Cron schedule; omit to score on apply and on demand.")
-    chunk_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    chunk_size: Annotated[int, Field(ge=1, le=10_000_000)] = Field(default=10_000, description="Rows scored per chunk.")
 
     @model_validator(mode="after")
     def _cron(self) -> Batch:
@@ -246,55 +293,146 @@ class Batch(StrictModel):
 class Edge(StrictModel):
     """A package for devices: the ONNX model (optionally int8), its schema, digests and a signature."""
 
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description=(
+            "'int8' quantizes the model's weights for smaller, faster packages; 'none' ships the model as trained."
+        ),
+    )
     max_accuracy_drop: Fraction = Field(
-        default=0.01, description="Largest loss of the gate metric the quantized model may show on the test split."
+        default=0.01, description=("Largest loss of the gate metric the quantized model may show on the test split.")
     )
     signing_key: KmsRef | None = Field(
         default=None,
-        description="Ed25519 private key that signs the manifest; omit for '<environment key>.ed25519' (file://).",
+        description=("Ed25519 private key that signs the manifest; omit for '<environment key>.ed25519' (file://)."),
     )
 
 
 DeploymentMode = Literal["online", "batch", "edge"]
 ONLINE_ONLY = ("rollout", "scaling", "auth", "endpoint", "monitoring")
+MODE_SECTIONS = ("batch", "edge")
 
 
-class DeploymentSpec(StrictModel):
-    """Serving of one registered model."""
+def _misplaced(mode: DeploymentMode) -> dict[str, str]:
+    """Messages for the sections that belong to another mode (spec/errors.py shows them at the section)."""
+    messages = {
+        section: f"'{section}' is set but mode is '{mode}'; set mode: {section}"
+        for section in MODE_SECTIONS
+        if section != mode
+    }
+    if mode != "online":
+        messages.update(
+            {section: f"'{section}' applies to online deployments, not mode: {mode}" for section in ONLINE_ONLY}
+        )
+    return messages
 
-    mode: DeploymentMode = Field(default="online", description="online endpoint, batch scoring, or edge package.")
-    model: ModelRef
+
+class DeploymentSpecBase(StrictModel):
+    """What every mode shares: the model, its features and the hardware it runs on."""
+
+    model: ModelRef = Field(description="The registered model to use, by alias or pinned version.")
     features: Name | None = Field(
-        default=None, description="FeatureService to look up online; defaults to the model's."
+        default=None, description=("FeatureService whose features the model reads; defaults to its TrainingPipeline's.")
     )
-    runtime: Runtime = Field(default_factory=Runtime)
-    scaling: Scaling = Field(default_factory=Scaling)
-    rollout: Rollout = Field(default_factory=lambda: DirectRollout(strategy="direct"))
-    monitoring: Monitoring = Field(default_factory=Monitoring)
-    auth: Auth = Field(default_factory=Auth)
-    endpoint: Endpoint = Field(default_factory=Endpoint)
-    batch: Batch | None = None
-    edge: Edge | None = None
+    runtime: Runtime = Field(default_factory=Runtime, description="Model format and the CPU, memory or GPU it runs on.")
 
-    @model_validator(mode="after")
-    def _mode_sections(self) -> DeploymentSpec:
-        for section in ("batch", "edge"):
-            if getattr(self, section) is not None and self.mode != section:
-                raise FieldError(section, f"'{section}' is set but mode is '{self.mode}'; set mode: {section}")
-        if self.mode != "online" and getattr(self, self.mode) is None:
-            raise FieldError("mode", f"mode: {self.mode} needs a '{self.mode}' section")
-        if self.mode != "online":
-            for section in ONLINE_ONLY:
-                if section in self.model_fields_set:
-                    raise FieldError(section, f"'{section}' applies to online deployments, not mode: {self.mode}")
-        return self
+    _other_modes: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def misplaced(cls, field: str) -> str | None:
+        """Why ``field`` belongs to another mode, or None; spec/errors.py shows it instead of "unknown field"."""
+        return cls._other_modes.get(field)
+
+
+class OnlineDeploymentSpec(DeploymentSpecBase):
+    """An endpoint that answers requests, rolled out, scaled, monitored and protected."""
+
+    _other_modes: ClassVar[dict[str, str]] = _misplaced("online")
+
+    mode: Literal["online"] = Field(
+        default="online",
+        description=(
+            "online (the default): an endpoint; batch: scheduled scoring; edge: a signed package for devices."
+        ),
+    )
+    scaling: Scaling = Field(default_factory=Scaling, description="Replica bounds and autoscaling of the endpoint.")
+    rollout: Rollout = Field(
+        default_factory=lambda: DirectRollout(strategy="direct"),
+        description=("How a new model version takes over traffic: direct, canary, ab, shadow or blue_green."),
+    )
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Request logging and input drift detection.")
+    auth: Auth = Field(default_factory=Auth, description="Who may call the endpoint.")
+    endpoint: Endpoint = Field(default_factory=Endpoint, description="Visibility, TLS and path of the endpoint.")
+
+
+class BatchDeploymentSpec(DeploymentSpecBase):
+    """A scoring job: every entity of a source scored and written to a sink, on a schedule or on demand."""
+
+    _other_modes: ClassVar[dict[str, str]] = _misplaced("batch")
+
+    mode: Literal["batch"] = Field(
+        description="batch: score every entity of a source and write the predictions to a sink."
+    )
+    batch: Batch = Field(description="Which entities to score, where the predictions go and when.")
+
+
+class EdgeDeploymentSpec(DeploymentSpecBase):
+    """A signed package of the model for devices."""
+
+    _other_modes: ClassVar[dict[str, str]] = _misplaced("edge")
+
+    mode: Literal["edge"] = Field(description="edge: build a signed package of the model to run on devices.")
+    edge: Edge = Field(description="Quantization, accuracy budget and signing key of the package.")
+
+
+_MODE_TAGS: dict[str, str] = {
+    "online": OnlineDeploymentSpec.__name__,
+    "batch": BatchDeploymentSpec.__name__,
+    "edge": EdgeDeploymentSpec.__name__,
+}
+
+
+def _mode_tag(value: Any) -> str | None:
+    """The union member for a ``spec`` by its ``mode``; a missing mode means online.
+
+    Tags are the class names, not the mode values: a tag equal to a key of the data
+    (``batch``) would be mistaken for that key when errors are located.
+    """
+    if isinstance(value, DeploymentSpecBase):
+        return type(value).__name__
+    if not isinstance(value, dict):
+        return OnlineDeploymentSpec.__name__  # reported as "must be a mapping"
+    mode = value.get("mode", "online")
+    return _MODE_TAGS.get(mode) if isinstance(mode, str) else None
+
+
+DeploymentSpec = Annotated[
+    Annotated[OnlineDeploymentSpec, Tag(OnlineDeploymentSpec.__name__)]
+    | Annotated[BatchDeploymentSpec, Tag(BatchDeploymentSpec.__name__)]
+    | Annotated[EdgeDeploymentSpec, Tag(EdgeDeploymentSpec.__name__)],
+    Discriminator(
+        _mode_tag,
+        custom_error_type="unknown_tag",
+        custom_error_message="unknown mode",
+        custom_error_context={"discriminator": "'mode'", "expected_tags": ", ".join(f"'{m}'" for m in _MODE_TAGS)},
+    ),
+]
+"""One model per mode, chosen by ``mode`` (omitted: online)."""
+
+# For editors: which branch of the schema's oneOf each ``mode`` selects (a missing mode selects online).
+_SCHEMA_DISCRIMINATOR: dict[str, JsonValue] = {
+    "propertyName": "mode",
+    "mapping": {mode: f"#/$defs/{tag}" for mode, tag in _MODE_TAGS.items()},
+}
 
 
 class Deployment(StrictModel):
     """A registered model put to use: an online endpoint, a batch scoring job or an edge package."""
 
-    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion")
-    kind: Literal["Deployment"]
-    metadata: Metadata
-    spec: DeploymentSpec
+    api_version: Literal["mlspec/v1"] = Field(alias="apiVersion", description="The spec language version: mlspec/v1.")
+    kind: Literal["Deployment"] = Field(description="Deployment.")
+    metadata: Metadata = Field(description="Name, owner, description and labels of the Deployment.")
+    spec: DeploymentSpec = Field(
+        json_schema_extra={"discriminator": _SCHEMA_DISCRIMINATOR},
+        description="How the model is served: the fields depend on ``mode`` (omitted: online).",
+    )

@@ -92,17 +92,33 @@ def split_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[str | int], list[st
     return path, []
 
 
-def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Field names (as written in YAML) of the model found at ``loc`` under ``model``."""
+def model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model found at ``loc`` under ``model`` (union tags in ``loc`` select a member)."""
     current: Any = model
     for part in loc:
         current = _step(current, part)
         if current is None:
             return None
-    target = _as_model(current)
+    return _as_model(current)
+
+
+def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names (as written in YAML) of the model found at ``loc`` under ``model``."""
+    target = model_at(model, loc)
     if target is None:
         return None
     return [info.alias or name for name, info in target.model_fields.items()]
+
+
+def misplaced_message(model: type[BaseModel], loc: tuple[Any, ...], field: str) -> str | None:
+    """Why ``field`` does not belong in the model at ``loc``, where that model knows (its ``misplaced``).
+
+    A model that is one member of a union (a Deployment mode) names the fields of
+    its siblings, so ``rollout`` in a batch Deployment says it belongs to online mode.
+    """
+    misplaced = getattr(model_at(model, loc), "misplaced", None)
+    message = misplaced(field) if callable(misplaced) else None
+    return message if isinstance(message, str) else None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -254,7 +270,10 @@ def _bad_key(e: _Error) -> Diagnostic:
 
 
 def _missing(e: _Error) -> Diagnostic:
-    field = str(e.rest[0]) if e.rest else str(e.ctx.get("discriminator", "")).strip("'")
+    if e.kind == "missing":  # the loc ends with the field (which may equal a sibling's value, like mode: batch)
+        field = str(e.loc[-1])
+    else:
+        field = str(e.rest[0]) if e.rest else str(e.ctx.get("discriminator", "")).strip("'")
     parent = f" in '{e.where}'" if e.where else ""
     return Diagnostic(
         "missing-field",
@@ -266,6 +285,9 @@ def _missing(e: _Error) -> Diagnostic:
 
 def _unknown_field(e: _Error) -> Diagnostic:
     field = str(e.path[-1]) if e.path else str(e.loc[-1])
+    misplaced = misplaced_message(e.model, e.loc[:-1], field)
+    if misplaced is not None:
+        return e.at("invalid-value", f"'{e.where}': {misplaced}")
     allowed = allowed_fields(e.model, e.loc[:-1]) or []
     parent = format_path(e.path[:-1])
     hint = _suggest(field, allowed) or (f"allowed fields: {', '.join(allowed)}" if allowed else "")
@@ -276,10 +298,10 @@ def _unknown_field(e: _Error) -> Diagnostic:
 def _bad_tag(e: _Error) -> Diagnostic:
     tagged = _Error(**{**e.__dict__, "path": [*e.path, str(e.ctx.get("discriminator", "")).strip("'")]})
     expected = _expected_values(e.ctx, "expected_tags")
-    tag = str(e.ctx.get("tag", ""))
+    tag = e.ctx["tag"] if "tag" in e.ctx else data_child(e.value, tagged.path[-1])  # a callable discriminator's
     return tagged.at(
         "invalid-value",
-        f"'{tagged.where}' is {tag!r}; expected one of {', '.join(expected)}",
+        f"'{tagged.where}' is {describe_input(tag)}; expected one of {', '.join(expected)}",
         hint=_suggest(tag, expected),
     )
 
@@ -336,6 +358,7 @@ _HANDLERS: dict[str, Callable[[_Error], Diagnostic]] = {
     "union_tag_not_found": _missing,
     "extra_forbidden": _unknown_field,
     "union_tag_invalid": _bad_tag,
+    "unknown_tag": _bad_tag,  # a callable Discriminator's error (Deployment modes)
     "literal_error": _bad_literal,
     "string_pattern_mismatch": _bad_pattern,
     "value_error": _failed_check,

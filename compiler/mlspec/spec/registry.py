@@ -25,3 +25,6 @@ RESOURCE_KINDS: dict[str, type[StrictModel]] = {
 }
 
 ALL_KINDS: dict[str, type[StrictModel]] = {**RESOURCE_KINDS, "Project": ProjectFile}
+
+KIND_OF: dict[type[StrictModel], str] = {model: kind for kind, model in ALL_KINDS.items()}
+"""The kind name of each model class, for typed look-ups like ``graph.find(Deployment, name)``."""

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Generic
 
 from pydantic import ValidationError
+from typing_extensions import TypeIs, TypeVar
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.load.documents import SourceDocument
-from mlspec.spec.base import API_VERSION, StrictModel
+from mlspec.spec.base import API_VERSION, Metadata, StrictModel
 from mlspec.spec.errors import describe_input, translate
 from mlspec.spec.suggest import did_you_mean
 
+M_co = TypeVar("M_co", bound=StrictModel, default=StrictModel, covariant=True)
+"""The model of a parsed spec; a bare ``ParsedSpec`` holds any kind."""
+SpecT = TypeVar("SpecT", bound=StrictModel)
+
 
 @dataclass(frozen=True, slots=True)
-class ParsedSpec:
-    """A validated resource with the document it came from (for locations)."""
+class ParsedSpec(Generic[M_co]):
+    """A validated resource with the document it came from (for locations).
+
+    ``ParsedSpec[Deployment]`` is a spec whose ``model`` is a Deployment; narrow a
+    bare one with :func:`is_spec_of`, :meth:`as_kind` or :func:`specs_of`.
+    """
 
     kind: str
     name: str
-    model: StrictModel
+    model: M_co
     document: SourceDocument
 
     @property
@@ -33,10 +43,24 @@ class ParsedSpec:
         """Content digest of the document the spec came from (with any environment patches)."""
         return self.document.digest
 
+    def as_kind(self, model: type[SpecT]) -> ParsedSpec[SpecT] | None:
+        """This spec typed as ``model`` (like ``Deployment``), or None when it is another kind."""
+        return self if is_spec_of(self, model) else None
+
+
+def is_spec_of(spec: ParsedSpec, model: type[SpecT]) -> TypeIs[ParsedSpec[SpecT]]:
+    """Whether ``spec`` holds a ``model`` (narrows ``spec`` to ``ParsedSpec[model]``)."""
+    return isinstance(spec.model, model)
+
+
+def specs_of(specs: Iterable[ParsedSpec], model: type[SpecT]) -> list[ParsedSpec[SpecT]]:
+    """The specs that hold a ``model``, in their order."""
+    return [spec for spec in specs if is_spec_of(spec, model)]
+
 
 def validate_document(
-    document: SourceDocument, kinds: Mapping[str, type[StrictModel]]
-) -> tuple[ParsedSpec | None, list[Diagnostic]]:
+    document: SourceDocument, kinds: Mapping[str, type[SpecT]]
+) -> tuple[ParsedSpec[SpecT] | None, list[Diagnostic]]:
     """Check apiVersion and kind, then validate the document with its kind's model."""
     data = document.data
     if not isinstance(data, dict):
@@ -101,5 +125,6 @@ def validate_document(
         parsed = model.model_validate(data)
     except ValidationError as exc:
         return None, translate(exc.errors(include_url=False), document, model)
-    name = parsed.metadata.name  # type: ignore[attr-defined]
+    metadata = getattr(parsed, "metadata", None)  # every kind's model has one
+    name = metadata.name if isinstance(metadata, Metadata) else ""
     return ParsedSpec(kind, name, parsed, document), []

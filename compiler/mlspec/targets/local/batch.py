@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlspec.runtime.batch import ERROR_PREFIX, read_runs, spec_digest
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import Registry
@@ -103,7 +103,7 @@ class BatchEngine:
         """A scheduled Deployment whose schedule fired since its last run started (never run: due)."""
         from mlspec.cron import is_due
 
-        batch = deployment.spec.batch
+        batch = deployment.spec.batch if isinstance(deployment.spec, BatchDeploymentSpec) else None
         if batch is None or not batch.schedule:
             return False
         last = self.status(deployment.metadata.name)

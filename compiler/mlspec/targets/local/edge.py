@@ -30,7 +30,7 @@ from mlspec.edge.errors import EdgeError
 from mlspec.edge.signing import Signer, default_signing_ref, fingerprint, resolve_signer
 from mlspec.edge.verify import FORMAT, SCHEMA_VERSION, Manifest, canonical_json, sha256_hex, verify_package
 from mlspec.render.edge import checked_metrics
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import Deployment, Edge, EdgeDeploymentSpec
 from mlspec.spec.training import TrainingPipeline
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths
@@ -95,7 +95,7 @@ class EdgeEngine:
 
     def signing_ref(self, deployment: Deployment) -> str:
         """The signing key reference: ``edge.signing_key``, else ``<environment kms_key>.ed25519`` (file keys)."""
-        edge = deployment.spec.edge
+        edge = _edge_section(deployment)
         if edge is not None and edge.signing_key:
             return edge.signing_key
         return default_signing_ref(self.paths.kms_key, self.paths.environment, self.paths.signing_key)
@@ -111,7 +111,7 @@ class EdgeEngine:
     def plan_step(self, deployment: Deployment) -> str:
         """What building the Deployment's package will do, in words (nothing is changed)."""
         spec = deployment.spec
-        edge = spec.edge
+        edge = _edge_section(deployment)
         model = f"{spec.model.name}@{spec.model.version or spec.model.alias}"
         try:
             signing = f"sign with {self.signing_ref(deployment)}"
@@ -165,11 +165,11 @@ class EdgeEngine:
         recorded it. ``features`` (name, dtype per column) defaults to the rendered descriptor's. TargetError says
         why it cannot be built."""
         name = deployment.metadata.name
-        edge = deployment.spec.edge
-        if deployment.spec.mode != "edge" or edge is None:
+        edge = _edge_section(deployment)
+        if edge is None:
             raise TargetError(f"{name} is a mode: {deployment.spec.mode} Deployment, not an edge one")
         try:
-            return self._build(deployment, pipeline_spec, expected, features, progress)
+            return self._build(deployment, pipeline_spec, expected, features, progress, edge=edge)
         except EdgeError as exc:
             raise TargetError(f"edge package of {name}: {exc}") from None
         except CryptoError as exc:
@@ -182,20 +182,20 @@ class EdgeEngine:
         expected: dict[str, str],
         features: list[dict[str, str]] | None,
         progress: Callable[[str], None],
+        *,
+        edge: Edge,
     ) -> dict[str, str]:
         from mlspec.crypto import read_plain
         from mlspec.edge.package import PackageRequest, build_package
 
         name = deployment.metadata.name
-        edge = deployment.spec.edge
-        assert edge is not None
         model = self._model(deployment)
         keys = KeyResolver(self.paths.project_root)  # sealed models: their file:// keys are the project's
         sha = self.registry.verify(model, expected.get(model.version), keys)
         signer = self.signer(deployment)  # fails closed before any work: no key, no package
         public = signer.public_key()
         schema = tuple(features) if features is not None else self._features(name)
-        key = self._build_key(deployment, model, sha, signer, schema)
+        key = self._build_key(deployment, model, sha, signer, schema, edge=edge)
         folder, tarball = self.package_folder(name, model.version), self.tarball(name, model.version)
         reused = self._reusable(folder, tarball, key, public)
         if reused is not None:
@@ -241,9 +241,9 @@ class EdgeEngine:
         sha: str,
         signer: Signer,
         schema: tuple[dict[str, str], ...] | None,
+        *,
+        edge: Edge,
     ) -> str:
-        edge = deployment.spec.edge
-        assert edge is not None
         inputs = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -400,3 +400,8 @@ class EdgeEngine:
     def remove(self, name: str) -> None:
         """Delete the Deployment's packages (a delete or destroy; copies already shipped are not affected)."""
         shutil.rmtree(self.folder(name), ignore_errors=True)
+
+
+def _edge_section(deployment: Deployment) -> Edge | None:
+    """The ``edge`` section of a ``mode: edge`` Deployment; None in the other modes."""
+    return deployment.spec.edge if isinstance(deployment.spec, EdgeDeploymentSpec) else None

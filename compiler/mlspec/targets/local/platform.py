@@ -24,7 +24,13 @@ from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
 from mlspec.runtime.batch import sink_label
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import (
+    BatchDeploymentSpec,
+    Deployment,
+    DeploymentMode,
+    EdgeDeploymentSpec,
+    OnlineDeploymentSpec,
+)
 from mlspec.spec.training import TrainingPipeline
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
@@ -76,11 +82,11 @@ class LocalPlatform:
         return EdgeEngine(self.paths, lambda: self.registry)
 
 
-def deployment_mode(spec: dict[str, object]) -> str:
+def deployment_mode(spec: dict[str, object]) -> DeploymentMode:
     """A Deployment's mode from its spec as state records it (``online`` when unset)."""
     body = spec.get("spec")
     mode = body.get("mode") if isinstance(body, dict) else None
-    return str(mode or "online")
+    return "batch" if mode == "batch" else "edge" if mode == "edge" else "online"
 
 
 def _missing_data_fix(root: Path) -> str:
@@ -156,10 +162,10 @@ class LocalPlatformTarget:
         if spec is not None and isinstance(spec.model, Deployment):
             body = spec.model.spec
             model = body.model
-            if body.mode == "online":
+            if isinstance(body, OnlineDeploymentSpec):
                 served = f"{model.name}@{model.version or model.alias}"
                 steps.append(f"serve {served} with onnxruntime ({body.rollout.strategy} rollout)")
-            elif body.batch is not None:
+            elif isinstance(body, BatchDeploymentSpec):
                 sink = sink_label(body.batch.model_dump(mode="json"))
                 steps.append(
                     f"run kfp/batch/{spec.name}.yaml with the KFP local runner: score {body.batch.entities} "
@@ -167,7 +173,7 @@ class LocalPlatformTarget:
                 )
                 if body.batch.schedule:
                     steps.append(f"then on schedule '{body.batch.schedule}' (UTC) from mlspec monitor")
-            elif body.mode == "edge":
+            else:
                 steps.append(self.platform.edge.plan_step(spec.model))
         return steps
 
@@ -194,11 +200,11 @@ class LocalPlatformTarget:
         elif spec is not None and isinstance(spec.model, TrainingPipeline):
             ids.update(self.train(spec.model, spec.name))
         elif spec is not None and isinstance(spec.model, Deployment):
-            if spec.model.spec.mode == "online":
+            if isinstance(spec.model.spec, OnlineDeploymentSpec):
                 ids.update(self._serve(spec.model))
-            elif spec.model.spec.mode == "batch":
+            elif isinstance(spec.model.spec, BatchDeploymentSpec):
                 ids.update(self.score(spec.model, spec.name))
-            elif spec.model.spec.mode == "edge":
+            else:
                 ids.update(self.package(spec.model))
         return ids
 
@@ -256,8 +262,8 @@ class LocalPlatformTarget:
         self._ensure_features()
         gated = [
             d.name
-            for d in self.graph.of_kind("Deployment")
-            if isinstance(d.model, Deployment)
+            for d in self.graph.specs(Deployment)
+            if isinstance(d.model.spec, OnlineDeploymentSpec)
             and d.model.spec.model.name == pipeline.model_name
             and d.model.spec.rollout.strategy != "direct"
         ]
@@ -287,25 +293,25 @@ class LocalPlatformTarget:
         """Deployments already serving ``model`` pick up the new version (a canary, a green, a shadow...); batch
         Deployments that scored before score again when the version they score with changed."""
         serving = self.platform.serving
-        for spec in self.graph.of_kind("Deployment"):
+        for spec in self.graph.specs(Deployment):
             deployment = spec.model
-            if not isinstance(deployment, Deployment) or deployment.spec.model.name != model:
+            if deployment.spec.model.name != model:
                 continue
-            if deployment.spec.mode == "batch":
+            if isinstance(deployment.spec, BatchDeploymentSpec):
                 if self.platform.batch.status(spec.name) is not None:
                     try:
                         self.follow_ups[spec.ref] = self.score(deployment, spec.name)
                     except TargetError as exc:  # the model is registered all the same; the Deployment reads unhealthy
                         self.progress(f"{spec.name}: scoring with the new version failed: {exc}")
                 continue
-            if deployment.spec.mode == "edge":
+            if isinstance(deployment.spec, EdgeDeploymentSpec):
                 if self.platform.edge.current(spec.name) is not None:
                     try:
                         self.follow_ups[spec.ref] = self.package(deployment)
                     except TargetError as exc:  # e.g. the int8 model loses too much: the old package stays current
                         self.progress(f"{spec.name}: packaging the new version failed: {exc}")
                 continue
-            if deployment.spec.mode == "online" and serving.read_config(spec.name) is not None:
+            if serving.read_config(spec.name) is not None:  # an online Deployment that serves
                 ids = serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
                 self.progress(f"{spec.name} now serves {ids['versions']}")
 
@@ -336,8 +342,8 @@ class LocalPlatformTarget:
         manifest sha256, size, accuracy drop...). An int8 build reads its test split through the feature store."""
         model = deployment.spec.model.name
         found = SpecIndex(self.graph.resources.values()).models.get(model)
-        pipeline = found.model if found is not None and isinstance(found.model, TrainingPipeline) else None
-        if deployment.spec.edge is not None and deployment.spec.edge.quantize == "int8":
+        pipeline = found.model if found is not None else None
+        if isinstance(deployment.spec, EdgeDeploymentSpec) and deployment.spec.edge.quantize == "int8":
             self._ensure_features()
         self.progress(f"package {deployment.metadata.name} for the edge")
         return self.platform.edge.build(deployment, pipeline, self.expected.get(model, {}), progress=self.progress)

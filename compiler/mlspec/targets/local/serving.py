@@ -22,7 +22,7 @@ from typing import Any
 
 from mlspec.atomic import atomic_write
 from mlspec.crypto.keys import ROOT_VARIABLE, KeyResolver
-from mlspec.spec.deployment import AbRollout, Deployment, ShadowRollout
+from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import REJECTED_TAG, ModelVersion, Registry
@@ -101,7 +101,7 @@ class ServingEngine:
 
     def variants(self, deployment: Deployment, expected: dict[str, str]) -> list[dict[str, Any]]:
         """The registered versions the Deployment serves now, each verified; ``expected``: version -> sha256."""
-        spec = deployment.spec
+        spec = _online(deployment)
         name = spec.model.name
         rollout = spec.rollout
         keys = KeyResolver(self.paths.project_root)  # encrypted versions: their file:// keys are the project's
@@ -145,7 +145,7 @@ class ServingEngine:
         from mlspec.serving import process
 
         name = deployment.metadata.name
-        spec = deployment.spec
+        spec = _online(deployment)
         variants = self.variants(deployment, expected)
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -264,7 +264,8 @@ class ServingEngine:
         name = deployment.metadata.name
         config = self.read_config(name)
         status = self.rollout(name)
-        if not config or deployment.spec.rollout.strategy not in GATED:
+        spec = deployment.spec
+        if not config or not isinstance(spec, OnlineDeploymentSpec) or spec.rollout.strategy not in GATED:
             return None
         second = next((v for v in config["variants"] if v["name"] in ("canary", "green")), None)
         if second is None:
@@ -346,3 +347,11 @@ def _versions(config: dict[str, Any]) -> list[tuple[str, str]]:
 def _features_of(variants: list[dict[str, Any]], registry: Registry, model: str) -> tuple[str, ...]:
     found = registry.version(model, version=variants[0]["version"])
     return found.features if found else ()
+
+
+def _online(deployment: Deployment) -> OnlineDeploymentSpec:
+    """The spec of an online Deployment; batch and edge Deployments have no model server."""
+    if not isinstance(deployment.spec, OnlineDeploymentSpec):
+        name = deployment.metadata.name
+        raise TargetError(f"{name} is a mode: {deployment.spec.mode} Deployment; only online ones are served")
+    return deployment.spec

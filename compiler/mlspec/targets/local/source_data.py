@@ -11,7 +11,8 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlspec.resolve.columns import ColumnRead, SpecIndex, column_reads
+from mlspec.resolve.columns import ColumnRead, column_reads
+from mlspec.resolve.refs import SpecIndex
 from mlspec.spec.datasource import FileSource
 from mlspec.spec.suggest import did_you_mean
 from mlspec.spec.validate import ParsedSpec
