@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlspec.app.project import Project
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.spec.environment import Access
-    from mlspec.state.store import StateStore
+    from mlspec.state.base import StateStore
 
 
 @dataclasses.dataclass(frozen=True)

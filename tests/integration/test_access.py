@@ -16,8 +16,8 @@ import pytest
 
 from mlspec.app.paths import state_store
 from mlspec.app.project import Project
+from mlspec.state.base import verify_chain
 from mlspec.state.model import AuditRecord
-from mlspec.state.sqlite import verify_chain
 from tests.conftest import REPO, CliResult, copy_platform, parse
 from tests.integration.test_lifecycle import edit, make_project
 from tests.integration.test_reconcile import gen_key

@@ -20,7 +20,7 @@ from mlspec.app.applying import apply_environment
 from mlspec.app.paths import state_store
 from mlspec.app.planning import plan_environment
 from mlspec.app.project import Project
-from mlspec.state.sqlite import verify_chain
+from mlspec.state.base import verify_chain
 from tests.conftest import CliResult, minimal_platform, run_mlspec, write_files
 from tests.services import fresh_database
 

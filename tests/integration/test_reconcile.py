@@ -21,8 +21,8 @@ import pytest
 from mlspec.app.paths import state_store
 from mlspec.app.project import Project
 from mlspec.gitops.reconcile import CycleResult, Reconciler
+from mlspec.state.base import verify_chain
 from mlspec.state.model import AuditRecord
-from mlspec.state.sqlite import verify_chain
 from tests.conftest import CliResult
 from tests.integration.test_lifecycle import edit, make_project
 

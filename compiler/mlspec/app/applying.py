@@ -46,8 +46,7 @@ def apply_session(
 
     project, environment, store = session.project, session.environment, session.store
     holder = current_actor(options.plan.who, project.root)
-    store.acquire(environment, holder, "apply", wait=options.lock_timeout)
-    try:
+    with store.locked(environment, holder, "apply", wait=options.lock_timeout):
         result = plan_session(session, _as(options, holder), operation="apply")
         plan = result.plan
         if plan is None or result.graph is None:
@@ -78,8 +77,6 @@ def apply_session(
             plan, result.desired, result.graph, store, target, actor=holder, revision=plan.revision, progress=progress
         )
         return result, applied
-    finally:
-        store.release(environment)
 
 
 def _as(options: ApplyOptions, holder: str) -> PlanOptions:
@@ -121,8 +118,7 @@ def destroy_environment(
     with project.session(environment) as session:
         store = session.store
         holder = current_actor(options.who, project.root)
-        store.acquire(environment, holder, "destroy", wait=options.lock_timeout)
-        try:
+        with store.locked(environment, holder, "destroy", wait=options.lock_timeout):
             graph = session.graph
             if graph is None:
                 raise MlspecError(f"environment '{environment}' does not resolve; run mlspec check")
@@ -137,8 +133,6 @@ def destroy_environment(
                 plan, {}, graph, store, target, actor=holder, revision=plan.revision, progress=progress
             )
             return plan, applied
-        finally:
-            store.release(environment)
 
 
 def _check_clean(plan: Plan, graph: ResolvedGraph, allow_dirty: bool) -> None:

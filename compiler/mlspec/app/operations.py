@@ -22,8 +22,8 @@ from mlspec.git.info import revision as current_revision
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, DeploymentMode, OnlineDeploymentSpec
 from mlspec.spec.training import TrainingPipeline
+from mlspec.state.base import now
 from mlspec.state.model import ResourceState
-from mlspec.state.sqlite import now
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.platform import LocalPlatform, expected_hashes
 from mlspec.targets.local.serving import ServerStatus
@@ -117,9 +117,8 @@ def status(project: Project, environment: str) -> PlatformStatus:
 
     graph = _graph(project, environment)
     platform = _platform(project, graph)
-    store = state_store(project)
     events: list[str] = []
-    try:
+    with state_store(project) as store:
         applied = store.read(environment).resources
         if applied and _try_lock(project, store, environment, "status"):
             try:  # finished rollouts move registry aliases: only while nobody else changes the environment
@@ -129,8 +128,6 @@ def status(project: Project, environment: str) -> PlatformStatus:
                     _audit(project, store, environment, record)
             finally:
                 store.release(environment)
-    finally:
-        store.close()
     models = []
     for ref, resource in sorted(applied.items()):
         if resource.kind != "TrainingPipeline":
@@ -168,7 +165,7 @@ def _batch_status(platform: LocalPlatform, deployment: Deployment) -> dict[str, 
 
 
 def _try_lock(project: Project, store: Any, environment: str, operation: str) -> bool:
-    from mlspec.state.sqlite import LockedError
+    from mlspec.state.base import LockedError
 
     try:
         store.acquire(environment, current_actor(None, project.root), operation)
@@ -204,40 +201,33 @@ def monitor(
 
     graph = _graph(project, environment)
     platform = _platform(project, graph)
-    store = state_store(project)
     holder = current_actor(None, project.root)
     outcomes: list[MonitorOutcome] = []
-    try:
-        store.acquire(environment, holder, "monitor")
-        try:
-            applied = dict(store.read(environment).resources)
-            events = settle_rollouts(project, graph, platform, applied)
-            outcomes.extend(run_due_batches(project, graph, platform, store=store, applied=applied, progress=progress))
-            for deployment in _deployments(graph):
-                spec = deployment.spec
-                if (
-                    f"Deployment/{deployment.metadata.name}" not in applied
-                    or not isinstance(spec, OnlineDeploymentSpec)
-                    or spec.monitoring.drift is None
-                ):
-                    continue
-                outcome = _monitor_one(
-                    project, graph, platform, store=store, applied=applied, deployment=deployment, progress=progress
-                )
-                outcomes.append(outcome)
-            if events or outcomes:
-                _audit(project, store, environment, {
-                    "type": "monitor", "events": events,
-                    "drift": {o.deployment: {"detected": o.drifted, "action": o.action} for o in outcomes
-                              if o.action not in BATCH_ACTIONS},
-                    "batch": {o.deployment: o.scored or {"failed": o.message} for o in outcomes
-                              if o.action in BATCH_ACTIONS},
-                    "serving": _serving(graph, platform, applied),
-                })  # fmt: skip
-        finally:
-            store.release(environment)
-    finally:
-        store.close()
+    with state_store(project) as store, store.locked(environment, holder, "monitor"):
+        applied = dict(store.read(environment).resources)
+        events = settle_rollouts(project, graph, platform, applied)
+        outcomes.extend(run_due_batches(project, graph, platform, store=store, applied=applied, progress=progress))
+        for deployment in _deployments(graph):
+            spec = deployment.spec
+            if (
+                f"Deployment/{deployment.metadata.name}" not in applied
+                or not isinstance(spec, OnlineDeploymentSpec)
+                or spec.monitoring.drift is None
+            ):
+                continue
+            outcome = _monitor_one(
+                project, graph, platform, store=store, applied=applied, deployment=deployment, progress=progress
+            )
+            outcomes.append(outcome)
+        if events or outcomes:
+            _audit(project, store, environment, {
+                "type": "monitor", "events": events,
+                "drift": {o.deployment: {"detected": o.drifted, "action": o.action} for o in outcomes
+                          if o.action not in BATCH_ACTIONS},
+                "batch": {o.deployment: o.scored or {"failed": o.message} for o in outcomes
+                          if o.action in BATCH_ACTIONS},
+                "serving": _serving(graph, platform, applied),
+            })  # fmt: skip
     return outcomes
 
 
@@ -419,32 +409,25 @@ def score_now(
             hint="batch Deployments: " + (", ".join(d.metadata.name for d in _deployments(graph, "batch")) or "none"),
         )
     platform = _platform(project, graph)
-    store = state_store(project)
-    try:
-        store.acquire(environment, current_actor(None, project.root), "score")
+    with state_store(project) as store, store.locked(environment, current_actor(None, project.root), "score"):
+        applied = dict(store.read(environment).resources)
+        if spec.ref not in applied:
+            raise UsageError(
+                f"Deployment '{name}' is not applied in '{environment}'",
+                hint=f"run 'mlspec apply --env {environment}' first",
+            )
+        engine = platform.batch
+        progress(f"score {name} (KFP local runner)")
         try:
-            applied = dict(store.read(environment).resources)
-            if spec.ref not in applied:
-                raise UsageError(
-                    f"Deployment '{name}' is not applied in '{environment}'",
-                    hint=f"run 'mlspec apply --env {environment}' first",
-                )
-            engine = platform.batch
-            progress(f"score {name} (KFP local runner)")
-            try:
-                ids = engine.run(
-                    deployment,
-                    engine.pipeline(name),
-                    expected=expected_hashes(applied).get(deployment.spec.model.name, {}),
-                )
-            except TargetError as exc:
-                _audit(project, store, environment, {"type": "batch", "ref": spec.ref, "failed": str(exc)})
-                raise MlspecError(str(exc)) from None
-            _record_batch(project, graph, store, applied=applied, name=name, ids=ids, reason="mlspec score")
-        finally:
-            store.release(environment)
-    finally:
-        store.close()
+            ids = engine.run(
+                deployment,
+                engine.pipeline(name),
+                expected=expected_hashes(applied).get(deployment.spec.model.name, {}),
+            )
+        except TargetError as exc:
+            _audit(project, store, environment, {"type": "batch", "ref": spec.ref, "failed": str(exc)})
+            raise MlspecError(str(exc)) from None
+        _record_batch(project, graph, store, applied=applied, name=name, ids=ids, reason="mlspec score")
     summary = engine.status(name)
     assert summary is not None
     return summary

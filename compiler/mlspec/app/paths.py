@@ -11,7 +11,7 @@ from mlspec.resolve.graph import ResolvedGraph
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
-    from mlspec.state.store import StateStore
+    from mlspec.state.base import StateStore
     from mlspec.targets.local.paths import LocalPaths
 
 

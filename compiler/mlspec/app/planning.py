@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from mlspec.app.project import Project
     from mlspec.app.session import EnvironmentSession
-    from mlspec.state.store import StateStore
+    from mlspec.state.base import StateStore
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from mlspec.render.engine import RenderResult
     from mlspec.render.write import WriteSummary
     from mlspec.report.compliance import ComplianceReport
-    from mlspec.state.store import StateStore
+    from mlspec.state.base import StateStore
 
 
 @dataclass(frozen=True)
@@ -405,11 +405,8 @@ class Project:
 
     def verify_audit(self) -> tuple[int, list[str]]:
         """Check the audit chain: how many records, and every edited, removed or reordered one."""
-        from mlspec.state.sqlite import verify_chain
+        from mlspec.state.base import verify_chain
 
-        store = self.state_store()
-        try:
+        with self.state_store() as store:
             records = store.audit()
-        finally:
-            store.close()
         return len(records), verify_chain(records)

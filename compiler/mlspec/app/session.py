@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlspec.app.project import Project
     from mlspec.policy.findings import Finding
     from mlspec.render.engine import RenderResult
-    from mlspec.state.store import StateStore
+    from mlspec.state.base import StateStore
 
 
 class EnvironmentSession:

@@ -18,9 +18,8 @@ from mlspec.failpoints import failpoint
 from mlspec.plan.model import Plan
 from mlspec.plan.planner import Desired
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.state.base import StateStore, now
 from mlspec.state.model import AuditRecord, ResourceState
-from mlspec.state.sqlite import now
-from mlspec.state.store import StateStore
 from mlspec.targets.base import Target, TargetError
 
 Status = Literal["applied", "failed", "skipped"]

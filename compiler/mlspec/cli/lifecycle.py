@@ -202,10 +202,10 @@ def apply(
     if applied is None:
         click.echo("Nothing to apply." if result.plan.empty else "Apply cancelled.")
         return EXIT_OK
-    return _report_apply(applied, style)
+    return report_apply(applied, style)
 
 
-def _report_apply(applied: Any, style: Any) -> int:
+def report_apply(applied: Any, style: Any) -> int:
     failed = [r for r in applied.results if r.status != "applied"]
     for r in failed:
         click.echo(
@@ -281,8 +281,7 @@ def state() -> None:
 @PROJECT_OPTION
 def state_list(env: str | None, path: Path | None) -> int:
     """Every applied resource per environment, with when and by whom."""
-    store = open_project(path).state_store()
-    try:
+    with open_project(path).state_store() as store:
         for name in [env] if env else store.environments():
             current = store.read(name)
             click.echo(f"{name} (serial {current.serial}, {len(current.resources)} resources)")
@@ -296,8 +295,6 @@ def state_list(env: str | None, path: Path | None) -> int:
                 f"lock: {lock.environment} held by {lock.holder} on {lock.host} pid {lock.pid} "
                 f"since {lock.acquired_at} ({lock.operation})"
             )
-    finally:
-        store.close()
     return EXIT_OK
 
 
@@ -313,11 +310,8 @@ def state_show(env: str | None, ref: str, path: Path | None) -> int:
 
     project = open_project(path)
     env = environment(project, env)
-    store = project.state_store()
-    try:
+    with project.state_store() as store:
         resource = store.read(env).resources.get(ref)
-    finally:
-        store.close()
     if resource is None:
         raise UsageError(f"no applied resource {ref} in '{env}'")
     click.echo(json.dumps(resource.to_dict(), indent=2, sort_keys=True))
@@ -331,11 +325,8 @@ def state_unlock(env: str | None, path: Path | None) -> int:
     """Break an environment's lock (when its holder is gone)."""
     project = open_project(path)
     env = environment(project, env)
-    store = project.state_store()
-    try:
+    with project.state_store() as store:
         lock = store.break_lock(env)
-    finally:
-        store.close()
     if lock is None:
         click.echo(f"'{env}' was not locked")
     else:
@@ -353,8 +344,7 @@ def audit() -> None:
 @PROJECT_OPTION
 def audit_log(env: str | None, path: Path | None) -> int:
     """Every apply: when, who, which revision and plan, and each change's result."""
-    store = open_project(path).state_store()
-    try:
+    with open_project(path).state_store() as store:
         for entry in store.audit(env):
             record = entry.record
             if record.get("type") == "change":
@@ -377,8 +367,6 @@ def audit_log(env: str | None, path: Path | None) -> int:
             )
             for change in failed:
                 click.echo(f"    {change['action']:<6} {change['ref']}: {change['status']} ({change['error']})")
-    finally:
-        store.close()
     return EXIT_OK
 
 
@@ -420,11 +408,8 @@ def audit_live(env: str | None, at: str | None, path: Path | None) -> int:
         raise UsageError(f"--at {at!r} is not an ISO time", hint="e.g. 2026-11-23T10:00:00+04:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    store = project.state_store()
-    try:
+    with project.state_store() as store:
         until = [e for e in store.audit(env) if dt.datetime.fromisoformat(e.at) <= moment]
-    finally:
-        store.close()
     applies = [e for e in until if e.record.get("type") == "apply"]
     # rollouts settled and retrains after the last apply change what serves, not what is applied
     serving: dict[str, str] = next((e.record["serving"] for e in reversed(until) if "serving" in e.record), {})

@@ -253,8 +253,8 @@ def render(
     sha256 and the specs it came from.
     """
     from mlspec.app.rendering import check_targets
+    from mlspec.app.tools import shown_path
     from mlspec.errors import UsageError
-    from mlspec.load.discovery import display_path
     from mlspec.views.diagnostics_text import render_diagnostics
     from mlspec.views.style import Style, use_color
 
@@ -281,7 +281,7 @@ def render(
             failed = True
             continue
         click.echo(
-            f"{name}: {len(result.artifacts)} files in {display_path(out_root / name)} "
+            f"{name}: {len(result.artifacts)} files in {shown_path(out_root / name)} "
             f"({len(summary.written)} written, {len(summary.unchanged)} unchanged, {len(summary.removed)} removed)"
         )
     return EXIT_FINDINGS if failed else EXIT_OK
@@ -294,25 +294,13 @@ def schema(output: Path | None, kind: str | None) -> int:
     """Print or write the JSON Schema of every spec kind (for editors and CI)."""
     import json
 
-    from mlspec.errors import UsageError
-    from mlspec.spec.registry import ALL_KINDS
-    from mlspec.spec.schema import combined_schema, kind_schema, write_schemas
-    from mlspec.spec.suggest import did_you_mean
+    from mlspec.app.tools import spec_schema, write_spec_schemas
 
     if output is not None:
-        for path in write_schemas(output):
+        for path in write_spec_schemas(output):
             click.echo(f"wrote {path}")
         return EXIT_OK
-    if kind is not None:
-        if kind not in ALL_KINDS:
-            guess = did_you_mean(kind, ALL_KINDS)
-            raise UsageError(
-                f"unknown kind '{kind}'",
-                hint=f"did you mean '{guess}'?" if guess else f"one of: {', '.join(ALL_KINDS)}",
-            )
-        click.echo(json.dumps(kind_schema(kind), indent=2, sort_keys=True))
-        return EXIT_OK
-    click.echo(json.dumps(combined_schema(), indent=2, sort_keys=True))
+    click.echo(json.dumps(spec_schema(kind), indent=2, sort_keys=True))
     return EXIT_OK
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlspec.cli.lifecycle import _report_apply, approver
+from mlspec.cli.lifecycle import approver, report_apply
 from mlspec.cli.options import PROJECT_OPTION, env_option, environment, format_option, open_project, terminal_style
 from mlspec.exit_codes import EXIT_FINDINGS, EXIT_OK
 
@@ -101,4 +101,4 @@ def destroy(env: str | None, auto_approve: bool, allow_destroy: bool, who: str |
     if applied is None:
         click.echo("Nothing to destroy." if plan is None or plan.empty else "Destroy cancelled.")
         return EXIT_OK
-    return _report_apply(applied, style)
+    return report_apply(applied, style)

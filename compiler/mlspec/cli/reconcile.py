@@ -19,15 +19,12 @@ def _seconds(value: str | None) -> float | None:
 
     if value is None:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        from mlspec.spec.base import duration_seconds
+    from mlspec.app.tools import duration_seconds
 
-        try:
-            seconds = float(duration_seconds(value))
-        except ValueError:
-            raise UsageError(f"--interval {value!r} is not a number of seconds or a duration like 30s") from None
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
+        raise UsageError(f"--interval {value!r} is not a number of seconds or a duration like 30s") from None
     if seconds <= 0:
         raise UsageError("--interval must be positive")
     return seconds

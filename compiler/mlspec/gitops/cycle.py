@@ -180,7 +180,7 @@ class Cycle:
 
 
 def _now() -> str:
-    from mlspec.state.sqlite import now
+    from mlspec.state.base import now
 
     return now()
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlspec.apply.reconciler import ApplyResult
     from mlspec.errors import PlanRefused
     from mlspec.resolve.graph import ResolvedGraph
-    from mlspec.state.store import StateStore
+    from mlspec.state.base import StateStore
 
 
 def session(project: Project, environment: str) -> EnvironmentSession:

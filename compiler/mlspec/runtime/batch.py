@@ -107,7 +107,7 @@ def sink_label(batch: dict[str, Any]) -> str:
 
 
 def _context(environment_json: str) -> RuntimeContext:
-    from mlspec.runtime.steps import _context as parse  # one parser (and error message) for every pipeline
+    from mlspec.runtime.context import context_parameter as parse  # one parser (and error message) for every pipeline
 
     return parse(environment_json)
 

@@ -134,3 +134,14 @@ class RuntimeContext:
             artifact_root=(mlflow_dir / "artifacts").as_uri(),
             kms_key=kms_key,
         )
+
+
+def context_parameter(environment_json: str) -> RuntimeContext:
+    """The RuntimeContext a pipeline step receives as its ``environment`` parameter (JSON), or a clear error."""
+    text = environment_json.strip()
+    if not text.startswith("{"):
+        raise ValueError(
+            f"the pipeline's 'environment' parameter must be a RuntimeContext as JSON, got {environment_json!r}; "
+            "pass RuntimeContext.local(...).to_json() (or the cluster's context) when starting the run"
+        )
+    return RuntimeContext.from_json(text)

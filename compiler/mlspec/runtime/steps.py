@@ -15,17 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlspec.runtime.context import RuntimeContext
-
-
-def _context(environment_json: str) -> RuntimeContext:
-    text = environment_json.strip()
-    if not text.startswith("{"):
-        raise ValueError(
-            f"the pipeline's 'environment' parameter must be a RuntimeContext as JSON, got {environment_json!r}; "
-            "pass RuntimeContext.local(...).to_json() (or the cluster's context) when starting the run"
-        )
-    return RuntimeContext.from_json(text)
+from mlspec.runtime.context import context_parameter
 
 
 def _spec(training_spec_json: str) -> dict[str, Any]:
@@ -35,7 +25,7 @@ def _spec(training_spec_json: str) -> dict[str, Any]:
 
 def fetch_features(training_spec_json: str, environment_json: str, dataset_path: str) -> int:
     """Point-in-time join of the feature service with the label rows, written as parquet; returns the row count."""
-    ctx = _context(environment_json)  # before importing Feast: a bad context fails fast
+    ctx = context_parameter(environment_json)  # before importing Feast: a bad context fails fast
     from mlspec.runtime.features import fetch
 
     spec = _spec(training_spec_json)
@@ -68,7 +58,7 @@ def train(  # noqa: PLR0917  (KFP components call steps positionally)
         optimizer=hyper.get("optimizer", "adam"),
         seed=int(hyper.get("seed", 42)),
     )
-    ctx = _context(environment_json)
+    ctx = context_parameter(environment_json)
     frame, features, label = read_dataset(dataset_path, ctx)
     return train_and_save(spec, ctx, frame, features, label, params, float(test_fraction), model_path)
 
@@ -89,7 +79,7 @@ def evaluate(  # noqa: PLR0917
     configure_threads()
     spec = _spec(training_spec_json)
     gates: dict[str, str] = json.loads(gates_json)
-    ctx = _context(environment_json)
+    ctx = context_parameter(environment_json)
     model, saved = load(model_path, spec, ctx)
     frame, features, label = read_dataset(dataset_path, ctx)
     if features != saved["features"]:
@@ -133,7 +123,7 @@ def export_onnx(
     from mlspec.runtime.model import configure_threads, load, split_index, to_arrays
 
     configure_threads()
-    spec, ctx = _spec(training_spec_json), _context(environment_json)
+    spec, ctx = _spec(training_spec_json), context_parameter(environment_json)
     keys = ctx.key_resolver()
     kek = keys.resolve(ctx.kms_key) if keys is not None and ctx.kms_key else None  # fail closed, before any work
     model, saved = load(model_path, spec, ctx)
@@ -164,7 +154,7 @@ def register(  # noqa: PLR0917
 
     summary = run(
         _spec(training_spec_json),
-        _context(environment_json),
+        context_parameter(environment_json),
         model_name=model_name,
         alias=alias,
         promote_directly=bool(promote_directly),

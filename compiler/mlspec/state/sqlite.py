@@ -28,7 +28,6 @@ from mlspec.state.base import (
     chained,
     holder_is_gone,
     now,
-    verify_chain,
 )
 from mlspec.state.model import AuditRecord, EnvironmentState, LockInfo, ResourceState
 
@@ -47,8 +46,6 @@ CREATE TABLE IF NOT EXISTS audit (
     revision TEXT NOT NULL, plan_hash TEXT NOT NULL, record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
 """
-# Callers outside state/ still import these from here; their home is mlspec.state.base.
-__all__ = ["LockedError", "SqliteState", "now", "verify_chain"]
 
 
 class SqliteState(StateStore):

@@ -13,15 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlspec.errors import MlspecError
-from mlspec.state.base import StateReader, StateStore
+from mlspec.state.base import StateStore
 
 if TYPE_CHECKING:
     from mlspec.spec.project_file import StateConfig
 
+
 # The interface is re-exported: callers type their stores as ``mlspec.state.store.StateStore``.
-__all__ = ["StateReader", "StateStore", "open_store", "resolve_reference"]
-
-
 def resolve_reference(ref: str) -> str:
     """The value an ``env://NAME`` or ``secret://path`` reference stands for, from the environment at run time.
 
