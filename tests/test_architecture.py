@@ -118,3 +118,22 @@ def test_no_function_over_100_lines() -> None:
                 if length > MAX_FUNCTION_LINES:
                     too_long[f"{path.relative_to(REPO)}::{node.name}"] = length
     assert too_long == {}
+
+
+def test_every_package_file_ships_in_the_wheel() -> None:
+    """A folder of modules without __init__.py, or a data file no package-data glob names, is missing from a wheel."""
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["mlspec"]
+    template = PACKAGE / "scaffold" / "template"  # copied out as files by `mlspec init`, not imported
+    folders = {p.parent for p in python_files() if not p.is_relative_to(template)}
+    assert sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").is_file()) == []
+    data = [
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and p.suffix not in {".py", ".pyc"} and "__pycache__" not in p.parts
+    ]
+    unshipped = [path for path in data if not any(fnmatch.fnmatchcase(path, g) for g in globs)]
+    assert unshipped == []

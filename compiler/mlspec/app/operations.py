@@ -20,7 +20,13 @@ from mlspec.errors import MlspecError
 from mlspec.git.info import actor as current_actor
 from mlspec.git.info import revision as current_revision
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, DeploymentMode, OnlineDeploymentSpec
+from mlspec.spec.deployment import (
+    BatchDeploymentSpec,
+    Deployment,
+    DeploymentSpecBase,
+    EdgeDeploymentSpec,
+    OnlineDeploymentSpec,
+)
 from mlspec.spec.training import TrainingPipeline
 from mlspec.state.base import now
 from mlspec.state.model import ResourceState
@@ -90,8 +96,9 @@ def _platform(project: Project, graph: ResolvedGraph) -> LocalPlatform:
     return LocalPlatform(local_paths(project, graph))
 
 
-def _deployments(graph: ResolvedGraph, mode: DeploymentMode = "online") -> list[Deployment]:
-    return [s.model for s in graph.specs(Deployment) if s.model.spec.mode == mode]
+def _deployments(graph: ResolvedGraph, mode: type[DeploymentSpecBase] = OnlineDeploymentSpec) -> list[Deployment]:
+    """The environment's Deployments of one mode (its spec model), in dependency order."""
+    return [s.model for s in graph.specs(Deployment) if isinstance(s.model.spec, mode)]
 
 
 def settle_rollouts(
@@ -140,9 +147,9 @@ def status(project: Project, environment: str) -> PlatformStatus:
         models.append({"model": name, **aliases, "device": resource.target_ids.get("device", "")})
     servers = tuple(platform.serving.status(d.metadata.name) for d in _deployments(graph) if
                     f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
-    batch = tuple(_batch_status(platform, d) for d in _deployments(graph, "batch") if
+    batch = tuple(_batch_status(platform, d) for d in _deployments(graph, BatchDeploymentSpec) if
                   f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
-    edge = tuple(platform.edge.status(d.metadata.name) for d in _deployments(graph, "edge") if
+    edge = tuple(platform.edge.status(d.metadata.name) for d in _deployments(graph, EdgeDeploymentSpec) if
                  f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
     return PlatformStatus(environment, platform.features.applied(), tuple(models), servers, tuple(events), batch, edge)
 
@@ -356,7 +363,7 @@ def run_due_batches(
     lock); each run lands in state and the audit log. A failed run is an outcome, not an exception."""
     outcomes = []
     expected = expected_hashes(applied)
-    for deployment in _deployments(graph, "batch"):
+    for deployment in _deployments(graph, BatchDeploymentSpec):
         name = deployment.metadata.name
         batch = deployment.spec.batch if isinstance(deployment.spec, BatchDeploymentSpec) else None
         if f"Deployment/{name}" not in applied or batch is None or not batch.schedule:
@@ -406,7 +413,8 @@ def score_now(
         raise UsageError(
             f"Deployment '{name}' is mode: {deployment.spec.mode}{f' ({where})' if where else ''}; "
             "mlspec score runs batch Deployments",
-            hint="batch Deployments: " + (", ".join(d.metadata.name for d in _deployments(graph, "batch")) or "none"),
+            hint="batch Deployments: "
+            + (", ".join(d.metadata.name for d in _deployments(graph, BatchDeploymentSpec)) or "none"),
         )
     platform = _platform(project, graph)
     with state_store(project) as store, store.locked(environment, current_actor(None, project.root), "score"):

@@ -87,9 +87,10 @@ def apply_plan(
             target_ids = target.apply(change, artifacts, previous, keep)
         except TargetError as exc:
             failed.add(change.ref)
-            where = _location(change.ref, graph)
-            results.append(ChangeResult(change.ref, change.action, "failed", str(exc), where))
-            progress(f"[{position}/{len(pending)}] FAILED {change.ref}: {exc} ({where})")
+            where = _location(change.ref, graph, exc.path)
+            message = f"{exc}; {exc.hint}" if exc.hint else str(exc)
+            results.append(ChangeResult(change.ref, change.action, "failed", message, where))
+            progress(f"[{position}/{len(pending)}] FAILED {change.ref}: {message} ({where})")
             continue
         failpoint("apply.after_target")
         # The resource and its audit record are written in one transaction: both or neither.
@@ -174,6 +175,9 @@ def _upstream(ref: str, graph: ResolvedGraph) -> set[str]:
     return graph.upstream(ref)
 
 
-def _location(ref: str, graph: ResolvedGraph) -> str:
+def _location(ref: str, graph: ResolvedGraph, path: tuple[str | int, ...] = ()) -> str:
+    """Where a failed change's cause is in its spec: the field ``path`` names, else the document."""
     spec = graph.resources.get(ref) or (graph.environment if ref == graph.environment.ref else None)
-    return str(spec.document.location) if spec is not None else ref
+    if spec is None:
+        return ref
+    return str(spec.document.locate(path) if path else spec.document.location)

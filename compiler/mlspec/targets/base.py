@@ -10,7 +10,16 @@ from mlspec.state.model import ResourceState
 
 
 class TargetError(Exception):
-    """Applying a change failed; the message says why."""
+    """Applying a change failed; the message says why.
+
+    ``path`` is where in the resource's spec the cause is (``("spec", "evaluation", "gates", "auc")``), so the
+    failure is reported at that file:line:column; ``hint`` says what to change.
+    """
+
+    def __init__(self, message: str, *, path: tuple[str | int, ...] = (), hint: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.hint = hint
 
 
 class Target(Protocol):

@@ -42,9 +42,12 @@ class TrainingEngine:
     def settle(self, pipeline: TrainingPipeline, summary: dict[str, Any]) -> dict[str, Any]:
         """Judge a finished run: failed gates or a missing attribution report fail it; the first good model serves."""
         if not summary.get("gates_passed"):
-            failed = [g["message"] for g in summary.get("gates", []) if not g.get("passed")]
+            failed = [g for g in summary.get("gates", []) if not g.get("passed")]
             raise TargetError(
-                f"{pipeline.model_name}: evaluation gate(s) failed, model not promoted: " + "; ".join(failed)
+                f"{pipeline.model_name}: evaluation gate(s) failed, model not promoted: "
+                + "; ".join(str(g["message"]) for g in failed),
+                path=("spec", "evaluation", "gates", str(failed[0]["metric"])) if failed else ("spec", "evaluation"),
+                hint="improve the model (features, hyperparameters, more data) or relax the gate if the bar is wrong",
             )
         blocked = (summary.get("explainability") or {}).get("blocked")
         if blocked:
