@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -15,3 +17,17 @@ def canonical(data: Any) -> str:
 def digest(*parts: str) -> str:
     """sha256 of the parts, joined unambiguously."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def source_digest() -> str:
+    """sha256 of mlspec's own Python source, once per process: what caches of derived output are keyed by.
+
+    A cached render or policy result is only as good as the code that produced it; keying by the version
+    number alone reused stale output whenever the code changed without a release (as in development).
+    """
+    package = Path(__file__).resolve().parent
+    hasher = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        hasher.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return hasher.hexdigest()

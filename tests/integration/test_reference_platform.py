@@ -13,6 +13,7 @@ import pytest
 from mlspec.app.project import Project
 from mlspec.app.validation import ValidationResult
 from mlspec.spec import DataSource, Deployment, Environment, FeatureService, FeatureView, TrainingPipeline
+from mlspec.spec.deployment import OnlineDeploymentSpec
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -40,7 +41,8 @@ def test_it_covers_two_models_with_gpu_training_and_two_rollout_styles(platform:
     assert len(pipelines) >= 2
     gpu = [p for p in pipelines.values() if p.spec.resources.gpu is not None]  # type: ignore[attr-defined]
     assert gpu and all(p.spec.resources.gpu.fallback == "cpu" for p in gpu)  # type: ignore[attr-defined]
-    strategies = {d.spec.rollout.strategy for d in of_kind(platform, Deployment).values()}  # type: ignore[attr-defined]
+    online = [d.spec for d in of_kind(platform, Deployment).values() if isinstance(d.spec, OnlineDeploymentSpec)]
+    strategies = {spec.rollout.strategy for spec in online}
     assert "canary" in strategies and strategies & {"ab", "shadow"}
     classifications = {s.spec.classification for s in of_kind(platform, DataSource).values()}  # type: ignore[attr-defined]
     assert "pii" in classifications

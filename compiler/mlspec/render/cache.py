@@ -1,7 +1,8 @@
 """Content-hash cache for rendered bytes: identical inputs are never rendered twice.
 
-Keys are sha256 of a renderer's name and version plus the canonical JSON of every
-input that shapes the output, so a change anywhere in those inputs is a new key.
+Keys are sha256 of a renderer's name and version, the digest of mlspec's own source
+code, and the canonical JSON of every input that shapes the output, so a change
+anywhere in those inputs, or in the code that turns them into bytes, is a new key.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlspec.atomic import atomic_write
-from mlspec.hashing import canonical
+from mlspec.hashing import canonical, source_digest
 
 
 class RenderCache:
@@ -27,7 +28,7 @@ class RenderCache:
     @staticmethod
     def key(namespace: str, inputs: Any) -> str:
         """The cache key of ``inputs`` within ``namespace``."""
-        return hashlib.sha256(f"{namespace}\0{canonical(inputs)}".encode()).hexdigest()
+        return hashlib.sha256(f"{namespace}\0{source_digest()}\0{canonical(inputs)}".encode()).hexdigest()
 
     def lookup(self, namespace: str, inputs: Any) -> bytes | None:
         """Cached bytes for these inputs, if any."""
