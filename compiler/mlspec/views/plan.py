@@ -84,8 +84,8 @@ def render_plan_text(plan: Plan, style: Style, *, explain: bool = True) -> str:
         lines.append(style("  policy findings about resources this plan does not change:", "bold"))
         lines.extend(f"    {f.resource}: {_finding_text(f, style)}" for f in others)
     lines.append(style(plan.summary(), "bold"))
-    if plan.findings:
-        lines.append(style(policy_summary(plan.findings), "red" if plan.blocking else "green", "bold"))
+    # always shown: "0 denied" says the policies were evaluated, not skipped
+    lines.append(style(policy_summary(plan.findings), "red" if plan.blocking else "green", "bold"))
     return "\n".join(lines)
 
 
@@ -124,8 +124,7 @@ def render_plan_markdown(plan: Plan) -> str:
         "",
         f"**{plan.summary()}**" + (f" — :warning: {len(breaking)} breaking" if breaking else ""),
     ]
-    if plan.findings:
-        out += ["", f"**{policy_summary(plan.findings)}**"]
+    out += ["", f"**{policy_summary(plan.findings)}**"]
     out += ["", "| | resource | class | policy | why |", "|---|---|---|---|---|"]
     for change in plan.pending:
         reason = "; ".join(change.reasons).replace("|", "\\|")
