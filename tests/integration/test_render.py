@@ -138,10 +138,11 @@ def test_argocd_points_at_the_rendered_manifests(rendered: dict[str, RenderResul
     (app,) = documents(files(rendered["prod"])["argocd/application.yaml"])
     assert app["spec"]["source"] == {
         "repoURL": "https://git.bank.internal/ml/platform.git",
-        "path": "rendered/prod/kubernetes",
+        "path": "rendered/prod",
         "targetRevision": "main",
+        "directory": {"recurse": True, "include": "{kubernetes/*.yaml,gitops/*.yaml}"},
     }
-    assert app["spec"]["destination"]["namespace"] == "ml-prod"
+    assert app["spec"]["destination"] == {"name": "aks-uaenorth-prod", "namespace": "ml-prod"}
     assert "automated" not in app["spec"]["syncPolicy"], "production syncs on request only"
     (dev_app,) = documents(files(rendered["dev"])["argocd/application.yaml"])
     assert dev_app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
