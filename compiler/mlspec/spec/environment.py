@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from mlspec.spec.base import (
+    Cron,
     Duration,
     FieldError,
     KmsRef,
@@ -93,6 +94,11 @@ class FeatureStoreTarget(StrictModel):
     )
     offline: Literal["file", "duckdb", "postgres"] = Field(
         default="file", description="Offline store used for training data (point-in-time joins)."
+    )
+    materialize: Cron = Field(
+        default="@hourly",
+        description="When a cluster environment's materialization CronJob loads the latest feature values into the "
+        "online store (cron, UTC); a local apply materializes on every change instead.",
     )
     connection: SecretRef | None = Field(
         default=None,
