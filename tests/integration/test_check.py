@@ -302,7 +302,7 @@ def test_policy_test_command(tmp_path: Path, cli: Callable[..., CliResult]) -> N
     )
     failed = cli("policy", "test", "-C", str(root))
     assert failed.code == 1 and "FAIL: " in failed.out and "test_fails" in failed.out
-    assert failed.out.strip().endswith("18 passed, 1 failed")
+    assert failed.out.strip().endswith("20 passed, 1 failed")
 
 
 # OPA server mode.
