@@ -23,7 +23,7 @@ from mlspec.app.project import Project
 from mlspec.render.engine import RenderResult
 from mlspec.render.images import image_reference
 from mlspec.runtime.context import RuntimeContext, secret_variable
-from mlspec.runtime.submit import SubmitRequest
+from mlspec.runtime.submit import PruneRequest, SubmitRequest
 from tests.conftest import FIXTURES, REPO, CliResult, copy_platform
 from tests.k8s_schemas import validate_core, validate_crd
 
@@ -133,6 +133,23 @@ def test_each_pipeline_is_synced_with_its_compiled_spec_and_a_run_submitting_hoo
         schedule = json.loads(files[f"{package}.schedule.json"])
         assert request.schedule is not None and request.schedule.cron == schedule["cron"]
         assert job["metadata"]["name"].startswith(f"run-{pipeline}-") and len(job["metadata"]["name"]) <= 63
+
+
+@pytest.mark.parametrize("env", SHARED)
+def test_a_last_hook_deletes_the_schedules_of_pipelines_that_left_the_specs(
+    rendered: dict[str, tuple[Any, dict[str, bytes]]], env: str
+) -> None:
+    (job,) = documents(rendered[env][1]["gitops/schedules.yaml"])
+    assert job["metadata"]["annotations"] == {
+        "argocd.argoproj.io/hook": "PostSync",
+        "argocd.argoproj.io/sync-wave": "1",
+    }
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:4] == ["python", "-m", "mlspec.runtime.submit", "--prune"]
+    prune = PruneRequest.from_json(container["command"][4])
+    assert (prune.experiment, prune.suffix) == (f"uae-bank-ml-{env}", f"-{env}-schedule")
+    scheduled = [p for p, package in PIPELINES.items() if f"{package}.schedule.json" in rendered[env][1]]
+    assert sorted(prune.keep) == sorted(f"{p}-{env}-schedule" for p in scheduled) and len(scheduled) == 3
 
 
 def test_only_a_changed_pipeline_gets_a_new_version_and_hook(

@@ -16,7 +16,7 @@ import yaml
 
 from mlspec.app.project import Project
 from mlspec.runtime.context import RuntimeContext
-from mlspec.runtime.submit import SubmitRequest, main
+from mlspec.runtime.submit import PruneRequest, SubmitRequest, main
 from tests.conftest import REPO
 from tests.integration.test_cluster_targets import FakeKfp, _strict_model, serve  # noqa: F401  # serve: fixture
 
@@ -136,3 +136,20 @@ def test_a_version_the_server_never_lists_fails_with_what_to_check(
     err = capsys.readouterr().err
     assert f"pipeline '{PIPELINE}' version" in err and "Kubernetes" in err
     assert not [r for r in fake.requests if r["method"] == "POST"], "nothing started"
+
+
+def test_the_prune_hook_deletes_only_schedules_of_pipelines_that_left(
+    serve: Any,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = FakeKfpWithRuns()
+    client = client_for(serve(fake))
+    experiment = client.create_experiment("uae-bank-ml-prod").experiment_id
+    for name in ("fraud-detector-prod-schedule", "old-model-prod-schedule", "someones-own-job"):
+        fake.recurring[name + "-id"] = {"recurring_run_id": name + "-id", "display_name": name,
+                                        "experiment_id": experiment}  # fmt: skip
+    request = PruneRequest("uae-bank-ml-prod", "-prod-schedule", ("fraud-detector-prod-schedule",))
+    capsys.readouterr()  # kfp printed the experiment's link
+    assert main(["--prune", request.to_json()], client=client) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"] == ["old-model-prod-schedule"]
+    assert sorted(fake.recurring) == ["fraud-detector-prod-schedule-id", "someones-own-job-id"]

@@ -9,9 +9,10 @@ digest and carries it as ``pipelineSpec``), plus a PostSync hook Job that runs
 version and creates, replaces or deletes the recurring run from the schedule. The
 Job's name is a digest of its request, so a changed pipeline (or schedule) runs once
 and an unchanged one never again. ``gitops/feast.yaml`` holds the feature store's
-Jobs (:mod:`mlspec.render.gitops_feast`); ``gitops/jobs.yaml`` the Jobs' account and
-network policy. KFP must store pipelines in Kubernetes (its ``kubernetes`` pipeline
-store) for the objects to be served. With ``mlspec apply --direct`` none of this is
+Jobs (:mod:`mlspec.render.gitops_feast`); ``gitops/schedules.yaml`` a last PostSync
+hook deleting the recurring runs of pipelines that left the specs; ``gitops/jobs.yaml``
+the Jobs' account and network policy. KFP must store pipelines in Kubernetes (its
+``kubernetes`` pipeline store) for the objects to be served. With ``mlspec apply --direct`` none of this is
 applied: mlspec uploads, runs and schedules through the KFP API itself.
 """
 
@@ -31,7 +32,7 @@ from mlspec.render.kserve import labels
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.context import cluster_context
-from mlspec.runtime.submit import Schedule, SubmitRequest
+from mlspec.runtime.submit import PruneRequest, Schedule, SubmitRequest
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.spec.training import TrainingPipeline
 
@@ -104,6 +105,19 @@ def pipeline_objects(
     ]
 
 
+def prune_objects(graph: ResolvedGraph, project: str, kept: list[str]) -> list[dict[str, Any]]:
+    """A PostSync hook Job, after the pipelines' (wave 1), deleting the recurring runs of pipelines that left the
+    specs; named by the kept set, so it runs when that changes."""
+    request = PruneRequest(f"{project}-{graph.name}", f"-{graph.name}-schedule", tuple(sorted(kept))).to_json()
+    env, mounts, volumes = kfp_access()
+    name = hook_name("prune", "schedules", request)
+    pod = job_pod(
+        graph, project, name=name, image=image_reference(graph, "runtime"),
+        command=["python", "-m", "mlspec.runtime.submit", "--prune", request], env=env, mounts=mounts, volumes=volumes,
+    )  # fmt: skip
+    return [job(graph, project, name, pod, hook_annotations("PostSync", wave=1))]
+
+
 class GitOpsRenderer:
     """Renders ``gitops/``: the Kubeflow pipeline objects and hooks, the Feast Jobs, their account and network."""
 
@@ -137,11 +151,14 @@ class GitOpsRenderer:
                 description = dep.model.metadata.description or f"Score with {dep.model.spec.model.name}"
                 name = batch_pipeline_name(dep.name)
                 wanted.append((dep.ref, name, description, f"kfp/batch/{dep.name}", f"gitops/{name}.yaml"))
+        kept: list[str] = []
         for ref, pipeline, description, package, path in wanted:
             found = compiled.get(f"{package}.yaml")
             if found is None:
                 continue
             schedule = compiled.get(f"{package}.schedule.json")
+            if schedule is not None:
+                kept.append(f"{pipeline}-{graph.name}-schedule")
             key = [graph.environment.digest, found.sha256, schedule.sha256 if schedule else "", description]
 
             def build(
@@ -158,3 +175,5 @@ class GitOpsRenderer:
                 context, f"{self.name}-pipeline/{self.version}/{image_reference(graph, 'runtime')}", key, build
             )
             out.artifacts.append(Artifact(path, files[path], self.name, (ref,)))
+        content = to_yaml_documents(prune_objects(graph, context.project, kept))
+        out.artifacts.append(Artifact("gitops/schedules.yaml", content, self.name, (graph.environment.ref,)))

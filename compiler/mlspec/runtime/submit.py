@@ -81,6 +81,27 @@ class SubmitRequest:
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class PruneRequest:
+    """The environment's recurring runs to keep: any other ``<pipeline><suffix>`` of the experiment is deleted
+    (its pipeline left the specs, as ``mlspec apply --direct`` deletes it with the resource)."""
+
+    experiment: str
+    suffix: str
+    keep: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, text: str) -> PruneRequest:
+        """The request as rendered into the Job's arguments."""
+        data = json.loads(text)
+        return cls(data["experiment"], data["suffix"], tuple(data["keep"]))
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys)."""
+        data = {"experiment": self.experiment, "suffix": self.suffix, "keep": sorted(self.keep)}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
 class Submitter:
     """The calls a request needs, through ``kfp.Client`` (any object with its methods)."""
 
@@ -152,6 +173,30 @@ class Submitter:
         outcome.update(self._schedule(request, experiment, pipeline_id, version_id))
         return outcome
 
+    def recurring_runs(self, experiment: str) -> list[Any]:
+        """Every recurring run of the experiment (all pages)."""
+        found: list[Any] = []
+        token = ""
+        while True:
+            page = self._call(
+                "list recurring runs", self.client.list_recurring_runs, experiment_id=experiment, page_size=100,
+                page_token=token,
+            )  # fmt: skip
+            found += page.recurring_runs or []
+            token = page.next_page_token or ""
+            if not token:
+                return found
+
+    def prune(self, request: PruneRequest) -> list[str]:
+        """Delete the experiment's mlspec recurring runs that are not kept; their names."""
+        deleted = []
+        for recurring in self.recurring_runs(self.experiment_id(request.experiment)):
+            name = str(recurring.display_name)
+            if name.endswith(request.suffix) and name not in request.keep:
+                self._call("delete recurring run", self.client.delete_recurring_run, recurring.recurring_run_id)
+                deleted.append(name)
+        return sorted(deleted)
+
     def _schedule(self, request: SubmitRequest, experiment: str, pipeline_id: str, version_id: str) -> dict[str, Any]:
         listing = self._call(
             "list recurring runs", self.client.list_recurring_runs, experiment_id=experiment,
@@ -197,19 +242,25 @@ def kfp_client() -> Any:
 
 
 def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
-    """``python -m mlspec.runtime.submit --request JSON``: prints what was done as JSON; 1 on a server error."""
+    """``python -m mlspec.runtime.submit --request JSON`` (or ``--prune JSON``): prints what was done as JSON;
+    1 on a server error."""
     parser = argparse.ArgumentParser(prog="python -m mlspec.runtime.submit", description=__doc__.split("\n")[0])
-    parser.add_argument("--request", required=True, help="the SubmitRequest as JSON (rendered into the hook Job)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--request", help="the SubmitRequest as JSON (rendered into the pipeline's hook Job)")
+    what.add_argument("--prune", help="the PruneRequest as JSON (rendered into the environment's hook Job)")
     args = parser.parse_args(argv)
-    request = SubmitRequest.from_json(args.request)
+    submitter = Submitter(client if client is not None else kfp_client())
     try:
-        outcome = Submitter(client if client is not None else kfp_client()).submit(request)
+        if args.prune is not None:
+            prune = PruneRequest.from_json(args.prune)
+            outcome = {"experiment": prune.experiment, "deleted": submitter.prune(prune)}
+        else:
+            request = SubmitRequest.from_json(args.request)
+            outcome = {"pipeline": request.pipeline, "version": request.version, **submitter.submit(request)}
     except SubmitError as exc:
-        sys.stderr.write(f"mlspec submit: {request.pipeline}: {exc}\n")
+        sys.stderr.write(f"mlspec submit: {exc}\n")
         return 1
-    sys.stdout.write(
-        json.dumps({"pipeline": request.pipeline, "version": request.version, **outcome}, sort_keys=True) + "\n"
-    )
+    sys.stdout.write(json.dumps(outcome, sort_keys=True) + "\n")
     return 0
 
 
