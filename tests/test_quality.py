@@ -75,7 +75,7 @@ def test_validate_and_schema_import_nothing_heavy(argv: tuple[str, ...]) -> None
     assert not loaded & HEAVY, loaded & HEAVY
 
 
-@pytest.mark.parametrize("module", ["mlspec.serving.server", "mlspec.runtime.steps"])
+@pytest.mark.parametrize("module", ["mlspec.serving.server", "mlspec.runtime.steps", "mlspec.runtime.submit"])
 def test_engine_side_code_needs_no_spec_stack(module: str) -> None:
     """The model server and pipeline steps run in slim images: no pydantic, YAML, Jinja or click there."""
     code = f"import sys, json, {module}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))\n"

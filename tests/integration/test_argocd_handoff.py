@@ -44,13 +44,15 @@ def test_every_kubernetes_environment_has_an_application_on_its_rendered_manifes
         gitops, k8s = env.spec.targets.gitops, env.spec.targets.kubernetes
         assert gitops is not None and k8s is not None
         app = one(files["argocd/application.yaml"])
+        # everything the environment needs: serving (kubernetes/) and pipelines and Feast jobs (gitops/)
         assert app["spec"]["source"] == {
             "repoURL": gitops.repo_url,
-            "path": f"{gitops.path}/kubernetes",
+            "path": f"rendered/{name}",
             "targetRevision": gitops.revision,
+            "directory": {"recurse": True, "include": "{kubernetes/*.yaml,gitops/*.yaml}"},
         }
-        assert app["spec"]["source"]["path"] == f"rendered/{name}/kubernetes"
-        assert app["spec"]["destination"] == {"server": k8s.cluster, "namespace": k8s.namespace}
+        # each environment goes to its own cluster, named like its kubeconfig context
+        assert app["spec"]["destination"] == {"name": f"aks-uaenorth-{name}", "namespace": k8s.namespace}
         assert app["spec"]["project"] == gitops.project
         assert ("automated" in app["spec"]["syncPolicy"]) == (env.spec.tier != "production")
         assert validate_crd(app, str(CRDS / "application-crd.yaml")) == []
@@ -59,9 +61,11 @@ def test_every_kubernetes_environment_has_an_application_on_its_rendered_manifes
         element = next(e for e in appset["spec"]["generators"][0]["list"]["elements"] if e["env"] == name)
         assert (element["repoURL"], element["path"], element["revision"]) == (
             gitops.repo_url,
-            f"{gitops.path}/kubernetes",
+            f"rendered/{name}",
             gitops.revision,
         )
+        assert (element["clusterName"], element["server"]) == (f"aks-uaenorth-{name}", "")
+        assert element["automated"] == (env.spec.tier != "production")
     assert not [p for p in rendered["local"][1] if p.startswith("argocd/")]
 
 
@@ -76,3 +80,45 @@ def test_the_handoff_is_documented_with_commands() -> None:
     for heading in ("## Pull requests", "## Promotion", "## Argo CD hand-off", "## Reconciler"):
         assert heading in doc
     assert "mlspec render --env prod -o render" in doc and "kind: Application" in doc and "ApplicationSet" in doc
+
+
+def _goish_template(text: str, values: dict[str, Any]) -> str:
+    """Argo CD's ``{{.key}}`` substitution and ``{{- if .key }}...{{- end }}`` (the only forms mlspec writes)."""
+    import re
+
+    def condition(match: re.Match[str]) -> str:
+        return match.group(2) if values[match.group(1)] else ""
+
+    text = re.sub(r"\{\{- if \.(\w+) \}\}(.*?)\{\{- end \}\}", condition, text, flags=re.S)
+    return re.sub(r"\{\{\.(\w+)\}\}", lambda m: str(values[m.group(1)]), text)
+
+
+def test_the_applicationset_generates_each_environments_application(
+    rendered: dict[str, tuple[Environment, dict[str, bytes]]],
+) -> None:
+    appset = one(rendered["prod"][1]["argocd/applicationset.yaml"])
+    template, patch = appset["spec"]["template"], appset["spec"]["templatePatch"]
+    for element in appset["spec"]["generators"][0]["list"]["elements"]:
+        generated = yaml.safe_load(_goish_template(yaml.safe_dump(template), element))
+        extra = yaml.safe_load(_goish_template(patch, element) or "{}") or {}
+        app = one(rendered[element["env"]][1]["argocd/application.yaml"])
+        assert generated["spec"]["source"] == app["spec"]["source"]
+        # Argo CD treats an empty destination field as unset: the same cluster as the Application's
+        destination = {k: v for k, v in generated["spec"]["destination"].items() if v}
+        assert destination == app["spec"]["destination"]
+        automated = extra.get("spec", {}).get("syncPolicy", {}).get("automated")
+        assert automated == app["spec"]["syncPolicy"].get("automated"), element["env"]
+
+
+def test_the_cluster_is_a_url_a_name_or_derived_from_the_context() -> None:
+    from mlspec.spec.environment import KubernetesTarget
+
+    def destination(**fields: str) -> dict[str, str]:
+        return KubernetesTarget.model_validate({"namespace": "ml", **fields}).argocd_destination()
+
+    assert destination(cluster="https://10.0.0.1:6443") == {"server": "https://10.0.0.1:6443", "namespace": "ml"}
+    assert destination(cluster="aks-prod", context="other") == {"name": "aks-prod", "namespace": "ml"}
+    assert destination(context="aks-dev") == {"name": "aks-dev", "namespace": "ml"}
+    assert destination() == {"server": "https://kubernetes.default.svc", "namespace": "ml"}
+    with pytest.raises(ValueError):
+        destination(cluster="http://plain.example")

@@ -102,6 +102,8 @@ def platform(root: Path, kind: str = "", old: str = "", new: str = "") -> Path:
         if name == kind:
             assert old in spec, (kind, old)
             spec = spec.replace(old, new)
+        # dev trains on Kubeflow, which reads its offline data in the cluster: from object storage, never from disk
+        spec = spec.replace("path: data/txns.parquet", "path: s3://team-data/txns.parquet")
         files[SPEC_FILES.get(name, f"specs/{name.lower()}.yaml")] = spec
     return write_files(root, files)
 

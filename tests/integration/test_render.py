@@ -22,8 +22,10 @@ CRDS = {
     "InferenceService": SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml",
     "Application": SCHEMAS / "argocd" / "application-crd.yaml",
     "ApplicationSet": SCHEMAS / "argocd" / "applicationset-crd.yaml",
+    "Pipeline": SCHEMAS / "kfp" / "pipelines.kubeflow.org_pipelines.yaml",
+    "PipelineVersion": SCHEMAS / "kfp" / "pipelines.kubeflow.org_pipelineversions.yaml",
 }
-NON_FEAST = ["kfp", "kubernetes", "argocd", "mlflow", "monitoring", "edge"]
+NON_FEAST = ["kfp", "kubernetes", "argocd", "gitops", "mlflow", "monitoring", "edge"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_every_kubernetes_object_validates_against_the_real_schemas(
 ) -> None:
     checked = 0
     for path, content in files(rendered[env]).items():
-        if not path.startswith(("kubernetes", "argocd")):
+        if not path.startswith(("kubernetes", "argocd", "gitops")):
             continue
         for obj in documents(content):
             errors = validate_crd(obj, str(CRDS[obj["kind"]])) if obj["kind"] in CRDS else validate_core(obj)
@@ -138,10 +140,11 @@ def test_argocd_points_at_the_rendered_manifests(rendered: dict[str, RenderResul
     (app,) = documents(files(rendered["prod"])["argocd/application.yaml"])
     assert app["spec"]["source"] == {
         "repoURL": "https://git.bank.internal/ml/platform.git",
-        "path": "rendered/prod/kubernetes",
+        "path": "rendered/prod",
         "targetRevision": "main",
+        "directory": {"recurse": True, "include": "{kubernetes/*.yaml,gitops/*.yaml}"},
     }
-    assert app["spec"]["destination"]["namespace"] == "ml-prod"
+    assert app["spec"]["destination"] == {"name": "aks-uaenorth-prod", "namespace": "ml-prod"}
     assert "automated" not in app["spec"]["syncPolicy"], "production syncs on request only"
     (dev_app,) = documents(files(rendered["dev"])["argocd/application.yaml"])
     assert dev_app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
@@ -219,7 +222,7 @@ def test_manifest_lists_every_artifact_with_its_hash(rendered: dict[str, RenderR
 
 def test_rendering_is_byte_for_byte_deterministic(tmp_path: Path, rendered: dict[str, RenderResult]) -> None:
     # A second render in a fresh process with an empty cache must write the same bytes.
-    proc = run_mlspec("render", "--all-envs", "--target", "kfp", "--target", "kubernetes", "--target", "argocd",
+    proc = run_mlspec("render", "--all-envs", "--target", "kfp", "--target", "kubernetes", "--target", "argocd", "--target", "gitops",
                       "--target", "mlflow", "--target", "monitoring", "--target", "edge", "-o", str(tmp_path), "-C", str(REPO),
                       "--no-cache")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,13 +1,18 @@
 """Argo CD: an Application per environment syncing its rendered manifests, and an ApplicationSet across environments.
 
 The rendered-manifests pattern: ``mlspec render`` output is committed to the
-GitOps repository at ``targets.gitops.path``; Argo CD syncs ``<path>/kubernetes``.
-Argo CD is told to leave ``canaryTrafficPercent`` alone, because the rollout
-controller moves it between canary steps and the two must not fight.
+GitOps repository at ``targets.gitops.path``; Argo CD syncs every Kubernetes object the
+environment needs from there: ``kubernetes/`` (serving) and ``gitops/`` (the Kubeflow
+Pipeline objects with their run-submitting hooks, the Feast jobs), and nothing else
+(``kfp/`` holds pipeline IR, ``kubernetes-fallback/`` is applied by hand). Each
+environment goes to its own cluster (``targets.kubernetes.cluster``); production syncs
+only when asked. Argo CD is told to leave ``canaryTrafficPercent`` alone, because the
+rollout controller moves it between canary steps and the two must not fight.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from mlspec.render.base import Artifact, RenderContext, RenderOutput
@@ -18,6 +23,9 @@ from mlspec.spec.environment import Environment
 
 ARGOCD_NAMESPACE = "argocd"
 SYNC_OPTIONS = ["CreateNamespace=false", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"]
+# The folders Argo CD applies, relative to the environment's rendered folder (Argo CD's glob, braces for "or").
+SYNCED = "{kubernetes/*.yaml,gitops/*.yaml}"
+AUTOMATED = {"prune": True, "selfHeal": True}
 IGNORE = [
     {"group": "serving.kserve.io", "kind": "InferenceService", "jsonPointers": ["/spec/predictor/canaryTrafficPercent"]}
 ]
@@ -27,7 +35,7 @@ def _sync_policy(env: Environment) -> dict[str, Any]:
     production = env.spec.tier == "production"
     return {
         # Production syncs only when a person (or the promotion flow) asks; others follow git automatically.
-        **({} if production else {"automated": {"prune": True, "selfHeal": True}}),
+        **({} if production else {"automated": AUTOMATED}),
         "syncOptions": SYNC_OPTIONS,
         "retry": {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}},
     }
@@ -37,7 +45,7 @@ class ArgoCDRenderer:
     """Renders Argo CD resources for environments with ``targets.gitops``."""
 
     name: ClassVar[str] = "argocd"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """The environment's Application, and the ApplicationSet over every GitOps environment."""
@@ -60,10 +68,11 @@ class ArgoCDRenderer:
                 "project": gitops.project,
                 "source": {
                     "repoURL": gitops.repo_url,
-                    "path": f"{gitops.path.rstrip('/')}/kubernetes",
+                    "path": gitops.path.rstrip("/"),
                     "targetRevision": gitops.revision,
+                    "directory": {"recurse": True, "include": SYNCED},
                 },
-                "destination": {"server": k8s.cluster, "namespace": k8s.namespace},
+                "destination": k8s.argocd_destination(),
                 "syncPolicy": _sync_policy(env),
                 "ignoreDifferences": IGNORE,
             },
@@ -83,15 +92,19 @@ class ArgoCDRenderer:
             gitops, k8s = model.spec.targets.gitops, model.spec.targets.kubernetes
             if gitops is None or k8s is None:
                 continue
+            destination = k8s.argocd_destination()
             elements.append(
                 {
                     "env": spec.name,
                     "repoURL": gitops.repo_url,
-                    "path": f"{gitops.path.rstrip('/')}/kubernetes",
+                    "path": gitops.path.rstrip("/"),
                     "revision": gitops.revision,
                     "project": gitops.project,
-                    "cluster": k8s.cluster,
+                    # Argo CD wants exactly one of name and server; an empty one counts as unset
+                    "server": destination.get("server", ""),
+                    "clusterName": destination.get("name", ""),
                     "namespace": k8s.namespace,
+                    "automated": model.spec.tier != "production",
                 }
             )
         if not elements:
@@ -114,12 +127,25 @@ class ArgoCDRenderer:
                     },
                     "spec": {
                         "project": "{{.project}}",
-                        "source": {"repoURL": "{{.repoURL}}", "path": "{{.path}}", "targetRevision": "{{.revision}}"},
-                        "destination": {"server": "{{.cluster}}", "namespace": "{{.namespace}}"},
+                        "source": {
+                            "repoURL": "{{.repoURL}}",
+                            "path": "{{.path}}",
+                            "targetRevision": "{{.revision}}",
+                            "directory": {"recurse": True, "include": SYNCED},
+                        },
+                        "destination": {
+                            "server": "{{.server}}",
+                            "name": "{{.clusterName}}",
+                            "namespace": "{{.namespace}}",
+                        },
                         "syncPolicy": {"syncOptions": SYNC_OPTIONS},
                         "ignoreDifferences": IGNORE,
                     },
                 },
+                # production syncs on request only; the other environments follow git, as their Applications do
+                "templatePatch": "{{- if .automated }}\n"
+                + json.dumps({"spec": {"syncPolicy": {"automated": AUTOMATED}}}, sort_keys=True)
+                + "\n{{- end }}\n",
             },
         }
         sources = tuple(f"Environment/{e['env']}" for e in elements)

@@ -25,6 +25,7 @@ from mlspec.runtime.context import secret_variable
 from mlspec.spec.base import duration_seconds
 from mlspec.spec.datasource import DataSource, FileSource, ObjectStoreSource
 from mlspec.spec.entity import Entity
+from mlspec.spec.environment import Environment
 from mlspec.spec.features import FeatureService, FeatureView
 from mlspec.spec.validate import ParsedSpec
 
@@ -49,7 +50,16 @@ CONNECTION_KEYS = {
 }
 # libpq sslmode for the PostgreSQL stores, from the environment's encryption.tls.
 SSLMODES = {"required": "require", "preferred": "prefer", "disabled": "disable"}
+# File paths an offline store reads from object storage (pyarrow/fsspec schemes), not from a disk.
+REMOTE_PATH = re.compile(r"^(s3|gs|az|abfss?)://")
 _PLACEHOLDER_LINE = re.compile(r"^(\s*[a-z_]+): (\$\{[A-Z0-9_]+\})$", re.MULTILINE)
+
+
+def reads_in_cluster(env: Environment) -> bool:
+    """Whether the environment's offline store is read in its cluster (by Kubeflow pipeline steps, or by the Feast
+    Jobs Argo CD runs), where no repository checkout exists: its sources must be object storage or a warehouse."""
+    targets = env.spec.targets
+    return targets.kubernetes is not None and (targets.pipelines == "kubeflow" or targets.gitops is not None)
 
 
 def connection_variables(ref: str, keys: list[str] | None = None) -> dict[str, str]:
@@ -82,7 +92,7 @@ class FeastRenderer:
     """Renders ``feast/feature_store.yaml`` and ``feast/features.py``."""
 
     name: ClassVar[str] = "feast"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """The feature repository of the environment."""
@@ -149,7 +159,8 @@ class FeastRenderer:
     def _definitions(self, graph: ResolvedGraph, context: RenderContext, problems: list[Diagnostic]) -> str | None:
         entities = [self._entity(s, problems) for s in graph.specs(Entity)]
         offline = graph.env.spec.targets.feature_store.offline
-        sources = [self._source(s, offline, problems) for s in graph.specs(DataSource)]
+        shared = graph.name if reads_in_cluster(graph.env) else None
+        sources = [self._source(s, offline, shared, problems) for s in graph.specs(DataSource)]
         if problems:
             return None
         join_keys = {
@@ -191,7 +202,10 @@ class FeastRenderer:
         }
 
     @staticmethod
-    def _source(spec: ParsedSpec[DataSource], offline: str, problems: list[Diagnostic]) -> dict[str, Any] | None:
+    def _source(
+        spec: ParsedSpec[DataSource], offline: str, shared: str | None, problems: list[Diagnostic]
+    ) -> dict[str, Any] | None:
+        """The source's template data; ``shared`` names an environment that reads it in a cluster, never from disk."""
         model = spec.model
         source = model.spec
         refused = refused_source_type(spec, source)  # postgres, kafka: no target reads them
@@ -205,7 +219,11 @@ class FeastRenderer:
             problems.append(Diagnostic("unsupported-by-target", message, location, path="spec.type", hint=hint))
             return None
         assert isinstance(source, (FileSource, ObjectStoreSource))
-        relative = isinstance(source, FileSource) and not source.path.startswith("/")
+        on_disk = isinstance(source, FileSource) and not REMOTE_PATH.match(source.path)
+        if shared is not None and isinstance(source, FileSource) and on_disk:
+            problems.append(_from_disk(spec, source, shared))
+            return None
+        relative = on_disk and isinstance(source, FileSource) and not source.path.startswith("/")
         return {
             "var": identifier(spec.name, "source"),
             "name": feast_name(spec.name),
@@ -248,3 +266,17 @@ class FeastRenderer:
             "tags": {},
             "owner": model.metadata.owner or "",
         }
+
+
+def _from_disk(spec: ParsedSpec[DataSource], source: FileSource, environment: str) -> Diagnostic:
+    """A shared environment's offline store would read a file of the repository checkout (or a pod's disk)."""
+    return Diagnostic(
+        "unsupported-by-target",
+        f"environment '{environment}' reads its Feast offline store in its cluster, which cannot read DataSource "
+        f"'{spec.name}' from {source.path} (a repository checkout or a machine's disk)",
+        spec.document.locate(("spec", "path")),
+        path="spec.path",
+        hint=f"put the data in object storage or a warehouse and point '{environment}' at it with an override: "
+        f"{{target: DataSource/{spec.name}, patch: {{spec: {{path: 's3://bucket/{spec.name}.parquet'}}}}}} "
+        "(s3://, gs://, az://, abfss://), or type: object_store with a uri",
+    )

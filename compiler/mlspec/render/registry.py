@@ -12,6 +12,7 @@ RENDERERS: dict[str, str] = {
     "kfp": "mlspec.render.kfp:KfpRenderer",
     "kubernetes": "mlspec.render.kserve:KServeRenderer",
     "argocd": "mlspec.render.argocd:ArgoCDRenderer",
+    "gitops": "mlspec.render.gitops:GitOpsRenderer",
     "mlflow": "mlspec.render.mlflow:MlflowRenderer",
     "monitoring": "mlspec.render.monitoring:MonitoringRenderer",
     "edge": "mlspec.render.edge:EdgeRenderer",

@@ -145,3 +145,23 @@ def context_parameter(environment_json: str) -> RuntimeContext:
             "pass RuntimeContext.local(...).to_json() (or the cluster's context) when starting the run"
         )
     return RuntimeContext.from_json(text)
+
+
+def cluster_context(
+    environment: str,
+    tracking_uri: str | None,
+    artifact_store: str | None,
+    *,
+    project_root: str = "/workspace",
+    data_dir: str = "/data",
+) -> RuntimeContext:
+    """The RuntimeContext a step running in the cluster gets (passed as the ``environment`` parameter)."""
+    return RuntimeContext(
+        environment=environment,
+        project_root=project_root,
+        data_dir=data_dir,
+        feature_repo=f"{data_dir}/feature_repo",
+        tracking_uri=tracking_uri or "",
+        artifact_root=artifact_store or "",
+        device="auto",
+    )

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from mlspec.spec.base import (
+    Cron,
     Duration,
     FieldError,
     KmsRef,
@@ -52,18 +53,34 @@ class EnvironmentEncryption(StrictModel):
     )
 
 
+# Argo CD's name for the cluster it runs in.
+IN_CLUSTER = "https://kubernetes.default.svc"
+ArgoCluster = Annotated[str, StringConstraints(pattern=r"^(https://\S+|[A-Za-z0-9]([-A-Za-z0-9._@:]*[A-Za-z0-9])?)$")]
+
+
 class KubernetesTarget(StrictModel):
     """The cluster an environment deploys to."""
 
     namespace: Name = Field(description="Kubernetes namespace the environment's resources are created in.")
     context: str | None = Field(default=None, description="kubeconfig context to use; omit for the current one.")
-    cluster: str = Field(default="https://kubernetes.default.svc", description="API server URL Argo CD deploys to.")
+    cluster: ArgoCluster | None = Field(
+        default=None,
+        description="The cluster Argo CD deploys to: its Argo CD cluster name (as `argocd cluster add` registered "
+        "it) or its API server URL (https://...). Omitted: the cluster named like `context`, or Argo CD's own "
+        "cluster (https://kubernetes.default.svc) when there is no context.",
+    )
     image_pull_secret: SecretRef | None = Field(
         default=None, description="Reference to the secret that pulls images from a private registry."
     )
     serving_mode: Literal["serverless", "raw"] = Field(
         default="serverless", description="KServe deployment mode: serverless (Knative, canary) or raw (Deployments)."
     )
+
+    def argocd_destination(self) -> dict[str, str]:
+        """Argo CD's ``destination`` for this cluster: ``server`` for an API server URL, else ``name``."""
+        cluster = self.cluster or self.context or IN_CLUSTER
+        key = "server" if cluster.startswith("https://") else "name"
+        return {key: cluster, "namespace": self.namespace}
 
 
 class FeatureStoreTarget(StrictModel):
@@ -77,6 +94,11 @@ class FeatureStoreTarget(StrictModel):
     )
     offline: Literal["file", "duckdb", "postgres"] = Field(
         default="file", description="Offline store used for training data (point-in-time joins)."
+    )
+    materialize: Cron = Field(
+        default="@hourly",
+        description="When a cluster environment's materialization CronJob loads the latest feature values into the "
+        "online store (cron, UTC); a local apply materializes on every change instead.",
     )
     connection: SecretRef | None = Field(
         default=None,

@@ -57,6 +57,24 @@ test_models_built_on_foreign_pii_are_denied if {
 		with data.mlspec.graph as graph_of(foreign_source)
 }
 
+# Where a cluster's Feast offline store reads a source (object storage, named per environment by an override)
+# is the data's location: residency applies to it as to any other.
+object_store_pii := object.union(pii_source, {"spec": {"path": "az://uae-bank-ml-prod-features/txns.parquet"}})
+
+foreign_bucket_pii := object.union(pii_source, {"spec": {"type": "object_store", "uri": "s3://eu-ml-features/txns.parquet", "region": "eu-west"}})
+
+test_pii_in_resident_object_storage_passes if {
+	count(residency.deny) == 0 with input as {"resource": object_store_pii, "environment": prod_env}
+		with data.mlspec.graph as graph_of(object_store_pii)
+}
+
+test_pii_in_foreign_object_storage_is_denied_with_what_is_built_on_it if {
+	"residency.region" in ids(residency.deny) with input as {"resource": foreign_bucket_pii, "environment": prod_env}
+		with data.mlspec.graph as graph_of(foreign_bucket_pii)
+	"residency.derived" in ids(residency.deny) with input as {"resource": pipeline, "environment": prod_env}
+		with data.mlspec.graph as graph_of(foreign_bucket_pii)
+}
+
 test_public_data_may_live_anywhere if {
 	public := object.union(foreign_source, {"spec": {"classification": "public"}})
 	count(residency.deny) == 0 with input as {"resource": public, "environment": prod_env} with data.mlspec.graph as graph_of(public)

@@ -7,43 +7,16 @@ name first: an unchanged one is kept, a changed one is replaced (KFP cannot edit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlspec.runtime.context import RuntimeContext
+from mlspec.runtime.context import RuntimeContext, cluster_context
+from mlspec.runtime.submit import by_name, kfp_cron
 from mlspec.targets.base import TargetError
 
-
-def cluster_context(
-    environment: str,
-    tracking_uri: str | None,
-    artifact_store: str | None,
-    *,
-    project_root: str = "/workspace",
-    data_dir: str = "/data",
-) -> RuntimeContext:
-    """The RuntimeContext a step running in the cluster gets (passed as the ``environment`` parameter)."""
-    return RuntimeContext(
-        environment=environment,
-        project_root=project_root,
-        data_dir=data_dir,
-        feature_repo=f"{data_dir}/feature_repo",
-        tracking_uri=tracking_uri or "",
-        artifact_root=artifact_store or "",
-        device="auto",
-    )
-
-
-def kfp_cron(cron: str) -> str:
-    """KFP takes 6-field cron (seconds first); a 5-field expression runs at second 0."""
-    fields = cron.split()
-    return " ".join(["0", *fields]) if len(fields) == 5 else cron
-
-
-def _by_name(name: str) -> str:
-    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+# cluster_context moved to the runtime (GitOps renders it too); kept importable from here
+__all__ = ["KfpServer", "PipelineRef", "cluster_context", "kfp_cron"]
 
 
 @dataclass(frozen=True)
@@ -130,7 +103,7 @@ class KfpServer:
             pipeline_id = pipeline.pipeline_id
         version_name = f"{name}-{sha256[:12]}"
         listing = self._call(
-            "list pipeline versions", client.list_pipeline_versions, pipeline_id, filter=_by_name(version_name)
+            "list pipeline versions", client.list_pipeline_versions, pipeline_id, filter=by_name(version_name)
         )
         versions = listing.pipeline_versions or []
         if versions:
@@ -161,7 +134,7 @@ class KfpServer:
         """The recurring run of ``pipeline`` (a ``V2beta1RecurringRun``), or None."""
         listing = self._call(
             "list recurring runs", self.client.list_recurring_runs, experiment_id=self.experiment_id(),
-            filter=_by_name(self.schedule_name(pipeline)),
+            filter=by_name(self.schedule_name(pipeline)),
         )  # fmt: skip
         found = listing.recurring_runs or []
         return found[0] if found else None
