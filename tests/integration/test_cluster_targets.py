@@ -30,11 +30,13 @@ from mlspec.plan.planner import Desired, desired_state
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.context import RuntimeContext
+from mlspec.runtime.object_store import kserve_storage_uri
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
 from mlspec.targets.cluster.kfp_server import KfpServer, cluster_context
 from mlspec.targets.cluster.kubernetes import KubernetesApplier, ObjectRef, load_manifests, managed_labels
 from mlspec.targets.cluster.mlflow_server import MlflowServer, load_registry
+from mlspec.targets.cluster.model_pins import ServedVersion
 from mlspec.targets.cluster.platform import ClusterTarget
 from tests.conftest import FIXTURES, REPO
 from tests.k8s_schemas import validate_core, validate_crd
@@ -221,9 +223,18 @@ def state_of(c: Change, ids: dict[str, str]) -> ResourceState:
     return ResourceState(c.ref, "fp", {}, dict(c.artifacts), ids)
 
 
+class PublishedVersions:
+    """The registry as the register step leaves it: every alias at version 3, published to prod's store."""
+
+    def served_version(self, model: str, *, alias: str | None = None, version: str | None = None) -> ServedVersion:
+        number = version or "3"
+        return ServedVersion(number, "ab" * 32, kserve_storage_uri("azure://uaebankmlprod/models", model, number))
+
+
 def cluster(tmp_path: Path, prod: Any, applier: KubernetesApplier, **kwargs: Any) -> ClusterTarget:
     graph, desired, project = prod
     rendered = {p: a for want in desired.values() for p, a in want.artifacts.items()}
+    kwargs.setdefault("versions", PublishedVersions())
     return ClusterTarget(tmp_path / "out", graph, rendered, project=project, kubernetes=applier, **kwargs)
 
 
@@ -252,6 +263,13 @@ def test_server_side_apply_sends_schema_valid_bodies_in_dependency_order(tmp_pat
         errors = validate_crd(obj, ISVC_CRD) if obj["kind"] == "InferenceService" else validate_core(obj)
         assert errors == [], (obj["kind"], errors)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlspec"
+    # the alias was resolved when applied: the exact version's folder in prod's Azure store, and its digest
+    (isvc,) = [json.loads(r["body"]) for r in patches if r["path"].endswith("/inferenceservices/fraud-api")]
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == (
+        "https://uaebankmlprod.blob.core.windows.net/models/models/fraud-detector/versions/3"
+    )
+    assert isvc["metadata"]["annotations"]["mlspec.dev/model-sha256"] == "ab" * 32
+    assert isvc["metadata"]["annotations"]["mlspec.dev/model-version"] == "3"
     assert {r["path"] for r in patches} >= {
         "/api/v1/namespaces/ml-prod",
         "/api/v1/namespaces/ml-prod/serviceaccounts/fraud-api",

@@ -242,7 +242,7 @@ def test_environment_targets_and_overrides() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("  targets: {serving: kserve, registry: {artifact_store: s3://m}}\n", "need targets.kubernetes"),
+        ("  targets: {serving: kserve, registry: {artifact_store: s3://models}}\n", "need targets.kubernetes"),
         ("  targets: {serving: kserve, kubernetes: {namespace: ml}}\n", "needs registry.artifact_store"),
         ("  targets: {feature_store: {online: redis}}\n", "'connection' secret reference"),
         ("  overrides: [{target: fraud-api, patch: {a: 1}}]\n", "resource reference like 'Deployment/fraud-api'"),

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.object_store import mlflow_artifact_root
 from mlspec.spec.datasource import DataSource
 from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.spec.training import TrainingPipeline
@@ -29,7 +30,7 @@ class MlflowRenderer:
     """Renders ``mlflow/registry.json``: what the registry must hold for this environment."""
 
     name: ClassVar[str] = "mlflow"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Registered models, their aliases and tags, experiments, and what each deployment serves."""
@@ -47,6 +48,7 @@ class MlflowRenderer:
 
     def _document(self, graph: ResolvedGraph, context: RenderContext) -> dict[str, Any]:
         registry = graph.env.spec.targets.registry
+        store = registry.artifact_store
         models: list[dict[str, Any]] = []
         for spec in graph.specs(TrainingPipeline):
             pipeline = spec.model
@@ -90,7 +92,12 @@ class MlflowRenderer:
             "schema_version": SCHEMA_VERSION,
             "environment": graph.name,
             "tracking_uri": registry.tracking_uri or "embedded-sqlite",
-            "artifact_store": registry.artifact_store,
+            "artifact_store": store.uri if store else None,
+            # MLflow's run artifacts and the registered versions' immutable folders, both in the store
+            "artifact_root": mlflow_artifact_root(store.uri) if store else None,
+            "model_layout": "models/<model>/versions/<version>/{model.onnx,model.sha256,manifest.json}"
+            if store
+            else None,
             "registered_models": models,
             "deployments": served,
         }

@@ -69,6 +69,8 @@ class RuntimeContext:
     device: Literal["auto", "cpu"] = "auto"  # auto: a GPU when present and the spec asks for one
     tracking_reference: str = ""  # the reference tracking_uri was resolved from; what to_json writes back
     kms_key: str | None = None  # the Environment's encryption.kms_key: model artifacts are encrypted at rest with it
+    model_store: str = ""  # the Environment's artifact_store.uri: registered versions are published under it
+    model_store_credentials: str = ""  # a reference (env://, secret://, k8s://) to the store's credentials
 
     def key_resolver(self) -> KeyResolver | None:
         """Resolves ``kms_key`` (file:// keys against the project root; created on first use for ``local`` only);

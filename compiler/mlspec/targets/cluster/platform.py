@@ -35,6 +35,7 @@ from mlspec.targets.cluster.kubernetes import (
     readiness,
 )
 from mlspec.targets.cluster.mlflow_server import MlflowServer, load_registry
+from mlspec.targets.cluster.model_pins import VersionLookup, pin_model_versions
 from mlspec.targets.output_dir import OutputDirTarget
 
 WAITED_KINDS = ("InferenceService", "Deployment")
@@ -61,6 +62,7 @@ class ClusterTarget:
         kubernetes: KubernetesApplier | None = None,
         kfp: KfpServer | None = None,
         mlflow: MlflowServer | None = None,
+        versions: VersionLookup | None = None,
         wait: bool = True,
         run_pipelines: bool = True,
         prune: bool = True,
@@ -73,6 +75,7 @@ class ClusterTarget:
         self.kubernetes = kubernetes
         self.kfp = kfp
         self.mlflow = mlflow
+        self.versions = versions or mlflow  # where served aliases and versions are looked up (the registry)
         self.wait = wait
         self.run_pipelines = run_pipelines
         self.prune = prune
@@ -231,6 +234,7 @@ class ClusterTarget:
     def _apply_objects(self, artifacts: dict[str, Artifact], old_refs: set[ObjectRef]) -> dict[str, str]:
         assert self.kubernetes is not None
         objects = [o for path in kubernetes_paths(artifacts) for o in load_manifests(artifacts[path].content)]
+        objects = pin_model_versions(objects, self.versions)  # aliases become exact versions, never paths
         ids: dict[str, str] = {}
         if objects:
             self.progress(f"server-side apply {len(objects)} object(s)")
@@ -296,12 +300,17 @@ def cluster_target(
     kubernetes = KubernetesApplier(context=k8s.context) if k8s is not None and targets.serving == "kserve" else None
     kfp = None
     if targets.pipelines == "kubeflow" and os.environ.get("KF_PIPELINES_ENDPOINT"):
-        registry = targets.registry
+        registry, store = targets.registry, targets.registry.artifact_store
         kfp = KfpServer(
             host=os.environ["KF_PIPELINES_ENDPOINT"],
             experiment=f"{project}-{graph.name}",
             namespace=os.environ.get("KF_PIPELINES_NAMESPACE"),
-            context=cluster_context(graph.name, registry.tracking_uri, registry.artifact_store),
+            context=cluster_context(
+                graph.name,
+                registry.tracking_uri,
+                store.uri if store else None,
+                store_credentials=store.credentials if store else None,
+            ),
         )
     tracking = targets.registry.tracking_uri
     mlflow = MlflowServer(tracking) if tracking else None
