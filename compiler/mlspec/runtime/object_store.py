@@ -187,7 +187,7 @@ class S3Store:
             key_id, _, secret_key = secret.partition(":")
             keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret_key}
         endpoint = environ.get("AWS_ENDPOINT_URL") or None
-        self.client = boto3.client("s3", endpoint_url=endpoint, **keys)  # type: ignore[call-overload]
+        self.client = boto3.client("s3", endpoint_url=endpoint, **keys)
         self.bucket = bucket
 
     def create(self, key: str, data: bytes) -> None:
