@@ -21,7 +21,13 @@ import pytest
 
 from mlspec.app.project import Project
 from mlspec.runtime.context import RuntimeContext
-from mlspec.runtime.object_store import AlreadyPublished, StoreLocation, open_store, version_folder
+from mlspec.runtime.object_store import (
+    AlreadyPublished,
+    StoreLocation,
+    mlflow_artifact_root,
+    open_store,
+    version_folder,
+)
 from mlspec.targets.base import TargetError
 from mlspec.targets.cluster.model_pins import ServedVersion, pin_model_versions
 from tests.conftest import FIXTURES, REPO, run_mlspec
@@ -81,15 +87,14 @@ def context(tmp_path: Path, store: str, credentials: str = "") -> RuntimeContext
     )  # fmt: skip
 
 
-def rendered_isvc(tmp_path: Path, store: str) -> dict[str, Any]:
+def rendered_isvc(tmp_path: Path, store: str, version: int | None = None) -> dict[str, Any]:
     """The InferenceService `mlspec render` writes for a prod environment whose artifact store is ``store``."""
     root = make_project(tmp_path / "repo")
-    edit(
-        root,
-        "environments/prod.yaml",
-        '{uri: "s3://models-prod", region: uae-north}',
-        f'{{uri: "{store}", region: uae-north}}',
-    )
+    new_store = f'{{uri: "{store}", region: uae-north}}'
+    edit(root, "environments/prod.yaml", '{uri: "s3://models-prod", region: uae-north}', new_store)
+    if version is not None:
+        pinned = f"model: {{name: fraud-detector, version: {version}}}"
+        edit(root, "specs/all.yaml", "model: {name: fraud-detector}", pinned)
     project = Project.open(root)
     resolution = project.resolve("prod")
     _, result = project.render("prod", ["kubernetes"], resolution)
@@ -158,6 +163,20 @@ def publish_serve_and_fetch(
     assert manifest["files"]["model.onnx"]["sha256"] == hashlib.sha256(stored).hexdigest()
 
 
+def mlflow_logs_into(tmp_path: Path, store: str, credentials: str | None) -> None:
+    """MLflow, given the artifact root mlspec renders for ``store``, writes a run's artifacts into that store."""
+    import mlflow
+
+    root = mlflow_artifact_root(store)
+    assert root.startswith(("wasbs://", "s3://")) and root.endswith("/mlflow")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("uae-bank-ml/prod/fraud-detector", artifact_location=f"{root}/fraud")
+    run = client.create_run(experiment)
+    client.log_text(run.info.run_id, '{"auc": 0.91}', "evaluation/evaluation.json")
+    key = StoreLocation.parse(store).key("mlflow", "fraud", run.info.run_id, "artifacts", "evaluation/evaluation.json")
+    assert open_store(store, credentials).exists(key), f"{key} not in {store}"
+
+
 @pytest.fixture
 def blob_service(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Azurite, reachable as https://<account>.blob.core.windows.net from this process."""
@@ -178,7 +197,7 @@ def blob_service(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_a_version_in_azure_blob_is_immutable_and_kserve_fetches_the_pinned_uri(
-    tmp_path: Path, blob_service: dict[str, str]
+    tmp_path: Path, blob_service: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from azure.storage.blob import BlobServiceClient
 
@@ -196,6 +215,8 @@ def test_a_version_in_azure_blob_is_immutable_and_kserve_fetches_the_pinned_uri(
     publish_serve_and_fetch(
         tmp_path, store, "env://MLSPEC_TEST_STORE_KEY", env, port=int(blob_service["MLSPEC_TEST_AZURITE_PORT"])
     )
+    monkeypatch.setenv("AZURE_STORAGE_ACCESS_KEY", key)  # how MLflow's wasbs:// repository is given the key
+    mlflow_logs_into(tmp_path, store, "env://MLSPEC_TEST_STORE_KEY")
 
 
 @pytest.mark.slow
@@ -213,6 +234,20 @@ def test_a_version_in_s3_is_immutable_and_kserve_fetches_the_pinned_uri(
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ENDPOINT_URL": endpoint,
            "AWS_DEFAULT_REGION": "me-central-1", **credentials}  # fmt: skip
     publish_serve_and_fetch(tmp_path, f"s3://{bucket}/prod", "", env)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", endpoint)  # MLflow's own variable for an S3-compatible server
+    mlflow_logs_into(tmp_path, f"s3://{bucket}/prod", None)
+
+
+def test_a_pinned_version_is_rendered_with_its_exact_folder_and_gets_its_digest_when_applied(tmp_path: Path) -> None:
+    store = "azure://uaebankmlprod/models"
+    isvc = rendered_isvc(tmp_path, store, version=7)
+    uri = "https://uaebankmlprod.blob.core.windows.net/models/models/fraud-detector/versions/7"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == uri
+    assert "mlspec.dev/model-alias" not in isvc["metadata"]["annotations"]
+    (pinned,) = pin_model_versions([isvc], Registry("7", "cd" * 32, uri))
+    assert pinned["spec"]["predictor"]["model"]["storageUri"] == uri
+    assert pinned["metadata"]["annotations"]["mlspec.dev/model-sha256"] == "cd" * 32
+    assert validate_crd(pinned, ISVC_CRD) == []
 
 
 def test_pinning_refuses_a_version_that_was_never_published_or_lives_elsewhere(tmp_path: Path) -> None:
