@@ -293,7 +293,7 @@ def test_github_annotations_and_json(failing: Path, cli: Callable[..., CliResult
 
 def test_policy_test_command(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     result = cli("policy", "test", "-C", str(REPO))
-    assert result.code == 0 and result.out.strip().endswith("19 passed, 0 failed")
+    assert result.code == 0 and result.out.strip().endswith("23 passed, 0 failed")
     root = copy_platform(tmp_path)
     write_policy(
         root,
@@ -302,7 +302,7 @@ def test_policy_test_command(tmp_path: Path, cli: Callable[..., CliResult]) -> N
     )
     failed = cli("policy", "test", "-C", str(root))
     assert failed.code == 1 and "FAIL: " in failed.out and "test_fails" in failed.out
-    assert failed.out.strip().endswith("18 passed, 1 failed")
+    assert failed.out.strip().endswith("22 passed, 1 failed")
 
 
 # OPA server mode.
