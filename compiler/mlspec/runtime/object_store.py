@@ -223,7 +223,7 @@ def open_store(store_uri: str, credentials: str | None = None, environ: Mapping[
     if where.scheme == "s3":
         return S3Store(where.bucket, secret, env)
     if where.scheme == "file":
-        return LocalStore(where.prefix)
+        return LocalStore("/")  # keys carry the folder's absolute path (less its leading slash)
     raise PublishError(f"{store_uri}: mlspec writes models to azure://, s3:// or file:// stores")
 
 
