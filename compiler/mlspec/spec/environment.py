@@ -209,6 +209,12 @@ class Targets(StrictModel):
             raise FieldError(
                 ("registry", "artifact_store"), "kserve serving needs registry.artifact_store (where models are stored)"
             )
+        if self.pipelines == "kubeflow" and self.registry.artifact_store is None:
+            raise FieldError(
+                ("registry", "artifact_store"),
+                "kubeflow pipelines need registry.artifact_store (where MLflow artifacts and registered models are "
+                "written), like {uri: azure://<account>/<container>, region: uae-north}",
+            )
         if (self.pipelines == "kubeflow" or self.serving == "kserve") and self.kubernetes is None:
             raise FieldError(
                 "serving" if self.serving == "kserve" else "pipelines",
