@@ -224,10 +224,12 @@ def state_of(c: Change, ids: dict[str, str]) -> ResourceState:
 
 
 class PublishedVersions:
-    """The registry as the register step leaves it: every alias at version 3, published to prod's store."""
+    """The registry as the register step leaves it: every alias at version ``current``, published to prod's store."""
+
+    current = "3"
 
     def served_version(self, model: str, *, alias: str | None = None, version: str | None = None) -> ServedVersion:
-        number = version or "3"
+        number = version or self.current
         return ServedVersion(number, "ab" * 32, kserve_storage_uri("azure://uaebankmlprod/models", model, number))
 
 
@@ -296,7 +298,8 @@ def test_force_and_dry_run_are_sent_only_when_asked(prod: Any, serve: Any) -> No
 
 def test_drift_compares_owned_fields_not_controller_defaults(tmp_path: Path, prod: Any, serve: Any) -> None:
     fake = FakeKube()
-    target = cluster(tmp_path, prod, KubernetesApplier(kube_client(serve(fake)), poll=0.01))
+    versions = PublishedVersions()
+    target = cluster(tmp_path, prod, KubernetesApplier(kube_client(serve(fake)), poll=0.01), versions=versions)
     env_ref, dep_ref = env_and_deployment(prod[1])
     states = {}
     for ref in (env_ref, dep_ref):
@@ -314,6 +317,16 @@ def test_drift_compares_owned_fields_not_controller_defaults(tmp_path: Path, pro
         "kubernetes/fraud-api.yaml": ["InferenceService ml-prod/fraud-api: spec.predictor.minReplicas"]
     }
     assert not target.healthy(dep)
+    isvc["spec"]["predictor"]["minReplicas"] = 4
+    assert target.drift(dep) == {}
+    versions.current = "4"  # the champion alias moved to a new version
+    assert target.drift(dep) == {
+        "kubernetes/fraud-api.yaml": [
+            "InferenceService ml-prod/fraud-api: metadata.annotations.mlspec.dev/model-version",
+            "InferenceService ml-prod/fraud-api: spec.predictor.model.storageUri",
+        ]
+    }, "the served version follows the alias: reconcile re-pins it"
+    versions.current = "3"
     del fake.objects["/api/v1/namespaces/ml-prod/serviceaccounts/fraud-api"]
     assert target.read_live(dep)["kubernetes/fraud-api.yaml"] is None
 

@@ -190,7 +190,7 @@ class ClusterTarget:
             if content is None:
                 continue  # the file itself changed: the output folder already reports it
             differences: list[str] = []
-            for obj in load_manifests(content):
+            for obj in self._pinned(load_manifests(content)):
                 ref = ObjectRef.of(obj)
                 got = self.kubernetes.get(ref)
                 if got is None:
@@ -201,6 +201,16 @@ class ClusterTarget:
                 if differences:
                     report[path] = differences
         return report
+
+    def _pinned(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Objects as they would be applied now: an alias that moved to another version shows as storageUri drift
+        (the registry unreachable: compared as rendered)."""
+        if self.versions is None:
+            return objects
+        try:
+            return pin_model_versions(objects, self.versions)
+        except TargetError:
+            return objects
 
     def _applied_content(self, path: str, sha256: str) -> bytes | None:
         artifact = self.rendered.get(path)
