@@ -101,7 +101,6 @@ ARTIFACT_URI_PATTERN = (
     r"^(azure://[a-z0-9]{3,24}/[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/\S*)?"
     r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|(gs|pvc|https|file)://\S+)$"
 )
-REMOTE_STORE_SCHEMES = ("azure", "s3", "gs", "https")
 
 
 class ArtifactStore(StrictModel):
@@ -118,14 +117,9 @@ class ArtifactStore(StrictModel):
     )
     credentials: SecretRef | None = Field(
         default=None,
-        description="Reference to the store's credentials (secret://, env:// or k8s://): an Azure account key or "
-        "SAS token, or for S3 a secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; omit for workload identity.",
+        description="Reference to the store's credentials (secret://, env:// or k8s://) holding an Azure account key, "
+        "SAS token or connection string, or for S3 '<access key id>:<secret access key>'; omit for workload identity.",
     )
-
-    @property
-    def scheme(self) -> str:
-        """The URI's scheme: azure, s3, gs, pvc, https or file."""
-        return self.uri.split("://", 1)[0]
 
 
 def _artifact_store_schema(schema: dict[str, Any]) -> None:
@@ -148,7 +142,7 @@ class RegistryTarget(StrictModel):
     artifact_store: ArtifactStore | None = Field(
         default=None,
         description="Where MLflow artifacts and registered models live: {uri, region, credentials}, or just the URI "
-        "(like azure://uaebankmlprod/models); needed for kserve serving.",
+        "(like azure://uaebankmlprod/models); needed for kserve serving and kubeflow pipelines.",
         json_schema_extra=_artifact_store_schema,
     )
 
