@@ -281,3 +281,13 @@ def test_the_reference_environments_keep_their_stores_in_uae_north() -> None:
         assert graph is not None
         store = graph.env.spec.targets.registry.artifact_store
         assert store is not None and store.uri.startswith("azure://") and store.region == "uae-north"
+
+
+def test_a_store_mlspec_cannot_publish_to_is_refused_at_render(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "repo")
+    edit(root, "environments/prod.yaml", '"s3://models-prod"', '"gs://models-prod"')
+    done = run_mlspec("render", "--env", "prod", "-o", str(tmp_path / "out"), cwd=root)
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "environments/prod.yaml:12:" in output and "error[unsupported-by-target]" in output
+    assert "azure://, s3:// or file://" in output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
@@ -13,6 +14,7 @@ from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, 
 from mlspec.spec.training import TrainingPipeline
 
 SCHEMA_VERSION = 1
+PUBLISHED_SCHEMES = ("azure", "s3", "file")  # where the register step writes versions (runtime/object_store.py)
 _RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
 
 
@@ -26,6 +28,18 @@ def data_classification(graph: ResolvedGraph, pipeline_ref: str) -> str:
     return max(levels, key=_RANK.__getitem__, default="public")
 
 
+def _unpublishable_store(graph: ResolvedGraph, uri: str) -> Diagnostic:
+    """The register step writes registered versions only to Azure Blob, S3 or a folder."""
+    return Diagnostic(
+        "unsupported-by-target",
+        f"environment '{graph.name}' names artifact store {uri}; mlspec publishes registered models to "
+        "azure://, s3:// or file:// stores only",
+        graph.environment.document.locate(("spec", "targets", "registry", "artifact_store")),
+        path="spec.targets.registry.artifact_store",
+        hint="use azure://<account>/<container> or s3://<bucket> with the store's region",
+    )
+
+
 class MlflowRenderer:
     """Renders ``mlflow/registry.json``: what the registry must hold for this environment."""
 
@@ -34,6 +48,9 @@ class MlflowRenderer:
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Registered models, their aliases and tags, experiments, and what each deployment serves."""
+        store = graph.env.spec.targets.registry.artifact_store
+        if store is not None and store.uri.split("://", 1)[0] not in PUBLISHED_SCHEMES:
+            return RenderOutput(diagnostics=[_unpublishable_store(graph, store.uri)])
         specs = [*graph.of_kind("TrainingPipeline"), *graph.of_kind("Deployment")]
         key = [graph.environment.digest, *(graph.fingerprint(s.ref) for s in specs)]
         files = reuse(
