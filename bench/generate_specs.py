@@ -112,7 +112,7 @@ CLUSTER_TARGETS = """  targets:
     kubernetes: {{namespace: ml-{name}}}
     pipelines: kubeflow
     serving: kserve
-    registry: {{type: mlflow, tracking_uri: "https://mlflow.{name}.internal", artifact_store: "s3://models-{name}"}}
+    registry: {{type: mlflow, tracking_uri: "https://mlflow.{name}.internal", artifact_store: {{uri: "s3://models-{name}", region: {region}}}}}
     feature_store: {{registry: sql, online: redis, offline: file, connection: secret://{name}/feast}}
     gitops: {{type: argocd, repo_url: "https://git.internal/ml/platform.git", path: rendered/{name}}}
 """

@@ -1,4 +1,4 @@
-"""Run a command with real PostgreSQL and Redis servers on loopback, started for it and stopped after.
+"""Run a command with real PostgreSQL, Redis and object-store servers on loopback, started for it and stopped after.
 
 `make test` runs the suite through this:
 
@@ -7,9 +7,11 @@
 It installs the servers from Debian's packages when they are missing (as root, with
 apt-get), starts each in a temporary folder on a free port, exports
 ``MLSPEC_TEST_POSTGRES_URL`` and ``MLSPEC_TEST_REDIS_URL``, runs the command, then
-stops both and removes their folders. A server that cannot start is reported with
-the reason (``MLSPEC_TEST_SERVICES_SKIPPED``) and the tests that need it skip saying
-so; everything else still runs.
+stops both and removes their folders. Azurite and an S3 server (moto) are started the
+same way by ``storage_services.py`` (``MLSPEC_TEST_AZURITE_*``, ``MLSPEC_TEST_S3_URL``).
+A server that cannot start is reported with the reason (``MLSPEC_TEST_SERVICES_SKIPPED``)
+and the tests that need it skip saying so (the object-store tests fail under CI instead);
+everything else still runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import storage_services  # Azurite and an S3 server (scripts/storage_services.py)
 
 HOST = "127.0.0.1"
 
@@ -149,6 +153,13 @@ def main(argv: list[str]) -> int:
             try:
                 env[variable] = stack.enter_context(service())
                 _say(f"{name} running at {env[variable]}")
+            except RuntimeError as exc:
+                skipped.append(f"{name}: {exc}")
+                _say(f"{name} NOT running, tests that need it will skip: {exc}")
+        for name, store in (("azurite", storage_services.azurite), ("s3", storage_services.s3_server)):
+            try:  # object stores: several variables each (endpoint, account, key, CA)
+                env.update(stack.enter_context(store(_apt_install)))
+                _say(f"{name} running")
             except RuntimeError as exc:
                 skipped.append(f"{name}: {exc}")
                 _say(f"{name} NOT running, tests that need it will skip: {exc}")

@@ -1,4 +1,5 @@
-"""The real PostgreSQL and Redis servers `make test` starts (scripts/test_services.py), for tests that need them."""
+"""The real servers `make test` starts (scripts/test_services.py), for tests that need them: PostgreSQL, Redis,
+Azurite and an S3 server."""
 
 from __future__ import annotations
 
@@ -37,3 +38,35 @@ def fresh_database(prefix: str = "t") -> str:
     with psycopg.connect(base, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _required(variables: tuple[str, ...], name: str) -> dict[str, str]:
+    """The service's variables; a missing service skips with the reason, and fails under CI (CI=true), where
+    scripts/test_services.py must have started it: nothing is skipped silently there."""
+    missing = [v for v in variables if not os.environ.get(v)]
+    if not missing:
+        return {v: os.environ[v] for v in variables}
+    why = os.environ.get("MLSPEC_TEST_SERVICES_SKIPPED") or (
+        "not started: run the suite with `make test` (scripts/test_services.py starts it)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} unavailable in CI: {why}")
+    pytest.skip(f"{name} unavailable: {why}")
+
+
+def azurite() -> dict[str, str]:
+    """Azurite over HTTPS: port, account name and key, and the CA file that signs its certificate."""
+    return _required(
+        (
+            "MLSPEC_TEST_AZURITE_PORT",
+            "MLSPEC_TEST_AZURITE_ACCOUNT",
+            "MLSPEC_TEST_AZURITE_KEY",
+            "MLSPEC_TEST_AZURITE_CA",
+        ),
+        "Azurite (Azure Blob emulator)",
+    )
+
+
+def s3_url() -> str:
+    """The S3 server's endpoint URL."""
+    return _required(("MLSPEC_TEST_S3_URL",), "S3 server (moto)")["MLSPEC_TEST_S3_URL"]

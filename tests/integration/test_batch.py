@@ -600,7 +600,8 @@ def test_cluster_target_uploads_runs_and_schedules_the_batch_pipeline(tmp_path: 
     import kfp
 
     from mlspec.plan.planner import desired_state
-    from mlspec.targets.cluster.kfp_server import KfpServer, cluster_context
+    from mlspec.runtime.cluster import cluster_context
+    from mlspec.targets.cluster.kfp_server import KfpServer
     from mlspec.targets.cluster.platform import ClusterTarget
     from tests.integration.test_cluster_targets import FakeKfp, _strict_model, change, state_of
 

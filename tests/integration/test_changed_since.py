@@ -37,7 +37,7 @@ spec:
   targets:
     kubernetes: {namespace: ml-prod}
     serving: kserve
-    registry: {artifact_store: "s3://models-prod"}
+    registry: {artifact_store: {uri: "s3://models-prod", region: uae-north}}
 """
 DEV = """
 apiVersion: mlspec/v1
@@ -51,7 +51,7 @@ spec:
   targets:
     kubernetes: {namespace: ml-dev}
     serving: kserve
-    registry: {artifact_store: "s3://models-dev"}
+    registry: {artifact_store: {uri: "s3://models-dev", region: uae-north}}
 """
 EVENTS = """
 apiVersion: mlspec/v1

@@ -29,12 +29,15 @@ from mlspec.plan.model import Change
 from mlspec.plan.planner import Desired, desired_state
 from mlspec.render.base import Artifact
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.cluster import cluster_context
 from mlspec.runtime.context import RuntimeContext
+from mlspec.runtime.object_store import kserve_storage_uri
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
-from mlspec.targets.cluster.kfp_server import KfpServer, cluster_context
+from mlspec.targets.cluster.kfp_server import KfpServer
 from mlspec.targets.cluster.kubernetes import KubernetesApplier, ObjectRef, load_manifests, managed_labels
 from mlspec.targets.cluster.mlflow_server import MlflowServer, load_registry
+from mlspec.targets.cluster.model_pins import ServedVersion
 from mlspec.targets.cluster.platform import ClusterTarget
 from tests.conftest import FIXTURES, REPO
 from tests.k8s_schemas import validate_core, validate_crd
@@ -221,9 +224,20 @@ def state_of(c: Change, ids: dict[str, str]) -> ResourceState:
     return ResourceState(c.ref, "fp", {}, dict(c.artifacts), ids)
 
 
+class PublishedVersions:
+    """The registry as the register step leaves it: every alias at version ``current``, published to prod's store."""
+
+    current = "3"
+
+    def served_version(self, model: str, *, alias: str | None = None, version: str | None = None) -> ServedVersion:
+        number = version or self.current
+        return ServedVersion(number, "ab" * 32, kserve_storage_uri("azure://uaebankmlprod/models", model, number))
+
+
 def cluster(tmp_path: Path, prod: Any, applier: KubernetesApplier, **kwargs: Any) -> ClusterTarget:
     graph, desired, project = prod
     rendered = {p: a for want in desired.values() for p, a in want.artifacts.items()}
+    kwargs.setdefault("versions", PublishedVersions())
     return ClusterTarget(tmp_path / "out", graph, rendered, project=project, kubernetes=applier, **kwargs)
 
 
@@ -252,6 +266,13 @@ def test_server_side_apply_sends_schema_valid_bodies_in_dependency_order(tmp_pat
         errors = validate_crd(obj, ISVC_CRD) if obj["kind"] == "InferenceService" else validate_core(obj)
         assert errors == [], (obj["kind"], errors)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlspec"
+    # the alias was resolved when applied: the exact version's folder in prod's Azure store, and its digest
+    (isvc,) = [json.loads(r["body"]) for r in patches if r["path"].endswith("/inferenceservices/fraud-api")]
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == (
+        "https://uaebankmlprod.blob.core.windows.net/models/models/fraud-detector/versions/3"
+    )
+    assert isvc["metadata"]["annotations"]["mlspec.dev/model-sha256"] == "ab" * 32
+    assert isvc["metadata"]["annotations"]["mlspec.dev/model-version"] == "3"
     assert {r["path"] for r in patches} >= {
         "/api/v1/namespaces/ml-prod",
         "/api/v1/namespaces/ml-prod/serviceaccounts/fraud-api",
@@ -278,7 +299,8 @@ def test_force_and_dry_run_are_sent_only_when_asked(prod: Any, serve: Any) -> No
 
 def test_drift_compares_owned_fields_not_controller_defaults(tmp_path: Path, prod: Any, serve: Any) -> None:
     fake = FakeKube()
-    target = cluster(tmp_path, prod, KubernetesApplier(kube_client(serve(fake)), poll=0.01))
+    versions = PublishedVersions()
+    target = cluster(tmp_path, prod, KubernetesApplier(kube_client(serve(fake)), poll=0.01), versions=versions)
     env_ref, dep_ref = env_and_deployment(prod[1])
     states = {}
     for ref in (env_ref, dep_ref):
@@ -296,6 +318,16 @@ def test_drift_compares_owned_fields_not_controller_defaults(tmp_path: Path, pro
         "kubernetes/fraud-api.yaml": ["InferenceService ml-prod/fraud-api: spec.predictor.minReplicas"]
     }
     assert not target.healthy(dep)
+    isvc["spec"]["predictor"]["minReplicas"] = 4
+    assert target.drift(dep) == {}
+    versions.current = "4"  # the champion alias moved to a new version
+    assert target.drift(dep) == {
+        "kubernetes/fraud-api.yaml": [
+            "InferenceService ml-prod/fraud-api: metadata.annotations.mlspec.dev/model-version",
+            "InferenceService ml-prod/fraud-api: spec.predictor.model.storageUri",
+        ]
+    }, "the served version follows the alias: reconcile re-pins it"
+    versions.current = "3"
     del fake.objects["/api/v1/namespaces/ml-prod/serviceaccounts/fraud-api"]
     assert target.read_live(dep)["kubernetes/fraud-api.yaml"] is None
 

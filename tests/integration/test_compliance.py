@@ -85,7 +85,7 @@ def test_prod_report_follows_pii_from_source_to_endpoint(cli: Callable[..., CliR
     hops = {h["ref"]: h for h in data["hops"]}
     assert hops["Model/fraud-detector"]["at_rest"] == {
         "ok": True,
-        "detail": "model artifacts in s3://uae-bank-ml-prod-models: environment key kms://prod-platform",
+        "detail": "model artifacts in azure://uaebankmlprod/models (uae-north): environment key kms://prod-platform",
     }
     assert "endpoint tls: on" in hops["Deployment/fraud-api"]["in_transit"]["detail"]
     assert hops["DataSource/customer-transactions"]["at_rest"]["detail"] == "encrypted, key kms://payments-data"

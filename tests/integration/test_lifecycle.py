@@ -29,7 +29,7 @@ PROD_EXTRA = """  encryption: {kms_key: kms://prod, tls: required}
   targets:
     kubernetes: {namespace: ml-prod}
     serving: kserve
-    registry: {artifact_store: "s3://models-prod"}
+    registry: {artifact_store: {uri: "s3://models-prod", region: uae-north}}
 """
 
 

@@ -43,7 +43,7 @@ CLUSTER = """
         kubernetes: {namespace: ml-dev}
         pipelines: kubeflow
         serving: kserve
-        registry: {type: mlflow, tracking_uri: "https://mlflow.dev.internal", artifact_store: "s3://dev-models"}
+        registry: {type: mlflow, tracking_uri: "https://mlflow.dev.internal", artifact_store: {uri: "s3://dev-models", region: uae-north}}
     """
 SPEC_FILES = {kind: f"specs/{kind.lower()}.yaml" for kind in ("DataSource", "TrainingPipeline", "Deployment")}
 OBJECT_STORE = "type: object_store\n  uri: s3://bucket/txns.parquet\n  credentials: secret://team/s3"

@@ -76,7 +76,12 @@ def test_inference_service_carries_the_deployment_spec(rendered: dict[str, Rende
     prod = {d["kind"]: d for d in documents(files(rendered["prod"])["kubernetes/fraud-api.yaml"])}
     predictor = prod["InferenceService"]["spec"]["predictor"]
     assert predictor["model"]["modelFormat"]["name"] == "onnx"
-    assert predictor["model"]["storageUri"] == "s3://uae-bank-ml-prod-models/fraud-detector/aliases/champion"
+    annotations = prod["InferenceService"]["metadata"]["annotations"]
+    # an alias is never a path: it is resolved to an exact version when the object is applied (model_pins)
+    assert "storageUri" not in predictor["model"] and "aliases" not in json.dumps(prod["InferenceService"])
+    assert annotations["mlspec.dev/model-alias"] == "champion"
+    assert annotations["mlspec.dev/artifact-store"] == "azure://uaebankmlprod/models"
+    assert annotations["mlspec.dev/model-encryption"] == "mlspec-envelope", "prod seals its models"
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (4, 20), "prod's override"
     assert predictor["canaryTrafficPercent"] == 10, "the first canary step"
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -106,7 +111,9 @@ def test_gpu_deployments_get_a_cpu_fallback_variant(rendered: dict[str, RenderRe
     assert fallback["metadata"]["annotations"]["mlspec.dev/variant"] == "cpu-fallback"
     # the same service otherwise: name, model, CPU and memory, so it can replace the GPU one where no GPU is
     assert fallback["metadata"]["name"] == gpu["metadata"]["name"]
-    assert predictor["model"]["storageUri"] == gpu["spec"]["predictor"]["model"]["storageUri"]
+    assert predictor["model"].get("storageUri") == gpu["spec"]["predictor"]["model"].get("storageUri")
+    for key in ("mlspec.dev/model-name", "mlspec.dev/model-alias", "mlspec.dev/artifact-store"):
+        assert fallback["metadata"]["annotations"][key] == gpu["metadata"]["annotations"][key]
     assert resources["limits"]["cpu"] == gpu["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"]
     assert "kubernetes-fallback/churn-api.yaml" not in prod, "CPU deployments need no fallback"
 

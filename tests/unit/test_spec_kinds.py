@@ -242,8 +242,11 @@ def test_environment_targets_and_overrides() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("  targets: {serving: kserve, registry: {artifact_store: s3://m}}\n", "need targets.kubernetes"),
+        ("  targets: {serving: kserve, registry: {artifact_store: s3://models}}\n", "need targets.kubernetes"),
         ("  targets: {serving: kserve, kubernetes: {namespace: ml}}\n", "needs registry.artifact_store"),
+        ("  targets: {pipelines: kubeflow, kubernetes: {namespace: ml}}\n", "need registry.artifact_store"),
+        ("  targets: {registry: {artifact_store: {uri: 's3://models', region: uae-north, key: x}}}\n", "key"),
+        ("  targets: {registry: {artifact_store: {uri: 's3://models', credentials: 'hunter2'}}}\n", "secret reference"),
         ("  targets: {feature_store: {online: redis}}\n", "'connection' secret reference"),
         ("  overrides: [{target: fraud-api, patch: {a: 1}}]\n", "resource reference like 'Deployment/fraud-api'"),
         ("  overrides: [{target: Deployment/fraud-api, patch: {}}]\n", "at least 1"),

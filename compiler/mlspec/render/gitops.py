@@ -31,7 +31,7 @@ from mlspec.render.kfp import KfpRenderer, batch_pipeline_name
 from mlspec.render.kserve import labels
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.runtime.context import cluster_context
+from mlspec.runtime.cluster import cluster_context
 from mlspec.runtime.submit import PruneRequest, Schedule, SubmitRequest
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.spec.training import TrainingPipeline
@@ -47,7 +47,14 @@ def version_name(pipeline: str, compiled: bytes) -> str:
 def submit_request(graph: ResolvedGraph, project: str, pipeline: str, compiled: bytes, schedule: bytes | None) -> str:
     """The hook's request: run this version with the environment's RuntimeContext, and this schedule."""
     registry = graph.env.spec.targets.registry
-    parameters = {"environment": cluster_context(graph.name, registry.tracking_uri, registry.artifact_store).to_json()}
+    store = registry.artifact_store
+    context = cluster_context(
+        graph.name,
+        registry.tracking_uri,
+        store.uri if store else None,
+        store_credentials=store.credentials if store else None,
+    )
+    parameters = {"environment": context.to_json()}
     version = version_name(pipeline, compiled)
     plan = json.loads(schedule) if schedule else None
     request = SubmitRequest(

@@ -23,6 +23,7 @@ from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.object_store import kserve_storage_uri
 from mlspec.spec.deployment import (
     AbRollout,
     BlueGreenRollout,
@@ -36,6 +37,12 @@ from mlspec.spec.validate import ParsedSpec
 
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODES = {"serverless": "Serverless", "raw": "RawDeployment"}
+MODEL_NAME_ANNOTATION = "mlspec.dev/model-name"
+ALIAS_ANNOTATION = "mlspec.dev/model-alias"  # resolved to a version when applied, never baked into a path
+VERSION_ANNOTATION = "mlspec.dev/model-version"
+SHA256_ANNOTATION = "mlspec.dev/model-sha256"  # of the plaintext ONNX model in storageUri
+STORE_ANNOTATION = "mlspec.dev/artifact-store"
+SEALED_ANNOTATION = "mlspec.dev/model-encryption"
 
 
 def labels(name: str, graph: ResolvedGraph, project: str, component: str) -> dict[str, str]:
@@ -58,7 +65,7 @@ class KServeRenderer:
     """Renders the serving side of an environment for KServe on Kubernetes."""
 
     name: ClassVar[str] = "kubernetes"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Manifests for every Deployment, when the environment serves on KServe."""
@@ -175,10 +182,8 @@ def _inference_service(
 ) -> dict[str, Any]:
     model = spec.model
     runtime = online.runtime
-    registry = graph.env.spec.targets.registry
-    store = (registry.artifact_store or "").rstrip("/")
+    store = graph.env.spec.targets.registry.artifact_store
     version = online.model.version
-    locator = f"{online.model.name}/versions/{version}" if version else f"{online.model.name}/aliases/{alias}"
     use_gpu = gpu and runtime.device == "gpu"
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": _quantity(runtime.cpu), "memory": runtime.memory},
@@ -204,18 +209,23 @@ def _inference_service(
         "modelFormat": {"name": "onnx", "version": "1"},
         "runtime": "kserve-tritonserver",
         "protocolVersion": "v2",
-        "storageUri": f"{store}/{locator}",
         "resources": resources,
     }
     annotations = {
         MODE_ANNOTATION: MODES[k8s.serving_mode],
         "mlspec.dev/model": f"{online.model.name}@{alias}" if not version else f"{online.model.name}/{version}",
+        **served_model(online.model.name, alias, version, store.uri if store else ""),
+        # the stored model.onnx is an mlspec envelope (AES-GCM) when the environment has a key; opening it is the
+        # serving container's job, a stock model server cannot read it
+        **({SEALED_ANNOTATION: "mlspec-envelope"} if graph.env.spec.encryption.kms_key else {}),
         "mlspec.dev/rollout": json.dumps(rollout.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
         "mlspec.dev/auth": online.auth.method if online.auth.required else "none",
         "mlspec.dev/visibility": online.endpoint.visibility,
     }
     if not use_gpu and runtime.device == "gpu":
         annotations["mlspec.dev/variant"] = "cpu-fallback"
+    if version is not None and store is not None:  # a pinned version: its exact folder in the store
+        predictor["model"]["storageUri"] = kserve_storage_uri(store.uri, online.model.name, version)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -230,6 +240,21 @@ def _inference_service(
         },
         "spec": {"predictor": predictor},
     }
+
+
+def served_model(model: str, alias: str, version: int | str | None, store_uri: str) -> dict[str, str]:
+    """The annotations that say which model version an InferenceService serves and from which store.
+
+    A pinned version is rendered with its exact ``storageUri``; an alias never becomes a path: the cluster
+    target resolves it in the registry when it applies the object, and sets ``storageUri`` to that version's
+    folder and ``mlspec.dev/model-sha256`` to its digest (:mod:`mlspec.targets.cluster.model_pins`).
+    """
+    served = {MODEL_NAME_ANNOTATION: model, STORE_ANNOTATION: store_uri}
+    if version is not None:
+        served[VERSION_ANNOTATION] = str(version)
+    else:
+        served[ALIAS_ANNOTATION] = alias
+    return served
 
 
 def _service_account(name: str, graph: ResolvedGraph, context: RenderContext, k8s: KubernetesTarget) -> dict[str, Any]:

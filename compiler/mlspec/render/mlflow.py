@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.object_store import mlflow_artifact_root
 from mlspec.spec.datasource import DataSource
 from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.spec.training import TrainingPipeline
 
 SCHEMA_VERSION = 1
+PUBLISHED_SCHEMES = ("azure", "s3", "file")  # where the register step writes versions (runtime/object_store.py)
 _RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3}
 
 
@@ -25,14 +28,29 @@ def data_classification(graph: ResolvedGraph, pipeline_ref: str) -> str:
     return max(levels, key=_RANK.__getitem__, default="public")
 
 
+def _unpublishable_store(graph: ResolvedGraph, uri: str) -> Diagnostic:
+    """The register step writes registered versions only to Azure Blob, S3 or a folder."""
+    return Diagnostic(
+        "unsupported-by-target",
+        f"environment '{graph.name}' names artifact store {uri}; mlspec publishes registered models to "
+        "azure://, s3:// or file:// stores only",
+        graph.environment.document.locate(("spec", "targets", "registry", "artifact_store")),
+        path="spec.targets.registry.artifact_store",
+        hint="use azure://<account>/<container> or s3://<bucket> with the store's region",
+    )
+
+
 class MlflowRenderer:
     """Renders ``mlflow/registry.json``: what the registry must hold for this environment."""
 
     name: ClassVar[str] = "mlflow"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Registered models, their aliases and tags, experiments, and what each deployment serves."""
+        store = graph.env.spec.targets.registry.artifact_store
+        if store is not None and store.uri.split("://", 1)[0] not in PUBLISHED_SCHEMES:
+            return RenderOutput(diagnostics=[_unpublishable_store(graph, store.uri)])
         specs = [*graph.of_kind("TrainingPipeline"), *graph.of_kind("Deployment")]
         key = [graph.environment.digest, *(graph.fingerprint(s.ref) for s in specs)]
         files = reuse(
@@ -47,6 +65,7 @@ class MlflowRenderer:
 
     def _document(self, graph: ResolvedGraph, context: RenderContext) -> dict[str, Any]:
         registry = graph.env.spec.targets.registry
+        store = registry.artifact_store
         models: list[dict[str, Any]] = []
         for spec in graph.specs(TrainingPipeline):
             pipeline = spec.model
@@ -90,7 +109,12 @@ class MlflowRenderer:
             "schema_version": SCHEMA_VERSION,
             "environment": graph.name,
             "tracking_uri": registry.tracking_uri or "embedded-sqlite",
-            "artifact_store": registry.artifact_store,
+            "artifact_store": store.uri if store else None,
+            # MLflow's run artifacts and the registered versions' immutable folders, both in the store
+            "artifact_root": mlflow_artifact_root(store.uri) if store else None,
+            "model_layout": "models/<model>/versions/<version>/{model.onnx,model.sha256,manifest.json}"
+            if store
+            else None,
             "registered_models": models,
             "deployments": served,
         }

@@ -265,7 +265,8 @@ def _hops(
     hops = [Hop(spec.ref, stage, classification, regions, outside, at_rest, in_transit, file, line)]
     if (pipeline := spec.as_kind(TrainingPipeline)) is not None:
         store = graph.env.spec.targets.registry.artifact_store
-        detail = f"model artifacts{f' in {store}' if store else ''}: {env_key.detail}"
+        where = f" in {store.uri} ({store.region or 'region undeclared'})" if store else ""
+        detail = f"model artifacts{where}: {env_key.detail}"
         model_ref = f"Model/{pipeline.model.model_name}"
         hops.append(
             Hop(model_ref, "model", classification, regions, outside, Control(env_key.ok, detail), env_tls, file, line)

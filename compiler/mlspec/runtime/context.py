@@ -69,6 +69,8 @@ class RuntimeContext:
     device: Literal["auto", "cpu"] = "auto"  # auto: a GPU when present and the spec asks for one
     tracking_reference: str = ""  # the reference tracking_uri was resolved from; what to_json writes back
     kms_key: str | None = None  # the Environment's encryption.kms_key: model artifacts are encrypted at rest with it
+    model_store: str = ""  # the Environment's artifact_store.uri: registered versions are published under it
+    model_store_credentials: str = ""  # a reference (env://, secret://, k8s://) to the store's credentials
 
     def key_resolver(self) -> KeyResolver | None:
         """Resolves ``kms_key`` (file:// keys against the project root; created on first use for ``local`` only);
@@ -145,23 +147,3 @@ def context_parameter(environment_json: str) -> RuntimeContext:
             "pass RuntimeContext.local(...).to_json() (or the cluster's context) when starting the run"
         )
     return RuntimeContext.from_json(text)
-
-
-def cluster_context(
-    environment: str,
-    tracking_uri: str | None,
-    artifact_store: str | None,
-    *,
-    project_root: str = "/workspace",
-    data_dir: str = "/data",
-) -> RuntimeContext:
-    """The RuntimeContext a step running in the cluster gets (passed as the ``environment`` parameter)."""
-    return RuntimeContext(
-        environment=environment,
-        project_root=project_root,
-        data_dir=data_dir,
-        feature_repo=f"{data_dir}/feature_repo",
-        tracking_uri=tracking_uri or "",
-        artifact_root=artifact_store or "",
-        device="auto",
-    )

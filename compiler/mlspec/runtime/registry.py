@@ -30,11 +30,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from mlspec.crypto import KeyEncryptionKey, encrypt_file, read_plain
+from mlspec.crypto import KeyEncryptionKey, encrypt, encrypt_file, read_plain
 from mlspec.runtime import explain
 from mlspec.runtime.context import RuntimeContext
 from mlspec.runtime.dataset import read_dataset
 from mlspec.runtime.metrics import higher_is_better
+from mlspec.runtime.object_store import PublishedVersion, open_store, publish_model_version
 
 REFERENCE_DATA = "reference/reference_data.parquet"
 ONNX = "model/model.onnx"
@@ -178,6 +179,7 @@ class Registration:
     champion: dict[str, Any] | None = None
     beats: bool = False
     promoted: bool = False
+    storage_uri: str | None = None  # the version's folder in the environment's object store, as KServe reads it
 
 
 def read_trained_model(ctx: RuntimeContext, model_path: str, evaluation_path: str, onnx_path: str) -> TrainedModel:
@@ -291,6 +293,26 @@ def log_run(  # noqa: PLR0917
     return LoggedRun(run_id, experiment_id, info, artifact_uri, explanation)
 
 
+def publish_to_store(
+    ctx: RuntimeContext, trained: TrainedModel, model_name: str, version: str, run_id: str
+) -> PublishedVersion | None:
+    """Write the registered version to the environment's object store (sealed with its key when it has one), in
+    the immutable layout of :mod:`mlspec.runtime.object_store`; None when the environment names no store."""
+    if not ctx.model_store:
+        return None
+    kek = trained.kek
+    data, sealed = trained.onnx_bytes, None
+    if kek is not None:
+        identity = f"mlspec:{ctx.environment}/{model_name}/versions/{version}/model.onnx"
+        data = encrypt(trained.onnx_bytes, kek, identity)
+        sealed = {"key_ref": kek.ref, "key_id": kek.key_id, "identity": identity}
+    store = open_store(ctx.model_store, ctx.model_store_credentials or None)
+    return publish_model_version(
+        store, ctx.model_store, model=model_name, version=version, model_bytes=data, sha256=trained.sha256,
+        sealed=sealed, run_id=run_id, environment=ctx.environment,
+    )  # fmt: skip
+
+
 def register_version(  # noqa: PLR0917
     spec: dict[str, Any],
     ctx: RuntimeContext,
@@ -321,15 +343,19 @@ def register_version(  # noqa: PLR0917
         **({"encryption_key_ref": kek.ref, "encryption_key_id": kek.key_id} if kek is not None else {}),
     })  # fmt: skip
     version = str(created.version)
+    published = publish_to_store(ctx, trained, model_name, version, run.run_id)
+    stored = published.storage_uri if published is not None else None
+    if stored is not None:  # where servers fetch this exact version (KServe's storageUri)
+        client.set_model_version_tag(model_name, version, "mlspec.storage_uri", stored)
     client.set_registered_model_alias(model_name, alias, version)
     explained = explain.check_version(client, model_name, version, run.run_id, run.explanation, promote_to)
     if not promote_to:
-        return Registration(version, champion)
+        return Registration(version, champion, storage_uri=stored)
     beats = compare_to == "none" or _beats(primary, _finite(trained.metrics.get(primary)), champion)
     promoted = beats and promote_directly and explained
     if promoted:
         client.set_registered_model_alias(model_name, promote_to, version)
-    return Registration(version, champion, beats, promoted)
+    return Registration(version, champion, beats, promoted, stored)
 
 
 def register(
@@ -358,6 +384,7 @@ def register(
         "run_id": run.run_id,
         "experiment_id": run.experiment_id,
         "version": registered.version,
+        "storage_uri": registered.storage_uri,
         "alias": alias if registered.version else None,
         "onnx_sha256": trained.sha256,
         "onnx_path": str(model_dir / "model.onnx"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from mlspec.spec.base import (
     Cron,
@@ -119,6 +119,36 @@ class FeatureStoreTarget(StrictModel):
         return self
 
 
+ARTIFACT_URI_PATTERN = (
+    r"^(azure://[a-z0-9]{3,24}/[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/\S*)?"
+    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|(gs|pvc|https|file)://\S+)$"
+)
+
+
+class ArtifactStore(StrictModel):
+    """The object store holding the environment's MLflow artifacts and its registered models."""
+
+    uri: Annotated[str, StringConstraints(pattern=ARTIFACT_URI_PATTERN)] = Field(
+        description="azure://<account>/<container>[/<prefix>] (Azure Blob), s3://<bucket>[/<prefix>], gs://, pvc:// "
+        "or file://; MLflow's artifact root and the models' version layout live under it."
+    )
+    region: Region | None = Field(
+        default=None,
+        description="Region the store's data lives in (like uae-north); residency policies deny one outside "
+        "data_residency.allowed_regions, and an undeclared one for a remote store on staging and production.",
+    )
+    credentials: SecretRef | None = Field(
+        default=None,
+        description="Reference to the store's credentials (secret://, env:// or k8s://) holding an Azure account key, "
+        "SAS token or connection string, or for S3 '<access key id>:<secret access key>'; omit for workload identity.",
+    )
+
+
+def _artifact_store_schema(schema: dict[str, Any]) -> None:
+    """The shorthand (a bare URI string) is accepted too."""
+    schema.setdefault("anyOf", []).insert(0, {"type": "string", "pattern": ARTIFACT_URI_PATTERN})
+
+
 class RegistryTarget(StrictModel):
     """Experiment tracking and model registry."""
 
@@ -131,9 +161,17 @@ class RegistryTarget(StrictModel):
             "(e.g. holding postgresql+psycopg://user:password@host:5432/mlflow)."
         ),
     )
-    artifact_store: Annotated[str, StringConstraints(pattern=r"^(s3|gs|pvc|https|file)://\S+$")] | None = Field(
-        default=None, description="Where model artifacts live, e.g. s3://ml-models-prod; needed for kserve serving."
+    artifact_store: ArtifactStore | None = Field(
+        default=None,
+        description="Where MLflow artifacts and registered models live: {uri, region, credentials}, or just the URI "
+        "(like azure://uaebankmlprod/models); needed for kserve serving and kubeflow pipelines.",
+        json_schema_extra=_artifact_store_schema,
     )
+
+    @field_validator("artifact_store", mode="before")
+    @classmethod
+    def _uri_shorthand(cls, value: Any) -> Any:
+        return {"uri": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _no_credentials_in_tracking_uri(self) -> RegistryTarget:
@@ -186,6 +224,12 @@ class Targets(StrictModel):
         if self.serving == "kserve" and self.registry.artifact_store is None:
             raise FieldError(
                 ("registry", "artifact_store"), "kserve serving needs registry.artifact_store (where models are stored)"
+            )
+        if self.pipelines == "kubeflow" and self.registry.artifact_store is None:
+            raise FieldError(
+                ("registry", "artifact_store"),
+                "kubeflow pipelines need registry.artifact_store (where MLflow artifacts and registered models are "
+                "written), like {uri: azure://<account>/<container>, region: uae-north}",
             )
         if (self.pipelines == "kubeflow" or self.serving == "kserve") and self.kubernetes is None:
             raise FieldError(

@@ -80,6 +80,33 @@ test_public_data_may_live_anywhere if {
 	count(residency.deny) == 0 with input as {"resource": public, "environment": prod_env} with data.mlspec.graph as graph_of(public)
 }
 
+env_resource(env) := {"kind": "Environment", "name": env.name, "ref": sprintf("Environment/%s", [env.name]), "spec": env.spec}
+
+with_store(env, store) := {"name": env.name, "spec": object.union(env.spec, {"targets": {"registry": {"artifact_store": store}}})}
+
+test_artifact_store_in_an_allowed_region_passes if {
+	env := with_store(prod_env, {"uri": "azure://uaebankmlprod/models", "region": "uae-north", "credentials": null})
+	count(residency.deny) == 0 with input as {"resource": env_resource(env), "environment": env}
+}
+
+test_artifact_store_in_another_region_is_denied if {
+	env := with_store(prod_env, {"uri": "s3://bank-models/prod", "region": "eu-west-1", "credentials": null})
+	"residency.artifact_store" in ids(residency.deny) with input as {"resource": env_resource(env), "environment": env}
+}
+
+test_remote_store_must_declare_its_region if {
+	prod := with_store(prod_env, {"uri": "s3://bank-models", "region": null, "credentials": null})
+	"residency.artifact_store_region" in ids(residency.deny) with input as {"resource": env_resource(prod), "environment": prod}
+	dev := with_store(dev_env, {"uri": "s3://bank-models", "region": null, "credentials": null})
+	count(residency.deny) == 0 with input as {"resource": env_resource(dev), "environment": dev}
+	"residency.artifact_store_region" in ids(residency.warn) with input as {"resource": env_resource(dev), "environment": dev}
+}
+
+test_local_store_needs_no_region if {
+	env := with_store(prod_env, {"uri": "file:///var/models", "region": null, "credentials": null})
+	count(residency.deny | residency.warn) == 0 with input as {"resource": env_resource(env), "environment": env}
+}
+
 test_unencrypted_pii_is_denied if {
 	plain := object.union(pii_source, {"spec": {"encryption": {"at_rest": false, "kms_key": null}}})
 	"encryption.at_rest" in ids(encryption.deny) with input as {"resource": plain, "environment": prod_env}

@@ -27,3 +27,42 @@ deny contains lib.finding("residency.derived", "spec", msg, fix) if {
 	)
 	fix := "keep sensitive sources in the environment's allowed regions; a Waiver must name this resource too"
 }
+
+# The artifact store holds the models (and MLflow's copies of training data) of every pipeline of the
+# environment: it must sit in an allowed region, and a remote store must say where it is.
+remote_stores := {"azure", "s3", "gs", "https"}
+
+deny contains lib.finding("residency.artifact_store", "spec.targets.registry.artifact_store.region", msg, fix) if {
+	lib.resource.kind == "Environment"
+	store := lib.env.targets.registry.artifact_store
+	is_string(store.region)
+	not store.region in lib.env.data_residency.allowed_regions
+	msg := sprintf(
+		"artifact store %s of environment '%s' is in region '%s', outside the allowed regions (%s)",
+		[store.uri, input.environment.name, store.region, concat(", ", lib.env.data_residency.allowed_regions)],
+	)
+	fix := "use a store (storage account or bucket) in an allowed region, or file a Waiver for residency.artifact_store"
+}
+
+undeclared_store_region := msg if {
+	lib.resource.kind == "Environment"
+	store := lib.env.targets.registry.artifact_store
+	not is_string(store.region)
+	split(store.uri, "://")[0] in remote_stores
+	msg := sprintf(
+		"artifact store %s of environment '%s' does not declare its region, so residency cannot be checked",
+		[store.uri, input.environment.name],
+	)
+}
+
+undeclared_region_fix := "write artifact_store as {uri: ..., region: <the storage account's or bucket's region>}"
+
+deny contains lib.finding("residency.artifact_store_region", "spec.targets.registry.artifact_store", msg, undeclared_region_fix) if {
+	lib.guarded
+	msg := undeclared_store_region
+}
+
+warn contains lib.finding("residency.artifact_store_region", "spec.targets.registry.artifact_store", msg, undeclared_region_fix) if {
+	not lib.guarded
+	msg := undeclared_store_region
+}

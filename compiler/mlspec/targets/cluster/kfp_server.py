@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlspec.runtime.context import RuntimeContext, cluster_context
+from mlspec.runtime.context import RuntimeContext
 from mlspec.runtime.submit import by_name, kfp_cron
 from mlspec.targets.base import TargetError
-
-# cluster_context moved to the runtime (GitOps renders it too); kept importable from here
-__all__ = ["KfpServer", "PipelineRef", "cluster_context", "kfp_cron"]
 
 
 @dataclass(frozen=True)

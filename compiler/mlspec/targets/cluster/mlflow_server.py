@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from mlspec.targets.base import TargetError
+from mlspec.targets.cluster.model_pins import ServedVersion
 
 OWNED_TAG_PREFIX = "mlspec."
 
@@ -60,6 +61,24 @@ class MlflowServer:
                 if not self._alias_exists(str(served["model"]), str(alias)):
                     missing.append(f"{served['model']}@{alias}")
         return missing
+
+    def served_version(self, model: str, *, alias: str | None = None, version: str | None = None) -> ServedVersion:
+        """A registered version by alias or number, with its digest and store folder (see model_pins)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if version is not None:
+                found = self.client.get_model_version(model, str(version))
+            else:
+                found = self.client.get_model_version_by_alias(model, str(alias))
+        except MlflowException as exc:
+            wanted = f"{model} version {version}" if version is not None else f"{model}@{alias}"
+            raise TargetError(
+                f"MLflow at {self.tracking_uri} has no {wanted} ({exc.message}); "
+                "a pipeline run registers versions and sets aliases"
+            ) from None
+        tags = dict(found.tags or {})
+        return ServedVersion(str(found.version), tags.get("onnx_sha256", ""), tags.get("mlspec.storage_uri", ""))
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -124,8 +143,10 @@ class MlflowServer:
             experiment = model.get("experiment")
             if experiment and client.get_experiment_by_name(str(experiment)) is None:
                 exp_tags = {"mlspec.model": name, "mlspec.environment": str(document.get("environment", ""))}
+                root = str(document.get("artifact_root") or "")  # the environment's store; else the server's default
+                location = f"{root.rstrip('/')}/{str(experiment).replace('/', '_')}" if root else None
                 actions.append(("create experiment", str(experiment), _bind(
-                    client.create_experiment, str(experiment), tags=exp_tags
+                    client.create_experiment, str(experiment), tags=exp_tags, artifact_location=location
                 )))  # fmt: skip
         return actions
 

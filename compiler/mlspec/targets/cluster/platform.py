@@ -22,9 +22,10 @@ from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
 from mlspec.render.kfp import batch_pipeline_name
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.runtime.cluster import cluster_context
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
-from mlspec.targets.cluster.kfp_server import KfpServer, cluster_context
+from mlspec.targets.cluster.kfp_server import KfpServer
 from mlspec.targets.cluster.kubernetes import (
     KIND_ORDER,
     KubernetesApplier,
@@ -35,6 +36,7 @@ from mlspec.targets.cluster.kubernetes import (
     readiness,
 )
 from mlspec.targets.cluster.mlflow_server import MlflowServer, load_registry
+from mlspec.targets.cluster.model_pins import VersionLookup, pin_model_versions
 from mlspec.targets.output_dir import OutputDirTarget
 
 WAITED_KINDS = ("InferenceService", "Deployment")
@@ -61,6 +63,7 @@ class ClusterTarget:
         kubernetes: KubernetesApplier | None = None,
         kfp: KfpServer | None = None,
         mlflow: MlflowServer | None = None,
+        versions: VersionLookup | None = None,
         wait: bool = True,
         run_pipelines: bool = True,
         prune: bool = True,
@@ -73,6 +76,7 @@ class ClusterTarget:
         self.kubernetes = kubernetes
         self.kfp = kfp
         self.mlflow = mlflow
+        self.versions = versions or mlflow  # where served aliases and versions are looked up (the registry)
         self.wait = wait
         self.run_pipelines = run_pipelines
         self.prune = prune
@@ -187,7 +191,7 @@ class ClusterTarget:
             if content is None:
                 continue  # the file itself changed: the output folder already reports it
             differences: list[str] = []
-            for obj in load_manifests(content):
+            for obj in self._pinned(load_manifests(content)):
                 ref = ObjectRef.of(obj)
                 got = self.kubernetes.get(ref)
                 if got is None:
@@ -198,6 +202,16 @@ class ClusterTarget:
                 if differences:
                     report[path] = differences
         return report
+
+    def _pinned(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Objects as they would be applied now: an alias that moved to another version shows as storageUri drift
+        (the registry unreachable: compared as rendered)."""
+        if self.versions is None:
+            return objects
+        try:
+            return pin_model_versions(objects, self.versions)
+        except TargetError:
+            return objects
 
     def _applied_content(self, path: str, sha256: str) -> bytes | None:
         artifact = self.rendered.get(path)
@@ -231,6 +245,7 @@ class ClusterTarget:
     def _apply_objects(self, artifacts: dict[str, Artifact], old_refs: set[ObjectRef]) -> dict[str, str]:
         assert self.kubernetes is not None
         objects = [o for path in kubernetes_paths(artifacts) for o in load_manifests(artifacts[path].content)]
+        objects = pin_model_versions(objects, self.versions)  # aliases become exact versions, never paths
         ids: dict[str, str] = {}
         if objects:
             self.progress(f"server-side apply {len(objects)} object(s)")
@@ -296,12 +311,17 @@ def cluster_target(
     kubernetes = KubernetesApplier(context=k8s.context) if k8s is not None and targets.serving == "kserve" else None
     kfp = None
     if targets.pipelines == "kubeflow" and os.environ.get("KF_PIPELINES_ENDPOINT"):
-        registry = targets.registry
+        registry, store = targets.registry, targets.registry.artifact_store
         kfp = KfpServer(
             host=os.environ["KF_PIPELINES_ENDPOINT"],
             experiment=f"{project}-{graph.name}",
             namespace=os.environ.get("KF_PIPELINES_NAMESPACE"),
-            context=cluster_context(graph.name, registry.tracking_uri, registry.artifact_store),
+            context=cluster_context(
+                graph.name,
+                registry.tracking_uri,
+                store.uri if store else None,
+                store_credentials=store.credentials if store else None,
+            ),
         )
     tracking = targets.registry.tracking_uri
     mlflow = MlflowServer(tracking) if tracking else None
