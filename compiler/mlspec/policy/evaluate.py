@@ -6,10 +6,10 @@ so a policy can follow a Deployment to its model's training data. Evaluation run
 in a child process with a time limit: a policy that errors, runs too long, or an
 engine that crashes produces a deny finding, never a silent pass.
 
-With a ``ResultCache``, the embedded engine's raw results are kept per exact input
-(every policy file's text, the graph and the environment as the policies see them):
-the same input gives the same results, so an unchanged environment is not evaluated
-again. Locations are mapped from the live specs every time, and errors are never kept.
+With a ``ResultCache``, the embedded engine's raw results are kept per subject, keyed
+by every input its rules read (``mlspec.policy.reuse``): an unchanged environment is
+not evaluated again, and after an edit only the subjects that can see the edited
+spec are. Locations are mapped from the live specs every time, and errors are never kept.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import functools
 import json
 import multiprocessing
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from mlspec.diagnostics import Location
 from mlspec.load.discovery import display_path
 from mlspec.policy.engine import OpaServerEngine, PolicyEngine, PolicyEngineError, RegorusEngine
 from mlspec.policy.findings import Finding
+from mlspec.policy.reuse import GraphFacts, document_digest, policies_scoped, subject_keys
 from mlspec.policy.waivers import apply_waivers
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.validate import ParsedSpec
@@ -37,8 +39,11 @@ LIBRARY = Path(__file__).parent / "library"
 ROOT_QUERY = "data.mlspec.policies"
 _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _REGO_LOCATION = re.compile(r"-->\s*(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+)")
-CACHE_NAMESPACE = "policy-results/1"
+CACHE_NAMESPACE = "policy-subjects/1"
 Raw = list[tuple[str, str, Any]]  # (subject ref, "deny" | "warn", the policy's output object)
+# id(spec.model) -> (a weak reference to the model, ref, its document, the document's digest); an entry
+# leaves when its model is collected, so a long-running process keeps only the specs still in use
+_DOCUMENT_MEMO: dict[int, tuple[weakref.ref[Any], str, dict[str, Any], str]] = {}
 
 
 class ResultCache(Protocol):
@@ -79,10 +84,26 @@ def resource_document(spec: ParsedSpec) -> dict[str, Any]:
     return data
 
 
+def _document_and_digest(spec: ParsedSpec) -> tuple[dict[str, Any], str]:
+    """``resource_document(spec)`` and its digest, made once per spec object (environments share specs)."""
+    key = id(spec.model)
+    found = _DOCUMENT_MEMO.get(key)
+    if found is None or found[0]() is not spec.model or found[1] != spec.ref:
+        document = resource_document(spec)
+
+        def forget(reference: weakref.ref[Any]) -> None:
+            if _DOCUMENT_MEMO.get(key, (None,))[0] is reference:
+                del _DOCUMENT_MEMO[key]
+
+        found = (weakref.ref(spec.model, forget), spec.ref, document, document_digest(document))
+        _DOCUMENT_MEMO[key] = found
+    return found[2], found[3]
+
+
 def graph_document(graph: ResolvedGraph) -> dict[str, Any]:
     """``data.mlspec.graph``: every resource and its dependencies."""
     return {
-        "resources": {ref: resource_document(graph.resources[ref]) for ref in graph.order},
+        "resources": {ref: _document_and_digest(graph.resources[ref])[0] for ref in graph.order},
         "dependencies": {ref: list(graph.dependencies[ref]) for ref in graph.order},
     }
 
@@ -99,16 +120,11 @@ def check_graph(
 ) -> list[Finding]:
     """Every finding for one environment, waivers applied, in a stable order."""
     documents = _documents(graph, project)
-    key = _cache_key(documents, policies) if cache is not None and engine_factory is RegorusEngine else None
-    kept = cache.lookup(CACHE_NAMESPACE, key) if cache is not None and key is not None else None
-    if kept is not None:
-        raw: Raw = [(str(ref), str(severity), item) for ref, severity, item in json.loads(kept)]
-        errors: list[Finding] = []
+    texts = _policy_texts(policies) if cache is not None and engine_factory is RegorusEngine else None
+    if cache is not None and texts is not None:
+        raw, errors = _evaluate_reusing(graph, documents, policies, texts, cache=cache, timeout=timeout)
     else:
         raw, errors = _isolated(lambda: _evaluate(graph, documents, policies, engine_factory), timeout, graph)
-        if cache is not None and key is not None and not errors:
-            with contextlib.suppress(OSError):  # a read-only checkout still checks, just without keeping results
-                cache.store(CACHE_NAMESPACE, key, json.dumps(raw, default=list).encode())
     subjects = {spec.ref: spec for spec in (graph.environment, *graph.resources.values())}
     found = errors or [_finding(item, severity, subjects[ref], graph) for ref, severity, item in raw]
     findings = apply_waivers(found, graph.waivers, graph.name, today or dt.date.today())
@@ -116,37 +132,113 @@ def check_graph(
 
 
 def _documents(graph: ResolvedGraph, project: str) -> dict[str, Any]:
-    """What the policies see: ``data.mlspec.graph``, the environment, the project, the subjects in order."""
-    environment = {"name": graph.name, "spec": resource_document(graph.environment)["spec"]}
-    subjects = [graph.environment, *(graph.resources[ref] for ref in graph.order)]
+    """What the policies see: ``data.mlspec.graph``, the environment, the project, the subjects in order.
+
+    ``digests`` holds each subject's document digest, in the same order.
+    """
+    made = [_document_and_digest(spec) for spec in (graph.environment, *(graph.resources[ref] for ref in graph.order))]
+    environment = {"name": graph.name, "spec": made[0][0]["spec"]}
+    resources = {ref: document for ref, (document, _) in zip(graph.order, made[1:], strict=True)}
     return {
-        "graph": graph_document(graph),
+        "graph": {"resources": resources, "dependencies": {ref: list(graph.dependencies[ref]) for ref in graph.order}},
         "environment": environment,
         "project": {"name": project},
-        "subjects": [resource_document(spec) for spec in subjects],
+        "subjects": [document for document, _ in made],
+        "digests": [digest for _, digest in made],
     }
 
 
-def _cache_key(documents: dict[str, Any], policies: PolicySet) -> dict[str, Any] | None:
-    """Every input of an evaluation; None when a policy file cannot be read (evaluation reports it)."""
+def _policy_texts(policies: PolicySet) -> list[tuple[Path, str]] | None:
+    """Every policy file with its text; None when one cannot be read (evaluation reports it)."""
     try:
-        texts = [(display_path(path), path.read_text(encoding="utf-8")) for path in policies.files]
+        return [(path, path.read_text(encoding="utf-8")) for path in policies.files]
     except (OSError, UnicodeDecodeError):
         return None
-    return {"policies": texts, "documents": documents}
+
+
+def _evaluate_reusing(
+    graph: ResolvedGraph,
+    documents: dict[str, Any],
+    policies: PolicySet,
+    texts: list[tuple[Path, str]],
+    *,
+    cache: ResultCache,
+    timeout: float,
+) -> tuple[Raw, list[Finding]]:
+    """The raw results, taking each subject's from the cache when its key (``mlspec.policy.reuse``) is kept there.
+
+    Only the subjects without kept results are evaluated (still against the whole graph);
+    the environment's record is then rewritten with the current subjects' results.
+    """
+    facts = GraphFacts(
+        dict(zip(graph.order, documents["digests"][1:], strict=True)), documents["graph"]["dependencies"]
+    )
+    context = {
+        "policies": [(display_path(path), text) for path, text in texts],
+        "environment": documents["environment"],
+        "project": documents["project"],
+    }
+    subjects: list[dict[str, Any]] = documents["subjects"]
+    keys = subject_keys(
+        list(zip(subjects, documents["digests"], strict=True)), facts, context, scoped=policies_scoped(texts)
+    )
+    record_key = {"project": documents["project"], "environment": graph.name}
+    kept = _read_record(cache.lookup(CACHE_NAMESPACE, record_key))
+    missing = {subject["ref"] for subject, key in zip(subjects, keys, strict=True) if key not in kept}
+    fresh: dict[str, Raw] = {}
+    if missing:
+        raw, errors = _isolated(
+            lambda: _evaluate(graph, documents, policies, RegorusEngine, texts=texts, only=missing), timeout, graph
+        )
+        if errors:
+            return [], errors
+        for item in raw:
+            fresh.setdefault(item[0], []).append(item)
+    results = {
+        key: fresh.get(subject["ref"], []) if subject["ref"] in missing else kept[key]
+        for subject, key in zip(subjects, keys, strict=True)
+    }
+    if missing:
+        with contextlib.suppress(OSError):  # a read-only checkout still checks, just without keeping results
+            cache.store(CACHE_NAMESPACE, record_key, json.dumps(results, default=list).encode())
+    return [item for key in keys for item in results[key]], []
+
+
+def _read_record(content: bytes | None) -> dict[str, Raw]:
+    """A kept record (subject key -> raw results); empty when there is none or it does not read."""
+    if content is None:
+        return {}
+    try:
+        record = json.loads(content)
+        return {
+            str(key): [(str(ref), str(severity), item) for ref, severity, item in items]
+            for key, items in record.items()
+        }
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def _evaluate(
-    graph: ResolvedGraph, documents: dict[str, Any], policies: PolicySet, engine_factory: Callable[[], PolicyEngine]
+    graph: ResolvedGraph,
+    documents: dict[str, Any],
+    policies: PolicySet,
+    engine_factory: Callable[[], PolicyEngine],
+    *,
+    texts: list[tuple[Path, str]] | None = None,
+    only: set[str] | None = None,
 ) -> tuple[Raw, list[Finding]]:
-    """The policies' raw results per subject, or (nothing, the deny findings that say why evaluation failed)."""
+    """The policies' raw results per subject (those in ``only`` when given), or (nothing, why evaluation failed).
+
+    ``texts`` are the policy files as already read (what a kept result is keyed by); else they are read here.
+    """
     try:
         engine = engine_factory()
     except PolicyEngineError as exc:
         return [], [_policy_error(graph, f"the policy engine did not start: {exc}", None)]
+    read = dict(texts or ())
     for path in policies.files:
         try:
-            engine.add_policy(display_path(path), path.read_text(encoding="utf-8"))
+            engine.add_policy(display_path(path), read[path] if path in read else path.read_text(encoding="utf-8"))
         except (PolicyEngineError, OSError, UnicodeDecodeError) as exc:
             return [], [_policy_error(graph, f"policy file {display_path(path)} does not load: {exc}", path)]
     try:
@@ -155,6 +247,8 @@ def _evaluate(
         return [], [_policy_error(graph, f"policy data could not be loaded: {exc}", None)]
     raw: Raw = []
     for resource in documents["subjects"]:
+        if only is not None and resource["ref"] not in only:
+            continue
         document = {"resource": resource, "environment": documents["environment"], "project": documents["project"]}
         try:
             result = engine.evaluate(ROOT_QUERY, document)
