@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,26 +58,28 @@ class GraphFacts:
 
     digests: Mapping[str, str]
     dependencies: Mapping[str, Sequence[str]]
+    _upstream: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
 
-    def closure(self, roots: Iterable[str]) -> list[str]:
-        """Every ref reachable from ``roots`` through the dependency lists, the roots included, sorted."""
-        seen: set[str] = set()
-        stack = list(roots)
-        while stack:
-            ref = stack.pop()
-            if ref not in seen:
-                seen.add(ref)
-                stack.extend(self.dependencies.get(ref, ()))
-        return sorted(seen)
+    def upstream(self, ref: str, visiting: frozenset[str] = frozenset()) -> str | None:
+        """A digest of every fact reachable from ``ref`` (its own included); None on a dependency cycle.
 
-    def fact(self, ref: str) -> list[Any]:
-        """One ref's content digest and dependency list (None for what the graph lacks)."""
+        A Merkle hash: ``ref``'s digest, its dependency list and, in that order, the
+        same digest of each dependency. Equal digests mean equal facts within reach.
+        """
+        if ref in self._upstream:
+            return self._upstream[ref]
+        if ref in visiting:
+            return None
         dependencies = self.dependencies.get(ref)
-        return [ref, self.digests.get(ref), list(dependencies) if dependencies is not None else None]
+        below = [self.upstream(dep, visiting | {ref}) for dep in dependencies or ()]
+        found = None if None in below else _hash([ref, self.digests.get(ref), dependencies, below])
+        self._upstream[ref] = found
+        return found
 
     def whole(self) -> str:
         """A digest of every fact."""
-        return _hash([self.fact(ref) for ref in sorted(set(self.digests) | set(self.dependencies))])
+        refs = sorted(set(self.digests) | set(self.dependencies))
+        return _hash([[ref, self.digests.get(ref), self.dependencies.get(ref)] for ref in refs])
 
 
 def document_digest(document: Mapping[str, Any]) -> str:
@@ -118,10 +120,9 @@ def subject_keys(
     keys: list[str] = []
     for document, digest in subjects:
         roots = subject_roots(document) if scoped else None
-        if roots is None:
+        scope: list[str | None] | str = [facts.upstream(ref) for ref in roots] if roots is not None else []
+        if roots is None or None in scope:
             whole = whole or facts.whole()
-            scope: Any = whole
-        else:
-            scope = [facts.fact(ref) for ref in facts.closure(roots)]
+            scope = whole
         keys.append(_hash([base, digest, scope]))
     return keys
