@@ -30,7 +30,7 @@ from mlspec.diagnostics import Location
 from mlspec.load.discovery import display_path
 from mlspec.policy.engine import OpaServerEngine, PolicyEngine, PolicyEngineError, RegorusEngine
 from mlspec.policy.findings import Finding
-from mlspec.policy.reuse import GraphFacts, document_digest, policies_scoped, subject_keys
+from mlspec.policy.reuse import GraphFacts, document_digest, policies_scoped, subject_keys, visible_refs
 from mlspec.policy.waivers import apply_waivers
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.validate import ParsedSpec
@@ -179,16 +179,18 @@ def _evaluate_reusing(
         "project": documents["project"],
     }
     subjects: list[dict[str, Any]] = documents["subjects"]
-    keys = subject_keys(
-        list(zip(subjects, documents["digests"], strict=True)), facts, context, scoped=policies_scoped(texts)
-    )
+    scoped = policies_scoped(texts)
+    keys = subject_keys(list(zip(subjects, documents["digests"], strict=True)), facts, context, scoped=scoped)
     record_key = {"project": documents["project"], "environment": graph.name}
     kept = _read_record(cache.lookup(CACHE_NAMESPACE, record_key))
     missing = {subject["ref"] for subject, key in zip(subjects, keys, strict=True) if key not in kept}
     fresh: dict[str, Raw] = {}
     if missing:
+        # the subjects evaluated see only the part of the graph their rules can read: the same results, less to load
+        visible = visible_refs((s for s in subjects if s["ref"] in missing), facts, scoped=scoped)
+        partial = documents if visible is None else _restricted(documents, visible)
         raw, errors = _isolated(
-            lambda: _evaluate(graph, documents, policies, RegorusEngine, texts=texts, only=missing), timeout, graph
+            lambda: _evaluate(graph, partial, policies, RegorusEngine, texts=texts, only=missing), timeout, graph
         )
         if errors:
             return [], errors
@@ -202,6 +204,19 @@ def _evaluate_reusing(
         with contextlib.suppress(OSError):  # a read-only checkout still checks, just without keeping results
             cache.store(CACHE_NAMESPACE, record_key, json.dumps(results, default=list).encode())
     return [item for key in keys for item in results[key]], []
+
+
+def _restricted(documents: dict[str, Any], refs: set[str]) -> dict[str, Any]:
+    """``documents`` with ``data.mlspec.graph`` cut down to ``refs``."""
+    graph = documents["graph"]
+    kept = [ref for ref in graph["resources"] if ref in refs]
+    return {
+        **documents,
+        "graph": {
+            "resources": {ref: graph["resources"][ref] for ref in kept},
+            "dependencies": {ref: graph["dependencies"][ref] for ref in kept},
+        },
+    }
 
 
 def _read_record(content: bytes | None) -> dict[str, Raw]:

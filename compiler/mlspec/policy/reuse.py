@@ -32,8 +32,11 @@ _SCOPED_PACKAGE = re.compile(r"^mlspec\.policies(\.[A-Za-z0-9_]+)*$")
 _GRAPH_READS = re.compile(r"\b(data|with)\b")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(_ENCODER.encode(data).encode()).hexdigest()
 
 
 def reads_only_input(text: str) -> bool:
@@ -75,6 +78,17 @@ class GraphFacts:
         found = None if None in below else _hash([ref, self.digests.get(ref), dependencies, below])
         self._upstream[ref] = found
         return found
+
+    def reach(self, roots: Iterable[str]) -> set[str]:
+        """Every ref reachable from ``roots`` through the dependency lists, the roots included."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            ref = stack.pop()
+            if ref not in seen:
+                seen.add(ref)
+                stack.extend(self.dependencies.get(ref, ()))
+        return seen
 
     def whole(self) -> str:
         """A digest of every fact."""
@@ -126,3 +140,16 @@ def subject_keys(
             scope = whole
         keys.append(_hash([base, digest, scope]))
     return keys
+
+
+def visible_refs(subjects: Iterable[Mapping[str, Any]], facts: GraphFacts, *, scoped: bool) -> set[str] | None:
+    """The graph refs the rules of these subjects can read; None for the whole graph (not scoped, or unknown roots)."""
+    if not scoped:
+        return None
+    roots: list[str] = []
+    for document in subjects:
+        found = subject_roots(document)
+        if found is None:
+            return None
+        roots.extend(found)
+    return facts.reach(roots)
