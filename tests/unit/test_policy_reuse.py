@@ -180,3 +180,34 @@ def test_which_project_modules_read_only_their_input() -> None:
     assert not reads_only_input("package mlspec.policies.x\nd := deny with input.resource as {}\n")
     assert not reads_only_input("package mlspec.lib\nx := 1\n")
     assert not reads_only_input("package helpers\nx := 1\n")
+
+
+def test_many_subjects_are_split_over_children_with_the_same_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, evaluated: Path
+) -> None:
+    monkeypatch.setattr(evaluate, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    root = generated(tmp_path / "repo", findings=True)
+    pairs = incremental_and_full(root)
+    assert pairs is not None
+    for kept, full in pairs:
+        assert kept == full
+    assert any(kept for kept, _ in pairs), "the repo has findings to compare"
+    # per environment: three children for the kept evaluation, then one full evaluation without a cache
+    assert counts(evaluated)[:4] == [21, 20, 20, PRODUCTS * 10 + 1]
+
+
+def test_a_failing_child_fails_the_whole_evaluation_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluate, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(evaluate.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    real = evaluate._evaluate
+
+    def broken(graph: Any, documents: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if "Deployment/api-3" in (kwargs.get("only") or ()):
+            raise RuntimeError("engine fell over")
+        return real(graph, documents, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_evaluate", broken)
+    findings = dev_findings(generated(tmp_path / "repo"))
+    assert [(f.policy, f.severity) for f in findings] == [("policy.error", "deny")]
+    assert "engine fell over" in findings[0].message

@@ -19,9 +19,11 @@ import datetime as dt
 import functools
 import json
 import multiprocessing
+import os
 import re
+import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +43,8 @@ _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _REGO_LOCATION = re.compile(r"-->\s*(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+)")
 CACHE_NAMESPACE = "policy-subjects/1"
 Raw = list[tuple[str, str, Any]]  # (subject ref, "deny" | "warn", the policy's output object)
+Outcome = tuple[Raw, list[Finding]]  # raw results, or the deny findings that say why evaluation failed
+PARALLEL_FROM = 400  # subjects to evaluate from which they are split over the cores, one child each
 # id(spec.model) -> (a weak reference to the model, ref, its document, the document's digest); an entry
 # leaves when its model is collected, so a long-running process keeps only the specs still in use
 _DOCUMENT_MEMO: dict[int, tuple[weakref.ref[Any], str, dict[str, Any], str]] = {}
@@ -186,12 +190,14 @@ def _evaluate_reusing(
     missing = {subject["ref"] for subject, key in zip(subjects, keys, strict=True) if key not in kept}
     fresh: dict[str, Raw] = {}
     if missing:
-        # the subjects evaluated see only the part of the graph their rules can read: the same results, less to load
-        visible = visible_refs((s for s in subjects if s["ref"] in missing), facts, scoped=scoped)
-        partial = documents if visible is None else _restricted(documents, visible)
-        raw, errors = _isolated(
-            lambda: _evaluate(graph, partial, policies, RegorusEngine, texts=texts, only=missing), timeout, graph
-        )
+        works = []
+        for part in _split([s for s in subjects if s["ref"] in missing]):
+            # a child sees only the part of the graph its subjects' rules can read: the same results, less to load
+            visible = visible_refs(part, facts, scoped=scoped)
+            seen = documents if visible is None else _restricted(documents, visible)
+            only = {s["ref"] for s in part}
+            works.append(functools.partial(_evaluate, graph, seen, policies, RegorusEngine, texts=texts, only=only))
+        raw, errors = _isolated(works[0], timeout, graph) if len(works) == 1 else _isolated_all(works, timeout, graph)
         if errors:
             return [], errors
         for item in raw:
@@ -204,6 +210,13 @@ def _evaluate_reusing(
         with contextlib.suppress(OSError):  # a read-only checkout still checks, just without keeping results
             cache.store(CACHE_NAMESPACE, record_key, json.dumps(results, default=list).encode())
     return [item for key in keys for item in results[key]], []
+
+
+def _split(subjects: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The subjects dealt round-robin over the usable cores when there are many, else one part."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    parts = min(cores, 4) if len(subjects) >= PARALLEL_FROM else 1
+    return [subjects[start::parts] for start in range(parts)]
 
 
 def _restricted(documents: dict[str, Any], refs: set[str]) -> dict[str, Any]:
@@ -332,9 +345,46 @@ def _policy_error(graph: ResolvedGraph, message: str, path: Path | None) -> Find
     )
 
 
-def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> tuple[Raw, list[Finding]]:
+def _isolated(work: Callable[[], Outcome], timeout: float, graph: ResolvedGraph) -> Outcome:
     """Run ``work`` in a forked child with a time limit; any failure becomes a deny finding."""
+    return _isolated_all([work], timeout, graph)
+
+
+def _isolated_all(works: Sequence[Callable[[], Outcome]], timeout: float, graph: ResolvedGraph) -> Outcome:
+    """Run each of ``works`` in its own forked child, all at once, within one time limit: their results joined,
+    or the first failure as a deny finding (the other children are stopped)."""
     context = multiprocessing.get_context("fork")
+    children = [_start(context, work) for work in works]
+    deadline = time.monotonic() + timeout
+    answered: set[int] = set()
+    raw: Raw = []
+    try:
+        for index, (process, receiver) in enumerate(children):
+            try:
+                if not receiver.poll(max(deadline - time.monotonic(), 0)):
+                    stopped = f"policy evaluation did not finish within {timeout:g} s and was stopped"
+                    return [], [_policy_error(graph, stopped, None)]
+                status, payload = receiver.recv()
+            except EOFError:
+                status, payload = "error", f"the policy engine crashed (exit code {process.exitcode})"
+            answered.add(index)
+            if status != "ok":
+                return [], [_policy_error(graph, f"policy evaluation failed: {payload}", None)]
+            part, errors = payload
+            if errors:
+                return [], errors
+            raw.extend(part)
+        return raw, []
+    finally:
+        for index, (process, receiver) in enumerate(children):
+            if index not in answered:
+                process.kill()
+            process.join(timeout=5)
+            receiver.close()
+
+
+def _start(context: Any, work: Callable[[], Outcome]) -> tuple[Any, Any]:
+    """A forked child running ``work``, and the end of the pipe its answer comes through."""
     receiver, sender = context.Pipe(duplex=False)
 
     def child() -> None:
@@ -348,21 +398,7 @@ def _isolated(work: Any, timeout: float, graph: ResolvedGraph) -> tuple[Raw, lis
     process = context.Process(target=child, daemon=True)
     process.start()
     sender.close()
-    try:
-        if not receiver.poll(timeout):
-            process.kill()
-            stopped = f"policy evaluation did not finish within {timeout:g} s and was stopped"
-            return [], [_policy_error(graph, stopped, None)]
-        status, payload = receiver.recv()
-    except EOFError:
-        status, payload = "error", f"the policy engine crashed (exit code {process.exitcode})"
-    finally:
-        process.join(timeout=5)
-        receiver.close()
-    if status == "ok":
-        outcome: tuple[Raw, list[Finding]] = payload
-        return outcome
-    return [], [_policy_error(graph, f"policy evaluation failed: {payload}", None)]
+    return process, receiver
 
 
 def engine_factory(engine: str, opa_url: str | None, timeout: float) -> Callable[[], PolicyEngine]:
