@@ -171,8 +171,9 @@ def _evaluate_reusing(
 ) -> tuple[Raw, list[Finding]]:
     """The raw results, taking each subject's from the cache when its key (``mlspec.policy.reuse``) is kept there.
 
-    Only the subjects without kept results are evaluated (still against the whole graph);
-    the environment's record is then rewritten with the current subjects' results.
+    Only the subjects without kept results are evaluated, against the part of the graph
+    their rules can read (all of it when the policies are not scoped); the environment's
+    record is then rewritten with the current subjects' results.
     """
     facts = GraphFacts(
         dict(zip(graph.order, documents["digests"][1:], strict=True)), documents["graph"]["dependencies"]
