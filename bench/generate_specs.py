@@ -19,7 +19,7 @@ kind: DataSource
 metadata: {{name: src-{g}-{i}, owner: team-{g}, description: Source {i} of product {g}}}
 spec:
   type: file
-  path: data/p{g}/source_{i}.parquet
+  path: s3://bench-features-uae/p{g}/source_{i}.parquet  # object storage: clusters never read the checkout
   timestamp_field: event_ts
   region: uae-north
   classification: {cls}
@@ -158,6 +158,6 @@ def generate_repo(root: Path, files: int) -> Path:
     ):
         text = ENVIRONMENT.format(name=name, tier=tier, region=region)
         if name != "local":
-            text += CLUSTER_TARGETS.format(name=name)
+            text += CLUSTER_TARGETS.format(name=name, region=region)
         (envs / f"{name}.yaml").write_text(text)
     return root
