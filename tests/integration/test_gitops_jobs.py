@@ -125,11 +125,15 @@ def test_each_pipeline_is_synced_with_its_compiled_spec_and_a_run_submitting_hoo
         assert (request.pipeline, request.version, request.run) == (pipeline, version["metadata"]["name"], True)
         assert request.experiment == f"uae-bank-ml-{env}" and request.schedule_name == f"{pipeline}-{env}-schedule"
         context = RuntimeContext.from_json(request.parameters["environment"])
+        store = registry.artifact_store
+        assert store is not None and store.uri == f"azure://uaebankml{env}/models"
+        # MLflow's artifact root in the environment's store, and where registered versions are published
         assert (context.environment, context.tracking_uri, context.artifact_root) == (
             env,
             registry.tracking_uri,
-            registry.artifact_store,
+            f"wasbs://models@uaebankml{env}.blob.core.windows.net/mlflow",
         )
+        assert (context.model_store, context.model_store_credentials) == (store.uri, store.credentials)
         schedule = json.loads(files[f"{package}.schedule.json"])
         assert request.schedule is not None and request.schedule.cron == schedule["cron"]
         assert job["metadata"]["name"].startswith(f"run-{pipeline}-") and len(job["metadata"]["name"]) <= 63
