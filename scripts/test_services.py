@@ -1,4 +1,5 @@
-"""Run a command with real PostgreSQL and Redis servers on loopback, started for it and stopped after.
+"""Run a command with real PostgreSQL and Redis servers (and a Docker engine) on loopback, started for it and
+stopped after.
 
 `make test` runs the suite through this:
 
@@ -6,7 +7,8 @@
 
 It installs the servers from Debian's packages when they are missing (as root, with
 apt-get), starts each in a temporary folder on a free port, exports
-``MLSPEC_TEST_POSTGRES_URL`` and ``MLSPEC_TEST_REDIS_URL``, runs the command, then
+``MLSPEC_TEST_POSTGRES_URL`` and ``MLSPEC_TEST_REDIS_URL`` (and ``MLSPEC_TEST_DOCKER``: the engine,
+base image and registry of ``scripts/docker_service.py``), runs the command, then
 stops both and removes their folders. A server that cannot start is reported with
 the reason (``MLSPEC_TEST_SERVICES_SKIPPED``) and the tests that need it skip saying
 so; everything else still runs.
@@ -25,6 +27,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docker_service import docker_engine  # a sibling script, not a package
 
 HOST = "127.0.0.1"
 
@@ -145,6 +150,7 @@ def main(argv: list[str]) -> int:
         for name, variable, service in (
             ("postgres", "MLSPEC_TEST_POSTGRES_URL", postgres),
             ("redis", "MLSPEC_TEST_REDIS_URL", redis),
+            ("docker", "MLSPEC_TEST_DOCKER", lambda: docker_engine(_apt_install)),
         ):
             try:
                 env[variable] = stack.enter_context(service())
