@@ -80,7 +80,7 @@ def find_image(records: list[RecordedImage], registry: str, role: str) -> Record
 
 def environment_registry(graph: ResolvedGraph) -> str | None:
     """The registry the environment's images come from (``targets.images.registry``), if it names one."""
-    images = getattr(graph.env.spec.targets, "images", None)
+    images = graph.env.spec.targets.images
     return images.registry.rstrip("/") if images is not None else None
 
 
