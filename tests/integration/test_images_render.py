@@ -4,13 +4,15 @@ to render a cluster's pipelines when no image is recorded for the environment's 
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from mlspec.app.project import Project
 from mlspec.render.images import RECORD_FILE, image_reference, read_record
-from tests.conftest import copy_platform
+from tests.conftest import CliResult, copy_platform
 
 REGISTRY = "registry.test/ml"
 
@@ -100,3 +102,23 @@ def _images_lines(root: Path) -> list[str]:
         for line in path.read_text().splitlines()
         if "images: {registry:" in line
     ]
+
+
+def test_state_records_the_image_each_resource_runs(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    copy_platform(root)
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "platform"]):
+        subprocess.run([*git, *args], cwd=root, check=True, capture_output=True)
+    applied = cli("apply", "--env", "dev", "--auto-approve", "-C", str(root))
+    assert applied.code == 0, applied.out + applied.err
+    [runtime] = [i.reference for i in read_record(root) if i.role == "runtime"]
+    store = Project.open(root).state_store()
+    try:
+        resources = store.read("dev").resources
+    finally:
+        store.close()
+    assert resources["TrainingPipeline/fraud-detector"].target_ids["images"] == runtime
+    assert resources["Deployment/churn-batch"].target_ids["images"] == runtime  # its batch scoring pipeline
+    assert "images" not in resources["FeatureView/customer-txn-stats"].target_ids

@@ -13,6 +13,8 @@ something nobody built from this commit, so there is no silent default.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +25,7 @@ from mlspec.resolve.graph import ResolvedGraph
 
 Role = Literal["runtime", "serving"]
 RECORD_FILE = "images.lock.json"
+_PINNED_IMAGE = re.compile(rb"""\bimage:\s*['"]?([^\s'"]+@sha256:[0-9a-f]{64})""")
 IMAGE_NAMES: dict[str, str] = {"runtime": "mlspec-runtime", "serving": "mlspec-serving"}
 
 
@@ -108,3 +111,8 @@ def image_reference(graph: ResolvedGraph, role: Literal["runtime", "serving"], r
     if found is None:
         raise ImageNotBuilt(graph.name, registry, role)
     return found.reference
+
+
+def pinned_images(contents: Iterable[bytes]) -> list[str]:
+    """Every image named by digest (``image: ...@sha256:...``) in rendered files, sorted, once each."""
+    return sorted({match.decode() for content in contents for match in _PINNED_IMAGE.findall(content)})
