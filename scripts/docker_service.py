@@ -128,18 +128,24 @@ def docker_engine(install: Callable[..., str | None] | None = None) -> Iterator[
             raise RuntimeError(f"{', '.join(packages)} are not installed ({why})")
     started: subprocess.Popen[bytes] | None = None
     log = Path(tempfile.mkstemp(prefix="mlspec-dockerd-", suffix=".log")[1])
-    if not _engine_up():
-        if os.geteuid() != 0:
-            raise RuntimeError("no docker engine runs and starting one needs root")
-        with log.open("wb") as out:
-            started = subprocess.Popen(["dockerd", *DOCKERD_FLAGS], stdout=out, stderr=subprocess.STDOUT)
-        _wait(_engine_up, started, f"dockerd (log: {log})")
     try:
-        base = _base_image()
+        if not _engine_up():
+            if os.geteuid() != 0:
+                raise RuntimeError("no docker engine runs and starting one needs root")
+            with log.open("wb") as out:
+                started = subprocess.Popen(["dockerd", *DOCKERD_FLAGS], stdout=out, stderr=subprocess.STDOUT)
+            try:
+                _wait(_engine_up, started, "dockerd")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}: {log.read_text(errors='replace').strip()[-300:]}") from None
+        try:
+            base = _base_image()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise RuntimeError(f"the base image could not be built: {exc}") from None
         with _registry() as registry:
             yield json.dumps({"base_image": base, "registry": registry})
     finally:
-        if started is not None:
+        if started is not None:  # only an engine this run started is stopped
             started.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.wait(timeout=30)
