@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= all,dev
 
-.PHONY: demo test lint bench audit lock schema reference clean
+.PHONY: demo test lint bench audit lock schema reference clean images
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@echo "==> creating $(VENV) with $(PYTHON) and the pinned dependencies (first run only)"
@@ -37,6 +37,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/state_backends.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/gpu_serving.py
+
+# The runtime and serving images (docker/), tagged by content: an unchanged build is a no-op.
+# PUSH=registry.example.com/ml pushes and records them; BASE_IMAGE=... replaces python:3.11-slim.
+images: $(STAMP)
+	$(BIN)/mlspec image build $(if $(PUSH),--push $(PUSH)) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE))
 
 # A vulnerability report of the pinned dependencies (pip-audit); a report, not a gate.
 audit: $(STAMP)

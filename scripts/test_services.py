@@ -1,4 +1,5 @@
-"""Run a command with real PostgreSQL, Redis and object-store servers on loopback, started for it and stopped after.
+"""Run a command with real PostgreSQL, Redis and object-store servers and a Docker engine on loopback, started
+for it and stopped after.
 
 `make test` runs the suite through this:
 
@@ -8,10 +9,11 @@ It installs the servers from Debian's packages when they are missing (as root, w
 apt-get), starts each in a temporary folder on a free port, exports
 ``MLSPEC_TEST_POSTGRES_URL`` and ``MLSPEC_TEST_REDIS_URL``, runs the command, then
 stops both and removes their folders. Azurite and an S3 server (moto) are started the
-same way by ``storage_services.py`` (``MLSPEC_TEST_AZURITE_*``, ``MLSPEC_TEST_S3_URL``).
-A server that cannot start is reported with the reason (``MLSPEC_TEST_SERVICES_SKIPPED``)
-and the tests that need it skip saying so (the object-store tests fail under CI instead);
-everything else still runs.
+same way by ``storage_services.py`` (``MLSPEC_TEST_AZURITE_*``, ``MLSPEC_TEST_S3_URL``),
+and a Docker engine with a debootstrapped base image and a loopback registry by
+``docker_service.py`` (``MLSPEC_TEST_DOCKER``). A server that cannot start is reported
+with the reason (``MLSPEC_TEST_SERVICES_SKIPPED``) and the tests that need it skip saying
+so (the object-store tests fail under CI instead); everything else still runs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import storage_services  # Azurite and an S3 server (scripts/storage_services.py)
+from docker_service import docker_engine  # a sibling script, not a package
 
 HOST = "127.0.0.1"
 
@@ -149,6 +153,7 @@ def main(argv: list[str]) -> int:
         for name, variable, service in (
             ("postgres", "MLSPEC_TEST_POSTGRES_URL", postgres),
             ("redis", "MLSPEC_TEST_REDIS_URL", redis),
+            ("docker", "MLSPEC_TEST_DOCKER", lambda: docker_engine(_apt_install)),
         ):
             try:
                 env[variable] = stack.enter_context(service())

@@ -75,8 +75,8 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
 
 
 def copy_platform(root: Path) -> Path:
-    """A copy of the reference platform (project file, specs, environments) under ``root``."""
-    for name in ("mlspec.yaml", "specs", "environments"):
+    """A copy of the reference platform (project file, specs, environments, image record) under ``root``."""
+    for name in ("mlspec.yaml", "specs", "environments", "images.lock.json"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     return root

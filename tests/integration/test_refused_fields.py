@@ -44,7 +44,14 @@ CLUSTER = """
         pipelines: kubeflow
         serving: kserve
         registry: {type: mlflow, tracking_uri: "https://mlflow.dev.internal", artifact_store: {uri: "s3://dev-models", region: uae-north}}
+        images: {registry: registry.dev.internal/ml}
     """
+# the images `mlspec image build --push registry.dev.internal/ml` would record (renders name them by digest)
+IMAGES = json.dumps({"images": [
+    {"registry": "registry.dev.internal/ml", "role": role, "name": f"mlspec-{role}", "tag": "t", "digest": digest,
+     "image_id": digest, "size": 1, "sbom": f"images/sbom/mlspec-{role}.cdx.json"}
+    for role, digest in (("runtime", "sha256:" + "1" * 64), ("serving", "sha256:" + "2" * 64))
+]})  # fmt: skip
 SPEC_FILES = {kind: f"specs/{kind.lower()}.yaml" for kind in ("DataSource", "TrainingPipeline", "Deployment")}
 OBJECT_STORE = "type: object_store\n  uri: s3://bucket/txns.parquet\n  credentials: secret://team/s3"
 
@@ -94,7 +101,8 @@ HONOURED = [
 
 def platform(root: Path, kind: str = "", old: str = "", new: str = "") -> Path:
     """The minimal platform, one file per kind, with ``old`` replaced by ``new`` in ``kind``'s spec."""
-    files = {"mlspec.yaml": PROJECT, "environments/local.yaml": LOCAL, "environments/dev.yaml": CLUSTER}
+    files = {"mlspec.yaml": PROJECT, "environments/local.yaml": LOCAL, "environments/dev.yaml": CLUSTER,
+             "images.lock.json": IMAGES}  # fmt: skip
     for name, text in MINIMAL.items():
         if name in ("Environment", "Waiver"):
             continue

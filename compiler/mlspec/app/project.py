@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from mlspec.render.write import WriteSummary
     from mlspec.report.compliance import ComplianceReport
     from mlspec.state.base import StateStore
+    from mlspec.targets.images import BuiltImage
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,14 @@ class Project:
         from mlspec.app.edge import build_edge_package
 
         return build_edge_package(self, environment, deployment, progress=progress)
+
+    def build_images(
+        self, *, push: str | None = None, base_image: str | None = None, torch_variant: str = "cpu"
+    ) -> list[BuiltImage]:
+        """Build (or reuse, by content tag) the runtime and serving images and record them (images.lock.json)."""
+        from mlspec.app.images import build_project_images
+
+        return build_project_images(self, push=push, base_image=base_image, torch_variant=torch_variant)
 
     def compliance(
         self, environment: str, *, today: dt.date | None = None, show_date: bool = False

@@ -321,6 +321,7 @@ def init(directory: Path, name: str | None, force: bool) -> int:
 
 def _register_lifecycle() -> None:
     from mlspec.cli import edge as cli_edge
+    from mlspec.cli import images as cli_images
     from mlspec.cli import pr as cli_pr
     from mlspec.cli import promote as cli_promote
     from mlspec.cli import reconcile as cli_reconcile
@@ -336,6 +337,7 @@ def _register_lifecycle() -> None:
         cli_reconcile.commands,
         cli_report.commands,
         cli_edge.commands,
+        cli_images.commands,
     )
     for group in groups:
         for command in group.commands.values():

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
+from mlspec.render.images import ImageNotBuilt, image_reference
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
@@ -32,11 +33,14 @@ from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
 from mlspec.spec.training import TrainingPipeline
 from mlspec.spec.validate import ParsedSpec
 
+# The image named in a local environment's pipelines: they run in-process (the local KFP runner), never pulled.
+LOCAL_IMAGE = "mlspec-runtime"
+
 # model.framework -> the train component that trains it (kfp_components.TRAINERS has one per entry).
 FRAMEWORKS = {"torch": "mlspec.runtime.steps.train (PyTorch)"}
 
 
-def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool) -> dict[str, Any]:
+def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool, image: str = LOCAL_IMAGE) -> dict[str, Any]:
     """Everything that shapes one compiled pipeline, as plain data (also the cache key)."""
     spec = pipeline.spec
     resources = spec.resources
@@ -58,6 +62,7 @@ def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool) -> dict[str, Any]:
         "gpu": {"type": resources.gpu.type, "count": resources.gpu.count} if use_gpu and resources.gpu else None,
         "spot": resources.spot,
         "caching": spec.caching,
+        "image": image,
     }
 
 
@@ -89,7 +94,9 @@ def batch_feature_service(graph: ResolvedGraph, deployment: Deployment) -> str |
     return found.model.spec.features if found is not None else None
 
 
-def batch_inputs(deployment: Deployment, spec: BatchDeploymentSpec, feature_service: str) -> dict[str, Any]:
+def batch_inputs(
+    deployment: Deployment, spec: BatchDeploymentSpec, feature_service: str, image: str = LOCAL_IMAGE
+) -> dict[str, Any]:
     """Everything that shapes one compiled batch pipeline (``spec`` is the Deployment's), as plain data."""
     runtime = spec.runtime
     connection = spec.batch.sink.connection
@@ -110,6 +117,7 @@ def batch_inputs(deployment: Deployment, spec: BatchDeploymentSpec, feature_serv
         "memory": runtime.memory,
         "gpu": gpu,
         "connection_secret": secret,
+        "image": image,
     }
 
 
@@ -155,6 +163,28 @@ def _unknown_framework(spec: ParsedSpec, framework: str) -> Diagnostic:
     )
 
 
+def runtime_image(graph: ResolvedGraph, context: RenderContext) -> tuple[str | None, Diagnostic | None]:
+    """The image every step runs: the recorded runtime image by digest on Kubeflow, a placeholder locally.
+
+    On Kubeflow with no recorded image: (None, an ``image-not-built`` error at the environment's registry).
+    """
+    if graph.env.spec.targets.pipelines != "kubeflow":
+        return LOCAL_IMAGE, None
+    try:
+        return image_reference(graph, "runtime", context.project_root), None
+    except ImageNotBuilt as missing:
+        document = graph.environment.document
+        at = ("spec", "targets", "images", "registry") if missing.registry else ("spec", "targets", "pipelines")
+        problem = Diagnostic(
+            "image-not-built",
+            f"Environment '{graph.name}': {missing.message}",
+            document.locate(at),
+            path=".".join(at),
+            hint=missing.hint,
+        )
+        return None, problem
+
+
 class KfpRenderer:
     """Renders ``kfp/<pipeline>.yaml`` (and ``-cpu`` variants and schedules) for every TrainingPipeline, and
     ``kfp/batch/<deployment>.yaml`` (and schedules) for every batch Deployment."""
@@ -165,7 +195,12 @@ class KfpRenderer:
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Compile every pipeline of the environment (cached ones are reused)."""
         out = RenderOutput()
-        namespace = f"kfp/{self.version}/{_components_digest()}/{context.mlspec_version}"
+        image, problem = runtime_image(graph, context)
+        if image is None:
+            if problem is not None:
+                out.diagnostics.append(problem)
+            return out
+        namespace = f"kfp/{self.version}/{_components_digest()}/{context.mlspec_version}/{image}"
         # (spec, with GPU, cache key): the key is the spec's content digest, so a hit costs no model dump
         planned: list[tuple[ParsedSpec[TrainingPipeline], bool, list[str]]] = []
         for spec in graph.specs(TrainingPipeline):
@@ -184,7 +219,7 @@ class KfpRenderer:
                 missing.append(index)
             else:
                 compiled[index] = found
-        jobs = [pipeline_inputs(planned[i][0].model, gpu=planned[i][1]) for i in missing]
+        jobs = [pipeline_inputs(planned[i][0].model, gpu=planned[i][1], image=image) for i in missing]
         for index, content in zip(missing, compile_all(jobs), strict=True):
             compiled[index] = content
             if context.cache:
@@ -199,11 +234,11 @@ class KfpRenderer:
                 build = functools.partial(_schedule_file, path, spec.name, schedule, graph.name)
                 files = reuse(context, f"{self.name}-schedule/{self.version}", [graph.name, spec.digest], build)
                 out.artifacts.append(Artifact(path, files[path], self.name, (spec.ref,)))
-        self._render_batch(graph, context, out)
+        self._render_batch(graph, context, out, image)
         return out
 
-    def _render_batch(self, graph: ResolvedGraph, context: RenderContext, out: RenderOutput) -> None:
-        namespace = f"kfp-batch/{self.version}/{_components_digest()}/{context.mlspec_version}"
+    def _render_batch(self, graph: ResolvedGraph, context: RenderContext, out: RenderOutput, image: str) -> None:
+        namespace = f"kfp-batch/{self.version}/{_components_digest()}/{context.mlspec_version}/{image}"
         for spec in graph.specs(Deployment):
             deployment = spec.model
             batch = deployment.spec
@@ -216,7 +251,7 @@ class KfpRenderer:
             key = [graph.fingerprint(spec.ref)]
             compiled = context.cache.lookup(namespace, key) if context.cache else None
             if compiled is None:
-                compiled = _compile_batch(batch_inputs(deployment, batch, service))
+                compiled = _compile_batch(batch_inputs(deployment, batch, service, image))
                 if context.cache:
                     context.cache.store(namespace, key, compiled)
             out.artifacts.append(Artifact(f"kfp/batch/{spec.name}.yaml", compiled, self.name, (spec.ref,)))

@@ -12,12 +12,12 @@ from typing import Any, cast
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Dataset, Input, Output
 
-from mlspec.render.kfp_components import BASE_IMAGE, GPU_PRODUCT_LABEL
+from mlspec.render.kfp_components import GPU_PRODUCT_LABEL, NOTHING_INSTALLED
 
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def fetch_entity_features(
     deployment_json: str, environment: str, feature_service: str, dataset: Output[Dataset]
 ) -> int:
@@ -31,7 +31,7 @@ def fetch_entity_features(
         raise SystemExit(f"{ERROR_PREFIX}{exc}") from None
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def score(
     deployment_json: str,
     environment: str,
@@ -77,6 +77,8 @@ def compile_batch_pipeline(inputs: dict[str, Any]) -> bytes:
             expected_sha256_json=expected_sha256_json,
             dataset=fetch_task.outputs["dataset"],
         )
+        fetch_task.set_container_image(inputs["image"])
+        score_task.set_container_image(inputs["image"])
         score_task.set_cpu_request(inputs["cpu"]).set_cpu_limit(inputs["cpu"])
         score_task.set_memory_request(inputs["memory"]).set_memory_limit(inputs["memory"])
         gpu = inputs["gpu"]

@@ -17,12 +17,15 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from mlspec.hashing import canonical
 
-BASE_IMAGE = "python:3.11-slim"
+# Components install nothing when they start: every step runs in the runtime image (mlspec with kfp and its
+# engines), set per task from the environment's record (``mlspec.render.images``).
+BASE_IMAGE = "mlspec-runtime"
+NOTHING_INSTALLED: dict[str, Any] = {"base_image": BASE_IMAGE, "packages_to_install": [], "install_kfp_package": False}
 SPOT_LABEL = "kubernetes.azure.com/scalesetpriority"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def fetch_features(training_spec_json: str, environment: str, dataset: Output[Dataset]) -> int:
     """Point-in-time join of the feature service with the label source; returns the row count."""
     from mlspec.runtime.steps import fetch_features as run
@@ -30,7 +33,7 @@ def fetch_features(training_spec_json: str, environment: str, dataset: Output[Da
     return int(run(training_spec_json, environment, dataset.path))
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def train(
     training_spec_json: str,
     environment: str,
@@ -49,7 +52,7 @@ def train(
     )
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def evaluate(
     training_spec_json: str,
     environment: str,
@@ -71,7 +74,7 @@ def evaluate(
     return bool(passed)
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def export_onnx(
     training_spec_json: str, environment: str, dataset: Input[Dataset], model: Input[Model], onnx_model: Output[Model]
 ) -> str:
@@ -81,7 +84,7 @@ def export_onnx(
     return str(run(training_spec_json, environment, dataset.path, model.path, onnx_model.path))
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**NOTHING_INSTALLED)
 def register(
     training_spec_json: str,
     environment: str,
@@ -177,6 +180,8 @@ def compile_pipeline(inputs: dict[str, Any]) -> bytes:
             evaluation=evaluate_task.outputs["evaluation"],
             onnx_model=export_task.outputs["onnx_model"],
         )
+        for task in (fetch_task, train_task, evaluate_task, export_task, register_task):
+            task.set_container_image(inputs["image"])
         for task in (fetch_task, train_task, evaluate_task, export_task):
             task.set_caching_options(enable_caching=inputs["caching"])
         register_task.set_caching_options(enable_caching=False)  # registering twice must happen twice

@@ -197,6 +197,15 @@ class GitOpsTarget(StrictModel):
     project: Name = Field(default="default", description="Argo CD project the Applications belong to.")
 
 
+class ImagesTarget(StrictModel):
+    """Where the environment's container images come from."""
+
+    registry: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.:-]*(/[a-z0-9._-]+)*$")] = Field(
+        description="Registry (and path) holding the images `mlspec image build --push` pushed, like "
+        "registry.example.com/ml; renders name images there by the digest images.lock.json records."
+    )
+
+
 class Targets(StrictModel):
     """Which engine plays each part of the platform in this environment."""
 
@@ -217,6 +226,9 @@ class Targets(StrictModel):
     )
     gitops: GitOpsTarget | None = Field(
         default=None, description="Hand rendered manifests to Argo CD instead of applying them directly."
+    )
+    images: ImagesTarget | None = Field(
+        default=None, description="The container registry cluster resources pull the runtime and serving images from."
     )
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from typing import ClassVar
 from mlspec.atomic import atomic_write
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
+from mlspec.render.images import pinned_images
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
 
@@ -68,7 +69,11 @@ class OutputDirTarget:
                     raise TargetError(f"cannot write {path}: {exc.strerror}") from None
         for relative in sorted(old - set(artifacts)):
             self._path(relative).unlink(missing_ok=True)
-        return {"output": str(self.root)}
+        ids = {"output": str(self.root)}
+        images = pinned_images(a.content for a in artifacts.values())
+        if images:  # which image each resource runs, as state records it
+            ids["images"] = " ".join(images)
+        return ids
 
     def read_live(self, resource: ResourceState) -> dict[str, str | None]:
         """sha256 of every artifact file the resource owns, None when missing."""

@@ -194,6 +194,11 @@ DIAGNOSTIC_RULES: dict[str, RuleText] = {
         "a spec asks for something the environment's engine cannot do",
         "change the spec or the environment's target",
     ),
+    "image-not-built": _code(
+        "Rendering",
+        "no runtime image is recorded for the environment's registry (or it names none)",
+        "run `mlspec image build --push <registry>` and commit images.lock.json",
+    ),
 }
 
 
