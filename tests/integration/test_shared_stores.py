@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,6 +69,8 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
     services.redis_url()
     root = copy_platform(tmp_path_factory.mktemp("team"))
     generate(root / "data", customers=200, days=14)
+    for name in PROJECTS:  # a team on shared stores without a cluster: its offline data are this machine's files
+        team_environment(root, name)
     prod = root / "environments" / "prod.yaml"
     text = prod.read_text().replace("online: redis", "online: postgres").replace("tls: required", "tls: preferred")
     prod.write_text(text)  # loopback test server has no TLS: tls 'preferred' renders sslmode: prefer
@@ -85,6 +88,23 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
             if key.startswith("MLSPEC_"):
                 patch.setenv(key, value)
         yield root, env
+
+
+def team_environment(root: Path, name: str) -> None:
+    """The reference environment without its cluster, its offline data read from the generated files.
+
+    A cluster reads offline data from object storage (the reference overrides point at Azure Blob, and a file
+    on disk is refused there); these tests are about the shared registry and online stores, so the sources
+    are the local files and the environment runs its pipelines and serving on one machine.
+    """
+    path = root / "environments" / f"{name}.yaml"
+    text = re.sub(
+        r"az://uae-bank-ml-\w+-features/(\w+\.parquet)", lambda m: str(root / "data" / m.group(1)), path.read_text()
+    )
+    text = re.sub(r"\n    (kubernetes|gitops): .*", "", text)
+    path.write_text(
+        text.replace("pipelines: kubeflow", "pipelines: local").replace("serving: kserve", "serving: local")
+    )
 
 
 def repo(root: Path, environment: str) -> Path:
