@@ -112,10 +112,15 @@ def _image_exists(reference: str) -> bool:
     return True
 
 
-def _pip(args: Sequence[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ImageBuildFailed(f"pip {args[0]} failed: {(done.stderr or done.stdout).strip()[-4000:]}")
+def _pip(args: Sequence[str], attempts: int = 3) -> None:
+    """Run pip; an index that answers nothing for a moment ("from versions: none") is asked again, twice."""
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return
+        if attempt < attempts:
+            time.sleep(5 * attempt)
+    raise ImageBuildFailed(f"pip {args[0]} failed: {(done.stderr or done.stdout).strip()[-4000:]}")
 
 
 def role_requirements(source: Path, role: str) -> list[str]:
