@@ -53,12 +53,12 @@ def test_monitoring_runs_when_due_and_the_next_cycle_waits_no_longer_than_the_sc
 ) -> None:
     runs: list[str] = []
 
-    def monitor(project: Any, environment: str, progress: Any) -> list[Any]:
+    def monitor(project: Any, environment: str, *, progress: Any) -> list[Any]:
         runs.append(environment)
         return [SimpleNamespace(deployment="fraud-api", drifted=False, action="none", message="psi 0.01")]
 
     monkeypatch.setattr(usecases, "runs_engines", lambda graph: True)
-    monkeypatch.setattr(usecases, "monitor", monitor)
+    monkeypatch.setattr(Project, "monitor", monitor)
     clock = Clock(1000.0)
     schedule = MonitoringSchedule("prod", clock=clock)
     status = Status("prod", "repo", "main", applied="c1")
@@ -79,7 +79,7 @@ def test_monitoring_runs_when_due_and_the_next_cycle_waits_no_longer_than_the_sc
 def test_monitoring_is_skipped_when_off_or_not_on_local_engines(
     monitored: ResolvedGraph, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(usecases, "monitor", lambda *_: pytest.fail("monitoring must not run"))
+    monkeypatch.setattr(Project, "monitor", lambda *_, **__: pytest.fail("monitoring must not run"))
     status = Status("prod", "repo", "main", applied="c1", last_monitoring=0.0)
     monkeypatch.setattr(usecases, "runs_engines", lambda graph: True)
     off = MonitoringSchedule("prod", enabled=False, clock=Clock(10_000.0))
@@ -94,11 +94,11 @@ def test_monitoring_is_skipped_when_off_or_not_on_local_engines(
 def test_a_failed_monitoring_run_is_an_event_not_a_crash(
     platform: Project, monitored: ResolvedGraph, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_: Any) -> list[Any]:
+    def broken(*_: Any, **__: Any) -> list[Any]:
         raise RuntimeError("evidently exploded")
 
     monkeypatch.setattr(usecases, "runs_engines", lambda graph: True)
-    monkeypatch.setattr(usecases, "monitor", broken)
+    monkeypatch.setattr(Project, "monitor", broken)
     events: list[Event] = []
     status = Status("prod", "repo", "main", applied="c1")
     MonitoringSchedule("prod", clock=Clock(5.0)).run_if_due(status, lambda: monitored, lambda: platform, events)

@@ -82,7 +82,7 @@ class Cycle:
             except MlspecError as exc:
                 source.verify(tip, anchor, None)
                 raise Refusal(exc.message) from None
-            with usecases.session(project, context.environment) as session:
+            with project.session(context.environment) as session:
                 resolution = session.resolution
                 spec = resolution.graph.env.spec if resolution.graph is not None else None
                 source.remember(tip, resolution.graph if resolution.ok else None)

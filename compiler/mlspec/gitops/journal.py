@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlspec.gitops import usecases
-
 if TYPE_CHECKING:
     from mlspec.app.project import Project
 
@@ -35,7 +33,7 @@ class Journal:
 
     def record(self, project: Project, event: str, commit: str, message: str, extra: dict[str, Any]) -> None:
         """Append one reconcile entry to the project's audit log."""
-        with usecases.state_store(project) as store:
+        with project.state_store() as store:
             store.append_audit(self.environment, self.actor, commit, "", {
                 "type": "reconcile", "event": event, "commit": commit, "message": message,
                 "repo": self.repo, "branch": self.branch, **extra,
@@ -43,7 +41,7 @@ class Journal:
 
     def history(self, project: Project) -> History:
         """The last applied commit, and the commit refused after it (with why), from the audit log."""
-        with usecases.state_store(project) as store:
+        with project.state_store() as store:
             records = [
                 r.record for r in store.audit(self.environment)
                 if r.record.get("type") == "reconcile" and r.record.get("branch") == self.branch

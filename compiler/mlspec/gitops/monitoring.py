@@ -76,7 +76,7 @@ class MonitoringSchedule:
         commit = status.applied or ""
         status.last_monitoring = now
         try:
-            outcomes = usecases.monitor(project(), self.environment, self.progress)
+            outcomes = project().monitor(self.environment, progress=self.progress)
         except Exception as exc:
             events.append(Event("monitoring-failed", f"monitoring failed: {describe(exc)}", commit))
             return

@@ -148,7 +148,7 @@ def served_version(project: Project, environment: str, ref: str, model_name: str
     path = project.home / project.settings.state.path
     if project.settings.state.backend == "sqlite" and not path.is_file():
         return None
-    with usecases.state_store(project) as store:
+    with project.state_store() as store:
         resource = store.read(environment).resources.get(ref)
         audit = store.audit(environment)
     # The newest record that says what served wins: settled rollouts and retrains change it after an apply.

@@ -43,7 +43,7 @@ def repair_drift(context: CycleContext, events: list[Event]) -> bool:
         status.drift = drifted
         return True
     try:
-        with usecases.session(project, context.environment) as session:
+        with project.session(context.environment) as session:
             _, applied = usecases.apply(
                 session, refresh=True, allow_destroy=context.allow_destroy, who=context.actor,
                 progress=context.progress,

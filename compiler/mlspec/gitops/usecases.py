@@ -1,9 +1,9 @@
-"""The one place gitops calls the application layer's plan/apply use cases (and the day-2 operations).
+"""The one place gitops calls the application layer's modules; everything else goes through the Project it holds.
 
-The reconciler and promotion use only what this module offers, so a change to the
-application layer's API is adapted here and nowhere else in ``mlspec.gitops``. The
-application layer is imported lazily: ``mlspec reconcile --help`` and ``mlspec promote --help``
-stay quick.
+Applying a commit (with a refusal turned into the reconciler's :class:`Refusal`), the live plan, the
+rollback snapshot and the engines question are adapted here, so a change of the application layer's
+module API touches this file only. The application layer is imported lazily: ``mlspec reconcile --help``
+and ``mlspec promote --help`` stay quick.
 """
 
 from __future__ import annotations
@@ -15,19 +15,12 @@ from typing import TYPE_CHECKING, Any
 from mlspec.gitops.events import Refusal
 
 if TYPE_CHECKING:
-    from mlspec.app.operations import MonitorOutcome
     from mlspec.app.planning import PlanResult
     from mlspec.app.project import Project
     from mlspec.app.session import EnvironmentSession
     from mlspec.apply.reconciler import ApplyResult
     from mlspec.errors import PlanRefused
     from mlspec.resolve.graph import ResolvedGraph
-    from mlspec.state.base import StateStore
-
-
-def session(project: Project, environment: str) -> EnvironmentSession:
-    """One environment session: the specs validated, resolved and checked once, one state store."""
-    return project.session(environment)
 
 
 def apply(
@@ -64,21 +57,11 @@ def runs_engines(graph: ResolvedGraph) -> bool:
     return engines(graph)
 
 
-def state_store(project: Project) -> StateStore:
-    """The project's state store; use it as a context manager so it closes."""
-    return project.state_store()
-
-
 def project_at(project: Project, revision: str) -> AbstractContextManager[Project]:
     """The project as committed at ``revision``, in a temporary folder, sharing the real project's state."""
     from mlspec.app.rollback import project_at as at
 
     return at(project, revision)
-
-
-def monitor(project: Project, environment: str, progress: Callable[[str], None]) -> list[MonitorOutcome]:
-    """One drift-monitoring pass over the environment's monitored Deployments."""
-    return project.monitor(environment, progress=progress)
 
 
 def refusal_reason(exc: PlanRefused) -> tuple[str, dict[str, Any]]:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from mlspec.spec.project_file import StateConfig
 
 
-# The interface is re-exported: callers type their stores as ``mlspec.state.store.StateStore``.
 def resolve_reference(ref: str) -> str:
     """The value an ``env://NAME`` or ``secret://path`` reference stands for, from the environment at run time.
 
