@@ -2,7 +2,7 @@
 
 The content tag is a digest of ``requirements/lock.txt``, the Dockerfiles, the SBOM tool's pins, mlspec's
 own source, the base image and the torch variant: an unchanged build finds its tag already present and
-builds nothing. The build context holds wheels of every locked distribution (``pip wheel`` through this
+builds nothing. The build context holds wheels of the locked distributions the images need (``pip wheel`` through this
 machine's pip configuration, which a container does not see) and a wheel of mlspec itself, so the image
 build reaches no index. Each image carries a CycloneDX SBOM of its environment (made in the build stage),
 copied out beside the record.
@@ -24,6 +24,7 @@ from mlspec.atomic import atomic_write
 from mlspec.errors import MlspecError
 from mlspec.hashing import digest, source_digest
 from mlspec.render.images import IMAGE_NAMES, RECORD_FILE, RecordedImage, read_record
+from mlspec.targets.image_pins import image_pins
 
 DOCKER_DIR = "docker"
 LOCK_FILE = "requirements/lock.txt"
@@ -112,14 +113,17 @@ def _image_exists(reference: str) -> bool:
     return True
 
 
-def _pip(args: Sequence[str], attempts: int = 3) -> None:
-    """Run pip; an index that answers nothing for a moment ("from versions: none") is asked again, twice."""
-    for attempt in range(1, attempts + 1):
+PIP_RETRY_WAITS = (10.0, 30.0, 60.0)  # seconds before each new try: an index outage has lasted over 15 s
+
+
+def _pip(args: Sequence[str], waits: Sequence[float] = PIP_RETRY_WAITS) -> None:
+    """Run pip; an index that answers nothing for a while ("from versions: none") is asked again, later."""
+    for wait in (*waits, None):
         done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False)
         if done.returncode == 0:
             return
-        if attempt < attempts:
-            time.sleep(5 * attempt)
+        if wait is not None:
+            time.sleep(wait)
     raise ImageBuildFailed(f"pip {args[0]} failed: {(done.stderr or done.stdout).strip()[-4000:]}")
 
 
@@ -148,9 +152,13 @@ def prepare_context(request: BuildRequest) -> Path:
     lock = root / LOCK_FILE
     sbom_pins = root / DOCKER_DIR / SBOM_REQUIREMENTS
     extra_pins = root / DOCKER_DIR / EXTRA_REQUIREMENTS
-    wheels = request.cache_dir / f"wheels-{digest(lock.read_text(encoding='utf-8'))[:12]}"
+    needed = [requirement for role in ROLES for requirement in role_requirements(root, role)]
+    pins = "\n".join(image_pins(lock.read_text(encoding="utf-8"), needed)) + "\n"
+    wheels = request.cache_dir / f"wheels-{digest(pins)[:12]}"
     if not (wheels / ".complete").is_file():
-        _pip(["wheel", "--quiet", "--no-deps", "-r", str(lock), "-w", str(wheels)])
+        wheels.mkdir(parents=True, exist_ok=True)
+        (wheels / ".pins.txt").write_text(pins, encoding="utf-8")
+        _pip(["wheel", "--quiet", "--no-deps", "-r", str(wheels / ".pins.txt"), "-w", str(wheels)])
         (wheels / ".complete").touch()
     extras = request.cache_dir / f"extra-wheels-{digest(extra_pins.read_text(encoding='utf-8'))[:12]}"
     if not (extras / ".complete").is_file():
@@ -163,7 +171,7 @@ def prepare_context(request: BuildRequest) -> Path:
     context = request.cache_dir / "context"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
-    marks = shutil.ignore_patterns(".complete")
+    marks = shutil.ignore_patterns(".complete", ".pins.txt")
     shutil.copytree(wheels, context / "wheels", copy_function=os.link, ignore=marks)
     shutil.copytree(extras, context / "wheels", copy_function=os.link, ignore=marks, dirs_exist_ok=True)
     shutil.copytree(sbom_wheels, context / "sbom-wheels", copy_function=os.link, ignore=marks)
