@@ -616,9 +616,9 @@ def test_cluster_target_uploads_runs_and_schedules_the_batch_pipeline(tmp_path: 
     assert set(artifacts) == {"kfp/batch/churn-scores.yaml", "kfp/batch/churn-scores.schedule.json"}
     compiled = yaml.safe_load_all(artifacts["kfp/batch/churn-scores.yaml"].content.decode())
     _, platform_spec = list(compiled)
-    secret = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-score"]["secretAsEnv"]
-    assert secret[0]["secretName"] == "dwh-writer"  # the connection's value never enters the pipeline
-    assert secret[0]["keyToEnv"] == [{"secretKey": "url", "envVar": "MLSPEC_SECRET_DWH_WRITER_URL"}]
+    secrets = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-score"]["secretAsEnv"]
+    (secret,) = [s for s in secrets if s["secretName"] == "dwh-writer"]  # the connection's value never enters it
+    assert secret["keyToEnv"] == [{"secretKey": "url", "envVar": "MLSPEC_SECRET_DWH_WRITER_URL"}]
 
     fake = FakeKfp()
     context = cluster_context("prod", "https://mlflow.prod.ml.internal", "s3://uae-bank-ml-prod-models")

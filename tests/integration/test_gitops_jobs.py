@@ -209,7 +209,9 @@ def test_shared_offline_stores_read_object_storage_never_the_checkout(
 ) -> None:
     definitions = rendered[env][1]["feast/features.py"].decode()
     paths = re.findall(r"\bpath=(.+),\n", definitions)
-    assert len(paths) == 7 and all(p.startswith(f"'az://uae-bank-ml-{env}-features/") for p in paths), paths
+    assert len(paths) == 7 and all(
+        p.startswith(f"'az://uae-bank-ml-{env}-features@uaebankml{env}.blob.core.windows.net/") for p in paths
+    ), paths
     assert "PROJECT_ROOT /" not in definitions
 
 
@@ -231,3 +233,89 @@ def test_a_shared_environment_reading_the_repository_is_refused(tmp_path: Path, 
     assert "reads its Feast offline store in its cluster" in out
     assert "DataSource 'merchant-risk' from data/merchant_risk.parquet" in out
     assert "DataSource/customer-transactions" not in out, "only the source still on disk"
+
+
+def _executors(compiled: bytes) -> dict[str, dict[str, Any]]:
+    """The compiled pipeline's Kubernetes platform spec per executor (kfp-kubernetes' secretAsEnv, configMapAsVolume)."""
+    platform = next(d for d in yaml.safe_load_all(compiled) if d and "platforms" in d)
+    return dict(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
+
+
+def _env_from_secrets(executor: dict[str, Any]) -> dict[str, str]:
+    return {
+        pair["envVar"]: f"{item['secretName']}/{pair['secretKey']}"
+        for item in executor.get("secretAsEnv", [])
+        for pair in item["keyToEnv"]
+    }
+
+
+@pytest.mark.parametrize("env", SHARED)
+def test_pipeline_steps_get_the_feast_repository_and_each_secret_they_resolve_and_no_more(
+    rendered: dict[str, tuple[Any, dict[str, bytes]]], env: str
+) -> None:
+    graph, files = rendered[env]
+    feast_config = files["feast/feature_store.yaml"].decode()
+    feast_variables = set(re.findall(r"\$\{([A-Z0-9_]+)\}", feast_config))
+    hook = next(d for d in documents(files["gitops/pipeline-churn-model.yaml"]) if d["kind"] == "Job")
+    context = RuntimeContext.from_json(request_of(hook).parameters["environment"])
+    store_variable = secret_variable(context.model_store_credentials)
+    training = _executors(files["kfp/churn-model.yaml"])
+    fetch = training["exec-fetch-features"]
+    (volume,) = fetch["configMapAsVolume"]
+    # the ConfigMap gitops/feast.yaml syncs, where the step's RuntimeContext looks for the repository
+    assert volume["configMapName"] == by_kind(files["gitops/feast.yaml"])["ConfigMap"]["metadata"]["name"]
+    assert volume["mountPath"] == context.feature_repo
+    assert set(_env_from_secrets(fetch)) == feast_variables  # every ${VAR} feature_store.yaml names, and no store key
+    prefix = f"mlspec-{env}-feast/"
+    assert all(source.startswith(prefix) for source in _env_from_secrets(fetch).values())
+    assert _env_from_secrets(training["exec-register"]) == {store_variable: f"mlspec-{env}-artifact-store/value"}
+    for step in ("exec-train", "exec-evaluate", "exec-export-onnx"):
+        assert step not in training, f"{step} reads no secret and no repository"
+    batch = _executors(files["kfp/batch/churn-batch.yaml"])
+    assert set(_env_from_secrets(batch["exec-fetch-entity-features"])) == feast_variables
+    scoring = _env_from_secrets(batch["exec-score"])
+    assert scoring[store_variable] == f"mlspec-{env}-artifact-store/value"
+    sink = graph.resources["Deployment/churn-batch"].model.spec.batch.sink.connection
+    if sink:  # prod writes to its warehouse through secret://prod/warehouse
+        assert scoring[secret_variable(sink)] == f"mlspec-{env}-warehouse/value"
+
+
+@pytest.mark.parametrize(
+    ("location", "says"),
+    [
+        ("s3://team-data/merchant_risk.parquet", "is s3://, which the runtime image cannot read"),
+        ("gs://team-data/merchant_risk.parquet", "is gs://, which the runtime image cannot read"),
+        ("az://team-data/merchant_risk.parquet", "names no storage account"),
+    ],
+)
+def test_a_location_the_runtime_image_cannot_read_is_refused(
+    tmp_path: Path, cli: Callable[..., CliResult], location: str, says: str
+) -> None:
+    copy_platform(tmp_path)
+    prod = tmp_path / "environments/prod.yaml"
+    text = prod.read_text()
+    line = next(ln for ln in text.splitlines() if "DataSource/merchant-risk" in ln)
+    old = re.search(r'path: "([^"]+)"', line)
+    assert old is not None
+    prod.write_text(text.replace(old.group(1), location))
+    result = cli("render", "--env", "prod", "-C", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert result.code == 1
+    out = result.out.replace("\\", "/")
+    assert "error[unsupported-by-target]" in out and "DataSource 'merchant-risk'" in out and says in out, out
+    assert "az://<container>@<account>.blob.core.windows.net" in out, "the fix says what works"
+    assert not (tmp_path / "out" / "prod").exists()
+
+
+def test_a_cluster_batch_writing_predictions_to_a_folder_is_refused(
+    tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    copy_platform(tmp_path)
+    prod = tmp_path / "environments/prod.yaml"
+    lines = prod.read_text().splitlines(keepends=True)
+    at = next(i for i, ln in enumerate(lines) if "target: Deployment/churn-batch" in ln)
+    prod.write_text("".join(lines[:at] + lines[at + 2 :]))  # the override and its patch line: back to the folder sink
+    result = cli("render", "--env", "prod", "-C", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert result.code == 1
+    out = result.out.replace("\\", "/")
+    assert "specs/deployments/churn-batch.yaml:14:" in out and "error[unsupported-by-target]" in out, out
+    assert "writes its predictions to the folder predictions/churn" in out and "whose disk is gone" in out

@@ -52,8 +52,9 @@ IMAGES = json.dumps({"images": [
      "image_id": digest, "size": 1, "sbom": f"images/sbom/mlspec-{role}.cdx.json"}
     for role, digest in (("runtime", "sha256:" + "1" * 64), ("serving", "sha256:" + "2" * 64))
 ]})  # fmt: skip
+CLUSTER_DATA = "az://team-data@teamstore.blob.core.windows.net/txns.parquet"
 SPEC_FILES = {kind: f"specs/{kind.lower()}.yaml" for kind in ("DataSource", "TrainingPipeline", "Deployment")}
-OBJECT_STORE = "type: object_store\n  uri: s3://bucket/txns.parquet\n  credentials: secret://team/s3"
+OBJECT_STORE = "type: object_store\n  uri: az://team-data@teamstore.blob.core.windows.net/txns.parquet\n  credentials: secret://team/s3"
 
 # (case, kind, text to replace in that kind's MINIMAL spec, replacement, text at the refused location, YAML path)
 REFUSED = [
@@ -111,7 +112,7 @@ def platform(root: Path, kind: str = "", old: str = "", new: str = "") -> Path:
             assert old in spec, (kind, old)
             spec = spec.replace(old, new)
         # dev trains on Kubeflow, which reads its offline data in the cluster: from object storage, never from disk
-        spec = spec.replace("path: data/txns.parquet", "path: s3://team-data/txns.parquet")
+        spec = spec.replace("path: data/txns.parquet", f"path: {CLUSTER_DATA}")
         files[SPEC_FILES.get(name, f"specs/{name.lower()}.yaml")] = spec
     return write_files(root, files)
 

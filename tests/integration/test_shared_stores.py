@@ -99,7 +99,9 @@ def team_environment(root: Path, name: str) -> None:
     """
     path = root / "environments" / f"{name}.yaml"
     text = re.sub(
-        r"az://uae-bank-ml-\w+-features/(\w+\.parquet)", lambda m: str(root / "data" / m.group(1)), path.read_text()
+        r"az://uae-bank-ml-\w+-features@uaebankml\w+\.blob\.core\.windows\.net/(\w+\.parquet)",
+        lambda m: str(root / "data" / m.group(1)),
+        path.read_text(),
     )
     text = re.sub(r"\n    (kubernetes|gitops): .*", "", text)
     path.write_text(

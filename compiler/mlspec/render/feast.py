@@ -52,6 +52,7 @@ CONNECTION_KEYS = {
 SSLMODES = {"required": "require", "preferred": "prefer", "disabled": "disable"}
 # File paths an offline store reads from object storage (pyarrow/fsspec schemes), not from a disk.
 REMOTE_PATH = re.compile(r"^(s3|gs|az|abfss?)://")
+AZURE_SCHEMES = ("az", "abfs", "abfss")  # read by adlfs, which the runtime image carries
 _PLACEHOLDER_LINE = re.compile(r"^(\s*[a-z_]+): (\$\{[A-Z0-9_]+\})$", re.MULTILINE)
 
 
@@ -223,6 +224,10 @@ class FeastRenderer:
         if shared is not None and isinstance(source, FileSource) and on_disk:
             problems.append(_from_disk(spec, source, shared))
             return None
+        unreadable = _unreadable_in_cluster(spec, source) if shared is not None else None
+        if unreadable is not None:
+            problems.append(unreadable)
+            return None
         relative = on_disk and isinstance(source, FileSource) and not source.path.startswith("/")
         return {
             "var": identifier(spec.name, "source"),
@@ -268,6 +273,31 @@ class FeastRenderer:
         }
 
 
+def _unreadable_in_cluster(spec: ParsedSpec[DataSource], source: FileSource | ObjectStoreSource) -> Diagnostic | None:
+    """A location the runtime image cannot read: only Azure Blob (adlfs) is in it, with its account named."""
+    field = "path" if isinstance(source, FileSource) else "uri"
+    location = source.path if isinstance(source, FileSource) else source.uri
+    scheme = location.split("://", 1)[0]
+    if scheme in AZURE_SCHEMES:
+        if "@" in location.split("://", 1)[1].split("/", 1)[0]:
+            return None
+        why = "names no storage account, and a pod has no default one"
+        fix = f"name the account: {scheme}://<container>@<account>.blob.core.windows.net/<path>"
+    else:
+        why = (
+            f"is {scheme}://, which the runtime image cannot read (it carries adlfs for Azure Blob; s3fs cannot be "
+            "installed beside the pinned boto3, whose botocore aiobotocore pins differently, and gcsfs is not in it)"
+        )
+        fix = "keep this environment's offline data in Azure Blob: az://<container>@<account>.blob.core.windows.net/..."
+    return Diagnostic(
+        "unsupported-by-target",
+        f"DataSource '{spec.name}' is read by Feast in the cluster, but its {field} {location} {why}",
+        spec.document.locate(("spec", field)),
+        path=f"spec.{field}",
+        hint=fix,
+    )
+
+
 def _from_disk(spec: ParsedSpec[DataSource], source: FileSource, environment: str) -> Diagnostic:
     """A shared environment's offline store would read a file of the repository checkout (or a pod's disk)."""
     return Diagnostic(
@@ -276,7 +306,7 @@ def _from_disk(spec: ParsedSpec[DataSource], source: FileSource, environment: st
         f"'{spec.name}' from {source.path} (a repository checkout or a machine's disk)",
         spec.document.locate(("spec", "path")),
         path="spec.path",
-        hint=f"put the data in object storage or a warehouse and point '{environment}' at it with an override: "
-        f"{{target: DataSource/{spec.name}, patch: {{spec: {{path: 's3://bucket/{spec.name}.parquet'}}}}}} "
-        "(s3://, gs://, az://, abfss://), or type: object_store with a uri",
+        hint=f"put the data in Azure Blob and point '{environment}' at it with an override: "
+        f"{{target: DataSource/{spec.name}, patch: {{spec: {{path: "
+        f"'az://<container>@<account>.blob.core.windows.net/{spec.name}.parquet'}}}}}}",
     )

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.images import ImageNotBuilt, image_reference
+from mlspec.render.kfp_platform import secret_source, step_platform
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
@@ -40,8 +41,11 @@ LOCAL_IMAGE = "mlspec-runtime"
 FRAMEWORKS = {"torch": "mlspec.runtime.steps.train (PyTorch)"}
 
 
-def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool, image: str = LOCAL_IMAGE) -> dict[str, Any]:
-    """Everything that shapes one compiled pipeline, as plain data (also the cache key)."""
+def pipeline_inputs(
+    pipeline: TrainingPipeline, *, gpu: bool, image: str = LOCAL_IMAGE, platform: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything that shapes one compiled pipeline, as plain data (also the cache key); ``platform`` is what its
+    steps need from the cluster (:func:`mlspec.render.kfp_platform.step_platform`)."""
     spec = pipeline.spec
     resources = spec.resources
     use_gpu = gpu and resources.gpu is not None
@@ -63,14 +67,20 @@ def pipeline_inputs(pipeline: TrainingPipeline, *, gpu: bool, image: str = LOCAL
         "spot": resources.spot,
         "caching": spec.caching,
         "image": image,
+        "platform": platform,
     }
+
+
+def _digest(platform: dict[str, Any] | None) -> str:
+    """A short digest of what the steps need from the cluster (it keys the compile cache)."""
+    return hashlib.sha256(to_json(platform)).hexdigest()[:12] if platform else "none"
 
 
 @functools.cache
 def _components_digest() -> str:
     """A digest of the component code: compiled pipelines embed it, so it keys the render cache."""
     digest = hashlib.sha256()
-    for name in ("kfp_components.py", "kfp_batch.py"):
+    for name in ("kfp_components.py", "kfp_batch.py", "kfp_platform.py"):
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -95,15 +105,20 @@ def batch_feature_service(graph: ResolvedGraph, deployment: Deployment) -> str |
 
 
 def batch_inputs(
-    deployment: Deployment, spec: BatchDeploymentSpec, feature_service: str, image: str = LOCAL_IMAGE
+    deployment: Deployment,
+    spec: BatchDeploymentSpec,
+    feature_service: str,
+    image: str = LOCAL_IMAGE,
+    platform: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything that shapes one compiled batch pipeline (``spec`` is the Deployment's), as plain data."""
     runtime = spec.runtime
     connection = spec.batch.sink.connection
     secret = None
-    if connection and connection.startswith("k8s://"):
-        name, _, key = connection.removeprefix("k8s://").partition("/")
-        secret = {"name": name, "key": key, "variable": reference_variable(connection)}
+    source = secret_source(connection) if connection else None
+    # a k8s:// connection everywhere; a secret:// one where the steps run in a cluster (locally it is a variable)
+    if connection and source and (connection.startswith("k8s://") or platform is not None):
+        secret = {"name": source[0], "key": source[1], "variable": reference_variable(connection)}
     gpu = None
     if runtime.device == "gpu":
         gpu = {"type": runtime.gpu.type if runtime.gpu else "", "count": runtime.gpu.count if runtime.gpu else 1}
@@ -118,6 +133,7 @@ def batch_inputs(
         "gpu": gpu,
         "connection_secret": secret,
         "image": image,
+        "platform": platform,
     }
 
 
@@ -163,6 +179,19 @@ def _unknown_framework(spec: ParsedSpec, framework: str) -> Diagnostic:
     )
 
 
+def _sink_on_scratch(spec: ParsedSpec[Deployment], environment: str, path: str) -> Diagnostic:
+    """A batch Deployment of a cluster environment writing predictions to a folder: a pod's scratch disk."""
+    return Diagnostic(
+        "unsupported-by-target",
+        f"batch Deployment '{spec.name}' writes its predictions to the folder {path}, but in environment "
+        f"'{environment}' the score step runs in a Kubeflow pod, whose disk is gone when the step ends",
+        spec.document.locate(("spec", "batch", "sink", "path")),
+        path="spec.batch.sink.path",
+        hint=f"write to a warehouse table in '{environment}' with an override: {{target: Deployment/{spec.name}, "
+        "patch: {spec: {batch: {sink: {path: null, table: <schema.table>, connection: secret://<env>/warehouse}}}}}",
+    )
+
+
 def runtime_image(graph: ResolvedGraph, context: RenderContext) -> tuple[str | None, Diagnostic | None]:
     """The image every step runs: the recorded runtime image by digest on Kubeflow, a placeholder locally.
 
@@ -200,7 +229,8 @@ class KfpRenderer:
             if problem is not None:
                 out.diagnostics.append(problem)
             return out
-        namespace = f"kfp/{self.version}/{_components_digest()}/{context.mlspec_version}/{image}"
+        platform = step_platform(graph, context)
+        namespace = f"kfp/{self.version}/{_components_digest()}/{context.mlspec_version}/{image}/{_digest(platform)}"
         # (spec, with GPU, cache key): the key is the spec's content digest, so a hit costs no model dump
         planned: list[tuple[ParsedSpec[TrainingPipeline], bool, list[str]]] = []
         for spec in graph.specs(TrainingPipeline):
@@ -219,7 +249,9 @@ class KfpRenderer:
                 missing.append(index)
             else:
                 compiled[index] = found
-        jobs = [pipeline_inputs(planned[i][0].model, gpu=planned[i][1], image=image) for i in missing]
+        jobs = [
+            pipeline_inputs(planned[i][0].model, gpu=planned[i][1], image=image, platform=platform) for i in missing
+        ]
         for index, content in zip(missing, compile_all(jobs), strict=True):
             compiled[index] = content
             if context.cache:
@@ -234,11 +266,20 @@ class KfpRenderer:
                 build = functools.partial(_schedule_file, path, spec.name, schedule, graph.name)
                 files = reuse(context, f"{self.name}-schedule/{self.version}", [graph.name, spec.digest], build)
                 out.artifacts.append(Artifact(path, files[path], self.name, (spec.ref,)))
-        self._render_batch(graph, context, out, image)
+        self._render_batch(graph, context, out, image, platform)
         return out
 
-    def _render_batch(self, graph: ResolvedGraph, context: RenderContext, out: RenderOutput, image: str) -> None:
-        namespace = f"kfp-batch/{self.version}/{_components_digest()}/{context.mlspec_version}/{image}"
+    def _render_batch(
+        self,
+        graph: ResolvedGraph,
+        context: RenderContext,
+        out: RenderOutput,
+        image: str,
+        platform: dict[str, Any] | None,
+    ) -> None:
+        namespace = "/".join(
+            ("kfp-batch", self.version, _components_digest(), context.mlspec_version, image, _digest(platform))
+        )
         for spec in graph.specs(Deployment):
             deployment = spec.model
             batch = deployment.spec
@@ -247,11 +288,14 @@ class KfpRenderer:
             service = batch_feature_service(graph, deployment)
             if service is None:  # references are checked before rendering: a model always has its pipeline
                 continue
+            if platform is not None and batch.batch.sink.path is not None:
+                out.diagnostics.append(_sink_on_scratch(spec, graph.name, batch.batch.sink.path))
+                continue
             # the fingerprint covers the Deployment and what it reads (its model's pipeline, the feature service)
             key = [graph.fingerprint(spec.ref)]
             compiled = context.cache.lookup(namespace, key) if context.cache else None
             if compiled is None:
-                compiled = _compile_batch(batch_inputs(deployment, batch, service, image))
+                compiled = _compile_batch(batch_inputs(deployment, batch, service, image, platform))
                 if context.cache:
                     context.cache.store(namespace, key, compiled)
             out.artifacts.append(Artifact(f"kfp/batch/{spec.name}.yaml", compiled, self.name, (spec.ref,)))

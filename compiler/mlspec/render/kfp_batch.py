@@ -13,6 +13,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Dataset, Input, Output
 
 from mlspec.render.kfp_components import GPU_PRODUCT_LABEL, NOTHING_INSTALLED
+from mlspec.render.kfp_platform import apply_platform
 
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 
@@ -79,6 +80,8 @@ def compile_batch_pipeline(inputs: dict[str, Any]) -> bytes:
         )
         fetch_task.set_container_image(inputs["image"])
         score_task.set_container_image(inputs["image"])
+        apply_platform(fetch_task, inputs["platform"], features=True)
+        apply_platform(score_task, inputs["platform"], stores=True)
         score_task.set_cpu_request(inputs["cpu"]).set_cpu_limit(inputs["cpu"])
         score_task.set_memory_request(inputs["memory"]).set_memory_limit(inputs["memory"])
         gpu = inputs["gpu"]

@@ -16,6 +16,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from mlspec.hashing import canonical
+from mlspec.render.kfp_platform import apply_platform
 
 # Components install nothing when they start: every step runs in the runtime image (mlspec with kfp and its
 # engines), set per task from the environment's record (``mlspec.render.images``).
@@ -182,6 +183,7 @@ def compile_pipeline(inputs: dict[str, Any]) -> bytes:
         )
         for task in (fetch_task, train_task, evaluate_task, export_task, register_task):
             task.set_container_image(inputs["image"])
+            apply_platform(task, inputs["platform"], features=task is fetch_task, stores=task is register_task)
         for task in (fetch_task, train_task, evaluate_task, export_task):
             task.set_caching_options(enable_caching=inputs["caching"])
         register_task.set_caching_options(enable_caching=False)  # registering twice must happen twice

@@ -5,6 +5,9 @@ from __future__ import annotations
 from mlspec.runtime.context import RuntimeContext
 from mlspec.runtime.object_store import mlflow_artifact_root
 
+SCRATCH = "/tmp/mlspec"  # a step's scratch folder in its pod; /tmp is writable by any user
+FEATURE_REPO = "/etc/mlspec/feature_repo"  # where the Feast repository's ConfigMap is mounted (read-only)
+
 
 def cluster_context(
     environment: str,
@@ -13,15 +16,19 @@ def cluster_context(
     *,
     store_credentials: str | None = None,
     project_root: str = "/workspace",
-    data_dir: str = "/data",
+    data_dir: str = SCRATCH,
 ) -> RuntimeContext:
     """The RuntimeContext a step running in the cluster gets (passed as the ``environment`` parameter): MLflow's
-    artifact root in the store (wasbs:// for Azure Blob) and the store registered versions are published to."""
+    artifact root in the store (wasbs:// for Azure Blob) and the store registered versions are published to.
+
+    ``data_dir`` is the pod's scratch space (gone when the step ends; the image's non-root user can write it):
+    nothing a later step or a person reads is kept there. The Feast repository is mounted at FEATURE_REPO,
+    outside it (a mount point's parents are created for root: under the scratch folder it would lock it)."""
     return RuntimeContext(
         environment=environment,
         project_root=project_root,
         data_dir=data_dir,
-        feature_repo=f"{data_dir}/feature_repo",
+        feature_repo=FEATURE_REPO,
         tracking_uri=tracking_uri or "",
         artifact_root=mlflow_artifact_root(artifact_store) if artifact_store else "",
         device="auto",
