@@ -19,15 +19,19 @@ def digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+SOURCE_FILES = ("*.py", "*.j2", "*.rego")  # what derived output depends on
+
+
 @functools.cache
 def source_digest() -> str:
-    """sha256 of mlspec's own Python source, once per process: what caches of derived output are keyed by.
+    """sha256 of mlspec's own source, once per process: what caches of derived output are keyed by.
 
     A cached render or policy result is only as good as the code that produced it; keying by the version
-    number alone reused stale output whenever the code changed without a release (as in development).
+    number alone reused stale output whenever the code changed without a release (as in development). The
+    templates and the policy library count as source: a changed template must not reuse a cached render.
     """
     package = Path(__file__).resolve().parent
     hasher = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted(p for pattern in SOURCE_FILES for p in package.rglob(pattern)):
         hasher.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return hasher.hexdigest()

@@ -33,3 +33,23 @@ def test_the_source_digest_covers_every_module(monkeypatch: pytest.MonkeyPatch, 
         assert hashing.source_digest() != before
     finally:
         hashing.source_digest.cache_clear()
+
+
+@pytest.mark.parametrize("source", ["render/templates/feast_definitions.py.j2", "policy/library/residency.rego"])
+def test_the_source_digest_covers_templates_and_policies(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
+) -> None:
+    """A changed template or library policy must not reuse output cached by the old one."""
+    package = tmp_path / "mlspec"
+    (package / source).parent.mkdir(parents=True)
+    (package / "hashing.py").write_text("x = 1\n")
+    (package / source).write_text("one\n")
+    monkeypatch.setattr(hashing, "__file__", str(package / "hashing.py"))
+    hashing.source_digest.cache_clear()
+    try:
+        before = hashing.source_digest()
+        (package / source).write_text("two\n")
+        hashing.source_digest.cache_clear()
+        assert hashing.source_digest() != before
+    finally:
+        hashing.source_digest.cache_clear()

@@ -128,7 +128,7 @@ def fetch_entity_features(deployment_json: str, environment_json: str, feature_s
     store = open_store(ctx)
     projections, views, join_keys = service_views(store, feature_service)
     path, timestamp_field = source_path(store, batch["entities"], ctx)
-    if "://" not in str(path) and not path.is_file():
+    if "://" not in path and not Path(path).is_file():
         raise BatchError(f"entity source '{batch['entities']}': {path} does not exist")
     entities = pd.read_parquet(path)
     absent = [key for key in join_keys if key not in entities.columns]

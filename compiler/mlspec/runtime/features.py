@@ -40,15 +40,16 @@ def open_store(ctx: RuntimeContext) -> FeatureStore:
     return FeatureStore(repo_path=ctx.feature_repo)
 
 
-def source_path(store: FeatureStore, name: str, ctx: RuntimeContext) -> tuple[Path, str]:
-    """A file DataSource's parquet path (relative ones against the project root) and its timestamp column."""
+def source_path(store: FeatureStore, name: str, ctx: RuntimeContext) -> tuple[str, str]:
+    """A file DataSource's parquet location and its timestamp column: an object-store URI (az://, read through
+    fsspec) as it is, a relative path against the project root."""
     source = store.get_data_source(feast_name(name))
-    path = Path(getattr(source, "path", "") or "")
-    if not str(path):
-        raise ValueError(f"data source '{name}' is not a file source; the local runtime reads parquet files")
-    if not path.is_absolute():
-        path = Path(ctx.project_root) / path
-    return path, source.timestamp_field
+    location = str(getattr(source, "path", "") or "")
+    if not location:
+        raise ValueError(f"data source '{name}' is not a file source; the runtime reads parquet files")
+    if "://" in location or Path(location).is_absolute():
+        return location, source.timestamp_field
+    return str(Path(ctx.project_root) / location), source.timestamp_field
 
 
 def utc(series: pd.Series) -> pd.Series:

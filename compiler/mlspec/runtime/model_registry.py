@@ -21,7 +21,7 @@ REJECTED_TAG = "mlspec.rollout"
 
 
 class RegistryError(Exception):
-    """A registered version cannot be used: no local ONNX file, or its bytes are not what was recorded."""
+    """A registered version cannot be used: no ONNX file, or its bytes are not what was recorded."""
 
 
 @dataclass(frozen=True)
@@ -94,20 +94,30 @@ class Registry:
         if not model_id and source.startswith("models:/m-"):  # a logged model (MLflow 3)
             model_id = source.removeprefix("models:/").split("/", 1)[0]
         if model_id:
-            roots.append(self._local_path(self.client.get_logged_model(model_id).artifact_location))
+            roots.append(self._artifacts(self.client.get_logged_model(model_id).artifact_location))
         if source and not source.startswith("models:/"):
-            roots.append(self._local_path(source))
+            roots.append(self._artifacts(source))
         for root in roots:
             files = sorted(root.rglob("*.onnx")) if root.is_dir() else ([root] if root.suffix == ".onnx" else [])
             if files:
                 return files[0]
         raise self.error(f"model {found.name} version {found.version} has no ONNX file in the registry")
 
-    def _local_path(self, uri: str) -> Path:
+    def _artifacts(self, uri: str) -> Path:
+        """A local folder (or file) with the artifacts at ``uri``: the path itself for a file:// URI, else a
+        download through MLflow's artifact store (wasbs://, s3://: a pipeline step in a cluster). Whatever
+        arrives is checked against the recorded sha256 before use (:meth:`verify`)."""
         parsed = urlparse(uri)
-        if parsed.scheme not in ("", "file"):
-            raise self.error(f"the local platform serves models from local files, not {uri}")
-        return Path(unquote(parsed.path))
+        if parsed.scheme in ("", "file"):
+            return Path(unquote(parsed.path))
+        import tempfile
+
+        from mlflow.artifacts import download_artifacts
+
+        try:
+            return Path(download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="mlspec-model-")))
+        except Exception as exc:  # the store's own error (credentials, network): one line for the step's log
+            raise self.error(f"cannot download the model artifacts at {uri}: {exc}") from None
 
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version number an alias points at (None when unset), without resolving its files."""
