@@ -96,8 +96,13 @@ def test_pinned_least_privilege_python_311_and_secrets_by_reference(where: str, 
         for step in job["steps"]:
             if "uses" in step:
                 assert SHA_PIN.match(step["uses"]), step["uses"]
-    assert set(re.findall(r"secrets\.\w+", text)) == {"secrets.GITOPS_TOKEN"}
-    assert text.count("${{ secrets.GITOPS_TOKEN }}") == text.count("secrets.") == 3  # one per apply job
+    # GITOPS_TOKEN once per apply job; the rehearsal's registry login, only when set, and nothing else
+    assert set(re.findall(r"secrets\.\w+", text)) == {
+        "secrets.GITOPS_TOKEN",
+        "secrets.REGISTRY_USERNAME",
+        "secrets.REGISTRY_PASSWORD",
+    }
+    assert text.count("${{ secrets.GITOPS_TOKEN }}") == 3 and text.count("secrets.") == 5
 
 
 def test_the_scaffold_is_the_same_workflow_installing_from_pypi(scaffolded: Path) -> None:
@@ -123,3 +128,18 @@ def test_this_repository_audits_its_pinned_dependencies_as_a_report() -> None:
     runs = "\n".join(s.get("run", "") for s in job["steps"])
     assert "scripts/audit_dependencies.py -r requirements/lock.txt" in runs and "--strict" not in runs
     assert 'pip install "pip-audit==2.10.1"' in runs  # pinned, like everything else
+
+
+@pytest.mark.parametrize("where", ["repo", "scaffold"])
+def test_pull_requests_can_rehearse_an_environment_in_containers(where: str, scaffolded: Path) -> None:
+    flow = load((REPO if where == "repo" else scaffolded) / ".github/workflows/mlspec.yml")
+    job = flow["jobs"]["rehearse"]
+    # opt-in per repository, pull requests only, read-only
+    assert job["if"] == "github.event_name == 'pull_request' && vars.MLSPEC_REHEARSE_ENV != ''"
+    assert job["permissions"] == {"contents": "read"} and job["env"]["MLSPEC_ENV"] == "${{ vars.MLSPEC_REHEARSE_ENV }}"
+    assert {"redis", "postgres"} <= set(job["services"])
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "azurite-blob --blobHost 127.0.0.1" in runs and 'mlspec rehearse --env "$MLSPEC_ENV"' in runs
+    # every stand-in the command reads is on loopback (the rehearsal refuses anything else)
+    for variable in ("MLSPEC_REHEARSE_AZURE", "MLSPEC_REHEARSE_REDIS", "MLSPEC_REHEARSE_POSTGRES"):
+        assert "127.0.0.1" in job["env"][variable], variable

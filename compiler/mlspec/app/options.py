@@ -39,3 +39,14 @@ class DestroyOptions:
     allow_destroy: bool = False
     lock_timeout: float = 0.0
     who: str | None = None
+
+
+@dataclass(frozen=True)
+class RehearsalOptions:
+    """The stand-ins a rehearsal talks to instead of the environment's stores (all on this machine)."""
+
+    azure: str | None = None  # an Azure Storage connection string (Azurite)
+    s3: str | None = None  # an S3 endpoint URL
+    redis: str | None = None  # host:port
+    postgres: str | None = None  # a postgresql:// URL
+    ca_file: str | None = None  # the CA the stand-ins' TLS certificates chain to

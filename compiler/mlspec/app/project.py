@@ -40,8 +40,9 @@ from mlspec.spec.validate import specs_of, validate_document
 if TYPE_CHECKING:
     from mlspec.app.applying import Approve, Progress
     from mlspec.app.operations import MonitorOutcome, PlatformStatus
-    from mlspec.app.options import ApplyOptions, DestroyOptions, PlanOptions
+    from mlspec.app.options import ApplyOptions, DestroyOptions, PlanOptions, RehearsalOptions
     from mlspec.app.planning import Drift, PlanResult
+    from mlspec.app.rehearsal import RehearsalReport
     from mlspec.app.session import EnvironmentSession
     from mlspec.app.validation import ValidationResult as Validation
     from mlspec.apply.reconciler import ApplyResult
@@ -373,6 +374,22 @@ class Project:
         from mlspec.app.images import build_project_images
 
         return build_project_images(self, push=push, base_image=base_image, torch_variant=torch_variant)
+
+    def rehearse(
+        self,
+        environment: str,
+        stand_ins: RehearsalOptions,
+        *,
+        pipelines: tuple[str, ...] = (),
+        sample_env: str = "local",
+        progress: Progress = lambda _: None,
+    ) -> RehearsalReport:
+        """Run what Argo CD would run for ``environment`` (Feast jobs, pipelines) in local containers against
+        stand-in stores, with ``sample_env``'s data."""
+        from mlspec.app.rehearsal import rehearse, standins_for
+
+        standins = standins_for(self, environment, stand_ins)
+        return rehearse(self, environment, standins, pipelines=pipelines, sample_env=sample_env, progress=progress)
 
     def compliance(
         self, environment: str, *, today: dt.date | None = None, show_date: bool = False

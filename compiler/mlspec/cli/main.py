@@ -325,6 +325,7 @@ def _register_lifecycle() -> None:
     from mlspec.cli import pr as cli_pr
     from mlspec.cli import promote as cli_promote
     from mlspec.cli import reconcile as cli_reconcile
+    from mlspec.cli import rehearse as cli_rehearse
     from mlspec.cli import report as cli_report
     from mlspec.cli.lifecycle import lifecycle
     from mlspec.cli.platform import platform
@@ -338,6 +339,7 @@ def _register_lifecycle() -> None:
         cli_report.commands,
         cli_edge.commands,
         cli_images.commands,
+        cli_rehearse.commands,
     )
     for group in groups:
         for command in group.commands.values():
