@@ -259,6 +259,7 @@ def test_pipeline_steps_get_the_feast_repository_and_each_secret_they_resolve_an
     hook = next(d for d in documents(files["gitops/pipeline-churn-model.yaml"]) if d["kind"] == "Job")
     context = RuntimeContext.from_json(request_of(hook).parameters["environment"])
     store_variable = secret_variable(context.model_store_credentials)
+    assert context.kms_key == graph.env.spec.encryption.kms_key  # steps seal with the environment's key
     training = _executors(files["kfp/churn-model.yaml"])
     fetch = training["exec-fetch-features"]
     (volume,) = fetch["configMapAsVolume"]

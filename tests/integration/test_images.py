@@ -3,6 +3,8 @@ the runtime image with kfp's DockerRunner (no mocks). Needs ``scripts/test_servi
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -11,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from mlspec.app.project import Project
-from mlspec.render.images import RECORD_FILE, read_record
-from mlspec.render.write import write_tree
-from mlspec.runtime.context import RuntimeContext
+from mlspec.crypto.envelope import decrypt, is_envelope
+from mlspec.crypto.keys import LocalKey
+from mlspec.render.images import read_record
 from mlspec.targets.images import BuildRequest, BuiltImage, build_images
 from tests.conftest import REPO, copy_platform
+from tests.services import azurite, fresh_database, redis_url
 
 sys.path.insert(0, str(REPO / "scripts"))
-from generate_data import generate
+import generate_data
 
 pytestmark = pytest.mark.slow
-FEAST = str(Path(sys.executable).parent / "feast")
+MLSPEC = str(Path(sys.executable).parent / "mlspec")
 SERVICE = os.environ.get("MLSPEC_TEST_DOCKER")
 if not SERVICE:
     reason = os.environ.get("MLSPEC_TEST_SERVICES_SKIPPED", "run the suite through scripts/test_services.py")
@@ -95,39 +97,78 @@ def test_images_run_as_non_root_and_serving_has_no_torch_compiler_or_pip(
     assert "torch" not in {component["name"] for component in serving_sbom["components"]}
 
 
-def test_the_rendered_prod_training_pipeline_runs_in_the_runtime_image(
-    built: tuple[Path, dict[str, BuiltImage], dict[str, BuiltImage]], tmp_path: Path
-) -> None:
-    """prod's compiled churn-model pipeline, exactly as rendered, on the DockerRunner against local stores."""
-    from kfp import components, local
-
-    root, first, _ = built
+def _prod_on_the_test_registry(root: Path) -> None:
     prod = root / "environments" / "prod.yaml"
     text = prod.read_text()
     current = next(line for line in text.splitlines() if "images: {registry:" in line)
     prod.write_text(text.replace(current, f"    images: {{registry: {DOCKER['registry']}}}"))
-    generate(root / "data", customers=400, days=30)
-    project = Project.open(root)
-    for env, targets in (("local", ["feast", "kfp", "mlflow"]), ("prod", ["kfp"])):
-        _, result = project.render(env, targets, use_cache=False)
-        assert result is not None and result.ok, result and result.diagnostics
-        write_tree(root / "rendered" / env, result.artifacts)
-    pipeline = root / "rendered" / "prod" / "kfp" / "churn-model.yaml"
-    assert f"image: {first['runtime'].image.reference}" in pipeline.read_text()
-    repo = root / "rendered" / "local" / "feast"
-    (root / ".mlspec" / "local" / "feast").mkdir(parents=True)
-    env = {**os.environ, "MLSPEC_PROJECT_ROOT": str(root)}
-    apply = subprocess.run(
-        [FEAST, "apply"], cwd=repo, capture_output=True, text=True, env=env, timeout=300, check=False
+
+
+def test_the_prod_rehearsal_runs_what_argo_cd_would_against_azurite_redis_and_postgres(
+    built: tuple[Path, dict[str, BuiltImage], dict[str, BuiltImage]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mlspec rehearse --env prod`: Feast apply, both training pipelines as compiled, the batch pipeline and
+    materialization, in the runtime image, reading az:// sources from Azurite and writing models there."""
+    import psycopg
+    import redis
+    from azure.storage.blob import BlobServiceClient
+    from mlflow import MlflowClient
+
+    root, first, _ = built
+    _prod_on_the_test_registry(root)
+    # the last 30 days: materialize-incremental loads each view's ttl back from now, as the CronJob does
+    monkeypatch.setattr(generate_data, "START", dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    generate_data.generate(root / "data", customers=400, days=30)
+    blob = azurite()
+    account, key, port = (
+        blob["MLSPEC_TEST_AZURITE_ACCOUNT"],
+        blob["MLSPEC_TEST_AZURITE_KEY"],
+        blob["MLSPEC_TEST_AZURITE_PORT"],
     )
-    assert apply.returncode == 0, apply.stderr[-2000:]
-    subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)  # the image's user (uid 10001) writes there
-    ctx = RuntimeContext.local("local", root, root / ".mlspec" / "local", repo)
-    # the project sits under the pipeline root, which the DockerRunner mounts at the same path
-    local.init(runner=local.DockerRunner(network_mode="host"), pipeline_root=str(root), raise_on_error=True)
-    task = components.load_component_from_file(str(pipeline))(environment=ctx.to_json())
-    summary = json.loads(task.output)
-    assert summary["model_name"] == "churn-model" and summary["gates_passed"]
-    assert summary["version"] is not None and summary["device"] == "cpu"
-    assert Path(summary["onnx_path"]).is_file()
-    assert (root / RECORD_FILE).is_file()
+    connection = (
+        f"DefaultEndpointsProtocol=https;AccountName={account};AccountKey={key};"
+        f"BlobEndpoint=https://127.0.0.1:{port}/{account};"
+    )
+    warehouse = fresh_database("rehearsal")
+    redis_at = redis_url().removeprefix("redis://").split("/", 1)[0]
+    args = ["rehearse", "--env", "prod", "--format", "json", "--azure", connection, "--redis", redis_at,
+            "--postgres", warehouse, "--ca-file", blob["MLSPEC_TEST_AZURITE_CA"], "-C", str(root)]  # fmt: skip
+    done = subprocess.run([MLSPEC, *args], capture_output=True, text=True, timeout=1800, check=False)
+    report = json.loads(done.stdout)
+    failed = [step for step in report["steps"] if not step["ok"]]
+    logs = "".join(Path(step["log"]).read_text()[-6000:] for step in failed)
+    assert done.returncode == 0 and not failed, done.stderr[-3000:] + logs
+    assert report["ok"] and report["image"] == first["runtime"].image.reference
+    kinds = [(step["kind"], step["name"]) for step in report["steps"]]
+    assert kinds == [("feast-apply", "feast-apply"), ("pipeline", "churn-model"), ("pipeline", "fraud-detector"),
+                     ("batch", "batch-churn-batch"), ("materialize", "feast-materialize")]  # fmt: skip
+    summaries = {step["name"]: json.loads(step["output"]) for step in report["steps"] if step["output"]}
+    churn = summaries["churn-model"]
+    assert churn["gates_passed"] and churn["device"] == "cpu" and churn["version"] == "1"
+    # the registered version is in the environment's artifact store (Azurite), immutable and with its digest
+    store = BlobServiceClient.from_connection_string(connection, connection_verify=blob["MLSPEC_TEST_AZURITE_CA"])
+    models = store.get_container_client("models")
+    folder = "models/churn-model/versions/1/"
+    names = {b.name for b in models.list_blobs(name_starts_with=folder)}
+    assert {folder + f for f in ("model.onnx", "model.sha256", "manifest.json")} <= names, names
+    manifest = json.loads(models.download_blob(folder + "manifest.json").readall())
+    assert manifest["model_sha256"] == churn["onnx_sha256"] and manifest["version"] == "1"
+    # sealed with prod's kms:// key (the rehearsal's stand-in KMS): only that key opens it, to the recorded model
+    assert manifest["sealed"] and manifest["encryption"]["key_ref"] == "kms://prod-platform"
+    stored = models.download_blob(folder + "model.onnx").readall()
+    assert is_envelope(stored)
+    (key_path,) = (Path(report["workdir"]) / "kms").glob("*.key")
+    assert key_path.stat().st_mode & 0o077 == 0, "the stand-in key is its owner's only"
+    plain = decrypt(stored, LocalKey(key_path.read_bytes(), "kms://prod-platform"))
+    assert hashlib.sha256(plain).hexdigest() == churn["onnx_sha256"]
+    assert any(n.startswith("mlflow/") for n in (b.name for b in models.list_blobs(name_starts_with="mlflow/")))
+    client = MlflowClient(f"sqlite:///{report['workdir']}/mlflow.db")
+    assert str(client.get_model_version_by_alias("churn-model", "champion").version) == "1"
+    # the batch pipeline scored every customer of the scoring source into the warehouse stand-in
+    batch = summaries["batch-churn-batch"]
+    with psycopg.connect(warehouse) as db:
+        (rows,) = db.execute("SELECT count(*) FROM ml_prod.churn_scores").fetchone() or (0,)
+    assert rows == batch["rows"] > 0
+    # materialization wrote the online store
+    online = redis.Redis.from_url(redis_url())
+    assert any(True for _ in online.scan_iter(count=1000)), "feast materialize wrote nothing to Redis"

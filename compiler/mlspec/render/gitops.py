@@ -53,6 +53,7 @@ def submit_request(graph: ResolvedGraph, project: str, pipeline: str, compiled: 
         registry.tracking_uri,
         store.uri if store else None,
         store_credentials=store.credentials if store else None,
+        kms_key=graph.env.spec.encryption.kms_key,
     )
     parameters = {"environment": context.to_json()}
     version = version_name(pipeline, compiled)

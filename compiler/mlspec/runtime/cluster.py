@@ -15,6 +15,7 @@ def cluster_context(
     artifact_store: str | None,
     *,
     store_credentials: str | None = None,
+    kms_key: str | None = None,
     project_root: str = "/workspace",
     data_dir: str = SCRATCH,
 ) -> RuntimeContext:
@@ -22,7 +23,9 @@ def cluster_context(
     artifact root in the store (wasbs:// for Azure Blob) and the store registered versions are published to.
 
     ``data_dir`` is the pod's scratch space (gone when the step ends; the image's non-root user can write it):
-    nothing a later step or a person reads is kept there. The Feast repository is mounted at FEATURE_REPO,
+    nothing a later step or a person reads is kept there. ``kms_key`` (the Environment's encryption.kms_key)
+    seals what the steps write; a ``kms://`` key needs a provider in the image (MLSPEC_KMS_PROVIDER), else the
+    steps fail closed rather than write in plaintext. The Feast repository is mounted at FEATURE_REPO,
     outside it (a mount point's parents are created for root: under the scratch folder it would lock it)."""
     return RuntimeContext(
         environment=environment,
@@ -34,4 +37,5 @@ def cluster_context(
         device="auto",
         model_store=artifact_store or "",
         model_store_credentials=store_credentials or "",
+        kms_key=kms_key,
     )

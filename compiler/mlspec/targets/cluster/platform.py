@@ -321,6 +321,7 @@ def cluster_target(
                 registry.tracking_uri,
                 store.uri if store else None,
                 store_credentials=store.credentials if store else None,
+                kms_key=graph.env.spec.encryption.kms_key,
             ),
         )
     tracking = targets.registry.tracking_uri
