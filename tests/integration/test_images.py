@@ -162,7 +162,8 @@ def test_the_prod_rehearsal_runs_what_argo_cd_would_against_azurite_redis_and_po
     plain = decrypt(stored, LocalKey(key_path.read_bytes(), "kms://prod-platform"))
     assert hashlib.sha256(plain).hexdigest() == churn["onnx_sha256"]
     assert any(n.startswith("mlflow/") for n in (b.name for b in models.list_blobs(name_starts_with="mlflow/")))
-    client = MlflowClient(f"sqlite:///{report['workdir']}/mlflow.db")
+    tracking = f"sqlite:///{report['workdir']}/mlflow.db"
+    client = MlflowClient(tracking, registry_uri=tracking)  # not the registry another test set process-wide
     assert str(client.get_model_version_by_alias("churn-model", "champion").version) == "1"
     # the batch pipeline scored every customer of the scoring source into the warehouse stand-in
     batch = summaries["batch-churn-batch"]
