@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlspec.diagnostics import Diagnostic
 from mlspec.git.info import Revision
 from mlspec.git.info import revision as current_revision
+from mlspec.load.discovery import PROJECT_FILE, files_inside, inside, yaml_files
 from mlspec.resolve.graph import ResolvedGraph
 
 if TYPE_CHECKING:
@@ -50,3 +52,37 @@ def local_paths(project: Project, graph: ResolvedGraph) -> LocalPaths:
 
     encryption = graph.env.spec.encryption
     return LocalPaths(graph.name, project.root, data_dir(project, graph), encryption.kms_key, encryption.signing_key)
+
+
+def spec_files(project: Project) -> tuple[list[Path], list[Diagnostic]]:
+    """Every YAML file of the project's spec and environment folders, and an error for each folder that leads
+    outside the project or is missing and each file that links out (those are never read)."""
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    specs = project.settings.specs
+    for index, folder in enumerate([*specs, project.settings.environments]):
+        path = project.root / folder
+        key: tuple[str | int, ...] = ("spec", "specs", index) if index < len(specs) else ("spec", "environments")
+        if inside(project.root, folder) is None:
+            problems.append(
+                Diagnostic(
+                    "outside-project",
+                    f"folder '{folder}' named in {PROJECT_FILE} leads outside the project ({path.resolve()})",
+                    project.project_file_location(key),
+                    hint="spec folders are inside the project: a relative path without '..' or links out",
+                )
+            )
+        elif not path.exists():
+            problems.append(
+                Diagnostic(
+                    "missing-directory",
+                    f"folder '{folder}' named in {PROJECT_FILE} does not exist",
+                    project.project_file_location(key),
+                    hint=f"create it, or fix the path in {PROJECT_FILE}",
+                )
+            )
+        else:
+            kept, links_out = files_inside(project.root, yaml_files(path))
+            files.extend(kept)
+            problems.extend(links_out)
+    return list(dict.fromkeys(files)), problems

@@ -29,9 +29,10 @@ from mlspec import __version__
 from mlspec.app.validation import CheckResult, Resolution, ValidationResult, validate_files
 from mlspec.diagnostics import Diagnostic, Location
 from mlspec.errors import ProjectNotFoundError, UsageError
-from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root, yaml_files
+from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root
 from mlspec.load.limits import Limits
 from mlspec.load.yaml_loader import load_file
+from mlspec.resolve.confinement import confinement_problems
 from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_environment
 from mlspec.spec.environment import Environment
 from mlspec.spec.project_file import ProjectFile, ProjectSpec
@@ -113,29 +114,13 @@ class Project:
         return Limits(cfg.max_file_bytes, cfg.max_depth, cfg.max_alias_nodes)
 
     def spec_files(self) -> tuple[list[Path], list[Diagnostic]]:
-        """Every YAML file of the project's spec and environment folders."""
-        files: list[Path] = []
-        problems: list[Diagnostic] = []
-        folders = [*self.settings.specs, self.settings.environments]
-        for index, folder in enumerate(folders):
-            path = self.root / folder
-            if not path.exists():
-                key: tuple[str | int, ...] = (
-                    ("spec", "specs", index) if index < len(self.settings.specs) else ("spec", "environments")
-                )
-                problems.append(
-                    Diagnostic(
-                        "missing-directory",
-                        f"folder '{folder}' named in {PROJECT_FILE} does not exist",
-                        self._project_location(key),
-                        hint=f"create it, or fix the path in {PROJECT_FILE}",
-                    )
-                )
-                continue
-            files.extend(yaml_files(path))
-        return list(dict.fromkeys(files)), problems
+        """Every YAML file of the project's spec and environment folders (links out of the project refused)."""
+        from mlspec.app.paths import spec_files
 
-    def _project_location(self, path: tuple[str | int, ...]) -> Location:
+        return spec_files(self)
+
+    def project_file_location(self, path: tuple[str | int, ...]) -> Location:
+        """Where a key of mlspec.yaml is (its file when it cannot be found)."""
         documents, _ = load_file(self.root / PROJECT_FILE, display_path(self.root / PROJECT_FILE), Limits())
         if documents:
             return documents[0].locate(path)
@@ -158,6 +143,10 @@ class Project:
         if not validation.ok:
             return Resolution(validation, None, validation.diagnostics)
         graph, problems = resolve_environment(list(validation.specs), environment)
+        if graph is not None:  # local paths stay inside the project (after the environment's overrides)
+            confined = confinement_problems(graph, self.root)
+            if confined:  # an error of resolution, like a dangling reference: no graph to go on with
+                graph, problems = None, [*problems, *confined]
         diagnostics = tuple(sorted([*validation.diagnostics, *problems], key=Diagnostic.sort_key))
         return Resolution(validation, graph, diagnostics)
 

@@ -47,6 +47,12 @@ NAME_PATTERN = _pattern(
     "a name of lowercase letters, digits and '-', starting and ending with a letter or digit, "
     "at most 63 characters (like 'fraud-detector')",
 )
+# Relative, inside the project: not absolute, no backslash, no '..' segment (no look-ahead: pydantic's regex).
+_SEGMENT = r"(?:[^/\\.][^/\\]*|\.|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"
+REL_PATH_PATTERN = _pattern(
+    rf"^{_SEGMENT}(?:/{_SEGMENT})*/?$",
+    "a path inside the project: relative, with '/' between folders and no '..' (like 'specs' or '.mlspec/state.db')",
+)
 FIELD_PATTERN = _pattern(
     r"^[a-z_][a-z0-9_]{0,62}$",
     "a field name of lowercase letters, digits and '_', not starting with a digit (like 'txn_count_7d')",

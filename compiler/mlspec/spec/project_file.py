@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from mlspec.spec.base import FieldError, Metadata, StrictModel
+from mlspec.spec.base import REL_PATH_PATTERN, FieldError, Metadata, StrictModel
 
 STATE_URL_PATTERN = r"^(env://[A-Z_][A-Z0-9_]*|secret://[a-z0-9][-a-z0-9./_]*)$"
-RelPath = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^/\\][^\\]*$")]
+RelPath = Annotated[str, StringConstraints(min_length=1, pattern=REL_PATH_PATTERN)]
 
 
 class LimitsConfig(StrictModel):

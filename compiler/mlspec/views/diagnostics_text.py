@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,15 +20,27 @@ class SourceCache:
     def line(self, file: str, number: int) -> str | None:
         """Line ``number`` (1-based) of ``file``, or None when unavailable."""
         if file not in self._lines:
-            try:
-                text = Path(file).read_bytes()[: 4 * 1024 * 1024].decode("utf-8", errors="replace")
-                self._lines[file] = text.splitlines()
-            except OSError:
-                self._lines[file] = None
+            self._lines[file] = _read_lines(Path(file))
         lines = self._lines[file]
         if lines is None or not 0 < number <= len(lines):
             return None
         return lines[number - 1]
+
+
+EXCERPT_BYTES = 4 * 1024 * 1024
+# The loader refused these files unread: their bytes are never shown (a pipe would block, a link may lead out).
+UNREAD = frozenset({"outside-project", "unreadable-file", "file-too-large"})
+
+
+def _read_lines(path: Path) -> list[str] | None:
+    """The first EXCERPT_BYTES of a regular file, as lines; None for anything else (a pipe, a device)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            return handle.read(EXCERPT_BYTES).decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
 
 
 def render_diagnostic(d: Diagnostic, style: Style, sources: SourceCache | None = None) -> str:
@@ -34,7 +48,8 @@ def render_diagnostic(d: Diagnostic, style: Style, sources: SourceCache | None =
     colour = "red" if d.severity == "error" else "yellow"
     header = f"{style(str(d.location), 'bold')}: {style(f'{d.severity}[{d.code}]', colour, 'bold')}: {d.message}"
     lines = [header]
-    source = sources.line(d.location.file, d.location.line) if sources and d.location.line > 0 else None
+    wanted = sources is not None and d.location.line > 0 and d.code not in UNREAD
+    source = sources.line(d.location.file, d.location.line) if sources is not None and wanted else None
     if source is not None and "\x00" not in source:
         shown = source.expandtabs(1)
         if len(shown) > 160:
