@@ -328,15 +328,15 @@ def _compose_all(text: str, display: str, limits: Limits, digest: str) -> tuple[
             node = composer.get_node()
             if node is None:
                 break
-            if len(documents) >= limits.max_documents:
-                diagnostics.append(
+            if index >= limits.max_documents:  # the file is refused whole: one error, not one per document
+                return [], [
                     Diagnostic(
                         "too-many-documents",
                         f"more than {limits.max_documents} documents in one file",
                         mark_location(display, node.start_mark),
+                        hint="split it into several files",
                     )
-                )
-                break
+                ]
             builder = _Builder(display, limits)
             try:
                 value = builder.build(node)

@@ -68,10 +68,19 @@ def render_diagnostic(d: Diagnostic, style: Style, sources: SourceCache | None =
     return "\n".join(lines)
 
 
-def render_diagnostics(diagnostics: Iterable[Diagnostic], style: Style, *, excerpts: bool = True) -> str:
-    """Every diagnostic, separated by blank lines when excerpts are shown."""
+MAX_SHOWN = 200  # a terminal is no place for 20,000 errors: the first ones, then how many more
+
+
+def render_diagnostics(
+    diagnostics: Iterable[Diagnostic], style: Style, *, excerpts: bool = True, limit: int = MAX_SHOWN
+) -> str:
+    """The diagnostics (the first ``limit``, then "and N more"), separated by blank lines when excerpts are
+    shown."""
     sources = SourceCache() if excerpts else None
-    blocks = [render_diagnostic(d, style, sources) for d in diagnostics]
+    every = list(diagnostics)
+    blocks = [render_diagnostic(d, style, sources) for d in every[:limit]]
+    if len(every) > limit:
+        blocks.append(f"... and {len(every) - limit} more (--format json lists them all)")
     return ("\n\n" if excerpts else "\n").join(blocks)
 
 
