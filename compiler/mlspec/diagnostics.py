@@ -6,10 +6,16 @@ nothing here prints.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning"]
+
+
+# Control characters (but tab and newline) and the bidirectional controls (U+061C, U+200E-U+200F, U+202A-U+202E,
+# U+2066-U+2069): refused in spec strings and never echoed, since text reaches terminals, reports and PR comments.
+HIDDEN_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True, slots=True, order=True)

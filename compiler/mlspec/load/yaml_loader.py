@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
-from mlspec.diagnostics import Diagnostic, Location
+from mlspec.diagnostics import HIDDEN_CHARACTERS, Diagnostic, Location
 from mlspec.load.documents import MERGE_KEY, RawDocument, mark_location
 from mlspec.load.limits import Limits
 
@@ -205,6 +205,15 @@ class _Builder:
         tag = node.tag
         value: str = node.value
         if tag in (_STR, "!"):
+            hidden = HIDDEN_CHARACTERS.search(value)
+            if hidden is not None:  # it would reach a terminal, a report or a PR comment looking like something else
+                self._error(
+                    "invalid-character",
+                    f"the text holds the invisible or control character U+{ord(hidden.group()):04X}",
+                    node,
+                    hint="remove it: bidirectional overrides and control characters can make text read differently "
+                    "from what it is",
+                )
             return value
         if tag == _INT:
             if len(value) > 64:

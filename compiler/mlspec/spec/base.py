@@ -30,7 +30,8 @@ class StrictModel(BaseModel):
 
     # Field descriptions are written as Field(description=...): attribute docstrings would make pydantic
     # parse every model's source at import, which slows down every command's start.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+    # allow_inf_nan: no target takes an infinite or NaN setting (a `.inf` weight decay trains nothing).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False, allow_inf_nan=False)
 
 
 # Human wording for each pattern, used when a value does not match.

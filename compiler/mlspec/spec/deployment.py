@@ -436,3 +436,15 @@ class Deployment(StrictModel):
         json_schema_extra={"discriminator": _SCHEMA_DISCRIMINATOR},
         description="How the model is served: the fields depend on ``mode`` (omitted: online).",
     )
+
+    @model_validator(mode="after")
+    def _dns_1035_name(self) -> Deployment:
+        """An online Deployment becomes an InferenceService and Services of its name, which Kubernetes requires
+        to start with a letter (DNS-1035); refuse here what the cluster would refuse at apply."""
+        if not self.metadata.name[0].isalpha():
+            raise FieldError(
+                ("metadata", "name"),
+                f"Deployment name '{self.metadata.name}' must start with a letter: it names Kubernetes objects "
+                "(InferenceService, Service), whose names follow DNS-1035",
+            )
+        return self

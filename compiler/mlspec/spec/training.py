@@ -68,7 +68,9 @@ class Hyperparameters(StrictModel):
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(default=256, description="Rows per optimizer step.")
     weight_decay: Annotated[float, Field(ge=0)] = Field(default=0.0, description="L2 penalty on the weights.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(default="adam", description="Optimization algorithm.")
-    seed: int = Field(default=42, description="Random seed: the same data and seed train the same model.")
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = Field(
+        default=42, description="Random seed: the same data and seed train the same model (0 to 2^63-1)."
+    )
 
 
 class FloatRange(StrictModel):

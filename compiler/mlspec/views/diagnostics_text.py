@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlspec.diagnostics import Diagnostic
+from mlspec.diagnostics import HIDDEN_CHARACTERS, Diagnostic
 from mlspec.views.style import Style
 
 
@@ -51,7 +51,7 @@ def render_diagnostic(d: Diagnostic, style: Style, sources: SourceCache | None =
     wanted = sources is not None and d.location.line > 0 and d.code not in UNREAD
     source = sources.line(d.location.file, d.location.line) if sources is not None and wanted else None
     if source is not None and "\x00" not in source:
-        shown = source.expandtabs(1)
+        shown = HIDDEN_CHARACTERS.sub("\ufffd", source.expandtabs(1))  # one column each: the caret stays put
         if len(shown) > 160:
             start = max(0, d.location.column - 80)
             shown = shown[start : start + 160]

@@ -157,6 +157,11 @@ DIAGNOSTIC_RULES: dict[str, RuleText] = {
     "invalid-merge": _code(_READ, "a merge key '<<' whose value is not a mapping", "merge a mapping (<<: *defaults)"),
     "too-many-documents": _code(_READ, "more than limits.max_documents documents in one file", "split the file"),
     "unreadable-file": _code(_READ, "the file could not be read", "check the file's permissions and type"),
+    "invalid-character": _code(
+        _READ,
+        "a string holds a control character or a bidirectional control, which would show text other than what it is",
+        "remove the character",
+    ),
     "number-too-large": _code(_READ, "an integer with more than 64 digits", "check the value"),
     "not-a-mapping": _code(
         _CHECK, "a document is a list or a scalar, not a mapping", "start the document with apiVersion:"
@@ -181,6 +186,11 @@ DIAGNOSTIC_RULES: dict[str, RuleText] = {
     ),
     "duplicate-name": _code(_TOGETHER, "two resources of one kind share a name", "rename one of them"),
     "missing-directory": _code(_TOGETHER, "a folder named in mlspec.yaml does not exist", "create it or fix the path"),
+    "outside-project": _code(
+        _TOGETHER,
+        "a spec folder or file, data path, data_dir or file:// key leads outside the project (or data is a pipe)",
+        "keep it inside the project; data elsewhere belongs in object storage or a warehouse",
+    ),
     "invalid-override": _code(
         _RESOLVE,
         "an override changes a resource's kind, apiVersion or name",
