@@ -129,3 +129,30 @@ def test_environment_folders_and_key_files_stay_inside(
     said = _said(result)
     assert result.code == 1 and "error[outside-project]" in said and f"Environment 'local' {field}" in said, said
     assert "root:x:0:0" not in said
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign-tables", "damaged-record"])
+def test_corrupt_state_is_a_clean_error_naming_the_file_and_the_recovery(
+    project: Path, cli: Callable[..., CliResult], damage: str
+) -> None:
+    import sqlite3
+
+    from mlspec.state.sqlite import SCHEMA
+
+    state = project / ".mlspec" / "state.db"
+    state.parent.mkdir()
+    if damage == "garbage":
+        state.write_bytes(os.urandom(8192))
+    else:
+        with sqlite3.connect(state) as db:
+            if damage == "foreign-tables":
+                db.execute("CREATE TABLE resources (x)")
+            else:
+                db.executescript(SCHEMA)
+                db.execute("INSERT INTO resources VALUES ('dev', 'DataSource/txns', '{not json')")
+                db.execute("INSERT INTO serials VALUES ('dev', 1)")
+    result = cli("plan", "--env", "dev", cwd=project)
+    said = _said(result)
+    assert result.code == 1, said  # not 3, the internal error
+    assert f"the state file {state} is not usable" in said and "restore it from a backup" in said, said
+    assert "internal error" not in said and "Traceback" not in said

@@ -48,6 +48,26 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+# Every column mlspec reads, per table: a file with other tables of these names is not mlspec state.
+EXPECTED_COLUMNS = {
+    "meta": ("key", "value"),
+    "serials": ("environment", "serial"),
+    "resources": ("environment", "ref", "data"),
+    "locks": ("environment", "holder", "host", "pid", "operation", "acquired_at", "expires_at"),
+    "audit": ("seq", "environment", "at", "actor", "revision", "plan_hash", "record", "prev_hash", "hash"),
+}
+
+
+def _unusable(path: Path, why: str) -> MlspecError:
+    """The clean error for a state file mlspec cannot use, and how to recover."""
+    return MlspecError(
+        f"the state file {path} is not usable: {why}",
+        hint="restore it from a backup (a copy of .mlspec/state.db); never edit or replace state by hand. "
+        "Without one, move it aside: the next apply records the environment afresh, and `mlspec state list` "
+        "shows what a state file holds",
+    )
+
+
 class SqliteState(StateStore):
     """State, locks and audit in one SQLite file."""
 
@@ -58,15 +78,30 @@ class SqliteState(StateStore):
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
-            raise MlspecError(
-                f"the state file {path} is not a usable SQLite database ({exc})",
-                hint="restore it from a backup; never edit or replace state by hand",
-            ) from None
+            raise _unusable(path, str(exc)) from None
         # WAL + NORMAL: every commit survives a crash of the process (what apply must survive); after a
         # power loss the last commits may roll back, and re-applying (idempotent) converges.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+        try:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+            missing = self._missing_columns()
+        except sqlite3.DatabaseError as exc:  # a damaged file can open and fail at the first statement
+            self._db.close()
+            raise _unusable(path, str(exc)) from None
+        if missing:
+            self._db.close()
+            raise _unusable(path, "its tables are not mlspec's: " + "; ".join(missing))
+
+    def _missing_columns(self) -> list[str]:
+        """What the file's tables lack of the layout mlspec writes (an empty list when it is all there)."""
+        missing = []
+        for table, wanted in EXPECTED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            lacking = [column for column in wanted if column not in have]
+            if lacking:
+                missing.append(f"table {table} lacks {', '.join(lacking)}")
+        return missing
 
     def close(self) -> None:
         """Close the database."""
@@ -86,7 +121,12 @@ class SqliteState(StateStore):
     def read(self, environment: str) -> EnvironmentState:
         """The environment's applied state."""
         rows = self._db.execute("SELECT ref, data FROM resources WHERE environment = ? ORDER BY ref", (environment,))
-        resources = {ref: ResourceState.from_dict(json.loads(data)) for ref, data in rows}
+        resources = {}
+        for ref, data in rows:
+            try:
+                resources[ref] = ResourceState.from_dict(json.loads(data))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise _unusable(self.path, f"the record of {environment}/{ref} is damaged ({exc})") from None
         serial = self._db.execute("SELECT serial FROM serials WHERE environment = ?", (environment,)).fetchone()
         return EnvironmentState(environment, serial[0] if serial else 0, resources)
 
