@@ -6,8 +6,20 @@ import os
 import tempfile
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def current_umask() -> int:
+    """The process umask now (mlspec.private may have narrowed it): from /proc on Linux, which reads it without
+    changing it (setting and restoring it would briefly widen it for other threads), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    previous = os.umask(0o077)
+    os.umask(previous)
+    return previous
 
 
 def atomic_write(path: Path, content: bytes, *, mode: int = 0o644) -> None:
@@ -24,7 +36,7 @@ def atomic_write(path: Path, content: bytes, *, mode: int = 0o644) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode & ~_UMASK)
+        os.chmod(tmp, mode & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

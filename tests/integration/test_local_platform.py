@@ -13,6 +13,7 @@ import io
 import json
 import os
 import signal
+import stat
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -241,6 +242,21 @@ def test_5_drift_in_served_traffic_triggers_retraining_and_a_new_rollout(platfor
     log = mlspec(platform, "audit", "log", "--env", "local").stdout
     assert "retrain" in log and "TrainingPipeline/fraud-detector (drift) -> v3" in log, log[-2000:]
     assert "fraud-api: drift, action retrain" in log
+
+
+def test_5b_customer_data_keys_and_state_are_their_owners_only(platform: Path) -> None:
+    """After applies, a canary, monitoring and retraining: every file of the local platform (the Feast stores,
+    predictions, request logs, models, MLflow's database, keys) is 0600 and every folder 0700, and so is state."""
+    data = platform / ".mlspec" / "local"
+    assert any((data / "serving").rglob("*")) and any((data / "feast").rglob("*")), "the platform wrote its stores"
+    loose = [
+        f"{path.relative_to(platform)} {stat.S_IMODE(path.stat().st_mode):o}"
+        for path in [data, *data.rglob("*")]
+        if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & 0o077
+    ]
+    assert loose == []
+    for state in (platform / ".mlspec").glob("state.db*"):
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600, state
 
 
 def test_6_destroy_stops_every_server_and_empties_state(platform: Path) -> None:

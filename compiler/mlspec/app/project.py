@@ -32,6 +32,7 @@ from mlspec.errors import ProjectNotFoundError, UsageError
 from mlspec.load.discovery import PROJECT_FILE, display_path, find_project_root
 from mlspec.load.limits import Limits
 from mlspec.load.yaml_loader import load_file
+from mlspec.private import private_files
 from mlspec.resolve.confinement import confinement_problems
 from mlspec.resolve.graph import ResolvedGraph, environment_names, resolve_environment
 from mlspec.spec.environment import Environment
@@ -286,7 +287,8 @@ class Project:
         """Lock, plan (or verify ``options.saved``), refuse what policy or safety forbids, and apply."""
         from mlspec.app.applying import apply_environment
 
-        return apply_environment(self, environment, options, approve=approve, progress=progress)
+        with private_files():
+            return apply_environment(self, environment, options, approve=approve, progress=progress)
 
     def destroy(
         self,
@@ -299,7 +301,8 @@ class Project:
         """Delete everything applied in ``environment``."""
         from mlspec.app.applying import destroy_environment
 
-        return destroy_environment(self, environment, options, approve=approve, progress=progress)
+        with private_files():
+            return destroy_environment(self, environment, options, approve=approve, progress=progress)
 
     def rollback(
         self,
@@ -320,7 +323,7 @@ class Project:
         options = options or ApplyOptions()
         recorded = f"{resolve_revision(self.root, revision)} rollback to {revision}"
         options = dataclasses.replace(options, plan=dataclasses.replace(options.plan, revision=recorded))
-        with project_at(self, revision) as old:
+        with project_at(self, revision) as old, private_files():
             return apply_environment(old, environment, options, approve=approve, progress=progress)
 
     def drift(self, environment: str) -> Drift:
@@ -340,13 +343,15 @@ class Project:
         """Check drift per Deployment and act on it; run batch scoring that is due."""
         from mlspec.app.operations import monitor
 
-        return monitor(self, environment, progress=progress)
+        with private_files():
+            return monitor(self, environment, progress=progress)
 
     def score(self, environment: str, deployment: str, *, progress: Progress = lambda _: None) -> dict[str, Any]:
         """Run a batch Deployment's scoring now."""
         from mlspec.app.operations import score_now
 
-        return score_now(self, environment, deployment, progress=progress)
+        with private_files():
+            return score_now(self, environment, deployment, progress=progress)
 
     def build_edge(
         self, environment: str, deployment: str, *, progress: Callable[[str], None] = lambda _: None
@@ -354,7 +359,8 @@ class Project:
         """Build (or reuse) an edge Deployment's signed package in a local environment now."""
         from mlspec.app.edge import build_edge_package
 
-        return build_edge_package(self, environment, deployment, progress=progress)
+        with private_files():
+            return build_edge_package(self, environment, deployment, progress=progress)
 
     def build_images(
         self, *, push: str | None = None, base_image: str | None = None, torch_variant: str = "cpu"

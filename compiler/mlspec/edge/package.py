@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlspec.atomic import atomic_write
+from mlspec.atomic import atomic_write, current_umask
 from mlspec.edge.errors import EdgeBuildError
 from mlspec.edge.signing import ALGORITHM, Signer, fingerprint, key_id, public_pem
 from mlspec.edge.verify import (
@@ -213,8 +213,8 @@ def _write_folder(folder: Path, files: dict[str, bytes], public: bytes) -> Manif
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            path.chmod(0o644)
-        staging.chmod(0o755)
+            path.chmod(0o644 & ~current_umask())  # readable as the umask allows (0600 under an apply)
+        staging.chmod(0o755 & ~current_umask())
         manifest = verify_package(staging, public)  # what was written is what was signed
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{os.getpid()}"

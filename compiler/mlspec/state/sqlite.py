@@ -73,9 +73,12 @@ class SqliteState(StateStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        new = not path.exists()
         try:
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            if new:  # state is its owner's only; SQLite gives the -wal and -shm files the same mode
+                path.chmod(0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
             raise _unusable(path, str(exc)) from None
