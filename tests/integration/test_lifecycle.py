@@ -396,7 +396,7 @@ def test_a_corrupt_state_file_is_a_clear_error(project: Path, backend: str, monk
     state.write_bytes(b"this is not sqlite" * 100)
     proc = run_mlspec("plan", "--env", "prod", "-C", str(project))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "is not a usable SQLite database" in proc.stderr
+    assert "is not usable: file is not a database" in proc.stderr and "restore it from a backup" in proc.stderr
 
 
 def test_audit_answers_what_was_live_when(project: Path, cli: Callable[..., CliResult]) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,21 @@ def _failed_step(log: str) -> tuple[str | None, str]:
     return None, clean[-TAIL_CHARS:]
 
 
+@contextlib.contextmanager
+def _offline_pip() -> Iterator[None]:
+    """kfp is installed here, so the components' pip step needs no index: say so for the run only (set for
+    good, it made every later pip of this process, such as an image build's, find nothing)."""
+    wanted = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1"}
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update({name: value for name, value in wanted.items() if before[name] is None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
 def run_pipeline(
     pipeline_yaml: Path, arguments: dict[str, Any], pipeline_root: Path, *, echo: bool = False
 ) -> dict[str, Any]:
@@ -79,8 +95,6 @@ def run_pipeline(
     from kfp import components, local
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-    os.environ.setdefault("PIP_NO_INDEX", "1")  # kfp is installed here: the components' pip step needs no network
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = components.load_component_from_file(str(pipeline_yaml))
     captured = _Tee(sys.stdout if echo else None)
@@ -88,7 +102,7 @@ def run_pipeline(
     kfp_logger = logging.getLogger("kfp")
     kfp_logger.addHandler(handler)
     try:
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), _offline_pip():
             task = pipeline(**arguments)
     except Exception as error:
         step, tail = _failed_step("".join(captured.parts) + f"\n{type(error).__name__}: {error}")

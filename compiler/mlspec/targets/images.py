@@ -116,10 +116,18 @@ def _image_exists(reference: str) -> bool:
 PIP_RETRY_WAITS = (10.0, 30.0, 60.0)  # seconds before each new try: an index outage has lasted over 15 s
 
 
+def _index_allowed() -> dict[str, str]:
+    """This process's environment, but never ``PIP_NO_INDEX``: a build fetches the lock's wheels from the
+    indexes the machine's pip configuration names (an offline setting meant for a pipeline run is not ours)."""
+    return {name: value for name, value in os.environ.items() if name != "PIP_NO_INDEX"}
+
+
 def _pip(args: Sequence[str], waits: Sequence[float] = PIP_RETRY_WAITS) -> None:
     """Run pip; an index that answers nothing for a while ("from versions: none") is asked again, later."""
     for wait in (*waits, None):
-        done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False, env=_index_allowed()
+        )
         if done.returncode == 0:
             return
         if wait is not None:
