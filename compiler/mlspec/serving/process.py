@@ -115,3 +115,48 @@ def stop(pid: int, timeout: float = 10.0) -> bool:
             break
         time.sleep(0.02)
     return True
+
+
+PROC = Path("/proc")
+
+
+def _command_line(pid: int) -> list[str] | None:
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode("utf-8", "replace").split("\0")[:-1] if raw else None
+
+
+def _serves(arguments: list[str], config: str) -> bool:
+    """Whether a command line is ``... -m mlspec.serving --config <config> ...`` (how :func:`start` runs it)."""
+    wanted = ["-m", "mlspec.serving", "--config", config]
+    return any(arguments[i : i + len(wanted)] == wanted for i in range(len(arguments) - len(wanted) + 1))
+
+
+def server_pid(config_path: str | Path, pid_file: str | Path) -> int | None:
+    """The pid of the running server of ``config_path``, found by its command line, not taken on trust.
+
+    Where /proc exists (Linux), a pid counts only when that process runs ``mlspec.serving`` with this
+    config: a stale or forged pid file naming another process is ignored, and a server started just before
+    a crash (before its pid file was written) is still found, by scanning the processes. Elsewhere the pid
+    file is all there is.
+    """
+    config = str(Path(config_path).resolve())
+    if not PROC.is_dir():
+        try:
+            pid = int(Path(pid_file).read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if is_running(pid) else None
+    try:
+        recorded = int(Path(pid_file).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    candidates = [recorded] if recorded is not None else []
+    candidates += [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+    for pid in candidates:
+        arguments = _command_line(pid)
+        if arguments is not None and _serves(arguments, config) and is_running(pid):
+            return pid
+    return None

@@ -220,10 +220,10 @@ class ServingEngine:
         return True
 
     def _pid(self, deployment: str) -> int | None:
-        try:
-            return int((self.folder(deployment) / "server.pid").read_text())
-        except (OSError, ValueError):
-            return None
+        """The running server's pid, by its command line (a pid file naming another process is not trusted)."""
+        from mlspec.serving import process
+
+        return process.server_pid(self.config_path(deployment), self.folder(deployment) / "server.pid")
 
     def healthy(self, deployment: str) -> bool:
         """The server runs and answers ready."""

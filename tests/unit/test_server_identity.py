@@ -1,0 +1,55 @@
+"""A model server is known by its command line, never by a pid file alone: a forged or stale pid file does not
+make mlspec stop another process, and a server whose pid file was never written is still found."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlspec.serving import process
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finding processes by command line needs /proc")
+
+
+def _sleeper(*extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *extra])
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_server_is_found_by_its_command_line_without_a_pid_file(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    config = tmp_path / "fraud-api" / "config.json"
+    config.parent.mkdir()
+    config.write_text("{}")
+    server = _sleeper("-m", "mlspec.serving", "--config", str(config))  # what process.start runs
+    other = _sleeper("-m", "mlspec.serving", "--config", str(tmp_path / "other" / "config.json"))
+    processes += [server, other]
+    assert process.server_pid(config, tmp_path / "fraud-api" / "server.pid") == server.pid
+
+
+def test_a_forged_pid_file_is_not_trusted(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    config = tmp_path / "fraud-api" / "config.json"
+    config.parent.mkdir()
+    config.write_text("{}")
+    bystander = _sleeper()
+    processes.append(bystander)
+    pid_file = tmp_path / "fraud-api" / "server.pid"
+    pid_file.write_text(str(bystander.pid))
+    assert process.server_pid(config, pid_file) is None  # no server runs: the bystander is not one
+    server = _sleeper("-m", "mlspec.serving", "--config", str(config))
+    processes.append(server)
+    assert process.server_pid(config, pid_file) == server.pid
+    assert bystander.poll() is None, "the bystander was left alone"
