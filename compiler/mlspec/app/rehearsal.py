@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlspec.errors import MlspecError
+from mlspec.render.feast import connection_keys
 from mlspec.render.gitops_jobs import secret_name
 from mlspec.render.kfp_platform import secret_source
 from mlspec.runtime.context import RuntimeContext, is_reference, reference_variable, secret_variable
@@ -119,66 +120,66 @@ def _samples(project: Project, graph: ResolvedGraph, sample_env: str) -> list[Sa
     return samples
 
 
-def _secrets(graph: ResolvedGraph, standins: StandIns) -> dict[str, dict[str, str]]:
-    """The stand-in value of every Secret the rendered pods and steps read: Secret name -> key -> value."""
+@dataclass(frozen=True)
+class _StandInValues:
+    """What the environment's references resolve to in the rehearsal: one value per single-value reference
+    (artifact store credentials, a referenced tracking URI, warehouse connections), one per key of the feature
+    store connection."""
+
+    references: dict[str, str]
+    connection: str | None
+    connection_keys: dict[str, str]
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        """Secret name -> key -> value, as the rendered pods read them."""
+        found: dict[str, dict[str, str]] = {}
+        for ref, value in self.references.items():
+            source = secret_source(ref)
+            if source is not None:
+                found.setdefault(source[0], {})[source[1]] = value
+        if self.connection:
+            found[secret_name(self.connection)] = dict(self.connection_keys)
+        return found
+
+    def variables(self) -> dict[str, str]:
+        """The variables a pipeline step resolves them from (only those a Secret provides in the cluster)."""
+        found = {reference_variable(ref): value for ref, value in self.references.items() if secret_source(ref)}
+        if self.connection:
+            prefix = secret_variable(self.connection)
+            found |= {f"{prefix}_{key}": value for key, value in self.connection_keys.items()}
+        return found
+
+
+def _stand_in_values(graph: ResolvedGraph, files: Mapping[str, bytes], standins: StandIns) -> _StandInValues:
+    """Every reference of the environment with its stand-in value; a missing stand-in is a RehearsalError (the
+    feature store's first, then the artifact store's, then the warehouses')."""
     env = graph.env.spec
-    found: dict[str, dict[str, str]] = {}
     connection = env.targets.feature_store.connection
-    if connection and not connection.startswith("env://"):
-        keys = {"REGISTRY_URL": standins.feast_registry}
-        if env.targets.feature_store.online == "redis":
-            keys["REDIS"] = standins.require("redis", "--redis", "Feast's Redis online store")
-        if "postgres" in (env.targets.feature_store.online, env.targets.feature_store.offline):
-            keys |= standins.postgres_parts()
-        found[secret_name(connection)] = keys
+    if connection and connection.startswith("env://"):
+        connection = None
+    keys: dict[str, str] = {}
+    for key in connection_keys(files.get("feast/feature_store.yaml", b"").decode()) if connection else []:
+        if key == "REGISTRY_URL":
+            keys[key] = standins.feast_registry
+        elif key == "REDIS":
+            keys[key] = standins.require("redis", "--redis", "Feast's Redis online store")
+        else:  # PG_HOST, PG_PORT, ...: the PostgreSQL stores
+            keys[key] = standins.postgres_parts()[key]
+    references: dict[str, str] = {}
     store = env.targets.registry.artifact_store
     if store and store.credentials:
-        scheme = store.uri.split("://", 1)[0]
-        value = (
-            standins.require("azure", "--azure", f"the artifact store {store.uri}")
-            if scheme == "azure"
-            else S3_STAND_IN_KEYS
-        )
-        _put(found, store.credentials, value)
+        azure = store.uri.startswith("azure://")
+        where = f"the artifact store {store.uri}"
+        references[store.credentials] = standins.require("azure", "--azure", where) if azure else S3_STAND_IN_KEYS
     tracking = env.targets.registry.tracking_uri
     if tracking and is_reference(tracking):
-        _put(found, tracking, standins.tracking_uri)
+        references[tracking] = standins.tracking_uri
     for spec in graph.specs(Deployment):
         deployment = spec.model.spec
         if isinstance(deployment, BatchDeploymentSpec) and deployment.batch.sink.connection:
             url = standins.require("postgres", "--postgres", f"the warehouse of batch Deployment '{spec.name}'")
-            _put(found, deployment.batch.sink.connection, url)
-    return found
-
-
-def _put(found: dict[str, dict[str, str]], ref: str, value: str) -> None:
-    source = secret_source(ref)
-    if source is not None:
-        found.setdefault(source[0], {})[source[1]] = value
-
-
-def _step_variables(graph: ResolvedGraph, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """Every variable a pipeline step resolves (the local runner gives all steps the same set)."""
-    env = graph.env.spec
-    variables: dict[str, str] = {}
-    refs = [env.targets.registry.tracking_uri or ""]
-    store = env.targets.registry.artifact_store
-    refs.append(store.credentials if store and store.credentials else "")
-    refs += [
-        d.model.spec.batch.sink.connection or ""
-        for d in graph.specs(Deployment)
-        if isinstance(d.model.spec, BatchDeploymentSpec)
-    ]
-    for ref in refs:
-        source = secret_source(ref) if ref and is_reference(ref) else None
-        if source is not None and source[1] in secrets.get(source[0], {}):
-            variables[reference_variable(ref)] = secrets[source[0]][source[1]]
-    connection = env.targets.feature_store.connection
-    if connection and not connection.startswith("env://"):
-        name = secret_name(connection)
-        prefix = secret_variable(connection)
-        variables |= {f"{prefix}_{key}": value for key, value in secrets.get(name, {}).items()}
-    return variables
+            references[deployment.batch.sink.connection] = url
+    return _StandInValues(references, connection, keys)
 
 
 def _hooks(files: Mapping[str, bytes], prefix: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -243,7 +244,8 @@ def rehearse(
     from mlspec.render.images import image_reference
 
     graph, files = _cluster_graph(project, environment)
-    secrets = _secrets(graph, standins)  # a missing stand-in is reported before anything starts
+    values = _stand_in_values(graph, files, standins)  # a missing stand-in is reported before anything starts
+    secrets = values.secrets()
     image = image_reference(graph, "runtime", project.root)
     docker_available()
     ensure_image(image)
@@ -273,7 +275,7 @@ def rehearse(
     apply_job = next((d for k, d in feast.items() if k.startswith("Job/")), None)
     if apply_job is not None and not pod("feast-apply", "feast-apply", apply_job["spec"]["template"]):
         return report
-    variables = {**_step_variables(graph, secrets), **extra_env}
+    variables = {**values.variables(), **extra_env}
     repo = workdir / "feature_repo"
     repo.mkdir()
     for file, content in config_maps.get("mlspec-feast-repo", {}).items():

@@ -69,6 +69,12 @@ def connection_variables(ref: str, keys: list[str] | None = None) -> dict[str, s
     return {f"{variable}_{key}": CONNECTION_KEYS[key] for key in keys or CONNECTION_KEYS}
 
 
+def connection_keys(feature_store_yaml: str) -> list[str]:
+    """The connection keys a rendered ``feature_store.yaml`` names (its ``${MLSPEC_SECRET_<REF>_<KEY>}``)."""
+    pattern = r"\$\{MLSPEC_SECRET_\w+?_(" + "|".join(CONNECTION_KEYS) + r")\}"
+    return sorted(set(re.findall(pattern, feature_store_yaml)))
+
+
 def quote_placeholders(text: bytes) -> bytes:
     """Single-quote values that are exactly one ``${VAR}``: Feast substitutes variables into the text before
     parsing the YAML, so a quoted value keeps ``#``, ``: `` and leading ``@``/``%`` in a secret intact."""

@@ -16,14 +16,13 @@ a feature store connection keeps one key per setting), ``k8s://name/key`` is ``n
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mlspec.render.base import RenderContext
-from mlspec.render.feast import CONNECTION_KEYS, FeastRenderer, reads_in_cluster
+from mlspec.render.feast import FeastRenderer, connection_keys, reads_in_cluster
 from mlspec.render.gitops_jobs import secret_name
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.runtime.cluster import cluster_context
+from mlspec.runtime.cluster import FEATURE_REPO
 from mlspec.runtime.context import reference_variable, secret_variable
 
 FEATURE_REPO_CONFIG = "mlspec-feast-repo"  # the ConfigMap gitops/feast.yaml renders
@@ -47,10 +46,11 @@ def _secret_env(ref: str | None) -> list[dict[str, str]]:
 
 
 def feature_store_keys(graph: ResolvedGraph, context: RenderContext) -> list[str]:
-    """The connection keys the environment's ``feature_store.yaml`` names (its ``${MLSPEC_SECRET_<REF>_<KEY>}``)."""
+    """The connection keys the environment's ``feature_store.yaml`` names (the Feast render is cached)."""
     rendered = FeastRenderer().render(graph, context)
-    text = next((a.content.decode() for a in rendered.artifacts if a.path == "feast/feature_store.yaml"), "")
-    return sorted(set(re.findall(r"\$\{MLSPEC_SECRET_\w+?_(" + "|".join(CONNECTION_KEYS) + r")\}", text)))
+    return connection_keys(
+        next((a.content.decode() for a in rendered.artifacts if a.path == "feast/feature_store.yaml"), "")
+    )
 
 
 def step_platform(graph: ResolvedGraph, context: RenderContext) -> dict[str, Any] | None:
@@ -61,7 +61,6 @@ def step_platform(graph: ResolvedGraph, context: RenderContext) -> dict[str, Any
         return None
     registry = env.targets.registry
     store = registry.artifact_store
-    runtime = cluster_context(graph.name, registry.tracking_uri, store.uri if store else None)
     connection = env.targets.feature_store.connection
     feature_secrets: list[dict[str, str]] = []
     if connection and not connection.startswith("env://"):  # one key per setting, as gitops/feast.yaml reads them
@@ -71,7 +70,7 @@ def step_platform(graph: ResolvedGraph, context: RenderContext) -> dict[str, Any
             for key in feature_store_keys(graph, context)
         ]
     return {
-        "feature_repo": {"config_map": FEATURE_REPO_CONFIG, "mount_path": runtime.feature_repo},
+        "feature_repo": {"config_map": FEATURE_REPO_CONFIG, "mount_path": FEATURE_REPO},
         "feature_secrets": feature_secrets,
         "secrets": _secret_env(registry.tracking_uri) + _secret_env(store.credentials if store else None),
     }

@@ -143,16 +143,12 @@ def server_pid(config_path: str | Path, pid_file: str | Path) -> int | None:
     file is all there is.
     """
     config = str(Path(config_path).resolve())
-    if not PROC.is_dir():
-        try:
-            pid = int(Path(pid_file).read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if is_running(pid) else None
     try:
-        recorded = int(Path(pid_file).read_text())
+        recorded: int | None = int(Path(pid_file).read_text())
     except (OSError, ValueError):
         recorded = None
+    if not PROC.is_dir():
+        return recorded if recorded is not None and is_running(recorded) else None
     candidates = [recorded] if recorded is not None else []
     candidates += [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
     for pid in candidates:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -48,14 +49,17 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
-# Every column mlspec reads, per table: a file with other tables of these names is not mlspec state.
-EXPECTED_COLUMNS = {
-    "meta": ("key", "value"),
-    "serials": ("environment", "serial"),
-    "resources": ("environment", "ref", "data"),
-    "locks": ("environment", "holder", "host", "pid", "operation", "acquired_at", "expires_at"),
-    "audit": ("seq", "environment", "at", "actor", "revision", "plan_hash", "record", "prev_hash", "hash"),
-}
+@functools.cache
+def _expected_columns() -> dict[str, list[str]]:
+    """Every table of SCHEMA with its columns (read from SCHEMA itself, in memory): a file whose tables lack
+    them is not mlspec state."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: [row[1] for row in db.execute(f"PRAGMA table_info({table})")] for table in tables}
+    finally:
+        db.close()
 
 
 def _unusable(path: Path, why: str) -> MlspecError:
@@ -99,7 +103,7 @@ class SqliteState(StateStore):
     def _missing_columns(self) -> list[str]:
         """What the file's tables lack of the layout mlspec writes (an empty list when it is all there)."""
         missing = []
-        for table, wanted in EXPECTED_COLUMNS.items():
+        for table, wanted in _expected_columns().items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             lacking = [column for column in wanted if column not in have]
             if lacking:

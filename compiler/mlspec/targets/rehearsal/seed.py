@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mlspec.runtime.object_store import StoreLocation
 from mlspec.targets.rehearsal.standins import RehearsalError, StandIns
 
 
@@ -52,11 +53,11 @@ def seed(samples: list[Sample], standins: StandIns) -> int:
 def prepare_store(store_uri: str, standins: StandIns) -> None:
     """Create the artifact store's container (``azure://account/container``) or bucket (``s3://bucket``) in the
     stand-in, as the environment's own store has it before anything is published."""
-    parsed = urlparse(store_uri)
-    if parsed.scheme == "azure":
-        _azure_container(standins, parsed.path.strip("/").split("/", 1)[0], f"the artifact store {store_uri}")
-    elif parsed.scheme == "s3":
-        _s3_bucket(standins, parsed.netloc, f"the artifact store {store_uri}")
+    where = StoreLocation.parse(store_uri)
+    if where.scheme == "azure":
+        _azure_container(standins, where.container, f"the artifact store {store_uri}")
+    elif where.scheme == "s3":
+        _s3_bucket(standins, where.bucket, f"the artifact store {store_uri}")
 
 
 def _azure_container(standins: StandIns, container: str, what: str) -> Any:
