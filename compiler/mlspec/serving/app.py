@@ -16,7 +16,7 @@ from mlspec.serving import metrics as m
 from mlspec.serving import protocol
 from mlspec.serving.config import STABLE, ServingConfig
 from mlspec.serving.exposition import exposition
-from mlspec.serving.http import Connection, response, response_with_headers
+from mlspec.serving.http import Connection, Headers, response, response_with_headers
 from mlspec.serving.inference import Inference, counted_error
 from mlspec.serving.metrics import ShadowStats, VariantStats
 from mlspec.serving.reqlog import RequestLog, reopen_request_log
@@ -103,9 +103,9 @@ class App:
         table.add("/metrics", GET, self.metrics_route)
         return table
 
-    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, sticky: str | None) -> bytes | None:
+    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """Answer one request (None when an infer request waits for its batch)."""
-        return self.routes.dispatch(conn, method, url, body, sticky)
+        return self.routes.dispatch(conn, method, url, body, headers)
 
     def refuse(self, miss: RouteMiss) -> bytes:
         """The answer to a request no route takes: 405 with ``Allow``, or 404 saying what is not there."""
@@ -135,40 +135,40 @@ class App:
     def pinned_infer_route(self, arm: Arm) -> Handler:
         """POST /v2/models/<name>/versions/<v>/infer: infer on that variant."""
         infer = self.inference.infer
-        return lambda conn, body, sticky: infer(conn, body, sticky, arm)
+        return lambda conn, body, headers: infer(conn, body, headers, arm)
 
     def model_metadata_route(self, arm: Arm | None) -> Handler:
         """GET /v2/models/<name>[/versions/<v>]."""
-        return lambda conn, body, sticky: self.answer(200, self.metadata(arm))
+        return lambda conn, body, headers: self.answer(200, self.metadata(arm))
 
     def model_ready_route(self, arm: Arm | None) -> Handler:
         """GET /v2/models/<name>[/versions/<v>]/ready: 200 when it can answer, else 503."""
 
-        def ready(conn: Connection, body: bytes, sticky: str | None) -> bytes:
+        def ready(conn: Connection, body: bytes, headers: Headers) -> bytes:
             is_ready = self.ready if arm is None else arm.state == LOADED
             return self.answer(200 if is_ready else 503, protocol.model_ready(self.config.deployment, is_ready))
 
         return ready
 
-    def rollout(self, conn: Connection, body: bytes, sticky: str | None) -> bytes:
+    def rollout(self, conn: Connection, body: bytes, headers: Headers) -> bytes:
         """GET /v2/models/<name>/rollout: the rollout status."""
         return self.answer(200, self.status())
 
-    def live(self, conn: Connection, body: bytes, sticky: str | None) -> bytes:
+    def live(self, conn: Connection, body: bytes, headers: Headers) -> bytes:
         """GET /v2/health/live."""
         return self.answer(200, {"live": True})
 
-    def health_ready(self, conn: Connection, body: bytes, sticky: str | None) -> bytes:
+    def health_ready(self, conn: Connection, body: bytes, headers: Headers) -> bytes:
         """GET /v2/health/ready: 200 once ready, else 503; with each variant's state and device."""
         ready = self.ready
         states = {name: arm.state for name, arm in self.arms.items()}
         return self.answer(200 if ready else 503, protocol.server_ready(ready, states, self.devices()))
 
-    def server_metadata(self, conn: Connection, body: bytes, sticky: str | None) -> bytes:
+    def server_metadata(self, conn: Connection, body: bytes, headers: Headers) -> bytes:
         """GET /v2: the server's name, version and extensions."""
         return self.answer(200, protocol.server_metadata(mlspec.__version__))
 
-    def metrics_route(self, conn: Connection, body: bytes, sticky: str | None) -> bytes:
+    def metrics_route(self, conn: Connection, body: bytes, headers: Headers) -> bytes:
         """GET /metrics: the Prometheus exposition."""
         self.codes[200] += 1
         return response(200, self.metrics(), m.CONTENT_TYPE)

@@ -60,6 +60,30 @@ class ParseError(Exception):
         self.status = status
 
 
+class Headers:
+    """The request headers the server reads (every other header is dropped while parsing)."""
+
+    __slots__ = ("api_key", "authorization", "binary_length", "content_type", "sticky")
+
+    def __init__(self) -> None:
+        """No header seen yet."""
+        self.authorization: str | None = None  # "Bearer <token>" (OIDC)
+        self.api_key: str | None = None  # X-API-Key
+        self.sticky: str | None = None  # X-Sticky-Key: the A/B arm of a caller
+        self.binary_length: str | None = None  # Inference-Header-Content-Length: OIP binary tensor data
+        self.content_type: str | None = None
+
+
+# lower-cased header name -> the Headers slot that keeps it
+KEPT_HEADERS = {
+    b"authorization": "authorization",
+    b"x-api-key": "api_key",
+    b"x-sticky-key": "sticky",
+    b"inference-header-content-length": "binary_length",
+    b"content-type": "content_type",
+}
+
+
 class Callbacks(Protocol):
     """What a parser calls back (httptools' interface)."""
 
@@ -156,7 +180,7 @@ def _parser_factory() -> tuple[Any, tuple[type[Exception], ...]]:
 class Handler(Protocol):
     """The application behind the connections."""
 
-    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, sticky: str | None) -> bytes | None:
+    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """A whole response, or None when the handler will call ``conn.complete`` later."""
         ...
 
@@ -186,7 +210,7 @@ class Connection(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.size = 0
-        self.sticky: str | None = None
+        self.headers = Headers()
         self.queue: deque[Ticket] = deque()
         self.closing = False
 
@@ -239,9 +263,10 @@ class Connection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Keep the headers the server uses."""
-        if len(name) == 12 and name.lower() == b"x-sticky-key":
-            self.sticky = value.decode("utf-8", "replace")
+        """Keep the headers the server uses (KEPT_HEADERS)."""
+        slot = KEPT_HEADERS.get(name.lower())
+        if slot is not None:
+            setattr(self.headers, slot, value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         """Nothing to do until the body is complete."""
@@ -258,10 +283,10 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        url, sticky = self.url, self.sticky
-        self.url, self.body, self.size, self.sticky = b"", [], 0, None
+        url, headers = self.url, self.headers
+        self.url, self.body, self.size, self.headers = b"", [], 0, Headers()
         keep = self.parser.should_keep_alive()
-        data = self.handler.dispatch(self, self.parser.get_method(), url, body, sticky)
+        data = self.handler.dispatch(self, self.parser.get_method(), url, body, headers)
         if data is None:  # the handler deferred: its ticket is the last one queued
             if not keep and self.queue:
                 self.queue[-1].close = True

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlspec.serving.config import ServingConfig
-from mlspec.serving.http import Connection, Ticket, response
+from mlspec.serving.http import Connection, Headers, Ticket, response
 from mlspec.serving.metrics import ShadowStats
 from mlspec.serving.protocol import InferRequest, ProtocolError, decode_infer, encode_infer, error_body
 from mlspec.serving.reqlog import RequestLog
@@ -72,7 +72,7 @@ class Inference:
         self.reqlog = reqlog
         self.log_rate = reqlog.sample_rate if reqlog is not None else 0.0
 
-    def infer(self, conn: Connection, body: bytes, sticky: str | None, pinned: Arm | None = None) -> bytes | None:
+    def infer(self, conn: Connection, body: bytes, headers: Headers, pinned: Arm | None = None) -> bytes | None:
         """Answer an infer request (to ``pinned`` when the URL names a version); None when it waits for a batch."""
         started = perf_counter()
         try:
@@ -84,6 +84,7 @@ class Inference:
             if arm.model is None:
                 return counted_error(self.codes, 503, f"variant {arm.name} is {arm.state}")
         else:
+            sticky = headers.sticky
             if self.sticky_key is not None and request.parameters:
                 value = request.parameters.get(self.sticky_key)
                 if value is not None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlspec.serving.http import Connection
+    from mlspec.serving.http import Connection, Headers
 
-Handler = Callable[["Connection", bytes, "str | None"], "bytes | None"]
-"""Answers one request: (connection, body, sticky key) -> a whole response, or None when it answers later."""
+Handler = Callable[["Connection", bytes, "Headers"], "bytes | None"]
+"""Answers one request: (connection, body, headers) -> a whole response, or None when it answers later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +56,13 @@ class RouteTable:
         """The methods ``path`` takes (sorted; empty when it is not routed)."""
         return tuple(sorted(method.decode() for method in self._routes.get(path.encode(), {})))
 
-    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, sticky: str | None) -> bytes | None:
+    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """Answer one request with its route's handler, or with ``on_miss``."""
         methods = self._routes.get(url)
         if methods is not None:
             handler = methods.get(method)
             if handler is not None:
-                return handler(conn, body, sticky)
+                return handler(conn, body, headers)
         path = normalise(url)
         methods = self._routes.get(path.encode())
         name = method.decode("ascii", "replace")
@@ -71,4 +71,4 @@ class RouteTable:
         handler = methods.get(method)
         if handler is None:
             return self.on_miss(RouteMiss(405, name, path, self.allowed(path)))
-        return handler(conn, body, sticky)
+        return handler(conn, body, headers)

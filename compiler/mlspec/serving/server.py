@@ -10,7 +10,7 @@ from typing import Any
 
 from mlspec.serving.app import App
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
-from mlspec.serving.http import Connection
+from mlspec.serving.http import Connection, Headers
 from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
 from mlspec.serving.reqlog import check_seal_key
 from mlspec.serving.router import REJECTED, Arm
@@ -102,10 +102,10 @@ class Server:
         app.write_status()
         return f"http://{host}:{port}"
 
-    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, sticky: str | None) -> bytes | None:
+    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """Hand a request to the current app (a reload swaps it)."""
         assert self.app is not None
-        return self.app.dispatch(conn, method, url, body, sticky)
+        return self.app.dispatch(conn, method, url, body, headers)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
