@@ -14,6 +14,7 @@ from typing import Any
 import mlspec
 from mlspec.serving import metrics as m
 from mlspec.serving import protocol
+from mlspec.serving.auth import Denied
 from mlspec.serving.config import STABLE, ServingConfig
 from mlspec.serving.exposition import exposition
 from mlspec.serving.http import Connection, Headers, response, response_with_headers
@@ -102,6 +103,11 @@ class App:
         table.add("/v2", GET, self.server_metadata)
         table.add("/metrics", GET, self.metrics_route)
         return table
+
+    def authorize(self, route: str, authorization: str | None, api_key: str | None) -> Denied | None:
+        """None when a caller with these credentials may use a ``route`` kind (see ``auth.ROUTE_KINDS``), else
+        why not. The HTTP and gRPC front ends both ask this before answering."""
+        return None
 
     def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """Answer one request (None when an infer request waits for its batch)."""
