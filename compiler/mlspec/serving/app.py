@@ -14,8 +14,8 @@ from typing import Any
 import mlspec
 from mlspec.serving import metrics as m
 from mlspec.serving import protocol
-from mlspec.serving.auth import Denied
-from mlspec.serving.config import STABLE, ServingConfig
+from mlspec.serving.auth import AuthConfigError, Authenticator, Denied
+from mlspec.serving.config import STABLE, ConfigError, ServingConfig
 from mlspec.serving.exposition import exposition
 from mlspec.serving.http import Connection, Headers, response, response_with_headers
 from mlspec.serving.inference import Inference, counted_error
@@ -29,6 +29,15 @@ log = logging.getLogger("mlspec.serving")
 GET, POST = "GET", "POST"
 
 
+def check_auth(config: ServingConfig) -> None:
+    """Raise ConfigError when ``config.auth``'s keys cannot be had (checked before a reload swaps anything)."""
+    if config.auth is not None:
+        try:
+            Authenticator(config.auth, config.deployment)
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
 class App:
     """Serves one Deployment: its arms (variants), router, routes, metrics and rollout status."""
 
@@ -38,6 +47,8 @@ class App:
         self.codes: Counter[int] = Counter()
         self.shadow = ShadowStats()
         self.reqlog: RequestLog | None = None
+        self.auth_outcomes: Counter[str] = Counter()
+        self.authenticator: Authenticator | None = None
         self.inference = Inference(self.codes, self.shadow, self._phase_changed)
         self.install(config, self.make_arms(config))
 
@@ -61,12 +72,34 @@ class App:
 
     def install(self, config: ServingConfig, arms: dict[str, Arm], router: Router | None = None) -> None:
         """Serve ``config`` with ``arms`` from now on (used at start and by a reload)."""
+        self.set_auth(config)
         self.config = config
         self.arms = arms
         self.router = router or make_router(config, arms)
         self.reqlog = reopen_request_log(self.reqlog, config)
         self.inference.configure(config, self.router, self.reqlog)
         self.routes = self.route_table()
+
+    def set_auth(self, config: ServingConfig) -> None:
+        """Check callers as ``config.auth`` says from now on (keys are read now: ConfigError when they cannot be)."""
+        current = self.authenticator
+        if current is not None and current.config == config.auth:
+            return
+        fresh = None
+        if config.auth is not None:
+            try:
+                fresh = Authenticator(config.auth, config.deployment, self.auth_outcomes)
+            except AuthConfigError as exc:
+                raise ConfigError(str(exc)) from exc
+            fresh.start()
+        if current is not None:
+            current.stop()
+        self.authenticator = fresh
+
+    def close(self) -> None:
+        """Stop background work (the issuer key refresh)."""
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
     def arm_loaded(self, arm: Arm) -> None:
         """Mark ``arm`` loaded (its model set) or rejected, tell the router, and publish the status."""
@@ -80,34 +113,58 @@ class App:
     def ready(self) -> bool:
         """True once every variant finished loading (rejected ones get no traffic) and one can answer."""
         arms = self.arms.values()
-        return all(a.state != LOADING for a in arms) and any(a.state == LOADED for a in arms)
+        auth_ready = self.authenticator is None or self.authenticator.ready
+        return auth_ready and all(a.state != LOADING for a in arms) and any(a.state == LOADED for a in arms)
 
     # routes
     def route_table(self) -> RouteTable:
         """Every route this app answers, for the current config and arms (rebuilt by install)."""
         table = RouteTable(self.refuse)
-        infer = self.inference.infer
+        guard = self.guard
+        infer = guard("infer", self.inference.infer)
         for name in (self.config.deployment, self.config.model_name):
             base = f"/v2/models/{name}"
             table.add(f"{base}/infer", POST, infer)
-            table.add(base, GET, self.model_metadata_route(None))
-            table.add(f"{base}/ready", GET, self.model_ready_route(None))
-            table.add(f"{base}/rollout", GET, self.rollout)
+            table.add(base, GET, guard("metadata", self.model_metadata_route(None)))
+            table.add(f"{base}/ready", GET, guard("health", self.model_ready_route(None)))
+            table.add(f"{base}/rollout", GET, guard("metadata", self.rollout))
             for arm in self.arms.values():
                 pinned = f"{base}/versions/{arm.version}"
-                table.add(f"{pinned}/infer", POST, self.pinned_infer_route(arm))
-                table.add(pinned, GET, self.model_metadata_route(arm))
-                table.add(f"{pinned}/ready", GET, self.model_ready_route(arm))
-        table.add("/v2/health/live", GET, self.live)
-        table.add("/v2/health/ready", GET, self.health_ready)
-        table.add("/v2", GET, self.server_metadata)
-        table.add("/metrics", GET, self.metrics_route)
+                table.add(f"{pinned}/infer", POST, guard("infer", self.pinned_infer_route(arm)))
+                table.add(pinned, GET, guard("metadata", self.model_metadata_route(arm)))
+                table.add(f"{pinned}/ready", GET, guard("health", self.model_ready_route(arm)))
+        table.add("/v2/health/live", GET, guard("health", self.live))
+        table.add("/v2/health/ready", GET, guard("health", self.health_ready))
+        table.add("/v2", GET, guard("metadata", self.server_metadata))
+        table.add("/metrics", GET, guard("metrics", self.metrics_route))
         return table
+
+    def guard(self, kind: str, handler: Handler) -> Handler:
+        """``handler`` behind the authenticator (the handler itself when the route kind needs no credentials)."""
+        auth = self.authenticator
+        if auth is None or auth.is_open(kind):
+            return handler
+        check = auth.check
+
+        def guarded(conn: Connection, body: bytes, headers: Headers) -> bytes | None:
+            denied = check(kind, headers.authorization, headers.api_key)
+            if denied is not None:
+                return self.refuse_caller(denied)
+            return handler(conn, body, headers)
+
+        return guarded
+
+    def refuse_caller(self, denied: Denied) -> bytes:
+        """The 401 (with its ``WWW-Authenticate`` challenge) or 403 of a refused caller."""
+        self.codes[denied.status] += 1
+        extra = {"WWW-Authenticate": denied.challenge} if denied.challenge else {}
+        return response_with_headers(denied.status, protocol.error_body(denied.message), extra)
 
     def authorize(self, route: str, authorization: str | None, api_key: str | None) -> Denied | None:
         """None when a caller with these credentials may use a ``route`` kind (see ``auth.ROUTE_KINDS``), else
         why not. The HTTP and gRPC front ends both ask this before answering."""
-        return None
+        auth = self.authenticator
+        return None if auth is None else auth.check(route, authorization, api_key)
 
     def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """Answer one request (None when an infer request waits for its batch)."""
@@ -241,4 +298,5 @@ class App:
             shadow=self.shadow,
             codes=self.codes,
             log_rows=log_rows,
+            auth=(self.config.auth.method, self.auth_outcomes) if self.config.auth is not None else None,
         )

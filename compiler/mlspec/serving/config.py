@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlspec.serving.auth import AuthConfig, AuthConfigError
+
 STRATEGIES = ("direct", "canary", "ab", "shadow", "blue_green")
 STABLE = "stable"
 
@@ -56,6 +58,7 @@ class ServingConfig:
     status_path: str | None = None
     threads: int = 1  # onnxruntime intra-op threads per session
     max_batch: int = 256  # rows per session.run when batching
+    auth: AuthConfig | None = None  # None: every caller is served (the spec did not ask for authentication)
 
     @property
     def strategy(self) -> str:
@@ -71,6 +74,7 @@ class ServingConfig:
         data = asdict(self)
         data["features"] = list(self.features)
         data["variants"] = [asdict(v) for v in self.variants]
+        data["auth"] = self.auth.to_dict() if self.auth is not None else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -130,6 +134,7 @@ class ServingConfig:
             status_path=data.get("status_path"),
             threads=_int(data, "threads", 1, 1, 1024),
             max_batch=_int(data, "max_batch", 256, 1, 1_000_000),
+            auth=_auth(data.get("auth")),
         )
         _check_rollout(config)
         return config
@@ -190,6 +195,15 @@ def _variant(raw: Any, index: int) -> VariantConfig:
         path=str(raw["path"]),
         sha256=sha,
     )
+
+
+def _auth(raw: Any) -> AuthConfig | None:
+    if raw is None:
+        return None
+    try:
+        return AuthConfig.from_dict(raw)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _log(raw: Any) -> LogConfig:

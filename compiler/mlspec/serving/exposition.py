@@ -96,6 +96,17 @@ def codes_family(deployment: str, codes: Counter[int]) -> m.MetricFamily:
     return family
 
 
+def auth_family(deployment: str, method: str, outcomes: Counter[str]) -> m.MetricFamily:
+    """Authentication checks by outcome (ok, missing, invalid, expired, unknown_key, forbidden)."""
+    family = m.MetricFamily(
+        "mlspec_auth_requests_total", "counter", "Requests checked for credentials, by outcome (never the credential)."
+    )
+    for outcome in ("ok", "missing", "invalid", "expired", "unknown_key", "forbidden"):
+        lab = m.labels(deployment=deployment, method=method, outcome=outcome)
+        family.samples.append(f"mlspec_auth_requests_total{{{lab}}} {outcomes[outcome]}")
+    return family
+
+
 def log_family(deployment: str, written: int) -> m.MetricFamily:
     """Rows written to the request log."""
     rows = m.MetricFamily("mlspec_request_log_rows_total", "counter", "Rows written to the request log.")
@@ -112,8 +123,10 @@ def exposition(
     shadow: ShadowStats,
     codes: Counter[int],
     log_rows: int | None,
+    auth: tuple[str, Counter[str]] | None = None,
 ) -> bytes:
-    """The Prometheus exposition of every metric (``log_rows`` None: no request log, no log family)."""
+    """The Prometheus exposition of every metric (``log_rows`` None: no request log, no log family; ``auth``: the
+    authentication method and its outcome counts, None when callers are not checked)."""
     families = [
         *variant_families(deployment, arms, router.weights(), devices),
         rollout_family(deployment, router),
@@ -122,4 +135,6 @@ def exposition(
     ]
     if log_rows is not None:
         families.append(log_family(deployment, log_rows))
+    if auth is not None:
+        families.append(auth_family(deployment, *auth))
     return m.render(families)

@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any
 
-from mlspec.serving.app import App
+from mlspec.serving.app import App, check_auth
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
 from mlspec.serving.http import Connection, Headers
 from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
@@ -136,6 +136,7 @@ class Server:
             try:
                 new = ServingConfig.load(self.config_path)
                 check_seal_key(new)  # before anything is swapped: a key that cannot be had refuses the reload
+                check_auth(new)
             except ConfigError as exc:
                 log.error("reload refused, keeping the old config: %s", exc)
                 return False
@@ -211,6 +212,7 @@ class Server:
         self._close_log()
         if self.app is not None:
             self.app.write_status()
+            self.app.close()
 
     def _close_log(self) -> None:
         if self.app is not None and self.app.reqlog is not None:
