@@ -108,7 +108,8 @@ spec:
   encryption: {{kms_key: kms://{name}, tls: required}}
 """
 
-CLUSTER_TARGETS = """  targets:
+CLUSTER_TARGETS = """  identity: {{issuer: "https://login.example.com/bank/v2.0"}}
+  targets:
     kubernetes: {{namespace: ml-{name}}}
     pipelines: kubeflow
     serving: kserve

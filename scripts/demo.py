@@ -30,8 +30,10 @@ def step(title: str) -> None:
     print(f"\n==> {title}", flush=True)
 
 
-def infer(url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One Open Inference Protocol v2 request with named feature inputs."""
+def infer(
+    url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | None, headers: dict[str, str]
+) -> dict[str, Any]:
+    """One Open Inference Protocol v2 request with named feature inputs, authenticated by ``headers``."""
     names = list(rows[0])
     body = {
         "id": "demo",
@@ -39,7 +41,7 @@ def infer(url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | N
         **({"parameters": parameters} if parameters else {}),
     }
     request = urllib.request.Request(
-        url + "/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        url + "/infer", json.dumps(body).encode(), {"Content-Type": "application/json", **headers}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
@@ -64,12 +66,15 @@ def predictions(project: Any, env: str) -> tuple[int, list[str]]:
         entities = [{"customer_id": 100_001 + i, "merchant_id": 5_001 + i} for i in (0, 7, 42)]
         online = store.online_features(service, entities)
         urls.append(server.endpoint)
-        print(f"  {server.deployment}: POST {server.endpoint}/infer  (features of {service} from Feast online)")
+        # the endpoint refuses callers without credentials: an API key, or a token of the local issuer
+        headers = project.caller_headers(env, server.deployment, subject="demo")
+        how = ", ".join(headers) or "no credentials"
+        print(f"  {server.deployment}: POST {server.endpoint}/infer  (features of {service} from Feast online; {how})")
         for index, entity in enumerate(entities):
             row = {name: float(online[name][index] or 0.0) for name in features}
             sticky = {"customer_id": entity["customer_id"]}
             try:
-                answer = infer(server.endpoint, [row], sticky)
+                answer = infer(server.endpoint, [row], sticky, headers)
             except OSError as exc:
                 errors += 1
                 print(f"    customer {entity['customer_id']}: request failed: {exc}")
@@ -156,13 +161,14 @@ def traffic(project: Any, env: str, count: int = 3000) -> int:
         plain = paths.runtime_context().read(reference)  # sealed with the environment's key; decrypted in memory
         sample = pd.read_parquet(io.BytesIO(plain))[features].sample(count, replace=True, random_state=7)
         url = urlparse(server.endpoint)
+        headers = {"Content-Type": "application/json", **project.caller_headers(env, server.deployment, subject="demo")}
         connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
         for key, row in enumerate(sample.astype("float32").values.tolist()):
             body = {
                 "inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}],
                 "parameters": {"customer_id": key},
             }
-            connection.request("POST", url.path + "/infer", json.dumps(body), {"Content-Type": "application/json"})
+            connection.request("POST", url.path + "/infer", json.dumps(body), headers)
             response = connection.getresponse()
             response.read()
             sent += response.status == 200

@@ -138,6 +138,10 @@ def _crd_validator(crd_path: str, version: str, closed: bool):
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
             schema = copy.deepcopy(v["schema"]["openAPIV3Schema"])
+            # every object has these; some CRDs (Istio's) leave them out of the schema and the API server adds them
+            for field in ("apiVersion", "kind"):
+                schema["properties"].setdefault(field, {"type": "string"})
+            schema["properties"].setdefault("metadata", {"type": "object"})
             _structural(schema, closed)
             # OpenAPI v3.0 subset used by CRDs: no $ref, no boolean exclusiveMinimum -> any draft works;
             # Draft4 is closest to OpenAPI 3.0 semantics. Formats are not asserted unless a checker is given.

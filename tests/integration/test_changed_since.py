@@ -34,6 +34,7 @@ spec:
   region: uae-north
   data_residency: {allowed_regions: [uae-north, uae-central]}
   encryption: {kms_key: kms://prod, tls: required}
+  identity: {issuer: "https://login.example.com/bank/v2.0"}
   targets:
     kubernetes: {namespace: ml-prod}
     serving: kserve
@@ -48,6 +49,7 @@ spec:
   region: uae-north
   data_residency: {allowed_regions: [uae-north, uae-central]}
   encryption: {kms_key: kms://dev}
+  identity: {issuer: "https://login.example.com/bank/v2.0"}
   targets:
     kubernetes: {namespace: ml-dev}
     serving: kserve

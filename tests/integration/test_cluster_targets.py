@@ -43,6 +43,17 @@ from tests.conftest import FIXTURES, REPO
 from tests.k8s_schemas import validate_core, validate_crd
 
 ISVC_CRD = str(FIXTURES / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml")
+CRDS = {
+    "InferenceService": ISVC_CRD,
+    **{
+        kind: str(FIXTURES / "schemas" / "istio" / f"security.istio.io_{plural}.yaml")
+        for kind, plural in (
+            ("PeerAuthentication", "peerauthentications"),
+            ("RequestAuthentication", "requestauthentications"),
+            ("AuthorizationPolicy", "authorizationpolicies"),
+        )
+    },
+}
 
 
 # --------------------------------------------------------------------------- a tiny Kubernetes API server
@@ -263,7 +274,8 @@ def test_server_side_apply_sends_schema_valid_bodies_in_dependency_order(tmp_pat
         assert request["headers"]["Content-Type"] == "application/apply-patch+yaml"
         assert request["query"] == {"fieldManager": "mlspec"}, "no force unless asked, no dry run"
         obj = json.loads(request["body"])
-        errors = validate_crd(obj, ISVC_CRD) if obj["kind"] == "InferenceService" else validate_core(obj)
+        crd = CRDS.get(obj["kind"])
+        errors = validate_crd(obj, crd) if crd else validate_core(obj)
         assert errors == [], (obj["kind"], errors)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlspec"
     # the alias was resolved when applied: the exact version's folder in prod's Azure store, and its digest

@@ -87,7 +87,7 @@ def test_prod_report_follows_pii_from_source_to_endpoint(cli: Callable[..., CliR
         "ok": True,
         "detail": "model artifacts in azure://uaebankmlprod/models (uae-north): environment key kms://prod-platform",
     }
-    assert "endpoint tls: on" in hops["Deployment/fraud-api"]["in_transit"]["detail"]
+    assert "mesh mTLS (STRICT)" in hops["Deployment/fraud-api"]["in_transit"]["detail"]
     assert hops["DataSource/customer-transactions"]["at_rest"]["detail"] == "encrypted, key kms://payments-data"
     assert all(h["in_residency"] for h in data["hops"])
     # batch and edge deployments are judged by what they write and ship, not by an endpoint they do not have

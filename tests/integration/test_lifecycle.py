@@ -26,6 +26,7 @@ from tests.services import fresh_database
 
 PROJECT = "apiVersion: mlspec/v1\nkind: Project\nmetadata: {name: demo, owner: platform}\nspec: {specs: [specs], environments: environments}\n"
 PROD_EXTRA = """  encryption: {kms_key: kms://prod, tls: required}
+  identity: {issuer: "https://login.example.com/bank/v2.0"}
   targets:
     kubernetes: {namespace: ml-prod}
     serving: kserve

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from mlspec.app.project import Project
 from mlspec.crypto import KeyResolver, is_envelope, read_plain
 from tests.conftest import REPO, copy_platform, run_mlspec
 
@@ -57,9 +58,24 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+# endpoint URL -> the headers that authenticate a call to it (an API key, or a token of the local issuer)
+CREDENTIALS: dict[str, dict[str, str]] = {}
+
+
+def credentials(url: str) -> dict[str, str]:
+    return next((headers for base, headers in CREDENTIALS.items() if url.startswith(base)), {})
+
+
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **credentials(url)}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=credentials(url)), timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
@@ -71,7 +87,9 @@ def config(root: Path, deployment: str) -> dict[str, Any]:
 
 def endpoint(root: Path, deployment: str) -> str:
     c = config(root, deployment)
-    return f"http://{c['host']}:{c['port']}/v2/models/{deployment}"
+    url = f"http://{c['host']}:{c['port']}/v2/models/{deployment}"
+    CREDENTIALS[url] = Project.open(root).caller_headers("local", deployment, subject="tests", ttl_seconds=3600)
+    return url
 
 
 def registry(root: Path) -> Any:
@@ -181,6 +199,46 @@ def test_3_served_predictions_equal_the_registered_onnx_model(platform: Path) ->
     assert is_envelope(reference.read_bytes()) and len(read_plain(reference, KeyResolver(platform))) > 0
 
 
+def test_3b_the_endpoints_refuse_callers_without_credentials(platform: Path) -> None:
+    import urllib.error
+
+    batch = rows(platform, "fraud-detector", 1)
+    body = {"inputs": [{"name": "input", "shape": [1, len(batch[0])], "datatype": "FP32", "data": batch}]}
+
+    def status_of(url: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            url, json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    fraud = endpoint(platform, "fraud-api") + "/infer"  # oidc: tokens of the environment's local issuer
+    assert status_of(fraud, {}) == 401
+    assert status_of(fraud, {"Authorization": "Bearer not-a-token"}) == 401
+    token = mlspec(platform, "token", "fraud-api", "--env", "local", "--subject", "payments")
+    assert token.returncode == 0 and token.stdout.startswith("Authorization: Bearer "), token.stdout + token.stderr
+    name, value = token.stdout.strip().split(": ", 1)
+    assert status_of(fraud, {name: value}) == 200
+    # a token of the same issuer for another audience is valid, but not for this endpoint
+    from mlspec.app.paths import local_paths
+    from mlspec.targets.local.endpoint_auth import mint_token
+
+    project = Project.open(platform)
+    graph = project.resolve("local").graph
+    assert graph is not None
+    wrong = mint_token(local_paths(project, graph), "core-banking", "someone", 60)
+    assert status_of(fraud, {"Authorization": f"Bearer {wrong}"}) == 403
+    churn = endpoint(platform, "churn-api") + "/infer"  # api_key (the local override): a key mlspec made, 0600
+    assert status_of(churn, {}) == 401 and status_of(churn, {"X-API-Key": "guess"}) == 401
+    key_file = platform / ".mlspec/local/auth/churn-api.api-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = mlspec(platform, "token", "churn-api", "--env", "local").stdout.strip()
+    assert key == f"X-API-Key: {key_file.read_text().strip()}"
+
+
 def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: Path) -> None:
     spec = platform / "specs/training/fraud-detector.yaml"
     edit(spec, "architecture: {type: mlp, hidden: [64, 32], dropout: 0.1}", SLOW_MODEL)
@@ -196,7 +254,7 @@ def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: P
     traffic = rows(platform, "fraud-detector", 800)
     seen = {send(url, [row], key=i)["model_version"] for i, row in enumerate(traffic)}
     assert seen == {"1", "2"}  # the canary got its first step's share before it was judged
-    rollout = json.loads(urllib.request.urlopen(url + "/rollout").read())
+    rollout = get(url + "/rollout")
     assert rollout["phase"] == "rolled_back" and "p99" in rollout["reason"], rollout
     status = mlspec(platform, "status", "--env", "local")
     assert "fraud-detector v2 rolled back" in status.stdout, status.stdout

@@ -39,6 +39,7 @@ CLUSTER = """
       tier: development
       region: uae-north
       data_residency: {allowed_regions: [uae-north]}
+      identity: {issuer: "https://login.example.com/bank/v2.0"}
       targets:
         kubernetes: {namespace: ml-dev}
         pipelines: kubeflow
@@ -67,9 +68,6 @@ REFUSED = [
     ("action", "Deployment", "model: {name: fraud-detector}",
      "model: {name: fraud-detector}\n  monitoring: {drift: {method: psi, action: alert}}", "alert",
      "spec.monitoring.drift.action"),
-    ("audiences", "Deployment", "model: {name: fraud-detector}",
-     "model: {name: fraud-detector}\n  auth: {method: oidc, audiences: [gateway]}", "[gateway]",
-     "spec.auth.audiences"),
     ("auto_promote", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
      "{strategy: blue_green, auto_promote: false}", "false", "spec.rollout.auto_promote"),
     ("analysis", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
@@ -93,7 +91,7 @@ HONOURED = [
      "model: {name: fraud-detector}\n  monitoring: {drift: {method: ks}}"),
     ("auto_promote-default", "Deployment", "{strategy: canary, steps: [10, 50, 100]}", "{strategy: blue_green}"),
     ("audiences", "Deployment", "model: {name: fraud-detector}",
-     "model: {name: fraud-detector}\n  auth: {method: oidc, audiences: []}"),
+     "model: {name: fraud-detector}\n  auth: {method: oidc, audiences: [gateway]}"),
     ("analysis", "Deployment", "steps: [10, 50, 100]}", "steps: [10, 50, 100], analysis: {max_p99_ms: 20}}"),
     ("analysis-ab", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
      "{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: challenger, weight: 50}]}"),
@@ -157,7 +155,7 @@ def test_refusals_of_later_work_say_so(tmp_path: Path, cli: Callable[..., CliRes
     root = platform(tmp_path / "p", case[1], case[2], case[3])
     result = cli("render", "--env", "local", "-o", str(tmp_path / "out"), cwd=root)
     assert "refused until a later issue builds retraining triggers" in result.out
-    assert {r.field for r in REFUSED_FIELDS if r.until} >= {"retention", "retrain_on", "audiences", "action"}
+    assert {r.field for r in REFUSED_FIELDS if r.until} >= {"retention", "retrain_on", "action"}
 
 
 @pytest.mark.parametrize(("case", "kind", "old", "new"), HONOURED, ids=[c[0] for c in HONOURED])

@@ -24,6 +24,9 @@ CRDS = {
     "ApplicationSet": SCHEMAS / "argocd" / "applicationset-crd.yaml",
     "Pipeline": SCHEMAS / "kfp" / "pipelines.kubeflow.org_pipelines.yaml",
     "PipelineVersion": SCHEMAS / "kfp" / "pipelines.kubeflow.org_pipelineversions.yaml",
+    "PeerAuthentication": SCHEMAS / "istio" / "security.istio.io_peerauthentications.yaml",
+    "RequestAuthentication": SCHEMAS / "istio" / "security.istio.io_requestauthentications.yaml",
+    "AuthorizationPolicy": SCHEMAS / "istio" / "security.istio.io_authorizationpolicies.yaml",
 }
 NON_FEAST = ["kfp", "kubernetes", "argocd", "gitops", "mlflow", "monitoring", "edge"]
 

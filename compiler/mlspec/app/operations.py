@@ -76,7 +76,8 @@ class MonitorOutcome:
         return bool(self.drift and self.drift.get("drift_detected"))
 
 
-def _graph(project: Project, environment: str) -> ResolvedGraph:
+def local_graph(project: Project, environment: str) -> ResolvedGraph:
+    """The resolved graph of a local-tier environment; MlspecError when it does not resolve or is not local."""
     from mlspec.app.paths import runs_engines
 
     resolution = project.resolve(environment)
@@ -122,7 +123,7 @@ def status(project: Project, environment: str) -> PlatformStatus:
     """Endpoints, versions, traffic weights and health of a local environment (settling finished rollouts)."""
     from mlspec.app.paths import state_store
 
-    graph = _graph(project, environment)
+    graph = local_graph(project, environment)
     platform = _platform(project, graph)
     events: list[str] = []
     with state_store(project) as store:
@@ -206,7 +207,7 @@ def monitor(
     batch Deployments whose schedule is due."""
     from mlspec.app.paths import state_store
 
-    graph = _graph(project, environment)
+    graph = local_graph(project, environment)
     platform = _platform(project, graph)
     holder = current_actor(None, project.root)
     outcomes: list[MonitorOutcome] = []
@@ -398,7 +399,7 @@ def score_now(
     from mlspec.errors import UsageError
     from mlspec.spec.suggest import did_you_mean
 
-    graph = _graph(project, environment)
+    graph = local_graph(project, environment)
     spec = graph.find(Deployment, name)
     if spec is None:
         names = [s.name for s in graph.of_kind("Deployment")]

@@ -50,8 +50,17 @@ def local_paths(project: Project, graph: ResolvedGraph) -> LocalPaths:
     """The local platform's folders for an environment."""
     from mlspec.targets.local.paths import LocalPaths
 
-    encryption = graph.env.spec.encryption
-    return LocalPaths(graph.name, project.root, data_dir(project, graph), encryption.kms_key, encryption.signing_key)
+    spec = graph.env.spec
+    encryption, identity = spec.encryption, spec.identity
+    return LocalPaths(
+        graph.name,
+        project.root,
+        data_dir(project, graph),
+        encryption.kms_key,
+        encryption.signing_key,
+        issuer=identity.issuer if identity else None,
+        jwks_uri=identity.jwks_uri if identity else None,
+    )
 
 
 def spec_files(project: Project) -> tuple[list[Path], list[Diagnostic]]:

@@ -339,6 +339,15 @@ class Project:
 
         return status(self, environment)
 
+    def caller_headers(
+        self, environment: str, deployment: str, *, subject: str = "mlspec", ttl_seconds: int = 900
+    ) -> dict[str, str]:
+        """The headers that authenticate a call to a local online Deployment (an API key or a local token)."""
+        from mlspec.app.credentials import caller_headers
+
+        with private_files():
+            return caller_headers(self, environment, deployment, subject=subject, ttl_seconds=ttl_seconds)
+
     def monitor(self, environment: str, *, progress: Progress = lambda _: None) -> list[MonitorOutcome]:
         """Check drift per Deployment and act on it; run batch scoring that is due."""
         from mlspec.app.operations import monitor

@@ -83,6 +83,26 @@ def score(deployment: str, env: str | None, fmt: str, path: Path | None) -> int:
 
 
 @platform.command()
+@click.argument("deployment")
+@env_option("call (a local environment)")
+@click.option("--subject", default="mlspec", show_default=True, help="Who the token says is calling.")
+@click.option("--ttl", type=click.IntRange(1, 86400), default=900, show_default=True, help="Token lifetime, seconds.")
+@PROJECT_OPTION
+def token(deployment: str, env: str | None, subject: str, ttl: int, path: Path | None) -> int:
+    """Print the header that authenticates a call to DEPLOYMENT's local endpoint: a token of the environment's
+    local OIDC issuer, or its API key; for example: curl -H "$(mlspec token fraud-api)" ...
+
+    Prints nothing when the Deployment's auth is off.
+    """
+    project = open_project(path)
+    for name, value in project.caller_headers(
+        environment(project, env), deployment, subject=subject, ttl_seconds=ttl
+    ).items():
+        click.echo(f"{name}: {value}")
+    return EXIT_OK
+
+
+@platform.command()
 @env_option("tear down")
 @click.option("--auto-approve", is_flag=True, help="Destroy without asking.")
 @click.option("--allow-destroy", is_flag=True, help="Needed for production environments.")

@@ -34,7 +34,9 @@ from mlspec.policy.engine import OpaServerEngine, PolicyEngine, PolicyEngineErro
 from mlspec.policy.findings import Finding
 from mlspec.policy.reuse import GraphFacts, document_digest, policies_scoped, subject_keys, visible_refs
 from mlspec.policy.waivers import apply_waivers
+from mlspec.resolve.enforcement import endpoint_enforcement
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.deployment import Deployment, OnlineDeploymentSpec
 from mlspec.spec.validate import ParsedSpec
 
 LIBRARY = Path(__file__).parent / "library"
@@ -141,7 +143,13 @@ def _documents(graph: ResolvedGraph, project: str) -> dict[str, Any]:
     ``digests`` holds each subject's document digest, in the same order.
     """
     made = [_document_and_digest(spec) for spec in (graph.environment, *(graph.resources[ref] for ref in graph.order))]
-    environment = {"name": graph.name, "spec": made[0][0]["spec"]}
+    # how each online endpoint is really protected here (access.auth_required judges this, not the declaration)
+    endpoints = {
+        spec.name: endpoint_enforcement(graph, spec.model.spec).as_input()
+        for spec in graph.specs(Deployment)
+        if isinstance(spec.model.spec, OnlineDeploymentSpec)
+    }
+    environment = {"name": graph.name, "spec": made[0][0]["spec"], "endpoints": endpoints}
     resources = {ref: document for ref, (document, _) in zip(graph.order, made[1:], strict=True)}
     return {
         "graph": {"resources": resources, "dependencies": {ref: list(graph.dependencies[ref]) for ref in graph.order}},

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext
+from mlspec.render.endpoint_auth import auth_problems
 from mlspec.render.refused import refusals
 from mlspec.render.registry import RENDERERS, load_renderer
 from mlspec.resolve.graph import ResolvedGraph
@@ -40,6 +41,7 @@ def render_environment(
     """
     artifacts: list[Artifact] = []
     diagnostics: list[Diagnostic] = refusals(graph)  # fields no target honours, whichever targets render
+    diagnostics += auth_problems(graph)  # authentication the environment's targets could not enforce
     for name in targets or list(RENDERERS):
         output = load_renderer(name).render(graph, context)
         artifacts.extend(output.artifacts)

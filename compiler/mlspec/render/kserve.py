@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
+from mlspec.render.endpoint_auth import DEPLOYMENT_LABEL, mesh_policies
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.object_store import kserve_storage_uri
@@ -75,7 +76,11 @@ class KServeRenderer:
             return out
         k8s = targets.kubernetes
         namespace = k8s.namespace
-        ns_labels = {**labels(namespace, graph, context.project, "namespace"), "mlspec.dev/tier": graph.env.spec.tier}
+        ns_labels = {
+            **labels(namespace, graph, context.project, "namespace"),
+            "mlspec.dev/tier": graph.env.spec.tier,
+            "istio-injection": "enabled",  # the sidecars that enforce each endpoint's TLS and authentication
+        }
         out.artifacts.append(
             Artifact(
                 "kubernetes/namespace.yaml",
@@ -136,6 +141,8 @@ def _deployment_files(
     documents: list[dict[str, Any]] = [
         _service_account(name, graph, context, k8s),
         _allow_ingress(name, k8s.namespace, graph, context, online),
+        # TLS and authentication are the mesh's to enforce: without these objects every caller is served
+        *mesh_policies(name, k8s.namespace, online, graph, labels(name, graph, context.project, "endpoint-security")),
     ]
     variants = _variants(name, online)
     for variant_name, alias in variants:
@@ -195,6 +202,8 @@ def _inference_service(
         "maxReplicas": online.scaling.max_replicas,
         "scaleMetric": online.scaling.target.metric,
         "scaleTarget": online.scaling.target.value,
+        # the pods of every variant: what the mesh's TLS and authentication policies select
+        "labels": {DEPLOYMENT_LABEL: spec.name},
     }
     rollout = online.rollout
     if isinstance(rollout, CanaryRollout):

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from mlspec.diagnostics import Diagnostic, format_path
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.datasource import FileSource, KafkaSource, ObjectStoreSource, PostgresSource
-from mlspec.spec.deployment import AbRollout, Analysis, Auth, BlueGreenRollout, Drift, ShadowRollout
+from mlspec.spec.deployment import AbRollout, Analysis, BlueGreenRollout, Drift, ShadowRollout
 from mlspec.spec.training import TrainingPipelineSpec
 from mlspec.spec.validate import ParsedSpec
 
@@ -108,14 +108,6 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
         "or action: retrain to retrain and roll out again",
         refused=lambda value: value == "alert",
         until="a later issue builds alerting",
-    ),
-    RefusedField(
-        (Auth,),
-        "audiences",
-        "Deployment '{name}' sets auth.audiences: {value}, but no target checks a token's audience yet",
-        "remove audiences",
-        refused=bool,
-        until="a later issue builds OIDC authentication",
     ),
     RefusedField(
         (BlueGreenRollout,),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlspec.diagnostics import Location
+from mlspec.resolve.enforcement import endpoint_enforcement
 from mlspec.spec.datasource import DataSource
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, EdgeDeploymentSpec, OnlineDeploymentSpec
 from mlspec.spec.training import TrainingPipeline
@@ -254,11 +255,14 @@ def _hops(
     deployment = spec.as_kind(Deployment)
     serving = deployment.model.spec if deployment is not None else None
     if isinstance(serving, OnlineDeploymentSpec):
-        endpoint, auth = serving.endpoint, serving.auth
+        # what is enforced, not what is declared: a TLS or auth setting nothing serves is a FAIL
+        enforced, declared = endpoint_enforcement(graph, serving), serving.auth
+        auth_detail = f"auth: {enforced.auth}" + (f" by {enforced.auth_by}" if enforced.auth_by else "")
+        if declared.required and enforced.auth != declared.method:
+            auth_detail += f" (declared {declared.method}, not enforced)"
         in_transit = Control(
-            env_tls.ok and endpoint.tls,
-            f"{env_tls.detail}; endpoint tls: {'on' if endpoint.tls else 'off'} ({endpoint.visibility}); "
-            f"auth: {auth.method if auth.required else 'none'}",
+            env_tls.ok and enforced.tls and (enforced.auth != "none" or not declared.required),
+            f"{env_tls.detail}; {enforced.transport} ({serving.endpoint.visibility}); {auth_detail}",
         )
     elif serving is not None:  # batch and edge Deployments have no endpoint
         at_rest, in_transit = _offline_controls(serving, graph, env_key, env_tls)

@@ -45,6 +45,7 @@ class App:
         """An app for ``config``; variants start in state 'loading' (the server loads them)."""
         self.stats: dict[tuple[str, str], VariantStats] = {}
         self.codes: Counter[int] = Counter()
+        self.grpc_codes: Counter[tuple[str, str]] = Counter()  # gRPC calls by method and status code name
         self.shadow = ShadowStats()
         self.reqlog: RequestLog | None = None
         self.auth_outcomes: Counter[str] = Counter()
@@ -299,4 +300,5 @@ class App:
             codes=self.codes,
             log_rows=log_rows,
             auth=(self.config.auth.method, self.auth_outcomes) if self.config.auth is not None else None,
+            grpc_codes=self.grpc_codes,
         )

@@ -50,6 +50,7 @@ class ServingConfig:
     variants: tuple[VariantConfig, ...]
     host: str = "127.0.0.1"
     port: int = 8601
+    grpc_port: int | None = None  # the Open Inference Protocol over gRPC on host:grpc_port (None: off, 0: any)
     device: str = "cpu"
     fallback: str = "cpu"
     batching: bool = True
@@ -126,6 +127,7 @@ class ServingConfig:
             variants=variants,
             host=_str(data, "host", "127.0.0.1"),
             port=_int(data, "port", 8601, 0, 65535),
+            grpc_port=_grpc_port(data),
             device=_choice(data, "device", "cpu", ("cpu", "gpu")),
             fallback=_choice(data, "fallback", "cpu", ("cpu", "none")),
             batching=_bool(data, "batching", True),
@@ -158,6 +160,15 @@ def _int(data: dict[str, Any], key: str, default: int, low: int, high: int) -> i
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"'{key}' must be an integer from {low} to {high}, not {value!r}")
     return value
+
+
+def _grpc_port(data: dict[str, Any]) -> int | None:
+    if data.get("grpc_port") is None:
+        return None
+    port = _int(data, "grpc_port", 0, 0, 65535)
+    if port and port == data.get("port", 8601):
+        raise ConfigError(f"'grpc_port' must differ from 'port' ({port})")
+    return port
 
 
 def _bool(data: dict[str, Any], key: str, default: bool) -> bool:

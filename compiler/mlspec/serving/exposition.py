@@ -107,6 +107,16 @@ def auth_family(deployment: str, method: str, outcomes: Counter[str]) -> m.Metri
     return family
 
 
+def grpc_family(deployment: str, codes: Counter[tuple[str, str]]) -> m.MetricFamily:
+    """gRPC calls by method and status code."""
+    family = m.MetricFamily("mlspec_grpc_responses_total", "counter", "gRPC calls answered, by method and status code.")
+    family.samples.extend(
+        f"mlspec_grpc_responses_total{{{m.labels(deployment=deployment, method=method, code=code)}}} {count}"
+        for (method, code), count in sorted(codes.items())
+    )
+    return family
+
+
 def log_family(deployment: str, written: int) -> m.MetricFamily:
     """Rows written to the request log."""
     rows = m.MetricFamily("mlspec_request_log_rows_total", "counter", "Rows written to the request log.")
@@ -124,6 +134,7 @@ def exposition(
     codes: Counter[int],
     log_rows: int | None,
     auth: tuple[str, Counter[str]] | None = None,
+    grpc_codes: Counter[tuple[str, str]] | None = None,
 ) -> bytes:
     """The Prometheus exposition of every metric (``log_rows`` None: no request log, no log family; ``auth``: the
     authentication method and its outcome counts, None when callers are not checked)."""
@@ -137,4 +148,6 @@ def exposition(
         families.append(log_family(deployment, log_rows))
     if auth is not None:
         families.append(auth_family(deployment, *auth))
+    if grpc_codes:  # gRPC calls by method and status code, once there was one
+        families.append(grpc_family(deployment, grpc_codes))
     return m.render(families)

@@ -7,14 +7,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from mlspec.serving.binary import decode_binary, encode_binary
 from mlspec.serving.config import ServingConfig
 from mlspec.serving.http import Connection, Headers, Ticket, response
 from mlspec.serving.metrics import ShadowStats
-from mlspec.serving.protocol import InferRequest, ProtocolError, decode_infer, encode_infer, error_body
+from mlspec.serving.protocol import (
+    InferRequest,
+    ProtocolError,
+    decode_infer,
+    encode_infer,
+    error_body,
+    unknown_outputs,
+)
 from mlspec.serving.reqlog import RequestLog
 from mlspec.serving.router import Arm, Router
 
@@ -28,12 +36,25 @@ def counted_error(codes: Counter[int], status: int, message: str) -> bytes:
     return response(status, error_body(message))
 
 
+class Responder(Protocol):
+    """Where an infer answer goes: an HTTP :class:`~mlspec.serving.http.Connection`, or a gRPC call
+    (:mod:`~mlspec.serving.grpc_server`), so both front ends share one infer path."""
+
+    def defer(self) -> Ticket:
+        """A slot for the answer of the request being submitted, filled later by ``complete``."""
+        ...
+
+    def complete(self, ticket: Ticket, data: bytes) -> None:
+        """The answer (a whole HTTP response) for ``ticket``."""
+        ...
+
+
 @dataclass(slots=True)
 class Pending:
     """An infer request waiting for its variant's batch."""
 
     request: InferRequest
-    conn: Connection
+    conn: Responder
     ticket: Ticket
     started: float
 
@@ -76,15 +97,24 @@ class Inference:
         """Answer an infer request (to ``pinned`` when the URL names a version); None when it waits for a batch."""
         started = perf_counter()
         try:
-            request = decode_infer(body, self.features)
+            if headers.binary_length is None:
+                request = decode_infer(body, self.features)
+            else:  # the binary tensor data extension
+                request = decode_binary(body, headers.binary_length, self.features)
         except ProtocolError as exc:
             return counted_error(self.codes, 400, str(exc))
+        return self.submit(conn, request, headers.sticky, pinned, started)
+
+    def submit(
+        self, conn: Responder, request: InferRequest, sticky: str | None, pinned: Arm | None, started: float
+    ) -> bytes | None:
+        """Answer a decoded request: on ``pinned``, else on the router's choice (by the sticky key parameter, else
+        ``sticky``); None when it waits for its batch (``conn.complete`` gets the answer)."""
         if pinned is not None:
             arm = pinned
             if arm.model is None:
                 return counted_error(self.codes, 503, f"variant {arm.name} is {arm.state}")
         else:
-            sticky = headers.sticky
             if self.sticky_key is not None and request.parameters:
                 value = request.parameters.get(self.sticky_key)
                 if value is not None:
@@ -93,6 +123,10 @@ class Inference:
             if chosen is None or chosen.model is None:
                 return counted_error(self.codes, 503, "no variant is ready to answer")
             arm = chosen
+        if request.outputs and arm.model is not None:
+            unknown = unknown_outputs(request.outputs, arm.model.output_name)
+            if unknown:
+                return counted_error(self.codes, 400, unknown)
         if self.batching:
             queue = self.queues.get(arm)
             if queue is None:
@@ -148,9 +182,13 @@ class Inference:
         """The response to one request; counts it, tells the router, samples it into the log, mirrors it."""
         stats = arm.stats
         status = 200
+        binary = b""  # the whole response, when it goes as binary tensor data
         if out is not None:
             try:
-                body = encode_infer(arm.prefix, out, request.id)
+                if request.binary_output:
+                    binary = encode_binary(arm.prefix, out, request.id)
+                else:
+                    body = encode_infer(arm.prefix, out, request.id)
             except ValueError:
                 problem = NON_FINITE
         if problem:
@@ -172,7 +210,7 @@ class Inference:
                 if not self.shadow_scheduled:
                     self.shadow_scheduled = True
                     self.loop.call_soon(self.shadow_flush)
-        return response(status, body)
+        return binary or response(status, body)
 
     def shadow_flush(self) -> None:
         """Run the mirrored requests on the challenger (after their answers were written) and compare."""

@@ -1,5 +1,8 @@
 """Open Inference Protocol v2 (KServe v2 REST) bodies for [N, F] FP32 models: infer requests decoded, infer
-responses encoded, and the server, health and model metadata documents."""
+responses encoded, and the server, health and model metadata documents.
+
+Bodies with binary tensor data (the ``binary_tensor_data`` extension) are read and written by
+:mod:`~mlspec.serving.binary`, which hands the decoded tensors back to :func:`infer_request`."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ NUMERIC = frozenset(
 )
 _dumps = json.dumps
 SERVER_NAME = "mlspec"
-EXTENSIONS = ("mlspec_rollout",)  # GET /v2/models/<name>/rollout: the rollout status
+# binary_tensor_data: raw tensor bytes after the JSON (mlspec.serving.binary); mlspec_rollout: GET .../rollout
+EXTENSIONS = ("binary_tensor_data", "mlspec_rollout")
+BINARY_HINT = "; a body carrying binary tensor data needs the Inference-Header-Content-Length header"
 
 
 class ProtocolError(ValueError):
@@ -23,15 +28,24 @@ class ProtocolError(ValueError):
 
 @dataclass(slots=True)
 class InferRequest:
-    """A decoded inference request: float32 rows [N, F], the request id and its parameters."""
+    """A decoded inference request: float32 rows [N, F], the request id and its parameters; ``binary_output``
+    when the answer goes as binary tensor data, ``outputs`` the output names it asks for (empty: all)."""
 
     rows: np.ndarray
     id: str | None
     parameters: dict[str, Any] | None
+    binary_output: bool = False
+    outputs: tuple[str, ...] = ()
 
 
-def _array(data: Any, where: str, kinds: str = "fiu") -> np.ndarray:
+def _array(tensor: dict[str, Any], where: str, kinds: str = "fiu") -> np.ndarray:
+    data = tensor.get("data")
     if not isinstance(data, list):
+        if isinstance(data, np.ndarray):  # binary tensor data, decoded and checked by mlspec.serving.binary
+            return data
+        params = tensor.get("parameters")
+        if data is None and isinstance(params, dict) and "binary_data_size" in params:
+            raise ProtocolError(f"{where} has parameters.binary_data_size, so its values are binary{BINARY_HINT}")
         raise ProtocolError(f"{where}: 'data' must be a list of numbers")
     try:
         arr = np.array(data)
@@ -42,7 +56,8 @@ def _array(data: Any, where: str, kinds: str = "fiu") -> np.ndarray:
     return arr
 
 
-def _shape(tensor: dict[str, Any], where: str) -> list[int]:
+def tensor_shape(tensor: dict[str, Any], where: str) -> list[int]:
+    """The tensor's 'shape'; raise ProtocolError unless it is a list of non-negative integers."""
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(f"{where}: 'shape' must be a list of non-negative integers, not {shape!r}")
@@ -54,10 +69,10 @@ def _tensor_input(tensor: dict[str, Any], n_features: int) -> np.ndarray:
     datatype = tensor.get("datatype")
     if datatype != "FP32":
         raise ProtocolError(f"{where} has datatype {datatype!r}; this model takes FP32")
-    shape = _shape(tensor, where)
+    shape = tensor_shape(tensor, where)
     if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
         raise ProtocolError(f"{where} has shape {shape}; this model takes [N, {n_features}] with N >= 1")
-    arr = _array(tensor.get("data"), where)
+    arr = _array(tensor, where)
     if arr.size != shape[0] * n_features:
         raise ProtocolError(f"{where}: 'data' has {arr.size} values; shape {shape} needs {shape[0] * n_features}")
     return arr.astype(np.float32, copy=False).reshape(shape[0], n_features)
@@ -82,13 +97,13 @@ def _feature_inputs(inputs: list[Any], features: tuple[str, ...]) -> np.ndarray:
         datatype = tensor.get("datatype")
         if datatype not in NUMERIC:
             raise ProtocolError(f"{where} has datatype {datatype!r}; a feature input takes a numeric datatype")
-        shape = _shape(tensor, where)
+        shape = tensor_shape(tensor, where)
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
             raise ProtocolError(f"{where} has shape {shape}; a feature input has shape [N] or [N, 1] with N >= 1")
         if rows not in (-1, shape[0]):
             raise ProtocolError(f"{where} has {shape[0]} rows; the other inputs have {rows}")
         rows = shape[0]
-        arr = _array(tensor.get("data"), where, "fiub")
+        arr = _array(tensor, where, "fiub")
         if arr.size != rows:
             raise ProtocolError(f"{where}: 'data' has {arr.size} values; shape {shape} needs {rows}")
         columns[name] = arr.reshape(rows)
@@ -106,12 +121,25 @@ def decode_infer(body: bytes, features: tuple[str, ...]) -> InferRequest:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
+        hint = BINARY_HINT if isinstance(exc, UnicodeDecodeError) or str(exc).startswith("Extra data") else ""
+        raise ProtocolError(f"request body is not valid JSON: {exc}{hint}") from exc
+    return infer_request(doc, features)
+
+
+def request_inputs(doc: Any) -> list[Any]:
+    """The 'inputs' list of a parsed infer request; raise ProtocolError when the request has none."""
     if type(doc) is not dict:
         raise ProtocolError("request body must be a JSON object with an 'inputs' list")
     inputs = doc.get("inputs")
     if type(inputs) is not list or not inputs:
         raise ProtocolError("request body needs a non-empty 'inputs' list")
+    return inputs
+
+
+def infer_request(doc: Any, features: tuple[str, ...]) -> InferRequest:
+    """The request a parsed infer request document makes (its tensors' 'data' lists, or arrays already decoded
+    from binary tensor data); raise ProtocolError saying what is wrong."""
+    inputs = request_inputs(doc)
     first = inputs[0]
     if len(inputs) == 1 and type(first) is dict and first.get("name") == "input":
         rows = _tensor_input(first, len(features))
@@ -123,7 +151,54 @@ def decode_infer(body: bytes, features: tuple[str, ...]) -> InferRequest:
     params = doc.get("parameters")
     if params is not None and type(params) is not dict:
         raise ProtocolError("'parameters' must be an object")
-    return InferRequest(rows, rid, params)
+    outputs = doc.get("outputs")
+    if outputs is None and (params is None or "binary_data_output" not in params):
+        return InferRequest(rows, rid, params)
+    binary, names = requested_outputs(outputs, params)
+    return InferRequest(rows, rid, params, binary, names)
+
+
+def requested_outputs(outputs: Any, params: dict[str, Any] | None) -> tuple[bool, tuple[str, ...]]:
+    """Whether the answer goes as binary tensor data, and the output names asked for (empty: all), from a
+    request's 'outputs' and its ``binary_data_output`` parameter (an output's ``binary_data`` overrides it)."""
+    binary = False if params is None else params.get("binary_data_output", False)
+    if type(binary) is not bool:
+        raise ProtocolError(f"parameters.binary_data_output must be true or false, not {binary!r}")
+    if outputs is None:
+        return binary, ()
+    if type(outputs) is not list:
+        raise ProtocolError("'outputs' must be a list of objects naming the outputs to return")
+    names: list[str] = []
+    for output in outputs:
+        name = output.get("name") if type(output) is dict else None
+        if type(name) is not str:
+            raise ProtocolError(f"each entry of 'outputs' must be an object with a string 'name', not {output!r}")
+        if name in names:
+            raise ProtocolError(f"output {name!r} is requested twice")
+        names.append(name)
+        out_params = output.get("parameters")
+        if out_params is None:
+            continue
+        if type(out_params) is not dict:
+            raise ProtocolError(f"output {name!r}: 'parameters' must be an object")
+        if out_params.get("class_count", 0) or "classification" in out_params:
+            raise ProtocolError(f"output {name!r}: the classification extension is not supported by this server")
+        if "shared_memory_region" in out_params:
+            raise ProtocolError(f"output {name!r}: shared memory is not supported by this server")
+        flag = out_params.get("binary_data", binary)
+        if type(flag) is not bool:
+            raise ProtocolError(f"output {name!r}: parameters.binary_data must be true or false, not {flag!r}")
+        binary = flag  # one output is served, so its flag decides
+    return binary, tuple(names)
+
+
+def unknown_outputs(names: tuple[str, ...], output_name: str) -> str:
+    """Why a request asking for outputs ``names`` cannot be answered by a model whose output is ``output_name``
+    ("" when it can)."""
+    unknown = [name for name in names if name != output_name]
+    if not unknown:
+        return ""
+    return f"unknown output(s) {', '.join(map(repr, unknown))}: this model's only output is {output_name!r}"
 
 
 def response_prefix(model_name: str, version: str, variant: str, output_name: str) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlspec.serving.app import App, check_auth
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
@@ -15,7 +15,11 @@ from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_tes
 from mlspec.serving.reqlog import check_seal_key
 from mlspec.serving.router import REJECTED, Arm
 
+if TYPE_CHECKING:
+    from mlspec.serving.grpc_server import GrpcListener
+
 log = logging.getLogger("mlspec.serving")
+GRPC_GRACE = 5.0  # seconds gRPC calls in flight get to finish on SIGTERM
 
 
 class StartupError(Exception):
@@ -62,6 +66,7 @@ class Server:
         self.stopping: asyncio.Event | None = None
         self.server: asyncio.AbstractServer | None = None
         self.app: App | None = None
+        self.grpc: GrpcListener | None = None  # the Open Inference Protocol over gRPC, when grpc_port is set
         self.reloading = False
         self.background: set[asyncio.Future[Any]] = set()
 
@@ -96,11 +101,21 @@ class Server:
         )
         sock = self.server.sockets[0]
         host, port = sock.getsockname()[:2]
+        if config.grpc_port is not None:  # on this loop, into the same App and infer path
+            from mlspec.serving.grpc_server import start_grpc
+
+            self.grpc = await start_grpc(self.current_app, config.host, config.grpc_port)
+            log.info("grpc listening on %s", self.grpc.address)
         for name in app.arms:
             if name not in primaries:
                 self._spawn(self._load_later(app, config, name))
         app.write_status()
         return f"http://{host}:{port}"
+
+    def current_app(self) -> App:
+        """The app serving now (what the gRPC front end answers from)."""
+        assert self.app is not None
+        return self.app
 
     def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, headers: Headers) -> bytes | None:
         """Hand a request to the current app (a reload swaps it)."""
@@ -141,7 +156,7 @@ class Server:
                 log.error("reload refused, keeping the old config: %s", exc)
                 return False
             old = app.config
-            if (new.host, new.port) != (old.host, old.port):
+            if (new.host, new.port, new.grpc_port) != (old.host, old.port, old.grpc_port):
                 log.warning("reload: host/port changes need a restart; keeping %s:%s", old.host, old.port)
             if new.variants == old.variants and new.rollout == old.rollout and new.features == old.features:
                 app.install(new, app.arms, app.router)  # same models and rollout: keep their state
@@ -204,6 +219,8 @@ class Server:
         """Stop accepting, let queued answers go out, close connections and flush the request log."""
         if self.server is not None:
             self.server.close()
+        if self.grpc is not None:  # new calls refused; calls in flight finish (their batches run meanwhile)
+            await self.grpc.stop(GRPC_GRACE)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         for conn in list(self.connections):

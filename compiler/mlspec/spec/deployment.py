@@ -216,6 +216,10 @@ class Monitoring(StrictModel):
     log_requests: bool = Field(default=True, description="Keep a sample of requests and answers (sealed at rest).")
 
 
+OpenRoute = Literal["health", "metrics", "metadata"]
+DEFAULT_OPEN_ROUTES: tuple[OpenRoute, ...] = ("health", "metrics")
+
+
 class Auth(StrictModel):
     """Who may call the endpoint."""
 
@@ -223,12 +227,29 @@ class Auth(StrictModel):
     method: Literal["oidc", "api_key", "mtls", "none"] = Field(
         default="oidc", description="How callers authenticate: oidc, api_key, mtls or none."
     )
-    audiences: list[str] = Field(default_factory=list, description="OIDC audiences a token must carry.")
+    audiences: list[str] = Field(
+        default_factory=list,
+        description="OIDC: the audiences this endpoint accepts; a token must carry one of them ('aud'). "
+        "Omit to accept any audience of the environment's issuer.",
+    )
+    api_keys: SecretRef | None = Field(
+        default=None,
+        description="api_key: the secret holding the accepted keys, one per line; on a local environment omit it "
+        "and mlspec creates a key (shown by mlspec status).",
+    )
+    open_routes: list[OpenRoute] = Field(
+        default_factory=lambda: list(DEFAULT_OPEN_ROUTES),
+        description="Routes served without credentials: health (probes), metrics (Prometheus scrapes), metadata.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Auth:
         if self.required and self.method == "none":
             raise FieldError("method", "auth.required is true but auth.method is 'none'")
+        if self.api_keys is not None and self.method != "api_key":
+            raise FieldError("api_keys", f"auth.api_keys is set but auth.method is {self.method!r}, not api_key")
+        if self.audiences and self.method != "oidc":
+            raise FieldError("audiences", f"auth.audiences is set but auth.method is {self.method!r}, not oidc")
         return self
 
 

@@ -53,6 +53,23 @@ class EnvironmentEncryption(StrictModel):
     )
 
 
+HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[^\s/?#@]+(/[^\s?#]*)?$")]
+
+
+class Identity(StrictModel):
+    """The OpenID Connect provider whose tokens this environment's OIDC endpoints accept."""
+
+    issuer: HttpsUrl = Field(
+        description="The issuer URL, exactly as tokens carry it in 'iss' (e.g. Entra ID's "
+        "'https://login.microsoftonline.com/<tenant>/v2.0')."
+    )
+    jwks_uri: HttpsUrl | None = Field(
+        default=None,
+        description="Where the issuer publishes its signing keys; omit to find it in the issuer's "
+        "/.well-known/openid-configuration.",
+    )
+
+
 # Argo CD's name for the cluster it runs in.
 IN_CLUSTER = "https://kubernetes.default.svc"
 ArgoCluster = Annotated[str, StringConstraints(pattern=r"^(https://\S+|[A-Za-z0-9]([-A-Za-z0-9._@:]*[A-Za-z0-9])?)$")]
@@ -393,6 +410,11 @@ class EnvironmentSpec(StrictModel):
     )
     access: Access | None = Field(
         default=None, description="Who may plan and apply, and the approval changes need; omitted: everyone."
+    )
+    identity: Identity | None = Field(
+        default=None,
+        description="The OIDC issuer whose tokens endpoints with auth.method: oidc accept; omit on a local "
+        "environment for mlspec's own local issuer (mlspec token mints its tokens).",
     )
 
     @property

@@ -199,6 +199,11 @@ DIAGNOSTIC_RULES: dict[str, RuleText] = {
     "dependency-cycle": _code(
         _RESOLVE, "resources depend on each other in a cycle", "remove one of the references in the chain"
     ),
+    "missing-identity": _code(
+        "Rendering",
+        "an OIDC endpoint on a shared environment that names no identity issuer",
+        "set spec.identity: {issuer: https://...} in the environment",
+    ),
     "unsupported-by-target": _code(
         "Rendering",
         "a spec asks for something the environment's engine cannot do",

@@ -13,6 +13,19 @@ deny contains lib.finding("access.auth_required", "spec.auth.required", msg, fix
 	fix := "set spec.auth: {required: true, method: oidc}"
 }
 
+# Judged on what enforces it, not on the declaration: auth that nothing in this environment checks is none.
+deny contains lib.finding("access.auth_required", "spec.auth.method", msg, fix) if {
+	lib.online_deployment
+	lib.production
+	lib.resource.spec.auth.required == true
+	input.environment.endpoints[lib.resource.name].auth == "none"
+	msg := sprintf(
+		"production Deployment '%s' declares auth.method %s, but nothing in this environment checks it: every request would be served",
+		[lib.resource.name, lib.resource.spec.auth.method],
+	)
+	fix := "use auth.method: oidc with the environment's identity issuer (the mesh verifies the tokens)"
+}
+
 deny contains lib.finding("access.no_public_pii", "spec.endpoint.visibility", msg, fix) if {
 	lib.online_deployment
 	lib.resource.spec.endpoint.visibility == "public"

@@ -130,6 +130,13 @@ test_production_needs_auth if {
 	count(access.deny) == 0 with input as {"resource": open, "environment": dev_env}
 }
 
+test_production_auth_is_judged_by_what_enforces_it if {
+	unchecked := object.union(prod_env, {"endpoints": {deployment.name: {"auth": "none", "tls": true}}})
+	"access.auth_required" in ids(access.deny) with input as {"resource": deployment, "environment": unchecked}
+	checked := object.union(prod_env, {"endpoints": {deployment.name: {"auth": "oidc", "tls": true}}})
+	count(access.deny) == 0 with input as {"resource": deployment, "environment": checked}
+}
+
 test_pii_models_are_never_public if {
 	public := object.union(deployment, {"spec": {"endpoint": {"visibility": "public", "tls": true}}})
 	"access.no_public_pii" in ids(access.deny) with input as {"resource": public, "environment": dev_env}

@@ -34,6 +34,10 @@ KIND_ORDER = {
     "Role": 5,
     "RoleBinding": 6,
     "NetworkPolicy": 7,
+    # the mesh's TLS and authentication policies exist before the endpoint they protect serves anyone
+    "PeerAuthentication": 7,
+    "RequestAuthentication": 7,
+    "AuthorizationPolicy": 7,
     "Service": 8,
     "Deployment": 9,
     "InferenceService": 10,
@@ -50,6 +54,9 @@ KNOWN: dict[tuple[str, str], tuple[str, bool]] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("apps/v1", "Deployment"): ("deployments", True),
     ("serving.kserve.io/v1beta1", "InferenceService"): ("inferenceservices", True),
+    ("security.istio.io/v1", "PeerAuthentication"): ("peerauthentications", True),
+    ("security.istio.io/v1", "RequestAuthentication"): ("requestauthentications", True),
+    ("security.istio.io/v1", "AuthorizationPolicy"): ("authorizationpolicies", True),
 }
 # the namespaced kinds mlspec renders: what a prune sweep lists
 PRUNED_KINDS = [k for k in KNOWN if k[1] != "Namespace" and k[1] not in ("Secret", "Role", "RoleBinding")]

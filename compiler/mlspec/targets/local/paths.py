@@ -17,6 +17,8 @@ class LocalPaths:
     data_dir: Path
     kms_key: str | None = None  # the Environment's encryption.kms_key: datasets and models are sealed with it
     signing_key: str | None = None  # the Environment's encryption.signing_key: edge packages are signed with it
+    issuer: str | None = None  # the Environment's identity.issuer (None: the environment's own local issuer)
+    jwks_uri: str | None = None  # the Environment's identity.jwks_uri
 
     @property
     def output(self) -> Path:

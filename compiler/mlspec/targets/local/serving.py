@@ -24,6 +24,7 @@ from mlspec.atomic import atomic_write
 from mlspec.crypto.keys import ROOT_VARIABLE, KeyResolver
 from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.targets.base import TargetError
+from mlspec.targets.local.endpoint_auth import server_auth
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import REJECTED_TAG, ModelVersion, Registry
 
@@ -175,6 +176,7 @@ class ServingEngine:
                 **({"seal_key": self.paths.kms_key} if self.paths.kms_key else {}),
             },
             "status_path": str(folder / "rollout.json"),
+            "auth": server_auth(self.paths, name, spec.auth),
         }
         if config != previous:
             if previous and _versions(previous) != _versions(config):

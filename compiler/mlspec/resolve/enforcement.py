@@ -1,0 +1,54 @@
+"""What actually enforces an online Deployment's authentication and transport security in one environment.
+
+Policies (``access.auth_required``) and the compliance report judge this, not the declared fields: a
+``required: true`` nobody checks is no authentication. The renderers and targets enforce exactly what this says:
+
+* local serving (every local environment): the model server checks API keys and OIDC tokens itself; it does not
+  verify client certificates (``mtls`` is refused at render) and it serves plain HTTP on 127.0.0.1 (no TLS yet);
+* KServe environments: the mesh (Istio) verifies OIDC tokens of the environment's ``identity`` issuer and
+  peer certificates, and ``endpoint.tls`` is STRICT mutual TLS between mesh workloads; API keys are checked by
+  nothing there (refused at render).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlspec.resolve.graph import ResolvedGraph
+from mlspec.spec.deployment import OnlineDeploymentSpec
+
+MESH = "mesh (Istio)"
+MODEL_SERVER = "model server"
+
+
+@dataclass(frozen=True)
+class EndpointEnforcement:
+    """How one endpoint is protected: the authentication actually checked (``none`` when nothing checks it) and
+    by what, and the transport security actually served."""
+
+    auth: str
+    auth_by: str
+    tls: bool
+    transport: str
+
+    def as_input(self) -> dict[str, object]:
+        """The policy input's view (``input.environment.endpoints[<deployment>]``)."""
+        return {"auth": self.auth, "auth_by": self.auth_by, "tls": self.tls, "transport": self.transport}
+
+
+def endpoint_enforcement(graph: ResolvedGraph, online: OnlineDeploymentSpec) -> EndpointEnforcement:
+    """What checks callers of ``online`` and protects its traffic in ``graph``'s environment."""
+    env = graph.env.spec
+    auth = online.auth
+    method = auth.method if auth.required else "none"
+    if env.targets.serving == "local":
+        checked: str = method if method in ("oidc", "api_key") else "none"
+        return EndpointEnforcement(checked, MODEL_SERVER if checked != "none" else "", False, "plain HTTP (loopback)")
+    if method == "oidc" and env.identity is not None:
+        checked, by = "oidc", f"{MESH} RequestAuthentication"
+    elif method == "mtls":
+        checked, by = "mtls", f"{MESH} peer certificates"
+    else:  # KServe: API keys are checked by nothing there (refused at render)
+        checked, by = "none", ""
+    strict = online.endpoint.tls or method == "mtls"
+    return EndpointEnforcement(checked, by, strict, "mesh mTLS (STRICT)" if strict else "mesh (PERMISSIVE)")
