@@ -48,6 +48,18 @@ def infer(
         return answer
 
 
+def refused(url: str) -> str:
+    """What the endpoint answers a caller without credentials (it must refuse)."""
+    import urllib.error
+
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]}).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/infer", body, method="POST"), timeout=10) as reply:
+            return f"HTTP {reply.status}: NOT REFUSED"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code} ({json.loads(exc.read()).get('error', '')})"
+
+
 def predictions(project: Any, env: str) -> tuple[int, list[str]]:
     """Score a few customers of each Deployment with features from Feast's online store; returns (errors, urls)."""
     from mlspec.app.operations import status
@@ -70,6 +82,7 @@ def predictions(project: Any, env: str) -> tuple[int, list[str]]:
         headers = project.caller_headers(env, server.deployment, subject="demo")
         how = ", ".join(headers) or "no credentials"
         print(f"  {server.deployment}: POST {server.endpoint}/infer  (features of {service} from Feast online; {how})")
+        print(f"    without credentials: {refused(server.endpoint)}")
         for index, entity in enumerate(entities):
             row = {name: float(online[name][index] or 0.0) for name in features}
             sticky = {"customer_id": entity["customer_id"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,6 +73,17 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
     return root
+
+
+def recorded_images(registry: str) -> str:
+    """An images.lock.json recording the runtime and serving images `mlspec image build --push REGISTRY` would
+    (renders of cluster environments name them by digest)."""
+    images = [
+        {"registry": registry, "role": role, "name": f"mlspec-{role}", "tag": "t", "digest": digest,
+         "image_id": digest, "size": 1, "sbom": f"images/sbom/mlspec-{role}.cdx.json"}
+        for role, digest in (("runtime", "sha256:" + "1" * 64), ("serving", "sha256:" + "2" * 64))
+    ]  # fmt: skip
+    return json.dumps({"images": images})
 
 
 def copy_platform(root: Path) -> Path:

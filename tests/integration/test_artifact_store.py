@@ -289,5 +289,8 @@ def test_a_store_mlspec_cannot_publish_to_is_refused_at_render(tmp_path: Path) -
     done = run_mlspec("render", "--env", "prod", "-o", str(tmp_path / "out"), cwd=root)
     assert done.returncode == 1
     output = done.stdout + done.stderr
-    assert "environments/prod.yaml:12:" in output and "error[unsupported-by-target]" in output
+    line = next(
+        i for i, text in enumerate((root / "environments/prod.yaml").read_text().splitlines(), 1) if "gs://" in text
+    )
+    assert f"environments/prod.yaml:{line}:" in output and "error[unsupported-by-target]" in output
     assert "azure://, s3:// or file://" in output

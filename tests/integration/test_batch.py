@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,9 +152,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> BatchPlatform:
     for online in (root / "specs" / "deployments").glob("*.yaml"):
         online.unlink()
     local = root / "environments" / "local.yaml"
-    local.write_text(local.read_text().replace(
-        "    - target: Deployment/fraud-api\n      patch: {spec: {scaling: {min_replicas: 1, max_replicas: 1}}}\n", ""
-    ))  # fmt: skip
+    # no online Deployments here: drop their overrides (with their comments)
+    local.write_text(
+        re.sub(r"(    #[^\n]*\n)*    - target: Deployment/[^\n]*\n      patch: [^\n]*\n", "", local.read_text())
+    )
     generate(root / "data", customers=400, days=30)
     entities = entity_set()
     entities.to_parquet(root / "data" / "score_customers.parquet", index=False)

@@ -22,7 +22,7 @@ import pytest
 
 from mlspec.app.project import Project
 from mlspec.gitops.changes import affected, changed_files
-from tests.conftest import MINIMAL, CliResult, write_files
+from tests.conftest import MINIMAL, CliResult, recorded_images, write_files
 
 PROJECT = "apiVersion: mlspec/v1\nkind: Project\nmetadata: {name: demo, owner: platform}\nspec: {specs: [specs], environments: environments}\n"
 PROD = """
@@ -38,6 +38,7 @@ spec:
   targets:
     kubernetes: {namespace: ml-prod}
     serving: kserve
+    images: {registry: registry.test/ml}
     registry: {artifact_store: {uri: "s3://models-prod", region: uae-north}}
 """
 DEV = """
@@ -53,6 +54,7 @@ spec:
   targets:
     kubernetes: {namespace: ml-dev}
     serving: kserve
+    images: {registry: registry.test/ml}
     registry: {artifact_store: {uri: "s3://models-dev", region: uae-north}}
 """
 EVENTS = """
@@ -118,6 +120,7 @@ def make_repo(root: Path) -> Path:
             "environments/prod.yaml": PROD,
             "environments/dev.yaml": DEV,
             "policies/.keep": "",
+            "images.lock.json": recorded_images("registry.test/ml"),
         },
     )
     git(root, "init", "-q", "-b", "main")

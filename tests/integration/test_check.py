@@ -53,7 +53,7 @@ VIOLATIONS = [
      ("encryption.model_artifacts", "TrainingPipeline/fraud-detector", "staging")),
     ("specs/deployments/churn-api.yaml", "endpoint: {visibility: internal}", "endpoint: {visibility: internal, tls: false}",
      ("encryption.endpoint_tls", "Deployment/churn-api", "dev")),
-    ("specs/deployments/fraud-api.yaml", "auth: {required: true, method: oidc}", "auth: {required: false, method: none}",
+    ("specs/deployments/fraud-api.yaml", "auth: {required: true, method: oidc, audiences: [payments-gateway]}", "auth: {required: false, method: none}",
      ("access.auth_required", "Deployment/fraud-api", "prod")),
     ("specs/deployments/fraud-api.yaml", "endpoint: {visibility: internal, tls: true}", "endpoint: {visibility: public, tls: true}",
      ("access.no_public_pii", "Deployment/fraud-api", "dev")),
@@ -241,7 +241,9 @@ def test_project_policies_add_rules(tmp_path: Path) -> None:
         '  input.resource.kind == "Deployment"\n  not endswith(input.resource.name, "-api")\n}\n',
     )  # fmt: skip
     edit(root, "specs/deployments/churn-api.yaml", "name: churn-api", "name: churn-service")
-    edit(root, "environments/local.yaml", "    - target: Deployment/fraud-api", "    - target: Deployment/fraud-api")
+    edit(
+        root, "environments/local.yaml", "    - target: Deployment/churn-api", "    - target: Deployment/churn-service"
+    )
     assert ("bank.api_suffix", "Deployment/churn-service", "dev") in blocking(root)
 
 

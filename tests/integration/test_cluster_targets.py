@@ -45,6 +45,7 @@ from tests.k8s_schemas import validate_core, validate_crd
 ISVC_CRD = str(FIXTURES / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml")
 CRDS = {
     "InferenceService": ISVC_CRD,
+    "ServingRuntime": str(FIXTURES / "schemas" / "kserve" / "serving.kserve.io_servingruntimes.yaml"),
     **{
         kind: str(FIXTURES / "schemas" / "istio" / f"security.istio.io_{plural}.yaml")
         for kind, plural in (

@@ -3,6 +3,7 @@ CRDs; the refusals where nothing would enforce them; and policies and reports th
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -82,15 +83,31 @@ def errors(out: str) -> list[tuple[str, str]]:
 def test_authentication_nothing_would_enforce_fails_the_render_at_the_method(
     tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
-    # API keys on KServe: neither the runtime nor the mesh checks them
+    # API keys on KServe: mlspec's runtime checks the keys of the named Secret, and makes none itself
     root = platform(
         tmp_path / "a", "Deployment", "model: {name: fraud-detector}",
-        "model: {name: fraud-detector}\n  auth: {method: api_key, api_keys: secret://dev/fraud-keys}",
+        "model: {name: fraud-detector}\n  auth: {method: api_key}",
     )  # fmt: skip
     result = rendered(cli, root, "dev", tmp_path / "out-a")
-    assert result.code == 1 and [code for _, code in errors(result.out)] == ["unsupported-by-target"], result.out
-    assert "every request would be served" in result.out
-    assert rendered(cli, root, "local", tmp_path / "out-a2").code == 0  # the local model server checks keys
+    assert result.code == 1 and [code for _, code in errors(result.out)] == ["missing-api-keys"], result.out
+    assert rendered(cli, root, "local", tmp_path / "out-a2").code == 0  # the local platform makes a key
+    keyed = platform(
+        tmp_path / "k", "Deployment", "model: {name: fraud-detector}",
+        "model: {name: fraud-detector}\n  auth: {method: api_key, api_keys: secret://dev/fraud-keys}",
+    )  # fmt: skip
+    result = rendered(cli, keyed, "dev", tmp_path / "out-k")
+    assert result.code == 0, result.out
+    found = mesh_objects(tmp_path / "out-k", "dev", "fraud-api")
+    model = found["InferenceService"]["spec"]["predictor"]["model"]
+    assert model["runtime"] == "mlspec"
+    settings = json.loads(next(e["value"] for e in model["env"] if e["name"] == "MLSPEC_SERVING"))
+    assert settings["auth"] == {
+        "method": "api_key", "api_key_env": "MLSPEC_SECRET_DEV_FRAUD_KEYS", "open_routes": ["health", "metrics"]
+    }  # fmt: skip
+    key_env = next(e for e in model["env"] if e["name"] == "MLSPEC_SECRET_DEV_FRAUD_KEYS")
+    assert key_env["valueFrom"] == {"secretKeyRef": {"name": "mlspec-dev-fraud-keys", "key": "value"}}
+    # the mesh still requires a workload certificate (STRICT) but not a token: the runtime checks the key
+    assert "RequestAuthentication" not in found
     # client certificates on the laptop: the local server does not verify them
     root = platform(
         tmp_path / "m", "Deployment", "model: {name: fraud-detector}", "model: {name: fraud-detector}\n  auth: {method: mtls}"

@@ -21,7 +21,7 @@ from mlspec.app.paths import state_store
 from mlspec.app.planning import plan_environment
 from mlspec.app.project import Project
 from mlspec.state.base import verify_chain
-from tests.conftest import CliResult, minimal_platform, run_mlspec, write_files
+from tests.conftest import CliResult, minimal_platform, recorded_images, run_mlspec, write_files
 from tests.services import fresh_database
 
 PROJECT = "apiVersion: mlspec/v1\nkind: Project\nmetadata: {name: demo, owner: platform}\nspec: {specs: [specs], environments: environments}\n"
@@ -30,6 +30,7 @@ PROD_EXTRA = """  encryption: {kms_key: kms://prod, tls: required}
   targets:
     kubernetes: {namespace: ml-prod}
     serving: kserve
+    images: {registry: registry.test/ml}
     registry: {artifact_store: {uri: "s3://models-prod", region: uae-north}}
 """
 
@@ -59,7 +60,8 @@ def make_project(root: Path, backend: str = "sqlite") -> Path:
             "spec: {specs: [specs], environments: environments}\n",
             "spec:\n  specs: [specs]\n  environments: environments\n" + POSTGRES_STATE,
         )
-    write_files(root, {"mlspec.yaml": project, "environments/prod.yaml": env, "specs/all.yaml": "---\n".join(specs)})
+    files = {"mlspec.yaml": project, "environments/prod.yaml": env, "specs/all.yaml": "---\n".join(specs)}
+    write_files(root, {**files, "images.lock.json": recorded_images("registry.test/ml")})
     return root
 
 

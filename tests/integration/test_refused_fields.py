@@ -15,7 +15,7 @@ import yaml
 from mlspec.render.kfp import FRAMEWORKS
 from mlspec.render.refused import REFUSED_FIELDS, REFUSED_SOURCE_TYPES
 from mlspec.spec.training import ModelSpec
-from tests.conftest import MINIMAL, CliResult, write_files
+from tests.conftest import MINIMAL, CliResult, recorded_images, write_files
 
 PROJECT = """
     apiVersion: mlspec/v1
@@ -47,12 +47,7 @@ CLUSTER = """
         registry: {type: mlflow, tracking_uri: "https://mlflow.dev.internal", artifact_store: {uri: "s3://dev-models", region: uae-north}}
         images: {registry: registry.dev.internal/ml}
     """
-# the images `mlspec image build --push registry.dev.internal/ml` would record (renders name them by digest)
-IMAGES = json.dumps({"images": [
-    {"registry": "registry.dev.internal/ml", "role": role, "name": f"mlspec-{role}", "tag": "t", "digest": digest,
-     "image_id": digest, "size": 1, "sbom": f"images/sbom/mlspec-{role}.cdx.json"}
-    for role, digest in (("runtime", "sha256:" + "1" * 64), ("serving", "sha256:" + "2" * 64))
-]})  # fmt: skip
+IMAGES = recorded_images("registry.dev.internal/ml")
 CLUSTER_DATA = "az://team-data@teamstore.blob.core.windows.net/txns.parquet"
 SPEC_FILES = {kind: f"specs/{kind.lower()}.yaml" for kind in ("DataSource", "TrainingPipeline", "Deployment")}
 OBJECT_STORE = "type: object_store\n  uri: az://team-data@teamstore.blob.core.windows.net/txns.parquet\n  credentials: secret://team/s3"
@@ -72,8 +67,6 @@ REFUSED = [
      "{strategy: blue_green, auto_promote: false}", "false", "spec.rollout.auto_promote"),
     ("analysis", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
      "{strategy: shadow, analysis: {max_p99_ms: 20}}", "{max_p99_ms: 20}", "spec.rollout.analysis"),
-    ("interval", "Deployment", "steps: [10, 50, 100]}", "steps: [10, 50, 100], analysis: {interval: 10m}}", "10m",
-     "spec.rollout.analysis.interval"),
     ("postgres", "DataSource", "type: file\n  path: data/txns.parquet",
      "type: postgres\n  connection: secret://team/pg\n  query: select * from txns", "postgres", "spec.type"),
     ("kafka", "DataSource", "type: file\n  path: data/txns.parquet",
@@ -93,6 +86,7 @@ HONOURED = [
     ("audiences", "Deployment", "model: {name: fraud-detector}",
      "model: {name: fraud-detector}\n  auth: {method: oidc, audiences: [gateway]}"),
     ("analysis", "Deployment", "steps: [10, 50, 100]}", "steps: [10, 50, 100], analysis: {max_p99_ms: 20}}"),
+    ("interval", "Deployment", "steps: [10, 50, 100]}", "steps: [10, 50, 100], analysis: {interval: 10m}}"),
     ("analysis-ab", "Deployment", "{strategy: canary, steps: [10, 50, 100]}",
      "{strategy: ab, variants: [{alias: champion, weight: 50}, {alias: challenger, weight: 50}]}"),
 ]  # fmt: skip

@@ -20,6 +20,7 @@ from tests.k8s_schemas import validate_core, validate_crd
 SCHEMAS = FIXTURES / "schemas"
 CRDS = {
     "InferenceService": SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml",
+    "ServingRuntime": SCHEMAS / "kserve" / "serving.kserve.io_servingruntimes.yaml",
     "Application": SCHEMAS / "argocd" / "application-crd.yaml",
     "ApplicationSet": SCHEMAS / "argocd" / "applicationset-crd.yaml",
     "Pipeline": SCHEMAS / "kfp" / "pipelines.kubeflow.org_pipelines.yaml",

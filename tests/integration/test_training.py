@@ -164,6 +164,27 @@ def test_training_is_deterministic_learns_exports_and_registers(
     assert not worse["beats_champion"] and not worse["promoted"]
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("fraud-detector", "challenger").version) == "2"
+    # ...and is marked worse, so a canary or blue-green never rolls it out; a shadow may still compare it
+    assert client.get_model_version("fraud-detector", "1").tags["mlspec.quality"] == "better"
+    tags = client.get_model_version("fraud-detector", "2").tags
+    assert tags["mlspec.quality"] == "worse" and tags["mlspec.quality_detail"].startswith("auc 0.")
+    from mlspec.spec.deployment import Deployment
+    from mlspec.targets.local.paths import LocalPaths
+    from mlspec.targets.local.registry import Registry
+    from mlspec.targets.local.serving import ServingEngine
+
+    engine = ServingEngine(LocalPaths("local", root, root / ".mlspec" / "local"), Registry(ctx.tracking_uri))
+
+    def deployment(rollout: dict[str, Any]) -> Deployment:
+        doc = {"apiVersion": "mlspec/v1", "kind": "Deployment", "metadata": {"name": "fraud-api"},
+               "spec": {"model": {"name": "fraud-detector", "alias": "champion"}, "rollout": rollout}}  # fmt: skip
+        return Deployment.model_validate(doc)
+
+    canary = deployment({"strategy": "canary", "steps": [10, 100]})
+    assert [v["version"] for v in engine.variants(canary, {})] == ["1"]
+    assert "fraud-detector v2 is not rolled out: worse than the champion offline (auc" in engine.held_back(canary)
+    shadow = deployment({"strategy": "shadow", "challenger": "challenger"})
+    assert [v["version"] for v in engine.variants(shadow, {})] == ["1", "2"] and engine.held_back(shadow) == ""
 
 
 def test_failing_gate_is_logged_and_registers_nothing(platform: tuple[Path, RuntimeContext], tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,14 @@ pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finding proc
 
 
 def _sleeper(*extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *extra])
+    """A process whose command line ends in ``extra``, returned once the kernel shows that command line (right
+    after fork, /proc still shows the parent's: a loaded machine makes that window long)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *extra])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"time.sleep(120)" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
 
 
 @pytest.fixture

@@ -665,10 +665,12 @@ def test_the_gpu_serving_bench_builds_a_valid_model_and_reports_the_fallback() -
 # --- traffic strategies ------------------------------------------------------------------------------
 
 
-def drive(srv: Server, until: Callable[[dict[str, Any]], bool], limit: int = 3000) -> dict[str, Any]:
-    """Send single-row requests (pipelined in groups) until ``until(status)`` holds."""
-    for start in range(0, limit, 50):
+def drive(srv: Server, until: Callable[[dict[str, Any]], bool], seconds: float = 30.0) -> dict[str, Any]:
+    """Send single-row requests (pipelined in groups of 50) until ``until(status)`` holds."""
+    deadline, start = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
         raw_requests(srv, [body([1.0, float(i % 5), 2.0], str(i)) for i in range(start, start + 50)])
+        start += 50
         status = srv.status()
         if until(status):
             return status
@@ -679,7 +681,7 @@ def test_canary_promotes_a_good_canary(serve: Callable[..., Server], tmp_path: P
     srv = serve(
         [variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "canary", "4", CANARY_W, 0.5)],
         {"strategy": "canary", "steps": [20, 60, 100],
-         "analysis": {"max_error_rate": 0.01, "max_p99_ms": 5000, "min_requests": 30, "interval": "5m"}},
+         "analysis": {"max_error_rate": 0.01, "max_p99_ms": 5000, "min_requests": 30, "interval": "1s"}},
     )  # fmt: skip
     client.wait_ready(srv.url, timeout=10)
     first = srv.status()
@@ -690,11 +692,49 @@ def test_canary_promotes_a_good_canary(serve: Callable[..., Server], tmp_path: P
     assert seen == {"stable", "canary"}
     status = drive(srv, lambda s: s["phase"] != "progressing")
     assert status["phase"] == "promoted", status
-    assert status["weights"]["canary"] == 100.0
+    assert status["weights"]["canary"] == 100.0 and "held at 100% for 1s" in status["reason"]
     on_disk = json.loads(Path(srv.config["status_path"]).read_text())
     assert on_disk["phase"] == "promoted" and on_disk["variants"]["canary"]["version"] == "4"
     _status_code, out = srv.infer([[1.0, 2.0, 3.0]])
     assert out["parameters"]["variant"] == "canary" and out["outputs"][0]["data"] == pytest.approx([6.5])
+
+
+def test_a_load_test_cannot_promote_a_canary_before_its_interval(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve(
+        [variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "canary", "4", CANARY_W)],
+        {"strategy": "canary", "steps": [10, 100], "analysis": {"min_requests": 20, "max_p99_ms": 5000, "interval": "5m"}},
+    )  # fmt: skip
+    client.wait_ready(srv.url, timeout=10)
+    for start in range(0, 2000, 50):  # far more than min_requests canary requests, all healthy
+        raw_requests(srv, [body([1.0, 1.0, 1.0], str(i)) for i in range(start, start + 50)])
+    status = srv.status()
+    assert status["phase"] == "progressing" and status["weights"]["canary"] == 10.0, status
+    assert status["step"] == 0 and status["step_requests"] >= 20 and "judged again after 5m" in status["reason"]
+
+
+def test_only_traffic_the_rollout_routed_is_judged(serve: Callable[..., Server], tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("k-0123456789abcdef\n")
+    srv = serve(
+        [variant(tmp_path, "stable", "3", STABLE_W), variant(tmp_path, "canary", "4", CANARY_W)],
+        {"strategy": "canary", "steps": [10, 100], "analysis": {"min_requests": 20, "max_p99_ms": 5000, "interval": "1s"}},
+        auth={"method": "api_key", "api_key_file": str(keys)},
+    )  # fmt: skip
+    client.wait_ready(srv.url, timeout=10)
+    pinned = "/v2/models/fraud-api/versions/4/infer"
+    key = {"X-API-Key": "k-0123456789abcdef"}
+    for _ in range(60):  # direct calls to the canary's version: answered, never judged
+        assert srv.request("POST", pinned, infer_body([[1.0, 1.0, 1.0]]), key)[0] == 200
+    for _ in range(60):  # callers without credentials never reach the model
+        assert srv.request("POST", "/v2/models/fraud-api/infer", infer_body([[1.0, 1.0, 1.0]]))[0] == 401
+    code, status = srv.request("GET", "/v2/models/fraud-api/rollout", headers=key)
+    assert code == 200 and status["window"]["requests"] == 0 and status["step_requests"] == 0, status
+    assert status["phase"] == "progressing" and status["weights"]["canary"] == 10.0
+    assert srv.metric("mlspec_requests_total", variant="canary") == 60  # metrics are open: a scrape needs no key
+
+
+def infer_body(rows: list[list[float]]) -> dict[str, Any]:
+    return {"inputs": [{"name": "input", "shape": [len(rows), 3], "datatype": "FP32", "data": rows}]}
 
 
 def test_canary_with_errors_rolls_back(serve: Callable[..., Server], tmp_path: Path) -> None:

@@ -147,10 +147,15 @@ def test_api_keys_are_required_and_compared_and_never_logged(serve: Callable[...
     assert srv.request("GET", "/v2/models/fraud-api")[0] == 401
     assert srv.request("GET", "/v2/models/fraud-api", headers={"X-API-Key": "first-key-0123456789"})[0] == 200
     assert srv.request("GET", "/v2/health/ready")[0] == 200
-    assert srv.metric("mlspec_auth_requests_total", outcome="ok") == 3
-    assert srv.metric("mlspec_auth_requests_total", outcome="missing") == 3
+    # a miss tells a caller without a key nothing about what is served
+    status, err = srv.request("GET", "/v2/models/guess")
+    assert status == 401 and "fraud-api" not in json.dumps(err)
+    key = {"X-API-Key": "first-key-0123456789"}
+    assert srv.request("GET", "/v2/models/guess", headers=key)[0] == 404
+    assert srv.metric("mlspec_auth_requests_total", outcome="ok") == 4
+    assert srv.metric("mlspec_auth_requests_total", outcome="missing") == 4
     assert srv.metric("mlspec_auth_requests_total", outcome="invalid") == 1
-    assert srv.metric("mlspec_http_responses_total", code="401") == 4
+    assert srv.metric("mlspec_http_responses_total", code="401") == 5
     assert "key-0123456789" not in srv.log.read_text() and "key-9876543210" not in srv.log.read_text()
 
 

@@ -12,7 +12,7 @@ import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mlspec.crypto.errors import CryptoError
@@ -132,8 +132,11 @@ def status(project: Project, environment: str) -> PlatformStatus:
             try:  # finished rollouts move registry aliases: only while nobody else changes the environment
                 events = settle_rollouts(project, graph, platform, applied)
                 if events:
-                    record = {"type": "rollout", "events": events, "serving": _serving(graph, platform, applied)}
-                    _audit(project, store, environment, record)
+                    # the servers' analysis decided; whoever ran status only observed it: the record says both
+                    observer = current_actor(None, project.root)
+                    record = {"type": "rollout", "events": events, "serving": _serving(graph, platform, applied),
+                              "observed_by": observer}  # fmt: skip
+                    _audit(project, store, environment, record, actor=ROLLOUT_ACTOR)
             finally:
                 store.release(environment)
     models = []
@@ -146,8 +149,8 @@ def status(project: Project, environment: str) -> PlatformStatus:
             found = platform.registry.version(name, alias=alias)
             aliases[alias] = found.version if found else None
         models.append({"model": name, **aliases, "device": resource.target_ids.get("device", "")})
-    servers = tuple(platform.serving.status(d.metadata.name) for d in _deployments(graph) if
-                    f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
+    servers = tuple(replace(platform.serving.status(d.metadata.name), held_back=platform.serving.held_back(d))
+                    for d in _deployments(graph) if f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
     batch = tuple(_batch_status(platform, d) for d in _deployments(graph, BatchDeploymentSpec) if
                   f"Deployment/{d.metadata.name}" in applied)  # fmt: skip
     edge = tuple(platform.edge.status(d.metadata.name) for d in _deployments(graph, EdgeDeploymentSpec) if
@@ -196,8 +199,12 @@ def _serving(graph: ResolvedGraph, platform: LocalPlatform, applied: dict[str, R
     return served
 
 
-def _audit(project: Project, store: Any, environment: str, record: dict[str, Any]) -> None:
-    store.append_audit(environment, current_actor(None, project.root), str(current_revision(project.root)), "", record)
+ROLLOUT_ACTOR = "mlspec-rollout"  # the audit actor of what a rollout's analysis decided, not a person
+
+
+def _audit(project: Project, store: Any, environment: str, record: dict[str, Any], *, actor: str | None = None) -> None:
+    who = actor or current_actor(None, project.root)
+    store.append_audit(environment, who, str(current_revision(project.root)), "", record)
 
 
 def monitor(

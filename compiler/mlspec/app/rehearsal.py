@@ -23,8 +23,8 @@ import yaml
 
 from mlspec.errors import MlspecError
 from mlspec.render.feast import connection_keys
-from mlspec.render.gitops_jobs import secret_name
-from mlspec.render.kfp_platform import secret_source
+from mlspec.render.kserve import MODEL_NAME_ANNOTATION, VERSION_ANNOTATION
+from mlspec.render.secret_refs import secret_name, secret_source
 from mlspec.runtime.context import RuntimeContext, is_reference, reference_variable, secret_variable
 from mlspec.spec.datasource import DataSource, FileSource
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment
@@ -295,9 +295,70 @@ def rehearse(
         if not outcome.ok:
             return report
     cron = next((d for k, d in feast.items() if k.startswith("CronJob/")), None)
-    if cron is not None and not pipelines:
-        pod("materialize", "feast-materialize", cron["spec"]["jobTemplate"]["spec"]["template"])
+    if cron is not None and not pipelines and not pod("materialize", "feast-materialize",
+                                                     cron["spec"]["jobTemplate"]["spec"]["template"]):  # fmt: skip
+        return report
+    if not pipelines:
+        defaults = PodRun("serving", {}, secrets, config_maps, extra_env, ca + _kms_mounts(extra_env))
+        _serve(graph, files, standins, defaults, report=report, progress=progress)
     return report
+
+
+def _kms_mounts(extra_env: dict[str, str]) -> tuple[tuple[Path, str], ...]:
+    """The stand-in KMS's key folder, mounted where its variable points (the serving container does not see the
+    whole rehearsal folder)."""
+    from mlspec.crypto.standin import DIR_VARIABLE
+
+    folder = extra_env.get(DIR_VARIABLE)
+    return ((Path(folder), folder),) if folder else ()
+
+
+def _serve(
+    graph: ResolvedGraph,
+    files: dict[str, bytes],
+    standins: StandIns,
+    defaults: PodRun,
+    *,
+    report: RehearsalReport,
+    progress: Progress,
+) -> None:
+    """Serve every rendered InferenceService as KServe would (see :mod:`mlspec.targets.rehearsal.serving`)."""
+    from mlspec.runtime.object_store import download_version
+    from mlspec.targets.base import TargetError
+    from mlspec.targets.cluster.mlflow_server import MlflowServer
+    from mlspec.targets.cluster.model_pins import pin_model_versions
+    from mlspec.targets.rehearsal.seed import StandInStore
+    from mlspec.targets.rehearsal.serving import ServeRun, serve_once
+
+    store = graph.env.spec.targets.registry.artifact_store
+    runtimes = _documents(files.get("kubernetes/serving-runtime.yaml", b""))
+    if store is None or not runtimes:
+        return
+    (runtime,) = runtimes
+    image = runtime["spec"]["containers"][0]["image"]
+    ensure_image(image)
+    registry = MlflowServer(standins.tracking_uri)
+    services = [d for path, content in sorted(files.items()) if path.startswith("kubernetes/")
+                for d in _documents(content) if d.get("kind") == "InferenceService"]  # fmt: skip
+    for isvc in services:
+        name = isvc["metadata"]["name"]
+        progress(f"serving {name}")
+        log = standins.workdir / "logs" / f"serve-{name}.log"
+        try:
+            (pinned,) = pin_model_versions([isvc], registry)
+            annotations = pinned["metadata"]["annotations"]
+            folder = standins.workdir / "models" / name
+            download_version(StandInStore(store.uri, standins), store.uri, annotations[MODEL_NAME_ANNOTATION],
+                             annotations[VERSION_ANNOTATION], folder)  # fmt: skip
+        except (TargetError, MlspecError) as exc:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(f"rehearsal: {name}: {exc}\n", encoding="utf-8")
+            report.steps.append(RehearsalStep(name, "serve", False, 0.0, str(log)))
+            return
+        outcome = serve_once(ServeRun(name, pinned, runtime, defaults), folder, standins.workdir, image)
+        report.steps.append(RehearsalStep(name, "serve", outcome.ok, outcome.seconds, str(outcome.log), outcome.output))
+        if not outcome.ok:
+            return
 
 
 def standins_for(project: Project, environment: str, options: RehearsalOptions) -> StandIns:

@@ -387,7 +387,8 @@ def _audit_event_line(entry: Any) -> str:
         )
     else:
         detail = "; ".join(str(e) for e in record.get("events", [])) or record.get("message", "")
-    return f"{head} by {entry.actor} at {short_revision(entry.revision)}: {detail}"
+    observed = f" (observed by {record['observed_by']})" if record.get("observed_by") else ""
+    return f"{head} by {entry.actor}{observed} at {short_revision(entry.revision)}: {detail}"
 
 
 @audit.command("live")

@@ -7,11 +7,13 @@ On KServe the mesh enforces them, per Deployment (the pods carry ``mlspec.dev/de
 * ``RequestAuthentication`` for ``oidc``: tokens of the Environment's ``identity`` issuer, with its audiences.
 * ``AuthorizationPolicy`` (ALLOW): the open routes without credentials; everything else only with a verified
   token of that issuer (``oidc``) or a verified peer certificate (``mtls``); ``private`` endpoints only from the
-  Deployment's own namespace. Anything no rule allows is refused by the mesh.
+  Deployment's own namespace. Anything no rule allows is refused by the mesh. API keys are not the mesh's: the
+  runtime in the pod (mlspec's server, :mod:`mlspec.render.kserve_runtime`) checks them.
 
 :func:`auth_problems` refuses what no target would enforce: ``mtls`` on a local environment (the local
-model server does not verify client certificates), ``oidc`` on KServe without the environment's ``identity``,
-and ``api_key`` on KServe (the stock runtime checks no key and the mesh cannot).
+model server does not verify client certificates), ``oidc`` on KServe without the environment's ``identity``
+(``missing-identity``), and ``api_key`` on KServe without ``api_keys`` (``missing-api-keys``: the runtime checks
+the keys of that Secret; mlspec makes keys only on local environments).
 """
 
 from __future__ import annotations
@@ -62,14 +64,15 @@ def auth_problems(graph: ResolvedGraph) -> list[Diagnostic]:
                     f"set spec.identity: {{issuer: https://...}} in environment '{graph.name}'",
                 )
             )
-        elif env.targets.serving == "kserve" and method == "api_key":
+        elif env.targets.serving == "kserve" and method == "api_key" and online.auth.api_keys is None:
             found.append(
                 _error(
                     spec,
-                    "unsupported-by-target",
-                    f"Deployment '{spec.name}' asks for API keys, but on KServe neither the runtime nor the mesh "
-                    "checks them: every request would be served",
-                    "use auth.method: oidc (the mesh verifies the tokens) or mtls for service-to-service calls",
+                    "missing-api-keys",
+                    f"Deployment '{spec.name}' asks for API keys on a cluster but names no auth.api_keys: the "
+                    "runtime would have no key to accept (mlspec makes keys only on local environments)",
+                    "set spec.auth.api_keys: secret://<env>/<name> (a Secret holding one key per line) in the "
+                    "environment's override",
                 )
             )
     return found
@@ -128,14 +131,14 @@ def _authorization(
         source["namespaces"] = [metadata["namespace"]]
     if auth.required and oidc:
         identity_rule = {"requestPrincipals": ["*"]}  # a token the RequestAuthentication verified
-    elif auth.required:  # mtls: a peer whose workload certificate the mesh verified
+    elif auth.required and auth.method == "mtls":  # a peer whose workload certificate the mesh verified
         identity_rule = {"principals": ["*"]}
-    else:
+    else:  # no auth, or API keys: the runtime in the pod checks them
         identity_rule = {}
     rules: list[dict[str, Any]] = [
         {"from": [{"source": {**source, **identity_rule}}]} if source or identity_rule else {}
     ]
-    open_paths = [path for route in auth.open_routes for path in OPEN_PATHS[route]] if auth.required else []
+    open_paths = [path for route in auth.open_routes for path in OPEN_PATHS[route]] if identity_rule else []
     if open_paths:
         rules.append({"to": [{"operation": {"methods": ["GET"], "paths": open_paths}}]})
     return {

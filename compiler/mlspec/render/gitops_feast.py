@@ -16,9 +16,10 @@ from typing import Any
 
 from mlspec.render.base import Artifact, RenderContext
 from mlspec.render.feast import FeastRenderer, reads_in_cluster
-from mlspec.render.gitops_jobs import hook_annotations, hook_name, job, job_pod, secret_env_from
+from mlspec.render.gitops_jobs import hook_annotations, hook_name, job, job_pod
 from mlspec.render.images import image_reference
 from mlspec.render.kserve import labels
+from mlspec.render.secret_refs import secret_env_from
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from mlspec.render.kserve import labels
 from mlspec.resolve.graph import ResolvedGraph
-from mlspec.runtime.context import secret_variable
 
 JOB_ACCOUNT = "mlspec-jobs"
 JOB_LABEL = "mlspec.dev/job"
@@ -42,19 +41,6 @@ def hook_annotations(phase: str, wave: int = 0) -> dict[str, str]:
     if wave:
         annotations["argocd.argoproj.io/sync-wave"] = str(wave)
     return annotations
-
-
-def secret_name(ref: str) -> str:
-    """The Secret a reference names: ``secret://prod/feast`` is ``mlspec-prod-feast``, ``k8s://name/key`` ``name``."""
-    if ref.startswith("k8s://"):
-        return ref.removeprefix("k8s://").split("/", 1)[0]
-    return "mlspec-" + secret_variable(ref).removeprefix("MLSPEC_SECRET_").lower().replace("_", "-")
-
-
-def secret_env_from(ref: str) -> dict[str, Any]:
-    """``envFrom`` for a ``secret://`` or ``k8s://`` reference: Secret ``mlspec-<ref>`` (``k8s://name/...``: ``name``)
-    whose keys arrive as ``MLSPEC_SECRET_<REF>_<KEY>``, the variables rendered files name."""
-    return {"prefix": f"{secret_variable(ref)}_", "secretRef": {"name": secret_name(ref)}}
 
 
 def job_pod(

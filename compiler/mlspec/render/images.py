@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mlspec.diagnostics import Diagnostic
 from mlspec.errors import MlspecError
 from mlspec.load.discovery import PROJECT_FILE, find_project_root
 from mlspec.resolve.graph import ResolvedGraph
@@ -116,3 +117,26 @@ def image_reference(graph: ResolvedGraph, role: Literal["runtime", "serving"], r
 def pinned_images(contents: Iterable[bytes]) -> list[str]:
     """Every image named by digest (``image: ...@sha256:...``) in rendered files, sorted, once each."""
     return sorted({match.decode() for content in contents for match in _PINNED_IMAGE.findall(content)})
+
+
+def recorded_image(
+    graph: ResolvedGraph,
+    role: Literal["runtime", "serving"],
+    root: Path | None = None,
+    unset_at: tuple[str, ...] = ("spec", "targets"),
+) -> tuple[str | None, Diagnostic | None]:
+    """:func:`image_reference`, or (None, an ``image-not-built`` error at the environment's image registry, or at
+    ``unset_at`` (the field that asks for a cluster) when it names none)."""
+    try:
+        return image_reference(graph, role, root), None
+    except ImageNotBuilt as missing:
+        document = graph.environment.document
+        at = ("spec", "targets", "images", "registry") if missing.registry else unset_at
+        problem = Diagnostic(
+            "image-not-built",
+            f"Environment '{graph.name}': {missing.message}",
+            document.locate(at),
+            path=".".join(at),
+            hint=missing.hint,
+        )
+        return None, problem

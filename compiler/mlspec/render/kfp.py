@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
-from mlspec.render.images import ImageNotBuilt, image_reference
-from mlspec.render.kfp_platform import secret_source, step_platform
+from mlspec.render.images import recorded_image
+from mlspec.render.kfp_platform import step_platform
+from mlspec.render.secret_refs import secret_source
 from mlspec.render.serialize import to_json
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
@@ -199,19 +200,7 @@ def runtime_image(graph: ResolvedGraph, context: RenderContext) -> tuple[str | N
     """
     if graph.env.spec.targets.pipelines != "kubeflow":
         return LOCAL_IMAGE, None
-    try:
-        return image_reference(graph, "runtime", context.project_root), None
-    except ImageNotBuilt as missing:
-        document = graph.environment.document
-        at = ("spec", "targets", "images", "registry") if missing.registry else ("spec", "targets", "pipelines")
-        problem = Diagnostic(
-            "image-not-built",
-            f"Environment '{graph.name}': {missing.message}",
-            document.locate(at),
-            path=".".join(at),
-            hint=missing.hint,
-        )
-        return None, problem
+    return recorded_image(graph, "runtime", context.project_root, unset_at=("spec", "targets", "pipelines"))
 
 
 class KfpRenderer:

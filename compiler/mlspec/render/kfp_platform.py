@@ -20,22 +20,12 @@ from typing import Any
 
 from mlspec.render.base import RenderContext
 from mlspec.render.feast import FeastRenderer, connection_keys, reads_in_cluster
-from mlspec.render.gitops_jobs import secret_name
+from mlspec.render.secret_refs import secret_name, secret_source
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.cluster import FEATURE_REPO
 from mlspec.runtime.context import reference_variable, secret_variable
 
 FEATURE_REPO_CONFIG = "mlspec-feast-repo"  # the ConfigMap gitops/feast.yaml renders
-SINGLE_VALUE_KEY = "value"  # the key of a secret:// reference's Secret that holds one value
-
-
-def secret_source(ref: str) -> tuple[str, str] | None:
-    """The Secret name and key a reference is read from in a cluster; None for ``env://`` (no Secret)."""
-    if ref.startswith("k8s://"):
-        return secret_name(ref), ref.removeprefix("k8s://").partition("/")[2]
-    if ref.startswith("secret://"):
-        return secret_name(ref), SINGLE_VALUE_KEY
-    return None
 
 
 def _secret_env(ref: str | None) -> list[dict[str, str]]:

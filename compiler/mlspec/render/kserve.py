@@ -22,6 +22,9 @@ from typing import Any, ClassVar
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.endpoint_auth import DEPLOYMENT_LABEL, mesh_policies
+from mlspec.render.images import recorded_image
+from mlspec.render.kserve_runtime import MODEL_FORMAT, RUNTIME_NAME, runtime_env, serving_runtime
+from mlspec.render.secret_refs import secret_name
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.object_store import kserve_storage_uri
@@ -75,6 +78,11 @@ class KServeRenderer:
         if targets.serving != "kserve" or targets.kubernetes is None:
             return out
         k8s = targets.kubernetes
+        image, missing = recorded_image(graph, "serving", context.project_root, unset_at=("spec", "targets", "serving"))
+        if image is None:
+            assert missing is not None
+            out.diagnostics.append(missing)
+            return out
         namespace = k8s.namespace
         ns_labels = {
             **labels(namespace, graph, context.project, "namespace"),
@@ -92,6 +100,12 @@ class KServeRenderer:
                 ),
                 self.name,
                 (graph.environment.ref,),
+            )
+        )
+        runtime = serving_runtime(image, k8s, labels(RUNTIME_NAME, graph, context.project, "serving-runtime"))
+        out.artifacts.append(
+            Artifact(
+                "kubernetes/serving-runtime.yaml", to_yaml_documents([runtime]), self.name, (graph.environment.ref,)
             )
         )
         for spec in graph.specs(Deployment):
@@ -126,7 +140,7 @@ class KServeRenderer:
         key = [graph.environment.digest, graph.fingerprint(spec.ref)]
         files = reuse(
             context, f"{self.name}/{self.version}", key, lambda: _deployment_files(spec, online, graph, context, k8s)
-        )
+        )  # the runtime's image is in serving-runtime.yaml, not in these files
         out.artifacts.extend(Artifact(path, content, self.name, sources) for path, content in files.items())
 
 
@@ -215,9 +229,10 @@ def _inference_service(
         predictor["nodeSelector"] = {"nvidia.com/gpu.present": "true"}
         predictor["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     predictor["model"] = {
-        "modelFormat": {"name": "onnx", "version": "1"},
-        "runtime": "kserve-tritonserver",
+        "modelFormat": dict(MODEL_FORMAT),
+        "runtime": RUNTIME_NAME,  # mlspec's server: verifies the pinned sha256, opens sealed models, checks API keys
         "protocolVersion": "v2",
+        "env": runtime_env(model.metadata.name, online, graph),
         "resources": resources,
     }
     annotations = {
@@ -279,13 +294,8 @@ def _service_account(name: str, graph: ResolvedGraph, context: RenderContext, k8
     }
     if k8s.image_pull_secret:
         # secret references only: the name of a Kubernetes Secret, never its value
-        account["imagePullSecrets"] = [{"name": _secret_name(k8s.image_pull_secret)}]
+        account["imagePullSecrets"] = [{"name": secret_name(k8s.image_pull_secret)}]
     return account
-
-
-def _secret_name(ref: str) -> str:
-    body = ref.split("://", 1)[1]
-    return body.split("/", 1)[0].replace("_", "-").lower()
 
 
 def _default_deny(namespace: str, graph: ResolvedGraph, project: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from mlspec.diagnostics import Diagnostic, format_path
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.datasource import FileSource, KafkaSource, ObjectStoreSource, PostgresSource
-from mlspec.spec.deployment import AbRollout, Analysis, BlueGreenRollout, Drift, ShadowRollout
+from mlspec.spec.deployment import AbRollout, BlueGreenRollout, Drift, ShadowRollout
 from mlspec.spec.training import TrainingPipelineSpec
 from mlspec.spec.validate import ParsedSpec
 
@@ -126,15 +126,6 @@ REFUSED_FIELDS: tuple[RefusedField, ...] = (
         "thresholds: A/B arms keep their weights, shadow only compares outputs and blue_green switches after a "
         "smoke inference",
         "remove analysis, or use strategy: canary to promote only a challenger that holds the thresholds",
-        refused=lambda value: True,
-        written=True,
-    ),
-    RefusedField(
-        (Analysis,),
-        "interval",
-        "Deployment '{name}' sets rollout.analysis.interval: {value}, but canary analysis judges each window of "
-        "min_requests requests, not a time interval",
-        "remove interval; size the judged window with min_requests",
         refused=lambda value: True,
         written=True,
     ),

@@ -7,7 +7,7 @@ Policies (``access.auth_required``) and the compliance report judge this, not th
   verify client certificates (``mtls`` is refused at render) and it serves plain HTTP on 127.0.0.1 (no TLS yet);
 * KServe environments: the mesh (Istio) verifies OIDC tokens of the environment's ``identity`` issuer and
   peer certificates, and ``endpoint.tls`` is STRICT mutual TLS between mesh workloads; API keys are checked by
-  nothing there (refused at render).
+  mlspec's runtime in the pod, against the keys of ``auth.api_keys``'s Secret.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def endpoint_enforcement(graph: ResolvedGraph, online: OnlineDeploymentSpec) -> 
         checked, by = "oidc", f"{MESH} RequestAuthentication"
     elif method == "mtls":
         checked, by = "mtls", f"{MESH} peer certificates"
-    else:  # KServe: API keys are checked by nothing there (refused at render)
+    elif method == "api_key" and auth.api_keys is not None:
+        checked, by = "api_key", f"{MODEL_SERVER} (mlspec runtime)"
+    else:  # no issuer, or no keys: refused at render
         checked, by = "none", ""
     strict = online.endpoint.tls or method == "mtls"
     return EndpointEnforcement(checked, by, strict, "mesh mTLS (STRICT)" if strict else "mesh (PERMISSIVE)")

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from mlspec.crypto.keys import KeyResolver
 
 REJECTED_TAG = "mlspec.rollout"
+QUALITY_TAG = "mlspec.quality"  # set by the register step: better | worse | unchecked (runtime/registry.py)
+QUALITY_DETAIL_TAG = "mlspec.quality_detail"
 
 
 class RegistryError(Exception):
@@ -41,6 +43,13 @@ class ModelVersion:
     def rejected(self) -> bool:
         """A rollout of this version was rolled back."""
         return self.tags.get(REJECTED_TAG) == "rolled_back"
+
+    @property
+    def worse(self) -> str:
+        """Why this version is worse than the champion it was compared with offline ("" when it is not)."""
+        if self.tags.get(QUALITY_TAG) != "worse":
+            return ""
+        return f"worse than the champion offline ({self.tags.get(QUALITY_DETAIL_TAG, 'primary metric')})"
 
 
 class Registry:

@@ -104,7 +104,7 @@ def mlflow_artifact_root(store_uri: str) -> str:
 
 
 class ObjectStore(Protocol):
-    """The two operations publishing needs."""
+    """What publishing needs (create, exists) and what a serving runtime's download needs (read)."""
 
     def create(self, key: str, data: bytes) -> None:
         """Write ``key`` only if it does not exist; raises AlreadyPublished when it does."""
@@ -112,6 +112,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
+        ...
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes; PublishError when it cannot be read."""
         ...
 
 
@@ -134,6 +138,13 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         """Whether the file exists."""
         return (self.root / key).exists()
+
+    def read(self, key: str) -> bytes:
+        """The file's bytes."""
+        try:
+            return (self.root / key).read_bytes()
+        except OSError as exc:
+            raise PublishError(f"cannot read {self.root / key}: {exc.strerror or exc}") from None
 
 
 class AzureBlobStore:
@@ -162,6 +173,15 @@ class AzureBlobStore:
     def exists(self, key: str) -> bool:
         """Whether the blob exists."""
         return bool(self.container.get_blob_client(key).exists())
+
+    def read(self, key: str) -> bytes:
+        """The blob's bytes."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            return bytes(self.container.download_blob(key).readall())
+        except AzureError as exc:
+            raise PublishError(f"blob {key}: {str(exc).splitlines()[0]}") from None
 
 
 def _azure_credential(account: str, secret: str | None) -> Any:
@@ -212,6 +232,15 @@ class S3Store:
             return False
         return True
 
+    def read(self, key: str) -> bytes:
+        """The object's bytes."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            raise PublishError(f"s3://{self.bucket}/{key}: {exc.response.get('Error', {}).get('Code', exc)}") from None
+
 
 def open_store(store_uri: str, credentials: str | None = None, environ: Mapping[str, str] | None = None) -> Any:
     """The ObjectStore for a store URI; ``credentials`` is a reference (env://, secret://), resolved here."""
@@ -249,6 +278,7 @@ def publish_model_version(
     sealed: dict[str, str] | None,
     run_id: str = "",
     environment: str = "",
+    features: tuple[str, ...] | list[str] = (),
 ) -> PublishedVersion:
     """Write one registered version (model.onnx, model.sha256, manifest.json last); refuses an existing version.
 
@@ -268,6 +298,7 @@ def publish_model_version(
         "environment": environment,
         "run_id": run_id,
         "format": "onnx",
+        "features": list(features),  # the model input's column order: what the serving runtime takes
         "files": {"model.onnx": {"sha256": object_sha, "bytes": len(model_bytes)}},
         "model_sha256": sha256,
         # a sealed object is an mlspec envelope: the serving container must decrypt it with the key before loading
@@ -279,3 +310,32 @@ def publish_model_version(
     store.create(manifest_key, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     folder_uri = store_uri.rstrip("/") + "/" + folder
     return PublishedVersion(folder_uri, kserve_storage_uri(store_uri, model, version), sha256, object_sha, manifest)
+
+
+VERSION_FILES = ("manifest.json", "model.sha256", "model.onnx")
+
+
+class ReadableStore(Protocol):
+    """What a version's download needs."""
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes."""
+        ...
+
+
+def download_version(
+    store: ReadableStore, store_uri: str, model: str, version: str | int, into: Path
+) -> dict[str, Any]:
+    """Copy one published version's folder into ``into`` (what KServe's storage initializer leaves in
+    ``/mnt/models``); returns its manifest. PublishError when a file is missing or is not what the manifest says."""
+    where = StoreLocation.parse(store_uri)
+    folder = version_folder(model, version)
+    into.mkdir(parents=True, exist_ok=True)
+    files = {name: store.read(where.key(folder, name)) for name in VERSION_FILES}
+    manifest: dict[str, Any] = json.loads(files["manifest.json"])
+    recorded = manifest.get("files", {}).get("model.onnx", {}).get("sha256")
+    if recorded != hashlib.sha256(files["model.onnx"]).hexdigest():
+        raise PublishError(f"{store_uri}/{folder}/model.onnx is not the object its manifest records")
+    for name, data in files.items():
+        (into / name).write_bytes(data)
+    return manifest

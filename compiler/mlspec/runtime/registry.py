@@ -35,6 +35,7 @@ from mlspec.runtime import explain
 from mlspec.runtime.context import RuntimeContext
 from mlspec.runtime.dataset import read_dataset
 from mlspec.runtime.metrics import higher_is_better
+from mlspec.runtime.model_registry import QUALITY_DETAIL_TAG, QUALITY_TAG
 from mlspec.runtime.object_store import PublishedVersion, open_store, publish_model_version
 
 REFERENCE_DATA = "reference/reference_data.parquet"
@@ -123,6 +124,19 @@ def _champion(client: MlflowClient, model_name: str, alias: str, metric: str) ->
         return None
     value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
     return {"version": str(version.version), "metric": metric, "value": value}
+
+
+def quality_tags(
+    compare_to: str, metric: str, value: float | None, champion: dict[str, Any] | None, beats: bool
+) -> dict[str, str]:
+    """The tags that say how a new version compared with the champion on the primary metric (offline)."""
+    if compare_to == "none":
+        return {QUALITY_TAG: "unchecked", QUALITY_DETAIL_TAG: "evaluation.compare_to: none"}
+    shown = f"{metric} {value:.4f}" if value is not None else f"{metric} unknown"
+    if champion is None or champion["value"] is None:
+        return {QUALITY_TAG: "better", QUALITY_DETAIL_TAG: f"{shown}; no champion to compare with"}
+    versus = f"{shown} vs champion v{champion['version']} {champion['value']:.4f}"
+    return {QUALITY_TAG: "better" if beats else "worse", QUALITY_DETAIL_TAG: versus}
 
 
 def _beats(metric: str, value: float | None, champion: dict[str, Any] | None) -> bool:
@@ -309,7 +323,7 @@ def publish_to_store(
     store = open_store(ctx.model_store, ctx.model_store_credentials or None)
     return publish_model_version(
         store, ctx.model_store, model=model_name, version=version, model_bytes=data, sha256=trained.sha256,
-        sealed=sealed, run_id=run_id, environment=ctx.environment,
+        sealed=sealed, run_id=run_id, environment=ctx.environment, features=trained.features,
     )  # fmt: skip
 
 
@@ -351,7 +365,11 @@ def register_version(  # noqa: PLR0917
     explained = explain.check_version(client, model_name, version, run.run_id, run.explanation, promote_to)
     if not promote_to:
         return Registration(version, champion, storage_uri=stored)
-    beats = compare_to == "none" or _beats(primary, _finite(trained.metrics.get(primary)), champion)
+    value = _finite(trained.metrics.get(primary))
+    beats = compare_to == "none" or _beats(primary, value, champion)
+    # what a canary or blue-green rollout of this version must respect: a worse challenger is never rolled out
+    for tag, text in quality_tags(compare_to, primary, value, champion, beats).items():
+        client.set_model_version_tag(model_name, version, tag, text)
     promoted = beats and promote_directly and explained
     if promoted:
         client.set_registered_model_alias(model_name, promote_to, version)

@@ -171,8 +171,14 @@ class App:
         """Answer one request (None when an infer request waits for its batch)."""
         return self.routes.dispatch(conn, method, url, body, headers)
 
-    def refuse(self, miss: RouteMiss) -> bytes:
-        """The answer to a request no route takes: 405 with ``Allow``, or 404 saying what is not there."""
+    def refuse(self, miss: RouteMiss, headers: Headers) -> bytes:
+        """The answer to a request no route takes: 405 with ``Allow``, or 404 saying what is not there; a caller
+        the server would not serve gets the 401/403 instead (a miss must not tell what is served)."""
+        auth = self.authenticator
+        if auth is not None and not auth.is_open("metadata"):
+            denied = auth.check("metadata", headers.authorization, headers.api_key)
+            if denied is not None:
+                return self.refuse_caller(denied)
         if miss.status == 405:
             self.codes[405] += 1
             message = f"{miss.method} {miss.path} is not allowed; it takes {', '.join(miss.allow)}"

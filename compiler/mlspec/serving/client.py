@@ -13,9 +13,9 @@ class ServingClientError(Exception):
     """The server did not answer as expected."""
 
 
-def _get(url: str, timeout: float) -> tuple[int, bytes]:
+def _get(url: str, timeout: float, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as reply:
             return int(reply.status), bytes(reply.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
@@ -42,17 +42,18 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
         delay = min(delay * 2, 0.25)
 
 
-def get_json(url: str, timeout: float = 5.0) -> Any:
-    """GET ``url`` and decode its JSON body; raise ServingClientError on a non-200 answer."""
-    status, body = _get(url, timeout)
+def get_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> Any:
+    """GET ``url`` (with ``headers``, e.g. credentials) and decode its JSON body; ServingClientError on a non-200."""
+    status, body = _get(url, timeout, headers)
     if status != 200:
         raise ServingClientError(f"GET {url}: HTTP {status}: {body[:500].decode('utf-8', 'replace')}")
     return json.loads(body)
 
 
-def rollout_status(url: str, name: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The live rollout status of model ``name`` (strategy, phase, weights, per-variant counts, reason)."""
-    data: dict[str, Any] = get_json(f"{url.rstrip('/')}/v2/models/{name}/rollout", timeout)
+def rollout_status(url: str, name: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The live rollout status of model ``name`` (strategy, phase, weights, per-variant counts, reason); the
+    route needs credentials when the server checks callers (``headers``)."""
+    data: dict[str, Any] = get_json(f"{url.rstrip('/')}/v2/models/{name}/rollout", timeout, headers)
     return data
 
 
@@ -76,7 +77,9 @@ def infer(
         ) from None
 
 
-def wait_versions(url: str, name: str, versions: list[str], timeout: float = 30.0) -> None:
+def wait_versions(
+    url: str, name: str, versions: list[str], timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> None:
     """Wait until model ``name`` serves exactly ``versions`` (e.g. after a SIGHUP reload) and is ready.
 
     Raises TimeoutError after ``timeout`` seconds (a refused reload keeps the old versions; see the server log).
@@ -85,7 +88,7 @@ def wait_versions(url: str, name: str, versions: list[str], timeout: float = 30.
     deadline = time.monotonic() + timeout
     while True:
         try:
-            meta = get_json(f"{url.rstrip('/')}/v2/models/{name}", timeout=2.0)
+            meta = get_json(f"{url.rstrip('/')}/v2/models/{name}", timeout=2.0, headers=headers)
             if sorted(meta.get("versions", [])) == wanted and is_ready(url):
                 return
         except (OSError, ValueError, ServingClientError):

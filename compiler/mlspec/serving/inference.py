@@ -112,6 +112,7 @@ class Inference:
         ``sticky``); None when it waits for its batch (``conn.complete`` gets the answer)."""
         if pinned is not None:
             arm = pinned
+            request.routed = False
             if arm.model is None:
                 return counted_error(self.codes, 503, f"variant {arm.name} is {arm.state}")
         else:
@@ -199,7 +200,7 @@ class Inference:
         stats.requests += 1
         stats.latency.observe(latency)
         self.codes[status] += 1
-        if self.router.record(arm, latency, status != 200):
+        if request.routed and self.router.record(arm, latency, status != 200):
             self.on_phase_change()
         if status == 200 and out is not None:
             if self.log_rate and random.random() < self.log_rate and self.reqlog is not None:

@@ -20,6 +20,9 @@ SERVER_NAME = "mlspec"
 # binary_tensor_data: raw tensor bytes after the JSON (mlspec.serving.binary); mlspec_rollout: GET .../rollout
 EXTENSIONS = ("binary_tensor_data", "mlspec_rollout")
 BINARY_HINT = "; a body carrying binary tensor data needs the Inference-Header-Content-Length header"
+# an input value the model would get as NaN or infinity: the caller's mistake (400), not a model failure (a 500
+# counted against the variant, as a model that answers NaN is)
+NON_FINITE_INPUT = " holds NaN, infinity or a number beyond the FP32 range (3.4e38)"
 
 
 class ProtocolError(ValueError):
@@ -36,6 +39,7 @@ class InferRequest:
     parameters: dict[str, Any] | None
     binary_output: bool = False
     outputs: tuple[str, ...] = ()
+    routed: bool = True  # False for a call to a pinned version: the rollout did not choose it, so it is not judged
 
 
 def _array(tensor: dict[str, Any], where: str, kinds: str = "fiu") -> np.ndarray:
@@ -75,7 +79,10 @@ def _tensor_input(tensor: dict[str, Any], n_features: int) -> np.ndarray:
     arr = _array(tensor, where)
     if arr.size != shape[0] * n_features:
         raise ProtocolError(f"{where}: 'data' has {arr.size} values; shape {shape} needs {shape[0] * n_features}")
-    return arr.astype(np.float32, copy=False).reshape(shape[0], n_features)
+    rows = arr.astype(np.float32, copy=False).reshape(shape[0], n_features)
+    if not np.isfinite(rows).all():
+        raise ProtocolError(f"{where}{NON_FINITE_INPUT}")
+    return rows
 
 
 def _feature_inputs(inputs: list[Any], features: tuple[str, ...]) -> np.ndarray:
@@ -113,6 +120,9 @@ def _feature_inputs(inputs: list[Any], features: tuple[str, ...]) -> np.ndarray:
     out = np.empty((rows, len(features)), dtype=np.float32)
     for index, name in enumerate(features):
         out[:, index] = columns[name]
+    if not np.isfinite(out).all():
+        bad = next(name for index, name in enumerate(features) if not np.isfinite(out[:, index]).all())
+        raise ProtocolError(f"input {bad!r}{NON_FINITE_INPUT}")
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -38,6 +39,11 @@ class Analysis:
     min_requests: int = 100
     interval: str = "5m"
 
+    @property
+    def interval_seconds(self) -> float:
+        """How long each step is watched before it may advance."""
+        return duration_seconds(self.interval)
+
     @classmethod
     def from_rollout(cls, rollout: dict[str, Any]) -> Analysis:
         """The analysis block of a rollout, with the spec's defaults."""
@@ -48,6 +54,14 @@ class Analysis:
             min_requests=max(1, int(raw.get("min_requests", 100))),
             interval=str(raw.get("interval", "5m")),
         )
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a spec duration like '30s', '5m' or '2h'."""
+    return float(text[:-1]) * UNITS[text[-1]]
 
 
 def sticky_point(key: str) -> float:
@@ -102,9 +116,16 @@ class Router:
 
 
 class CanaryRouter(Router):
-    """Stepwise traffic to the canary; each step is judged over ``min_requests`` canary requests."""
+    """Stepwise traffic to the canary, judged on the traffic the rollout itself routed.
+
+    Every ``min_requests`` canary requests form a window that is judged at once: a window over the error-rate or
+    p99 threshold rolls back immediately. A step advances only when its ``interval`` has passed *and* a window
+    then holds the thresholds: no load, however heavy, moves a step before its interval, and a quiet step waits
+    for enough requests however long it has run.
+    """
 
     strategy = "canary"
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, arms: dict[str, Arm], rollout: dict[str, Any]) -> None:
         """A canary router; with no second variant everything goes to 'stable'."""
@@ -114,6 +135,9 @@ class CanaryRouter(Router):
         self.weight = 0.0
         self.window: list[float] = []
         self.window_errors = 0
+        self.step_started = 0.0
+        self.step_requests = 0
+        self.step_errors = 0
         self.phase = "serving" if self.challenger is None else "pending"
 
     def choose(self, sticky: str | None) -> Arm | None:
@@ -129,13 +153,18 @@ class CanaryRouter(Router):
             return False
         if arm.state == LOADED:
             self.phase, self.weight = "progressing", float(self.steps[0])
+            self._start_step()
             self.reason = f"canary loaded; step 1 of {len(self.steps)} at {self.steps[0]}%"
         else:
             self.phase, self.weight, self.reason = "rolled_back", 0.0, f"canary rejected: {arm.reason}"
         return True
 
+    def _start_step(self) -> None:
+        self.step_started = self.clock()
+        self.step_requests = self.step_errors = 0
+
     def record(self, arm: Arm, latency: float, error: bool) -> bool:
-        """Count a canary request; judge the step once the window holds ``min_requests``."""
+        """Count a canary request the rollout routed; judge each window of ``min_requests``."""
         if arm is not self.challenger or self.phase != "progressing":
             return False
         self.window.append(latency)
@@ -150,24 +179,41 @@ class CanaryRouter(Router):
         n = len(self.window)
         rate = self.window_errors / n
         p99_ms = p99(self.window) * 1000.0
+        self.step_requests += n
+        self.step_errors += self.window_errors
         self.window, self.window_errors = [], 0
         if rate > analysis.max_error_rate:
             self.phase, self.weight = "rolled_back", 0.0
             self.reason = f"error rate {rate:.2f} > max {analysis.max_error_rate:g} over {n} canary requests"
-        elif p99_ms > analysis.max_p99_ms:
+            return True
+        if p99_ms > analysis.max_p99_ms:
             self.phase, self.weight = "rolled_back", 0.0
             self.reason = f"p99 {p99_ms:.1f} ms > max {analysis.max_p99_ms:g} ms over {n} canary requests"
-        elif self.step + 1 >= len(self.steps):
+            return True
+        watched = self.clock() - self.step_started
+        if watched < analysis.interval_seconds:  # healthy so far; the step is watched for its whole interval
+            self.reason = (
+                f"step {self.step + 1} of {len(self.steps)} at {self.steps[self.step]}%: {self.step_requests} canary "
+                f"requests held so far; judged again after {analysis.interval} ({watched:.0f} s watched)"
+            )
+            return False
+        overall = self.step_errors / self.step_requests
+        if self.step + 1 >= len(self.steps):
             self.phase, self.weight = "promoted", float(self.steps[-1])
-            self.reason = f"error rate {rate:.2f}, p99 {p99_ms:.1f} ms held at {self.steps[-1]}%"
+            self.reason = (
+                f"error rate {overall:.2f}, p99 {p99_ms:.1f} ms held at {self.steps[-1]}% for {analysis.interval} "
+                f"({self.step_requests} canary requests)"
+            )
             if self.steps[-1] < 100:
                 self.reason += " (last step below 100%)"
         else:
             self.step += 1
             self.weight = float(self.steps[self.step])
             self.reason = (
-                f"step {self.step} held (error rate {rate:.2f}, p99 {p99_ms:.1f} ms); now {self.steps[self.step]}%"
+                f"step {self.step} held for {analysis.interval} ({self.step_requests} requests, error rate "
+                f"{overall:.2f}, p99 {p99_ms:.1f} ms); now {self.steps[self.step]}%"
             )
+            self._start_step()
         return True
 
     def weights(self) -> dict[str, float]:
@@ -180,12 +226,15 @@ class CanaryRouter(Router):
         return shares
 
     def details(self) -> dict[str, Any]:
-        """Steps, the current step and the open analysis window."""
+        """Steps, the current step, the open analysis window and how long the step has been watched."""
+        watched = self.clock() - self.step_started if self.phase == "progressing" else 0.0
         return {
             "steps": self.steps,
             "step": self.step,
             "window": {"requests": len(self.window), "errors": self.window_errors},
-            "analysis": vars(self.analysis),
+            "step_requests": self.step_requests,
+            "step_seconds": round(watched, 1),
+            "analysis": {**vars(self.analysis), "interval_seconds": self.analysis.interval_seconds},
         }
 
 

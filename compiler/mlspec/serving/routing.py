@@ -39,7 +39,7 @@ class RouteTable:
 
     __slots__ = ("_routes", "on_miss")
 
-    def __init__(self, on_miss: Callable[[RouteMiss], bytes]) -> None:
+    def __init__(self, on_miss: Callable[[RouteMiss, Headers], bytes]) -> None:
         """An empty table whose misses are answered by ``on_miss``."""
         self._routes: dict[bytes, dict[bytes, Handler]] = {}
         self.on_miss = on_miss
@@ -67,8 +67,8 @@ class RouteTable:
         methods = self._routes.get(path.encode())
         name = method.decode("ascii", "replace")
         if methods is None:
-            return self.on_miss(RouteMiss(404, name, path))
+            return self.on_miss(RouteMiss(404, name, path), headers)
         handler = methods.get(method)
         if handler is None:
-            return self.on_miss(RouteMiss(405, name, path, self.allowed(path)))
+            return self.on_miss(RouteMiss(405, name, path, self.allowed(path)), headers)
         return handler(conn, body, headers)

@@ -52,6 +52,8 @@ def render_status_text(status: PlatformStatus, style: Style) -> str:
         if rollout.get("strategy"):
             reason = f" ({rollout['reason']})" if rollout.get("reason") else ""
             lines.append(f"    rollout: {rollout['strategy']}, phase {rollout.get('phase', '-')}{reason}")
+        if server.held_back:
+            lines.append(f"    {style('held back', 'yellow')}: {server.held_back}")
     if not status.servers:
         lines.append("  none running")
     if status.batch:

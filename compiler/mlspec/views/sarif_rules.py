@@ -204,6 +204,11 @@ DIAGNOSTIC_RULES: dict[str, RuleText] = {
         "an OIDC endpoint on a shared environment that names no identity issuer",
         "set spec.identity: {issuer: https://...} in the environment",
     ),
+    "missing-api-keys": _code(
+        "Rendering",
+        "an API-key endpoint on a cluster that names no auth.api_keys secret",
+        "set spec.auth.api_keys: secret://<env>/<name> in the environment's override",
+    ),
     "unsupported-by-target": _code(
         "Rendering",
         "a spec asks for something the environment's engine cannot do",

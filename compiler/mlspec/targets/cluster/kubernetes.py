@@ -38,6 +38,7 @@ KIND_ORDER = {
     "PeerAuthentication": 7,
     "RequestAuthentication": 7,
     "AuthorizationPolicy": 7,
+    "ServingRuntime": 8,  # before the InferenceServices that name it
     "Service": 8,
     "Deployment": 9,
     "InferenceService": 10,
@@ -54,6 +55,7 @@ KNOWN: dict[tuple[str, str], tuple[str, bool]] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("apps/v1", "Deployment"): ("deployments", True),
     ("serving.kserve.io/v1beta1", "InferenceService"): ("inferenceservices", True),
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): ("servingruntimes", True),
     ("security.istio.io/v1", "PeerAuthentication"): ("peerauthentications", True),
     ("security.istio.io/v1", "RequestAuthentication"): ("requestauthentications", True),
     ("security.istio.io/v1", "AuthorizationPolicy"): ("authorizationpolicies", True),

@@ -22,6 +22,7 @@ from mlspec.render.kserve import (
     STORE_ANNOTATION,
     VERSION_ANNOTATION,
 )
+from mlspec.render.kserve_runtime import SHA256_VARIABLE
 from mlspec.runtime.object_store import kserve_storage_uri
 from mlspec.targets.base import TargetError
 
@@ -74,5 +75,9 @@ def _pin(obj: dict[str, Any], registry: VersionLookup | None) -> dict[str, Any]:
         raise TargetError(f"{name}: {what} has no onnx_sha256 tag in the registry; refusing to serve it")
     pinned_obj = copy.deepcopy(obj)
     pinned_obj["metadata"]["annotations"].update({VERSION_ANNOTATION: found.version, SHA256_ANNOTATION: found.sha256})
-    pinned_obj["spec"]["predictor"]["model"]["storageUri"] = expected
+    served = pinned_obj["spec"]["predictor"]["model"]
+    served["storageUri"] = expected
+    # the runtime refuses a folder whose manifest or bytes are not this digest
+    env = [e for e in served.get("env", []) if e.get("name") != SHA256_VARIABLE]
+    served["env"] = [*env, {"name": SHA256_VARIABLE, "value": found.sha256}]
     return pinned_obj

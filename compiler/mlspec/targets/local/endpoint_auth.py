@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlspec.atomic import atomic_write
-from mlspec.runtime.context import secret_variable
+from mlspec.runtime.context import reference_variable
 from mlspec.spec.deployment import Auth
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.paths import LocalPaths
@@ -51,7 +51,7 @@ def server_auth(paths: LocalPaths, deployment: str, auth: Auth) -> dict[str, Any
     common = {"method": auth.method, "open_routes": list(auth.open_routes)}
     if auth.method == "api_key":
         if auth.api_keys is not None:
-            return {**common, "api_key_env": secret_variable(auth.api_keys)}
+            return {**common, "api_key_env": reference_variable(auth.api_keys)}
         path = api_key_path(paths, deployment)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -121,10 +121,29 @@ def caller_headers(
         return {}
     if auth.method == "api_key":
         if auth.api_keys is not None:
-            value = os.environ.get(secret_variable(auth.api_keys), "").strip().splitlines()
+            value = os.environ.get(reference_variable(auth.api_keys), "").strip().splitlines()
             if not value:
-                raise TargetError(f"{deployment}: set {secret_variable(auth.api_keys)} to call it")
+                raise TargetError(f"{deployment}: set {reference_variable(auth.api_keys)} to call it")
             return {"X-API-Key": value[0].strip()}
         return {"X-API-Key": api_key_path(paths, deployment).read_text().strip()}
     audience = auth.audiences[0] if auth.audiences else None
     return {"Authorization": f"Bearer {mint_token(paths, audience, subject, ttl_seconds)}"}
+
+
+def server_credentials(paths: LocalPaths, auth: dict[str, Any] | None) -> dict[str, str]:
+    """Headers mlspec itself sends to a local server whose configuration's ``auth`` is ``auth`` (to read its
+    metadata and rollout): the key it checks, or a short token of the local issuer; empty when mlspec cannot
+    make one (an outside issuer's tokens) or none is needed."""
+    import os
+
+    if not auth:
+        return {}
+    if auth.get("api_key_file"):
+        return {"X-API-Key": Path(auth["api_key_file"]).read_text().split()[0]}
+    if auth.get("api_key_env"):
+        keys = os.environ.get(auth["api_key_env"], "").split()
+        return {"X-API-Key": keys[0]} if keys else {}
+    if auth.get("issuer") == local_issuer(paths):
+        audiences = auth.get("audiences") or [None]
+        return {"Authorization": f"Bearer {mint_token(paths, audiences[0], 'mlspec', 120)}"}
+    return {}

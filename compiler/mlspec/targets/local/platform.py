@@ -314,6 +314,8 @@ class LocalPlatformTarget:
             if serving.read_config(spec.name) is not None:  # an online Deployment that serves
                 ids = serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
                 self.progress(f"{spec.name} now serves {ids['versions']}")
+                if ids.get("held_back"):
+                    self.progress(f"{spec.name}: {ids['held_back']}")
 
     def score(self, deployment: Deployment, name: str) -> dict[str, str]:
         """Run the batch Deployment's applied pipeline (features applied first), unless its last run already scored

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from mlspec.atomic import atomic_write
 from mlspec.crypto.keys import ROOT_VARIABLE, KeyResolver
 from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.targets.base import TargetError
-from mlspec.targets.local.endpoint_auth import server_auth
+from mlspec.targets.local.endpoint_auth import server_auth, server_credentials
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import REJECTED_TAG, ModelVersion, Registry
 
@@ -60,6 +61,7 @@ class ServerStatus:
     pid: int | None
     variants: tuple[dict[str, Any], ...]
     rollout: dict[str, Any]
+    held_back: str = ""  # why a registered challenger is not rolled out (worse than the champion offline)
 
     def device(self, variant: dict[str, Any]) -> str:
         """Where ``variant`` runs, as one phrase (see device_summary)."""
@@ -127,10 +129,23 @@ class ServingEngine:
         if rollout.strategy == "direct" or spec.model.version:
             return chosen
         second = self.registry.version(name, alias=second_alias)
-        if second and second.version != stable.version and not (rollout.strategy in GATED and second.rejected):
+        gated_out = rollout.strategy in GATED and second is not None and (second.rejected or second.worse)
+        if second and second.version != stable.version and not gated_out:
             role = {"canary": "canary", "blue_green": "green", "shadow": "shadow"}[rollout.strategy]
             chosen.append(entry(role, second, second_alias))
         return chosen
+
+    def held_back(self, deployment: Deployment) -> str:
+        """Why the Deployment's challenger is not rolled out although one is registered: worse than the champion
+        offline (a canary or blue-green never promotes it); "" when none is held back."""
+        spec = _online(deployment)
+        if spec.rollout.strategy not in GATED or spec.model.version:
+            return ""
+        stable = self.registry.version(spec.model.name, alias=spec.model.alias)
+        second = self.registry.version(spec.model.name, alias="challenger")
+        if second is None or not second.worse or (stable is not None and stable.version == second.version):
+            return ""
+        return f"{spec.model.name} v{second.version} is not rolled out: {second.worse}"
 
     def _require(self, name: str, *, alias: str | None = None, version: int | None = None) -> ModelVersion:
         found = self.registry.version(name, alias=alias, version=version)
@@ -192,7 +207,9 @@ class ServingEngine:
             except Exception as exc:  # the server's own message: bad model, port taken, ...
                 raise TargetError(f"model server for {name} did not start: {exc}") from None
             atomic_write(folder / "server.pid", str(pid).encode())
+        held = self.held_back(deployment)
         return {
+            **({"held_back": held} if held else {}),
             "endpoint": f"http://{HOST}:{config['port']}/v2/models/{name}",
             "versions": ",".join(f"{v['name']}={v['version']}" for v in variants),
             "sha256": ",".join(f"{v['version']}:{v['sha256'][:16]}" for v in variants),
@@ -204,11 +221,31 @@ class ServingEngine:
 
         url = f"http://{config['host']}:{config['port']}"
         versions = [v["version"] for v in config["variants"]]
+        headers = self.credentials(config)
         try:
-            client.wait_versions(url, name, versions, timeout=60)
+            if config.get("auth") and not headers:  # an outside issuer's tokens: read what the server wrote
+                self._wait_status_file(name, versions, url)
+            else:
+                client.wait_versions(url, name, versions, timeout=60, headers=headers)
         except Exception as exc:
             log = self.folder(name) / "server.log"
             raise TargetError(f"model server for {name} did not reload to {versions}: {exc} (see {log})") from None
+
+    def _wait_status_file(self, name: str, versions: list[str], url: str, timeout: float = 60.0) -> None:
+        from mlspec.serving import client
+
+        wanted = sorted(str(v) for v in versions)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            served = sorted(str(v.get("version")) for v in (self.rollout(name).get("variants") or {}).values())
+            if served == wanted and client.is_ready(url):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"model server at {url} does not serve versions {wanted} after {timeout:g} s")
+
+    def credentials(self, config: dict[str, Any]) -> dict[str, str]:
+        """What mlspec sends to read a server's metadata and rollout (see endpoint_auth.server_credentials)."""
+        return server_credentials(self.paths, config.get("auth"))
 
     def stop(self, deployment: str) -> bool:
         """Stop the Deployment's server (flushing its request log); True when one was running."""
@@ -296,7 +333,7 @@ class ServingEngine:
         live: dict[str, Any] = {}
         if ready:
             try:
-                live = client.rollout_status(url, deployment)
+                live = client.rollout_status(url, deployment, headers=self.credentials(config))
             except Exception:
                 live = {}
         rollout = live or self.rollout(deployment)

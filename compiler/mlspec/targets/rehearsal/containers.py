@@ -84,7 +84,8 @@ class PodRun:
     mounts: tuple[tuple[Path, str], ...] = ()  # (host path, container path), read-only
 
 
-def _variables(container: dict[str, Any], run: PodRun) -> dict[str, str]:
+def container_variables(container: dict[str, Any], run: PodRun) -> dict[str, str]:
+    """The variables a container gets: the run's extra ones, its envFrom Secrets (prefixed) and its env items."""
     found = dict(run.extra_env)
     for source in container.get("envFrom", []):
         name = source["secretRef"]["name"]
@@ -129,7 +130,8 @@ def run_pod(run: PodRun, workdir: Path, timeout: float) -> Outcome:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     env_file = scratch / "env"
-    atomic_write(env_file, "".join(f"{k}={v}\n" for k, v in _variables(container, run).items()).encode(), mode=0o600)
+    variables = container_variables(container, run)
+    atomic_write(env_file, "".join(f"{k}={v}\n" for k, v in variables.items()).encode(), mode=0o600)
     args = ["docker", "run", "--rm", "--network", "host", "--user", container_user(), "--env-file", str(env_file),
             "--mount", f"type=bind,source={workdir},target={workdir}"]  # fmt: skip
     args += _volumes(pod, container, run, scratch)

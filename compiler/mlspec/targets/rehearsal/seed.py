@@ -60,6 +60,29 @@ def prepare_store(store_uri: str, standins: StandIns) -> None:
         _s3_bucket(standins, where.bucket, f"the artifact store {store_uri}")
 
 
+class StandInStore:
+    """The artifact store's stand-in, read as a serving runtime's download reads the real one."""
+
+    def __init__(self, store_uri: str, standins: StandIns) -> None:
+        """The stand-in of ``store_uri`` (``azure://account/container``, ``s3://bucket``)."""
+        self.where = StoreLocation.parse(store_uri)
+        self.standins = standins
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes; RehearsalError when the stand-in has no such object."""
+        what = f"the artifact store {self.where.scheme}://"
+        try:
+            if self.where.scheme == "azure":
+                blob = _azure_container(self.standins, self.where.container, what).download_blob(key)
+                return bytes(blob.readall())
+            if self.where.scheme == "s3":
+                bucket = self.where.bucket
+                return bytes(_s3_bucket(self.standins, bucket, what).get_object(Bucket=bucket, Key=key)["Body"].read())
+        except Exception as exc:  # the SDKs' own errors: not found, denied
+            raise RehearsalError(f"cannot read {key} from the stand-in of {what}: {exc}") from None
+        raise RehearsalError(f"no stand-in for an artifact store at {self.where.scheme}://")
+
+
 def _azure_container(standins: StandIns, container: str, what: str) -> Any:
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
