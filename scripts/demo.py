@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import ssl
 import sys
 import time
 import urllib.request
@@ -31,9 +32,10 @@ def step(title: str) -> None:
 
 
 def infer(
-    url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | None, headers: dict[str, str]
+    url: str, rows: list[dict[str, float]], parameters: dict[str, Any] | None, headers: dict[str, str], ca: str | None
 ) -> dict[str, Any]:
-    """One Open Inference Protocol v2 request with named feature inputs, authenticated by ``headers``."""
+    """One Open Inference Protocol v2 request with named feature inputs, authenticated by ``headers``, over TLS
+    trusting the environment's CA ``ca`` when the endpoint serves TLS."""
     names = list(rows[0])
     body = {
         "id": "demo",
@@ -43,18 +45,21 @@ def infer(
     request = urllib.request.Request(
         url + "/infer", json.dumps(body).encode(), {"Content-Type": "application/json", **headers}, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
 
-def refused(url: str) -> str:
+def refused(url: str, ca: str | None) -> str:
     """What the endpoint answers a caller without credentials (it must refuse)."""
     import urllib.error
 
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]}).encode()
+    request = urllib.request.Request(url + "/infer", body, method="POST")
+    context = ssl.create_default_context(cafile=ca) if ca else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url + "/infer", body, method="POST"), timeout=10) as reply:
+        with urllib.request.urlopen(request, timeout=10, context=context) as reply:
             return f"HTTP {reply.status}: NOT REFUSED"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code} ({json.loads(exc.read()).get('error', '')})"
@@ -82,12 +87,12 @@ def predictions(project: Any, env: str) -> tuple[int, list[str]]:
         headers = project.caller_headers(env, server.deployment, subject="demo")
         how = ", ".join(headers) or "no credentials"
         print(f"  {server.deployment}: POST {server.endpoint}/infer  (features of {service} from Feast online; {how})")
-        print(f"    without credentials: {refused(server.endpoint)}")
+        print(f"    without credentials: {refused(server.endpoint, server.ca_file)}")
         for index, entity in enumerate(entities):
             row = {name: float(online[name][index] or 0.0) for name in features}
             sticky = {"customer_id": entity["customer_id"]}
             try:
-                answer = infer(server.endpoint, [row], sticky, headers)
+                answer = infer(server.endpoint, [row], sticky, headers, server.ca_file)
             except OSError as exc:
                 errors += 1
                 print(f"    customer {entity['customer_id']}: request failed: {exc}")
@@ -175,7 +180,13 @@ def traffic(project: Any, env: str, count: int = 3000) -> int:
         sample = pd.read_parquet(io.BytesIO(plain))[features].sample(count, replace=True, random_state=7)
         url = urlparse(server.endpoint)
         headers = {"Content-Type": "application/json", **project.caller_headers(env, server.deployment, subject="demo")}
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        if url.scheme == "https":  # the environment's CA: the one mlspec status names
+            context = ssl.create_default_context(cafile=server.ca_file)
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                url.hostname, url.port, timeout=10, context=context
+            )
+        else:
+            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
         for key, row in enumerate(sample.astype("float32").values.tolist()):
             body = {
                 "inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}],

@@ -134,5 +134,7 @@ def test_policy_and_report_judge_the_enforcement_not_the_declaration(
     assert "mesh mTLS (STRICT)" in fraud and "auth: oidc by mesh (Istio) RequestAuthentication" in fraud
     local = cli("report", "compliance", "--env", "local", "--format", "md", cwd=root)
     fraud_local = next(line for line in local.out.splitlines() if "Deployment/fraud-api" in line)
-    # the laptop's model server checks tokens itself, and serves plain HTTP: said as it is
-    assert "auth: oidc by model server" in fraud_local and "plain HTTP" in fraud_local and "FAIL" in fraud_local
+    # the laptop's model server checks tokens itself and serves TLS with the environment's CA; the local
+    # environment only prefers TLS for its stores, and the row says so
+    assert "auth: oidc by model server" in fraud_local and "TLS (the environment's local CA)" in fraud_local
+    assert "environment tls: preferred" in fraud_local and "FAIL" in fraud_local

@@ -13,8 +13,10 @@ import io
 import json
 import os
 import signal
+import ssl
 import stat
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,22 +62,30 @@ def edit(path: Path, old: str, new: str) -> None:
 
 # endpoint URL -> the headers that authenticate a call to it (an API key, or a token of the local issuer)
 CREDENTIALS: dict[str, dict[str, str]] = {}
+# endpoint URL -> the environment's CA its TLS certificate chains to
+AUTHORITIES: dict[str, str] = {}
 
 
 def credentials(url: str) -> dict[str, str]:
     return next((headers for base, headers in CREDENTIALS.items() if url.startswith(base)), {})
 
 
+def tls(url: str) -> ssl.SSLContext | None:
+    ca = next((ca for base, ca in AUTHORITIES.items() if url.startswith(base)), None)
+    return ssl.create_default_context(cafile=ca) if ca else None
+
+
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     headers = {"Content-Type": "application/json", **credentials(url)}
     request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=10, context=tls(url)) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
 
-def get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=credentials(url)), timeout=10) as response:
+def get(url: str, *, authenticated: bool = True) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers=credentials(url) if authenticated else {})
+    with urllib.request.urlopen(request, timeout=10, context=tls(url)) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
@@ -87,7 +97,9 @@ def config(root: Path, deployment: str) -> dict[str, Any]:
 
 def endpoint(root: Path, deployment: str) -> str:
     c = config(root, deployment)
-    url = f"http://{c['host']}:{c['port']}/v2/models/{deployment}"
+    url = f"{'https' if c.get('tls') else 'http'}://{c['host']}:{c['port']}/v2/models/{deployment}"
+    if c.get("tls"):
+        AUTHORITIES[url.split("/v2/", maxsplit=1)[0]] = c["tls"]["ca_file"]
     CREDENTIALS[url] = Project.open(root).caller_headers("local", deployment, subject="tests", ttl_seconds=3600)
     return url
 
@@ -148,8 +160,11 @@ def test_1_a_failed_gate_stops_promotion_and_names_the_metric(platform: Path) ->
     assert client.search_model_versions("name='churn-model'") == [] or all(
         "champion" not in v.aliases for v in client.search_model_versions("name='churn-model'")
     )
-    health = urllib.request.urlopen(endpoint(platform, "fraud-api").split("/v2/")[0] + "/v2/health/ready")
-    assert health.status == 200
+    base = endpoint(platform, "fraud-api").split("/v2/")[0]
+    assert base.startswith("https://127.0.0.1:")  # endpoint.tls: served over TLS, by the environment's CA
+    assert get(base + "/v2/health/ready", authenticated=False)["ready"] is True
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted without that CA
+        urllib.request.urlopen(base + "/v2/health/ready", timeout=10)
 
 
 def test_2_fixing_the_gate_converges_without_retraining_the_rest(platform: Path) -> None:
@@ -210,7 +225,7 @@ def test_3b_the_endpoints_refuse_callers_without_credentials(platform: Path) -> 
             url, json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=tls(url)) as response:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)

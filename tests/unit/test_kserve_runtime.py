@@ -48,7 +48,7 @@ def published(tmp_path: Path, *, features: list[str] = FEATURES) -> tuple[Path, 
 
 
 def settings(**extra: Any) -> str:
-    base = {"deployment": "fraud-api", "rollout": {"strategy": "direct"}, "log_sample_rate": 0.0}
+    base = {"rollout": {"strategy": "direct"}, "log_sample_rate": 0.0}
     return json.dumps({**base, **extra})
 
 

@@ -80,7 +80,7 @@ class Server:
 
     @property
     def addr(self) -> tuple[str, int]:
-        host, port = self.url.removeprefix("http://").split(":")
+        host, port = self.url.split("://", 1)[1].split(":")
         return host, int(port)
 
     def conn(self) -> http.client.HTTPConnection:
@@ -121,7 +121,7 @@ class Server:
 
 
 def url_of(log: Path, offset: int = 0) -> str:
-    found = re.findall(r"listening on (http://\S+)", log.read_text()[offset:])
+    found = re.findall(r"listening on (https?://\S+)", log.read_text()[offset:])
     assert found, log.read_text()
     return str(found[-1])
 

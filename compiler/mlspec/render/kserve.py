@@ -232,7 +232,7 @@ def _inference_service(
         "modelFormat": dict(MODEL_FORMAT),
         "runtime": RUNTIME_NAME,  # mlspec's server: verifies the pinned sha256, opens sealed models, checks API keys
         "protocolVersion": "v2",
-        "env": runtime_env(model.metadata.name, online, graph),
+        "env": runtime_env(online),
         "resources": resources,
     }
     annotations = {

@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 from mlspec.render.secret_refs import secret_source
-from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.context import reference_variable
 from mlspec.spec.deployment import OnlineDeploymentSpec
 from mlspec.spec.environment import KubernetesTarget
@@ -65,11 +64,10 @@ def serving_runtime(image: str, k8s: KubernetesTarget, object_labels: dict[str, 
     }
 
 
-def runtime_settings(name: str, online: OnlineDeploymentSpec) -> dict[str, Any]:
+def runtime_settings(online: OnlineDeploymentSpec) -> dict[str, Any]:
     """What the runtime container reads from ``MLSPEC_SERVING``: the Deployment's serving settings."""
     drift = online.monitoring.drift
     settings: dict[str, Any] = {
-        "deployment": name,
         "rollout": {"strategy": "direct"},  # each InferenceService serves one version; KServe splits the traffic
         "device": online.runtime.device,
         "fallback": online.runtime.fallback,
@@ -87,10 +85,10 @@ def runtime_settings(name: str, online: OnlineDeploymentSpec) -> dict[str, Any]:
     return settings
 
 
-def runtime_env(name: str, online: OnlineDeploymentSpec, graph: ResolvedGraph) -> list[dict[str, Any]]:
+def runtime_env(online: OnlineDeploymentSpec) -> list[dict[str, Any]]:
     """The InferenceService container's environment: the settings, and the API keys from their Secret."""
     env: list[dict[str, Any]] = [
-        {"name": SETTINGS_VARIABLE, "value": json.dumps(runtime_settings(name, online), sort_keys=True)}
+        {"name": SETTINGS_VARIABLE, "value": json.dumps(runtime_settings(online), sort_keys=True)}
     ]
     auth = online.auth
     source = secret_source(auth.api_keys) if auth.api_keys is not None else None

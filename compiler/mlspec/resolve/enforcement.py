@@ -4,7 +4,8 @@ Policies (``access.auth_required``) and the compliance report judge this, not th
 ``required: true`` nobody checks is no authentication. The renderers and targets enforce exactly what this says:
 
 * local serving (every local environment): the model server checks API keys and OIDC tokens itself; it does not
-  verify client certificates (``mtls`` is refused at render) and it serves plain HTTP on 127.0.0.1 (no TLS yet);
+  verify client certificates (``mtls`` is refused at render); ``endpoint.tls`` is TLS with a certificate of the
+  environment's own CA (plain HTTP on 127.0.0.1 only when the endpoint says ``tls: false``);
 * KServe environments: the mesh (Istio) verifies OIDC tokens of the environment's ``identity`` issuer and
   peer certificates, and ``endpoint.tls`` is STRICT mutual TLS between mesh workloads; API keys are checked by
   mlspec's runtime in the pod, against the keys of ``auth.api_keys``'s Secret.
@@ -43,7 +44,9 @@ def endpoint_enforcement(graph: ResolvedGraph, online: OnlineDeploymentSpec) -> 
     method = auth.method if auth.required else "none"
     if env.targets.serving == "local":
         checked: str = method if method in ("oidc", "api_key") else "none"
-        return EndpointEnforcement(checked, MODEL_SERVER if checked != "none" else "", False, "plain HTTP (loopback)")
+        tls = online.endpoint.tls
+        transport = "TLS (the environment's local CA)" if tls else "plain HTTP (loopback)"
+        return EndpointEnforcement(checked, MODEL_SERVER if checked != "none" else "", tls, transport)
     if method == "oidc" and env.identity is not None:
         checked, by = "oidc", f"{MESH} RequestAuthentication"
     elif method == "mtls":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -13,18 +14,27 @@ class ServingClientError(Exception):
     """The server did not answer as expected."""
 
 
-def _get(url: str, timeout: float, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def tls_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """The context that trusts a server's CA (``ca_file``: the environment's local CA), or None for the defaults."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
+def _get(
+    url: str, timeout: float, headers: dict[str, str] | None = None, ca_file: str | None = None
+) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as reply:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout, context=tls_context(ca_file)) as reply:
             return int(reply.status), bytes(reply.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
 
 
-def is_ready(url: str, timeout: float = 2.0) -> bool:
-    """True when the server at ``url`` (e.g. http://127.0.0.1:8601) answers ready."""
+def is_ready(url: str, timeout: float = 2.0, ca_file: str | None = None) -> bool:
+    """True when the server at ``url`` (e.g. http://127.0.0.1:8601, or https:// trusting ``ca_file``) answers
+    ready."""
     try:
-        return _get(f"{url.rstrip('/')}/v2/health/ready", timeout)[0] == 200
+        return _get(f"{url.rstrip('/')}/v2/health/ready", timeout, None, ca_file)[0] == 200
     except OSError:
         return False
 
@@ -42,18 +52,20 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
         delay = min(delay * 2, 0.25)
 
 
-def get_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> Any:
+def get_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None, ca_file: str | None = None) -> Any:
     """GET ``url`` (with ``headers``, e.g. credentials) and decode its JSON body; ServingClientError on a non-200."""
-    status, body = _get(url, timeout, headers)
+    status, body = _get(url, timeout, headers, ca_file)
     if status != 200:
         raise ServingClientError(f"GET {url}: HTTP {status}: {body[:500].decode('utf-8', 'replace')}")
     return json.loads(body)
 
 
-def rollout_status(url: str, name: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def rollout_status(
+    url: str, name: str, timeout: float = 5.0, *, headers: dict[str, str] | None = None, ca_file: str | None = None
+) -> dict[str, Any]:
     """The live rollout status of model ``name`` (strategy, phase, weights, per-variant counts, reason); the
     route needs credentials when the server checks callers (``headers``)."""
-    data: dict[str, Any] = get_json(f"{url.rstrip('/')}/v2/models/{name}/rollout", timeout, headers)
+    data: dict[str, Any] = get_json(f"{url.rstrip('/')}/v2/models/{name}/rollout", timeout, headers, ca_file)
     return data
 
 
@@ -78,7 +90,13 @@ def infer(
 
 
 def wait_versions(
-    url: str, name: str, versions: list[str], timeout: float = 30.0, headers: dict[str, str] | None = None
+    url: str,
+    name: str,
+    versions: list[str],
+    timeout: float = 30.0,
+    *,
+    headers: dict[str, str] | None = None,
+    ca_file: str | None = None,
 ) -> None:
     """Wait until model ``name`` serves exactly ``versions`` (e.g. after a SIGHUP reload) and is ready.
 
@@ -88,8 +106,8 @@ def wait_versions(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            meta = get_json(f"{url.rstrip('/')}/v2/models/{name}", timeout=2.0, headers=headers)
-            if sorted(meta.get("versions", [])) == wanted and is_ready(url):
+            meta = get_json(f"{url.rstrip('/')}/v2/models/{name}", timeout=2.0, headers=headers, ca_file=ca_file)
+            if sorted(meta.get("versions", [])) == wanted and is_ready(url, ca_file=ca_file):
                 return
         except (OSError, ValueError, ServingClientError):
             pass

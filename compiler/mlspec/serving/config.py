@@ -41,6 +41,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """The server's certificate and key (PEM files; the key 0600) and the CA that issued it (for clients)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """Everything the server needs for one Deployment. ``rollout`` is the spec's rollout as JSON."""
 
@@ -60,6 +69,12 @@ class ServingConfig:
     threads: int = 1  # onnxruntime intra-op threads per session
     max_batch: int = 256  # rows per session.run when batching
     auth: AuthConfig | None = None  # None: every caller is served (the spec did not ask for authentication)
+    tls: TlsConfig | None = None  # None: plain HTTP and gRPC (endpoint.tls: false)
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server speaks TLS, else ``http``."""
+        return "https" if self.tls is not None else "http"
 
     @property
     def strategy(self) -> str:
@@ -76,6 +91,7 @@ class ServingConfig:
         data["features"] = list(self.features)
         data["variants"] = [asdict(v) for v in self.variants]
         data["auth"] = self.auth.to_dict() if self.auth is not None else None
+        data["tls"] = asdict(self.tls) if self.tls is not None else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -137,6 +153,7 @@ class ServingConfig:
             threads=_int(data, "threads", 1, 1, 1024),
             max_batch=_int(data, "max_batch", 256, 1, 1_000_000),
             auth=_auth(data.get("auth")),
+            tls=_tls(data.get("tls")),
         )
         _check_rollout(config)
         return config
@@ -206,6 +223,17 @@ def _variant(raw: Any, index: int) -> VariantConfig:
         path=str(raw["path"]),
         sha256=sha,
     )
+
+
+def _tls(raw: Any) -> TlsConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("cert_file", "key_file")):
+        raise ConfigError("'tls' must be an object with 'cert_file' and 'key_file' (PEM files)")
+    unknown = sorted(set(raw) - {"cert_file", "key_file", "ca_file"})
+    if unknown:
+        raise ConfigError(f"'tls' has unknown field(s): {', '.join(unknown)}")
+    return TlsConfig(raw["cert_file"], raw["key_file"], raw.get("ca_file"))
 
 
 def _auth(raw: Any) -> AuthConfig | None:

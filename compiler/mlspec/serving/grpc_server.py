@@ -24,6 +24,7 @@ import grpc
 import mlspec
 from mlspec.serving import grpc_codec
 from mlspec.serving.app import App
+from mlspec.serving.config import TlsConfig
 from mlspec.serving.http import MAX_BODY, Ticket
 from mlspec.serving.oip_grpc import open_inference_grpc_pb2 as pb
 from mlspec.serving.oip_grpc import open_inference_grpc_pb2_grpc as service
@@ -219,14 +220,19 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_grpc(app_of: Callable[[], App], host: str, port: int) -> GrpcListener:
-    """Serve GRPCInferenceService on ``host``:``port`` (0: any free port) on the running loop; OSError when the
-    address cannot be bound."""
+async def start_grpc(app_of: Callable[[], App], host: str, port: int, tls: TlsConfig | None = None) -> GrpcListener:
+    """Serve GRPCInferenceService on ``host``:``port`` (0: any free port) on the running loop, over TLS with
+    ``tls``'s certificate when given; OSError when the address cannot be bound."""
     server = grpc.aio.server(options=OPTIONS)
     service.add_GRPCInferenceServiceServicer_to_server(InferenceService(app_of), server)
     wanted = address(host, port)
     try:
-        bound = server.add_insecure_port(wanted)
+        if tls is None:
+            bound = server.add_insecure_port(wanted)
+        else:
+            with open(tls.key_file, "rb") as key, open(tls.cert_file, "rb") as cert:
+                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            bound = server.add_secure_port(wanted, credentials)
     except RuntimeError as exc:  # grpcio raises when the address cannot be bound
         raise OSError(f"cannot listen for gRPC on {wanted}: {exc}") from None
     if not bound:

@@ -4,8 +4,8 @@ KServe's storage initializer downloads the InferenceService's ``storageUri`` (on
 ``model.onnx``, ``model.sha256``, ``manifest.json``) into ``--model-dir`` (``/mnt/models``) before this starts.
 The Deployment's settings come from the InferenceService as environment variables, rendered by mlspec:
 
-* ``MLSPEC_SERVING``: JSON with the Deployment's name, rollout, device and fallback, batching, auth and the
-  request log's sample rate;
+* ``MLSPEC_SERVING``: JSON with the Deployment's rollout, device and fallback, batching, auth and the request
+  log's sample rate (the model is served under the InferenceService's name, ``--model-name``, as KServe routes);
 * ``MLSPEC_MODEL_SHA256``: the plaintext model's sha256, pinned when the version was resolved (render or
   apply). The version's manifest must name the same digest, and the bytes loaded must have it: a folder that
   holds another version, or a tampered file, never serves.
@@ -33,7 +33,7 @@ log = logging.getLogger("mlspec.serving")
 SETTINGS_VARIABLE = "MLSPEC_SERVING"
 SHA256_VARIABLE = "MLSPEC_MODEL_SHA256"
 LOG_KEY_VARIABLE = "MLSPEC_REQUEST_LOG_KEY"
-SETTINGS = ("deployment", "rollout", "device", "fallback", "batching", "auth", "log_sample_rate", "threads")
+SETTINGS = ("rollout", "device", "fallback", "batching", "auth", "log_sample_rate", "threads")
 
 
 def runtime_config(model_name: str, model_dir: Path, environ: dict[str, str], ports: tuple[int, int]) -> ServingConfig:
@@ -56,7 +56,7 @@ def runtime_config(model_name: str, model_dir: Path, environ: dict[str, str], po
     features = manifest.get("features")
     if not isinstance(features, list) or not features:
         raise ConfigError(f"{model_dir}/manifest.json names no features (published by an older mlspec?)")
-    deployment = str(settings.get("deployment") or model_name)
+    deployment = model_name  # KServe routes /v2/models/<InferenceService name>/...: the name clients call
     variant = {"name": "stable", "alias": "stable", "version": str(manifest.get("version", "1")),
                "path": str(model_dir / "model.onnx"), "sha256": sha256}  # fmt: skip
     rate = float(settings.get("log_sample_rate", 0.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from mlspec.serving.client import is_ready
 
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 class ServingStartError(RuntimeError):
@@ -36,12 +37,22 @@ def _reap(pid: int) -> bool:
     return done == pid
 
 
+def _ca_file(config_path: str | Path) -> str | None:
+    try:
+        tls = json.loads(Path(config_path).read_text()).get("tls") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tls.get("ca_file") if isinstance(tls, dict) else None
+
+
 def start(config_path: str | Path, log_file: str | Path, timeout: float = 60.0) -> int:
     """Start ``python -m mlspec.serving --config config_path`` detached, output appended to ``log_file``.
 
-    Returns the pid once the server answers ready; raises ServingStartError with the log's tail when it
-    exits first or is not ready within ``timeout`` seconds (it is then stopped).
+    Returns the pid once the server answers ready (over TLS, trusting the config's ``tls.ca_file``, when it
+    serves TLS); raises ServingStartError with the log's tail when it exits first or is not ready within
+    ``timeout`` seconds (it is then stopped).
     """
+    ca_file = _ca_file(config_path)
     log_path = Path(log_file)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     offset = log_path.stat().st_size if log_path.exists() else 0
@@ -71,7 +82,7 @@ def start(config_path: str | Path, log_file: str | Path, timeout: float = 60.0) 
                 url = found.group(1) if found else None
             except OSError:
                 url = None
-        if url is not None and is_ready(url, timeout=1.0):
+        if url is not None and is_ready(url, timeout=1.0, ca_file=ca_file):
             return proc.pid
         time.sleep(0.05)
     stop(proc.pid)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from mlspec.serving.app import App, check_auth
@@ -37,6 +38,20 @@ def new_loop() -> asyncio.AbstractEventLoop:
         except ImportError:  # pragma: no cover - uvloop is optional
             pass
     return asyncio.new_event_loop()
+
+
+def server_tls(config: ServingConfig) -> ssl.SSLContext | None:
+    """The TLS context of the REST listener (TLS 1.2 or later), or None for plain HTTP; StartupError when the
+    certificate or key cannot be loaded."""
+    if config.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load the TLS certificate {config.tls.cert_file}: {exc}") from exc
+    return context
 
 
 def load_variant(config: ServingConfig, arm_name: str) -> LoadedModel:
@@ -97,20 +112,21 @@ class Server:
             raise StartupError(f"no variant can serve: {reasons}")
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: Connection(self, self.connections), config.host, config.port, reuse_address=True, backlog=2048
-        )
+            lambda: Connection(self, self.connections), config.host, config.port, reuse_address=True, backlog=2048,
+            ssl=server_tls(config),
+        )  # fmt: skip
         sock = self.server.sockets[0]
         host, port = sock.getsockname()[:2]
         if config.grpc_port is not None:  # on this loop, into the same App and infer path
             from mlspec.serving.grpc_server import start_grpc
 
-            self.grpc = await start_grpc(self.current_app, config.host, config.grpc_port)
+            self.grpc = await start_grpc(self.current_app, config.host, config.grpc_port, config.tls)
             log.info("grpc listening on %s", self.grpc.address)
         for name in app.arms:
             if name not in primaries:
                 self._spawn(self._load_later(app, config, name))
         app.write_status()
-        return f"http://{host}:{port}"
+        return f"{config.scheme}://{host}:{port}"
 
     def current_app(self) -> App:
         """The app serving now (what the gRPC front end answers from)."""

@@ -40,6 +40,10 @@ def render_status_text(status: PlatformStatus, style: Style) -> str:
     for server in status.servers:
         health = style("ready", "green") if server.ready else style("DOWN", "red")
         lines.append(f"  {server.deployment:<24} {health}  {server.endpoint or '-'}  pid {server.pid or '-'}")
+        if server.grpc:
+            lines.append(f"    grpc: {server.grpc} (the Open Inference Protocol's GRPCInferenceService)")
+        if server.ca_file:
+            lines.append(f"    tls: trust the environment's CA {server.ca_file} (curl --cacert ...)")
         rollout = server.rollout or {}
         weights = rollout.get("weights") or {}
         for variant in server.variants:

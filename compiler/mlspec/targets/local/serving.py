@@ -26,6 +26,7 @@ from mlspec.crypto.keys import ROOT_VARIABLE, KeyResolver
 from mlspec.spec.deployment import AbRollout, Deployment, OnlineDeploymentSpec, ShadowRollout
 from mlspec.targets.base import TargetError
 from mlspec.targets.local.endpoint_auth import server_auth, server_credentials
+from mlspec.targets.local.endpoint_tls import server_tls
 from mlspec.targets.local.paths import LocalPaths
 from mlspec.targets.local.registry import REJECTED_TAG, ModelVersion, Registry
 
@@ -62,6 +63,8 @@ class ServerStatus:
     variants: tuple[dict[str, Any], ...]
     rollout: dict[str, Any]
     held_back: str = ""  # why a registered challenger is not rolled out (worse than the champion offline)
+    ca_file: str | None = None  # the CA to trust when calling the endpoint (https), None for plain HTTP
+    grpc: str = ""  # host:port of the Open Inference Protocol over gRPC
 
     def device(self, variant: dict[str, Any]) -> str:
         """Where ``variant`` runs, as one phrase (see device_summary)."""
@@ -96,9 +99,14 @@ class ServingEngine:
             return None
 
     def endpoint(self, deployment: str) -> str | None:
-        """The server's base URL."""
+        """The server's base URL (https when it serves TLS)."""
         config = self.read_config(deployment)
-        return f"http://{config['host']}:{config['port']}" if config else None
+        return _base_url(config) if config else None
+
+    def ca_file(self, deployment: str) -> str | None:
+        """The CA a client trusts to call the server over TLS (None: plain HTTP)."""
+        config = self.read_config(deployment) or {}
+        return (config.get("tls") or {}).get("ca_file")
 
     # -- which versions serve -------------------------------------------------------------------------
 
@@ -171,12 +179,16 @@ class ServingEngine:
         port = previous["port"] if previous else None
         if port is None or (not running and not _bindable(port)):  # keep the URL callers know, unless it is taken
             port = self._free_port()
+        grpc_port = previous.get("grpc_port") if previous else None
+        if grpc_port is None or (not running and not _bindable(grpc_port)):
+            grpc_port = self._free_port({port})
         drift = spec.monitoring.drift
         config = {
             "deployment": name,
             "model_name": spec.model.name,
             "host": HOST,
             "port": port,
+            "grpc_port": grpc_port,  # the Open Inference Protocol over gRPC, beside REST
             "device": spec.runtime.device,
             "fallback": spec.runtime.fallback,
             "batching": spec.runtime.batching,
@@ -192,7 +204,12 @@ class ServingEngine:
             },
             "status_path": str(folder / "rollout.json"),
             "auth": server_auth(self.paths, name, spec.auth),
+            "tls": server_tls(self.paths) if spec.endpoint.tls else None,
         }
+        listeners = ("port", "grpc_port", "tls")
+        if running and previous and any(previous.get(k) != config[k] for k in listeners):
+            self.stop(name)  # a listener changes only with a restart (a reload keeps its sockets)
+            running = False
         if config != previous:
             if previous and _versions(previous) != _versions(config):
                 (folder / "rollout.json").unlink(missing_ok=True)  # a new rollout starts from its first step
@@ -210,7 +227,8 @@ class ServingEngine:
         held = self.held_back(deployment)
         return {
             **({"held_back": held} if held else {}),
-            "endpoint": f"http://{HOST}:{config['port']}/v2/models/{name}",
+            "endpoint": f"{_base_url(config)}/v2/models/{name}",
+            "grpc": f"{HOST}:{grpc_port}",
             "versions": ",".join(f"{v['name']}={v['version']}" for v in variants),
             "sha256": ",".join(f"{v['version']}:{v['sha256'][:16]}" for v in variants),
             "pid": str(pid),
@@ -219,14 +237,15 @@ class ServingEngine:
     def _wait_versions(self, name: str, config: dict[str, Any]) -> None:
         from mlspec.serving import client
 
-        url = f"http://{config['host']}:{config['port']}"
+        url = _base_url(config)
         versions = [v["version"] for v in config["variants"]]
         headers = self.credentials(config)
         try:
             if config.get("auth") and not headers:  # an outside issuer's tokens: read what the server wrote
                 self._wait_status_file(name, versions, url)
             else:
-                client.wait_versions(url, name, versions, timeout=60, headers=headers)
+                ca = (config.get("tls") or {}).get("ca_file")
+                client.wait_versions(url, name, versions, timeout=60, headers=headers, ca_file=ca)
         except Exception as exc:
             log = self.folder(name) / "server.log"
             raise TargetError(f"model server for {name} did not reload to {versions}: {exc} (see {log})") from None
@@ -238,7 +257,7 @@ class ServingEngine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             served = sorted(str(v.get("version")) for v in (self.rollout(name).get("variants") or {}).values())
-            if served == wanted and client.is_ready(url):
+            if served == wanted and client.is_ready(url, ca_file=self.ca_file(name)):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"model server at {url} does not serve versions {wanted} after {timeout:g} s")
@@ -272,10 +291,12 @@ class ServingEngine:
         url = self.endpoint(deployment)
         if pid is None or url is None or not process.is_running(pid):
             return False
-        return client.is_ready(url, timeout=2)
+        return client.is_ready(url, timeout=2, ca_file=self.ca_file(deployment))
 
-    def _free_port(self) -> int:
-        taken = {c["port"] for c in (self.read_config(p.name) for p in self._folders()) if c}
+    def _free_port(self, also_taken: set[int] | None = None) -> int:
+        configs = [c for c in (self.read_config(p.name) for p in self._folders()) if c]
+        taken = {c["port"] for c in configs} | {c["grpc_port"] for c in configs if c.get("grpc_port")}
+        taken |= also_taken or set()
         port = FIRST_PORT
         while port in taken or not _bindable(port):
             port += 1
@@ -333,7 +354,9 @@ class ServingEngine:
         live: dict[str, Any] = {}
         if ready:
             try:
-                live = client.rollout_status(url, deployment, headers=self.credentials(config))
+                live = client.rollout_status(
+                    url, deployment, headers=self.credentials(config), ca_file=self.ca_file(deployment)
+                )
             except Exception:
                 live = {}
         rollout = live or self.rollout(deployment)
@@ -352,6 +375,8 @@ class ServingEngine:
             pid=pid,
             variants=tuple(variants),
             rollout=rollout,
+            ca_file=(config.get("tls") or {}).get("ca_file"),
+            grpc=f"{config['host']}:{config['grpc_port']}" if config.get("grpc_port") else "",
         )
 
 
@@ -368,6 +393,11 @@ def _project_root(root: Path) -> Iterator[None]:
             os.environ.pop(ROOT_VARIABLE, None)
         else:
             os.environ[ROOT_VARIABLE] = before
+
+
+def _base_url(config: dict[str, Any]) -> str:
+    scheme = "https" if config.get("tls") else "http"
+    return f"{scheme}://{config['host']}:{config['port']}"
 
 
 def _bindable(port: int) -> bool:
