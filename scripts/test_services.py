@@ -1,5 +1,5 @@
-"""Run a command with real PostgreSQL, Redis and object-store servers and a Docker engine on loopback, started
-for it and stopped after.
+"""Run a command with real PostgreSQL, Redis, Prometheus and object-store servers and a Docker engine on loopback,
+started for it and stopped after.
 
 `make test` runs the suite through this:
 
@@ -11,15 +11,18 @@ apt-get), starts each in a temporary folder on a free port, exports
 stops both and removes their folders. Azurite and an S3 server (moto) are started the
 same way by ``storage_services.py`` (``MLSPEC_TEST_AZURITE_*``, ``MLSPEC_TEST_S3_URL``),
 and a Docker engine with a debootstrapped base image and a loopback registry by
-``docker_service.py`` (``MLSPEC_TEST_DOCKER``). A server that cannot start is reported
-with the reason (``MLSPEC_TEST_SERVICES_SKIPPED``) and the tests that need it skip saying
-so (the object-store tests fail under CI instead); everything else still runs.
+``docker_service.py`` (``MLSPEC_TEST_DOCKER``). Prometheus (Debian's ``prometheus``) scrapes, every
+second, the targets tests list in file_sd JSON files under ``MLSPEC_TEST_PROMETHEUS_TARGETS``; its address
+is ``MLSPEC_TEST_PROMETHEUS``. A server that cannot start is reported with the reason
+(``MLSPEC_TEST_SERVICES_SKIPPED``) and the tests that need it skip saying so (the object-store and
+Prometheus tests fail under CI instead); everything else still runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import socket
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,6 +145,66 @@ def redis() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+PROMETHEUS_CONFIG = {
+    "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+    "scrape_configs": [
+        {
+            "job_name": "mlspec-tests",
+            # every JSON file tests write into targets/ (each a list of {"targets": [...], "labels": {...}})
+            "file_sd_configs": [{"files": ["targets/*.json"], "refresh_interval": "1s"}],
+        }
+    ],
+}
+
+
+@contextlib.contextmanager
+def prometheus() -> Iterator[tuple[str, str]]:
+    """A Prometheus server scraping, every second, the targets listed in ``<folder>/targets/*.json``; yields its
+    URL and that folder (tests add a file of their own and remove it after)."""
+    server = shutil.which("prometheus")
+    if server is None:
+        why = _apt_install("prometheus")
+        server = shutil.which("prometheus")
+        if server is None:
+            raise RuntimeError(f"Prometheus is not installed ({why})")
+    folder = Path(tempfile.mkdtemp(prefix="mlspec-prometheus-"))
+    (folder / "targets").mkdir()
+    config = folder / "prometheus.yml"
+    config.write_text(json.dumps(PROMETHEUS_CONFIG, indent=2), encoding="utf-8")  # JSON is YAML
+    port = _free_port()
+    url = f"http://{HOST}:{port}"
+    with open(folder / "log", "wb") as log:
+        process = subprocess.Popen(
+            [server, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+             f"--web.listen-address={HOST}:{port}", "--web.enable-lifecycle", "--storage.tsdb.retention.time=1h"],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/-/ready"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (folder / "log").read_text(errors="replace")[-500:]
+                raise RuntimeError(f"Prometheus did not start (exit code {process.poll()}): {tail.strip()}")
+            time.sleep(0.1)
+        yield url, str(folder / "targets")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return int(reply.status) == 200
+    except OSError:
+        return False
+
+
 def main(argv: list[str]) -> int:
     """Start the servers, run the command after ``--``, stop the servers; returns the command's exit code."""
     if "--" not in argv or argv.index("--") == len(argv) - 1:
@@ -161,6 +225,13 @@ def main(argv: list[str]) -> int:
             except RuntimeError as exc:
                 skipped.append(f"{name}: {exc}")
                 _say(f"{name} NOT running, tests that need it will skip: {exc}")
+        try:  # Prometheus: its URL and the folder of file_sd target files
+            url, targets = stack.enter_context(prometheus())
+            env.update({"MLSPEC_TEST_PROMETHEUS": url, "MLSPEC_TEST_PROMETHEUS_TARGETS": targets})
+            _say(f"prometheus running at {url}")
+        except RuntimeError as exc:
+            skipped.append(f"prometheus: {exc}")
+            _say(f"prometheus NOT running, tests that need it will skip: {exc}")
         for name, store in (("azurite", storage_services.azurite), ("s3", storage_services.s3_server)):
             try:  # object stores: several variables each (endpoint, account, key, CA)
                 env.update(stack.enter_context(store(_apt_install)))

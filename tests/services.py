@@ -1,10 +1,11 @@
 """The real servers `make test` starts (scripts/test_services.py), for tests that need them: PostgreSQL, Redis,
-Azurite and an S3 server."""
+Azurite, an S3 server and Prometheus."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,9 @@ def azurite() -> dict[str, str]:
 def s3_url() -> str:
     """The S3 server's endpoint URL."""
     return _required(("MLSPEC_TEST_S3_URL",), "S3 server (moto)")["MLSPEC_TEST_S3_URL"]
+
+
+def prometheus() -> tuple[str, Path]:
+    """Prometheus's URL and the folder whose file_sd JSON files list what it scrapes (every second)."""
+    found = _required(("MLSPEC_TEST_PROMETHEUS", "MLSPEC_TEST_PROMETHEUS_TARGETS"), "Prometheus")
+    return found["MLSPEC_TEST_PROMETHEUS"], Path(found["MLSPEC_TEST_PROMETHEUS_TARGETS"])
