@@ -1,108 +1,57 @@
-"""Benchmark: mlspec's model server against `mlflow models serve` and the in-process onnxruntime floor.
+"""Benchmark: mlspec's model server against Seldon MLServer 1.7.1, KServe's Python ModelServer 0.21,
+`mlflow models serve` and the in-process onnxruntime floor; with auth off, API keys and OIDC; REST and gRPC.
 
-Model: a 32-64-64-4 MLP (torch, exported to ONNX, untrained), single-row requests on loopback, load from
-`wrk -t1 -c{c} -d{secs}s --latency` at concurrency 1, 8 and 32. Prints one table, then met / missed per target:
+Model: a 32-64-64-4 MLP (torch, exported to ONNX, untrained). Every server runs onnxruntime on it, one process and
+one worker, pinned to CPU 0 (taskset); the load runs on CPU 1. MLServer and KServe ship no onnxruntime runtime: the
+bench gives each a small one (bench/peers/), in a virtual environment of its own (bench/serving_peers.py; made on
+the first run). All answer the Open Inference Protocol v2 over REST with the same body (mlflow: its own format).
+
+All servers are started first and stay up together; each round measures every server in turn (`wrk -t1 -c{c}
+-d{secs}s --latency`, single-row requests at concurrency 1, 8 and 32, then 64-row requests at concurrency 8), and
+each figure is the median over the rounds. mlspec runs three times: auth off, API key (X-API-Key), and OIDC (an
+RS256 bearer token verified against a JWKS served on loopback). A fourth mlspec server with its gRPC listener on
+answers one request at a time from Python: the generated gRPC stub next to REST over http.client (same process,
+same client CPU). Prints one table, then met / missed per target:
   - at concurrency 8: at least 5x mlflow's requests/s and at least 8,000 req/s, p99 under 10 ms
   - at concurrency 1: p50 under 0.3 ms
+  - mlspec ahead of every peer (mlflow, MLServer, KServe) in req/s at concurrency 1, 8 and 32
+  - with auth on (API key; OIDC), throughput at concurrency 8 within 10% of auth off
 
-Usage: python bench/serving.py [--duration 5] [--quick] [--skip-mlflow]
+Usage: python bench/serving.py [--duration 5] [--rounds 3] [--quick] [--skip-mlflow] [--skip-peers] [--no-auth]
+       [--mlspec-source DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-FEATURES = 32
-BODY_OIP = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": [0.5] * FEATURES}]}
-BODY_MLFLOW = {"inputs": [[0.5] * FEATURES]}
+from serving_load import WRK_MISSING, Run, median, on_client_cpu, python_clients, timed, wrk
+from serving_peers import start_kserve, start_mlserver, venv_python
+from serving_servers import (
+    FEATURES,
+    REPO,
+    IdentityProvider,
+    Server,
+    api_key_auth,
+    build_model,
+    oidc_auth,
+    pinning,
+    start_mlflow,
+    start_mlspec,
+    stop,
+)
 
-
-def build_model(folder: Path) -> Path:
-    """Export the untrained 32-64-64-4 MLP to ONNX."""
-    import torch
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 4),
-        torch.nn.Sigmoid(),
-    ).eval()
-    path = folder / "mlp.onnx"
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, FEATURES),),
-        str(path),
-        input_names=["input"],
-        output_names=["score"],
-        dynamic_axes={"input": {0: "batch"}, "score": {0: "batch"}},
-        dynamo=False,
-    )
-    return path
-
-
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until ``url`` answers 200; exit with the log's tail when the process dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def wrk(url: str, body: dict[str, object], conns: int, secs: int, folder: Path) -> tuple[float, float, float]:
-    """req/s, p50 ms and p99 ms from one wrk run POSTing ``body``."""
-    script = folder / "post.lua"
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        sys.exit(f"wrk saw error responses from {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rps, _ms(out, "50%"), _ms(out, "99%")
-
-
-def _ms(out: str, pct: str) -> float:
-    match = re.search(rf"{re.escape(pct)}\s+([\d.]+)(us|ms|s)\b", out)
-    assert match, out
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+CONCURRENCY = (1, 8, 32)
+BATCH_ROWS, BATCH_CONC = 64, 8
+AUTHED = ("mlspec +api-key", "mlspec +oidc RS256")
+PEERS = ("mlflow", "mlserver 1.7.1", "kserve 0.21")
+Results = dict[tuple[str, int, int], Run]  # (server, rows, concurrency) -> run
 
 
 def raw_floor(model: Path, secs: float) -> tuple[float, float]:
@@ -125,147 +74,149 @@ def raw_floor(model: Path, secs: float) -> tuple[float, float]:
     return n / elapsed, elapsed / n * 1e6
 
 
-def start_mlspec(model: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """Start mlspec's server (direct rollout, batching on) on a free port."""
-    port = free_port()
-    config = {
-        "deployment": "bench",
-        "model_name": "bench",
-        "host": "127.0.0.1",
-        "port": port,
-        "device": "cpu",
-        "fallback": "cpu",
-        "batching": True,
-        "features": [f"f{i}" for i in range(FEATURES)],
-        "variants": [
-            {
-                "name": "stable",
-                "alias": "champion",
-                "version": "1",
-                "path": str(model),
-                "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
-            }
-        ],
-        "rollout": {"strategy": "direct"},
-        "log": None,
-        "status_path": str(folder / "rollout.json"),
-    }
-    (folder / "serving.json").write_text(json.dumps(config))
-    log = folder / "mlspec.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "compiler"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlspec.serving", "--config", str(folder / "serving.json"), "--log-level", "WARNING"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/v2/health/ready", 60, proc, log)
-    return proc, f"{base}/v2/models/bench/infer", log
+def start_all(
+    args: argparse.Namespace, model: Path, folder: Path, idp: IdentityProvider | None, servers: list[Server]
+) -> None:
+    """Start every server of this run into ``servers``, one after the other (the peers' environments made first),
+    so that the caller stops those already started when one fails to start."""
+    peers = {} if args.skip_peers else {peer: venv_python(peer) for peer in ("mlserver", "kserve")}
+    source = Path(args.mlspec_source).resolve() if args.mlspec_source else REPO / "compiler"
+    servers.append(start_mlspec(model, folder, source=source))
+    if idp is not None:
+        servers.append(start_mlspec(model, folder, AUTHED[0], auth=api_key_auth(folder), source=source))
+        servers.append(start_mlspec(model, folder, AUTHED[1], auth=oidc_auth(idp), source=source))
+        servers[-2].batch = servers[-1].batch = False
+    if not args.skip_mlflow:
+        servers.append(start_mlflow(model, folder))
+    if peers:
+        servers.append(start_mlserver(peers["mlserver"], model, folder))
+        servers.append(start_kserve(peers["kserve"], model, folder))
 
 
-def start_mlflow(model: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """Log the ONNX model to a temporary SQLite tracking store and `mlflow models serve` it (1 worker)."""
-    import mlflow
-    import onnx
-
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("bench", artifact_location=(folder / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.onnx.log_model(onnx.load(str(model)), name="model")
-    port = free_port()
-    log = folder / "mlflow.log"
-    bin_dir = Path(sys.executable).parent  # mlflow runs uvicorn from PATH
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}")
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    mlflow_bin = bin_dir / "mlflow"
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "models",
-            "serve",
-            "-m",
-            info.model_uri,
-            "--env-manager",
-            "local",
-            "--workers",
-            "1",
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/ping", 120, proc, log)
-    return proc, f"{base}/invocations", log
+def measure(servers: list[Server], secs: int, rounds: int, batch: bool, folder: Path) -> Results:
+    """Every server in turn, each round; the median of the rounds per server, rows and concurrency."""
+    plan = [(1, conns) for conns in CONCURRENCY] + ([(BATCH_ROWS, BATCH_CONC)] if batch else [])
+    for server in servers:  # warm-up
+        for rows in (1, BATCH_ROWS) if batch and server.batch else (1,):
+            wrk(server.url, server.body(rows), 8, 1, folder, headers=server.headers)
+    runs: dict[tuple[str, int, int], list[Run]] = {}
+    for rows, conns in plan:
+        for _ in range(rounds):
+            for server in servers:
+                if rows == 1 or server.batch:
+                    got = wrk(server.url, server.body(rows), conns, secs, folder, headers=server.headers)
+                    runs.setdefault((server.name, rows, conns), []).append(got)
+    return {key: median(values) for key, values in runs.items()}
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a server (its whole process group for mlflow's gunicorn/uvicorn)."""
+def python_latency(model: Path, folder: Path, requests: int, source: Path) -> Results:
+    """gRPC (generated stub) and REST (http.client) at concurrency 1 from this process, on one mlspec server."""
+    server = start_mlspec(model, folder, "mlspec grpc", grpc=True, source=source)
     try:
-        os.killpg(proc.pid, signal.SIGTERM) if os.getpgid(proc.pid) == proc.pid else proc.terminate()
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        http_addr = server.url.removeprefix("http://").split("/", 1)[0]
+        assert server.grpc is not None
+        with on_client_cpu():
+            calls = python_clients(http_addr, server.grpc)
+            return {(f"mlspec {name} (py)", 1, 1): timed(call, requests) for name, call in calls.items()}
+    finally:
+        stop(server.proc)
+
+
+def report(results: Results, floor: tuple[float, float], header: str) -> None:
+    """The table, then met / missed per target."""
+    floor_rps, floor_us = floor
+    print(f"\n{header}\n")
+    title = f"{'server':<28} {'rows':>4} {'conc':>5} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}"
+    print(title)
+    print("-" * len(title))
+    for (name, rows, conns), run in sorted(results.items(), key=lambda item: (item[0][1], item[0][2])):
+        print(f"{name:<28} {rows:>4} {conns:>5} {run.rps:>10,.0f} {run.p50:>9.3f} {run.p99:>9.3f}")
+    calls = f"(calls/s, {floor_us:.1f} us/call)"
+    print(
+        f"{'onnxruntime in-process':<28} {1:>4} {'-':>5} {floor_rps:>10,.0f} {floor_us / 1000:>9.3f} {'':>9}  {calls}"
+    )
+    print()
+    ours8, ours1 = results["mlspec", 1, 8], results["mlspec", 1, 1]
+
+    def line(ok: bool, text: str) -> None:
+        print(f"{'met' if ok else 'MISSED'}: {text}")
+
+    if ("mlflow", 1, 8) in results:
+        ratio = ours8.rps / results["mlflow", 1, 8].rps
+        line(ratio >= 5, f"c=8 throughput {ours8.rps:,.0f} req/s = {ratio:.1f}x mlflow (target 5x)")
+    line(ours8.rps >= 8000, f"c=8 throughput {ours8.rps:,.0f} req/s (target >= 8,000)")
+    line(ours8.p99 < 10, f"c=8 p99 {ours8.p99:.2f} ms (target < 10 ms)")
+    line(ours1.p50 < 0.3, f"c=1 p50 {ours1.p50:.3f} ms (target < 0.3 ms)")
+    peers = [p for p in PEERS if (p, 1, 1) in results]
+    for conns in CONCURRENCY if peers else ():
+        ours = results["mlspec", 1, conns].rps
+        theirs = ", ".join(f"{p} {results[p, 1, conns].rps:,.0f}" for p in peers)
+        ahead = all(ours > results[p, 1, conns].rps for p in peers)
+        line(ahead, f"c={conns} mlspec {ours:,.0f} req/s ahead of every peer ({theirs})")
+    for name in AUTHED:
+        if (name, 1, 8) in results:
+            ratio = results[name, 1, 8].rps / ours8.rps
+            text = f"c=8 {name} {results[name, 1, 8].rps:,.0f} req/s = {ratio:.0%} of auth off (target >= 90%)"
+            line(ratio >= 0.9, text)
+    if ("mlspec", BATCH_ROWS, BATCH_CONC) in results:
+        rows = {p: results[p, BATCH_ROWS, BATCH_CONC].rps * BATCH_ROWS for p in ("mlspec", *peers)}
+        text = ", ".join(f"{p} {r:,.0f}" for p, r in rows.items())
+        print(f"info: {BATCH_ROWS}-row requests at c={BATCH_CONC}, rows/s: {text}")
+    grpc, rest = results.get(("mlspec grpc/stub (py)", 1, 1)), results.get(("mlspec rest/http.client (py)", 1, 1))
+    if grpc and rest:
+        print(
+            f"info: c=1 from Python, p50 gRPC (stub) {grpc.p50 * 1000:.0f} us vs REST (http.client) {rest.p50 * 1000:.0f} us"
+        )
+    print(
+        f"info: gap of our c=1 p50 to the raw onnxruntime call: {ours1.p50 * 1000 - floor_us:.0f} us "
+        f"({ours1.p50 * 1000 / floor_us:.1f}x the {floor_us:.1f} us floor)"
+    )
 
 
 def main() -> None:
     """Run the benchmark and print the table."""
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--quick", action="store_true", help="2 s runs")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server and concurrency (median)")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per Python client (gRPC vs REST)")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--skip-peers", action="store_true", help="no MLServer and KServe (no venvs made)")
+    parser.add_argument("--no-auth", action="store_true", help="no API-key and OIDC runs")
+    parser.add_argument("--no-batch", action="store_true", help=f"no {BATCH_ROWS}-row runs")
+    parser.add_argument("--mlspec-source", help="serve mlspec from this compiler/ folder (default: this checkout's)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        print("wrk is not installed; install it with: apt-get install wrk  (or brew install wrk)")
+        print(WRK_MISSING)
         sys.exit(2)
-    secs = 2 if args.quick else args.duration
-    results: dict[tuple[str, int], tuple[float, float, float]] = {}
+    if problem := pinning():
+        print(f"warning: {problem}")
+    secs, rounds = (2, 1) if args.quick else (args.duration, args.rounds)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mlspec-bench-") as tmp:
         folder = Path(tmp)
         model = build_model(folder)
-        floor_rps, floor_us = raw_floor(model, min(secs, 3))
-        targets = [("mlspec", start_mlspec)] + ([] if args.skip_mlflow else [("mlflow", start_mlflow)])
-        for name, starter in targets:
-            proc, url, _log = starter(model, folder)
-            body = BODY_MLFLOW if name == "mlflow" else BODY_OIP
-            try:
-                wrk(url, body, 8, 1, folder)  # warm-up
-                for conns in (1, 8, 32):
-                    results[name, conns] = wrk(url, body, conns, secs, folder)
-            finally:
-                stop(proc)
-    print(f"\nsingle-row requests, 32-64-64-4 MLP, wrk -t1, {secs} s per run, {os.cpu_count()} CPUs\n")
-    header = f"{'server':<26} {'conc':>5} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}"
-    print(header)
-    print("-" * len(header))
-    for (name, conns), (rps, p50, p99) in results.items():
-        print(f"{name:<26} {conns:>5} {rps:>10,.0f} {p50:>9.3f} {p99:>9.3f}")
-    print(
-        f"{'onnxruntime in-process':<26} {'-':>5} {floor_rps:>10,.0f} {floor_us / 1000:>9.3f} {'':>9}  (calls/s, {floor_us:.1f} us/call)"
+        with on_client_cpu():
+            floor = raw_floor(model, min(secs, 3))
+        idp = None if args.no_auth else IdentityProvider()
+        servers: list[Server] = []
+        try:
+            start_all(args, model, folder, idp, servers)
+            results = measure(servers, secs, rounds, not args.no_batch, folder)
+        finally:
+            for server in servers:
+                stop(server.proc)
+            if idp is not None:
+                idp.close()
+        source = Path(args.mlspec_source).resolve() if args.mlspec_source else REPO / "compiler"
+        results |= python_latency(model, folder, args.requests, source)
+    pinned = "servers pinned to CPU 0, load on CPU 1" if not pinning() else "not pinned"
+    header = (
+        f"32-64-64-4 MLP, wrk -t1, {secs} s per run, median of {rounds} round(s), {os.cpu_count()} CPUs, {pinned}, "
+        f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after (other work shares the CPUs);\n"
+        f"(py) rows: one request at a time from Python, {args.requests} requests"
     )
-    ours8, ours1 = results["mlspec", 8], results["mlspec", 1]
-    print()
-    if ("mlflow", 8) in results:
-        ratio = ours8[0] / results["mlflow", 8][0]
-        print(
-            f"{'met' if ratio >= 5 else 'MISSED'}: c=8 throughput {ours8[0]:,.0f} req/s = {ratio:.1f}x mlflow (target 5x)"
-        )
-    print(f"{'met' if ours8[0] >= 8000 else 'MISSED'}: c=8 throughput {ours8[0]:,.0f} req/s (target >= 8,000)")
-    print(f"{'met' if ours8[2] < 10 else 'MISSED'}: c=8 p99 {ours8[2]:.2f} ms (target < 10 ms)")
-    print(f"{'met' if ours1[1] < 0.3 else 'MISSED'}: c=1 p50 {ours1[1]:.3f} ms (target < 0.3 ms)")
-    print(
-        f"gap of our c=1 p50 to the raw onnxruntime call: {ours1[1] * 1000 - floor_us:.0f} us "
-        f"({ours1[1] * 1000 / floor_us:.1f}x the {floor_us:.1f} us floor)"
-    )
+    report(results, floor, header)
 
 
 if __name__ == "__main__":

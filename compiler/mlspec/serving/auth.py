@@ -8,6 +8,9 @@
   most once per ``jwks_min_interval``): asymmetric algorithms only (``alg: none`` and HMAC are refused, so a
   public key can never be used as an HMAC secret), the key type must fit the algorithm, then signature, issuer,
   expiry and not-before (with ``leeway`` seconds of clock skew), and an audience this endpoint accepts.
+  A token that passed is remembered (at most ``VERIFIED_TOKENS``, least recently used dropped first) until the key
+  set changes, so the signature is not checked again on every request; its ``exp``, ``nbf`` and ``iat`` still are,
+  exactly as the full check compares them, and a token outside that window goes through the full check again.
 
 401 means no or bad credentials (with a ``WWW-Authenticate`` challenge); 403 means a valid token that is not
 for this endpoint (another audience). Routes named in ``open_routes`` (health probes and metrics scrapes by
@@ -25,7 +28,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ ALGORITHM_KEYS = {
     "EdDSA": "OKP",
 }
 MAX_TOKEN = 16 * 1024
+VERIFIED_TOKENS = 1024  # verified tokens remembered per authenticator (at most 16 MiB of MAX_TOKEN-long ones)
 OUTCOMES = ("ok", "open", "missing", "invalid", "expired", "unknown_key", "forbidden")
 
 
@@ -242,6 +246,73 @@ class KeySet:
             self.fetch()
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What a token that passed the full check is checked against again: its ``exp``, and the later of its ``nbf``
+    and ``iat`` (``None`` when it has neither), as PyJWT read them (``int()`` of each)."""
+
+    exp: int
+    not_before: int | None
+
+    @classmethod
+    def of(cls, claims: dict[str, Any]) -> Verified:
+        """The time claims of a decoded token."""
+        moments = [int(claims[name]) for name in ("nbf", "iat") if name in claims]
+        return cls(int(claims["exp"]), max(moments) if moments else None)
+
+    def current(self, leeway: float) -> bool:
+        """Whether the token is inside its validity window now: PyJWT's own comparisons, with the same leeway
+        (expired when ``exp <= now - leeway``; not yet valid when ``nbf`` or ``iat`` ``> now + leeway``)."""
+        now = time.time()
+        if self.exp <= now - leeway:
+            return False
+        return self.not_before is None or self.not_before <= now + leeway
+
+
+class VerifiedTokens:
+    """Tokens that passed the full check, by their exact text, least recently used first; valid only for the key
+    set they were verified with (any change of ``KeySet.keys``, even a refresh with the same keys, empties it)."""
+
+    def __init__(self, capacity: int = VERIFIED_TOKENS) -> None:
+        """An empty cache holding at most ``capacity`` tokens."""
+        self.capacity = capacity
+        self.tokens: OrderedDict[str, Verified] = OrderedDict()
+        self.keys: dict[str, SigningKey] | None = None  # the key set every remembered token was verified with
+        self.lock = threading.Lock()
+
+    def accepts(self, token: str, keys: dict[str, SigningKey], leeway: float) -> bool:
+        """Whether ``token`` passed the full check with ``keys`` (the current key set) and is still inside its time
+        window; False sends it through the full check (an entry out of its window is dropped)."""
+        with self.lock:
+            if keys is not self.keys:
+                self.tokens.clear()
+                self.keys = keys
+                return False
+            entry = self.tokens.get(token)
+            if entry is None:
+                return False
+            if not entry.current(leeway):
+                del self.tokens[token]
+                return False
+            self.tokens.move_to_end(token)
+            return True
+
+    def remember(
+        self, token: str, entry: Verified, keys: dict[str, SigningKey], current: dict[str, SigningKey]
+    ) -> None:
+        """Remember ``token``, verified with ``keys``, unless the key set has changed since (``current``)."""
+        if keys is not current:
+            return
+        with self.lock:
+            if keys is not self.keys:
+                self.tokens.clear()
+                self.keys = keys
+            self.tokens[token] = entry
+            self.tokens.move_to_end(token)
+            while len(self.tokens) > self.capacity:
+                self.tokens.popitem(last=False)
+
+
 class Authenticator:
     """Checks the credentials of each request against one Deployment's auth settings; counts the outcomes."""
 
@@ -254,6 +325,7 @@ class Authenticator:
         self.digests = load_api_keys(config) if config.method == "api_key" else ()
         self.keyset: KeySet | None = None
         self.thread: threading.Thread | None = None
+        self.verified = VerifiedTokens()
         if config.method == "oidc":
             assert config.issuer is not None
             self.keyset = KeySet(config.jwks_uri, config.issuer, config.jwks_refresh, config.jwks_min_interval)
@@ -314,12 +386,19 @@ class Authenticator:
         return None
 
     def _token(self, token: str | None) -> Denied | None:
-        import jwt
-
         if not token:
             return self._deny("missing", 401, "this endpoint needs a bearer token: send Authorization: Bearer <JWT>")
         if len(token) > MAX_TOKEN:
             return self._deny("invalid", 401, f"the token is longer than {MAX_TOKEN} bytes")
+        keyset = self.keyset
+        assert keyset is not None
+        keys = keyset.keys  # one key set for the whole check (the refresh thread replaces it, never edits it)
+        config = self.config
+        if self.verified.accepts(token, keys, config.leeway):
+            self.outcomes["ok"] += 1
+            return None
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -328,10 +407,9 @@ class Authenticator:
         kty = ALGORITHM_KEYS.get(alg) if isinstance(alg, str) else None
         if kty is None or not isinstance(alg, str):
             return self._deny("invalid", 401, "the token's algorithm is not accepted (asymmetric signatures only)")
-        key = self._key(header.get("kid"), kty, alg)
+        key = self._key(keys, header.get("kid"), kty, alg)
         if isinstance(key, Denied):
             return key
-        config = self.config
         try:
             claims = jwt.decode(
                 token,
@@ -355,13 +433,13 @@ class Authenticator:
             if not held & set(config.audiences):
                 message = "the token is not for this endpoint (audience)"
                 return self._deny("forbidden", 403, message, "insufficient_scope")
+        self.verified.remember(token, Verified.of(claims), keys, keyset.keys)
         self.outcomes["ok"] += 1
         return None
 
-    def _key(self, kid: Any, kty: str, alg: str) -> SigningKey | Denied:
+    def _key(self, keys: dict[str, SigningKey], kid: Any, kty: str, alg: str) -> SigningKey | Denied:
         keyset = self.keyset
         assert keyset is not None
-        keys = keyset.keys
         if not keys:
             keyset.want()
             return self._deny("unknown_key", 401, f"no signing keys: {keyset.problem}")
