@@ -68,6 +68,9 @@ class ServingConfig:
     status_path: str | None = None
     threads: int = 1  # onnxruntime intra-op threads per session
     max_batch: int = 256  # rows per session.run when batching
+    max_connections: int = 4096  # more are answered 503 and closed
+    request_timeout: float = 30.0  # seconds a client has to send a whole request once it started (else 408)
+    idle_timeout: float = 75.0  # seconds a kept-alive connection may stay silent
     auth: AuthConfig | None = None  # None: every caller is served (the spec did not ask for authentication)
     tls: TlsConfig | None = None  # None: plain HTTP and gRPC (endpoint.tls: false)
 
@@ -152,6 +155,9 @@ class ServingConfig:
             status_path=data.get("status_path"),
             threads=_int(data, "threads", 1, 1, 1024),
             max_batch=_int(data, "max_batch", 256, 1, 1_000_000),
+            max_connections=_int(data, "max_connections", 4096, 1, 1_000_000),
+            request_timeout=_seconds(data, "request_timeout", 30.0),
+            idle_timeout=_seconds(data, "idle_timeout", 75.0),
             auth=_auth(data.get("auth")),
             tls=_tls(data.get("tls")),
         )
@@ -186,6 +192,13 @@ def _grpc_port(data: dict[str, Any]) -> int | None:
     if port and port == data.get("port", 8601):
         raise ConfigError(f"'grpc_port' must differ from 'port' ({port})")
     return port
+
+
+def _seconds(data: dict[str, Any], key: str, default: float) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+        raise ConfigError(f"'{key}' must be a number of seconds above 0 (at most a day), not {value!r}")
+    return float(value)
 
 
 def _bool(data: dict[str, Any], key: str, default: bool) -> bool:

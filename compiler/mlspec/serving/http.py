@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import deque
 from typing import Any, Protocol
 
@@ -15,6 +16,9 @@ MAX_HEAD = 64 * 1024
 REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    408: "Request Timeout",
     404: "Not Found",
     405: "Method Not Allowed",
     411: "Length Required",
@@ -196,10 +200,39 @@ class Ticket:
         self.close = close
 
 
+class Limits:
+    """What one client may hold: ``max_connections`` open at once, ``request_timeout`` seconds to send a whole
+    request once it started, ``idle_timeout`` seconds of silence on a kept-alive connection."""
+
+    __slots__ = ("idle_timeout", "max_connections", "request_timeout")
+
+    def __init__(self, max_connections: int = 4096, request_timeout: float = 30.0, idle_timeout: float = 75.0) -> None:
+        """Limits (the defaults are the serving configuration's)."""
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+
+
+def sweep(connections: set[Connection], limits: Limits, now: float) -> int:
+    """Close every connection past its limits (a request sent too slowly gets 408; a silent idle one is closed);
+    returns how many were closed. Called about once a second: the hot path only stamps times."""
+    closed = 0
+    for conn in list(connections):
+        if conn.queue:  # waiting for its own answers: never cut while the server owes it a response
+            continue
+        if conn.request_started is not None and now - conn.request_started > limits.request_timeout:
+            conn.time_out()
+            closed += 1
+        elif conn.request_started is None and now - conn.last_seen > limits.idle_timeout:
+            conn.close_when_idle()
+            closed += 1
+    return closed
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parses requests, hands them to the handler, writes responses in order."""
 
-    def __init__(self, handler: Handler, connections: set[Connection]) -> None:
+    def __init__(self, handler: Handler, connections: set[Connection], limits: Limits | None = None) -> None:
         """A connection serving ``handler``, registered in ``connections`` while open."""
         factory, errors = _parser_factory()
         self.parser = factory(self)
@@ -213,11 +246,22 @@ class Connection(asyncio.Protocol):
         self.headers = Headers()
         self.queue: deque[Ticket] = deque()
         self.closing = False
+        self.limits = limits or Limits()
+        self.last_seen = time.monotonic()
+        self.request_started: float | None = None  # when the first bytes of the request being read arrived
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Register the connection."""
+        """Register the connection; over ``max_connections`` it is answered 503 and closed at once."""
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        if len(self.connections) >= self.limits.max_connections:
+            from mlspec.serving.protocol import error_body
+
+            message = f"the server holds {self.limits.max_connections} connections already; retry later"
+            transport.write(response(503, error_body(message)))  # type: ignore[attr-defined]
+            transport.close()
+            self.closing = True
+            return
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -238,6 +282,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; malformed input is answered with 400 and the connection is closed."""
+        self.last_seen = now = time.monotonic()
+        if self.request_started is None:
+            self.request_started = now
         try:
             self.parser.feed_data(data)
         except self.parse_errors as exc:
@@ -280,6 +327,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         """Dispatch a complete request."""
+        self.request_started = None
         if self.closing:
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -325,6 +373,10 @@ class Connection(asyncio.Protocol):
                 transport.close()
                 queue.clear()
                 return
+
+    def time_out(self) -> None:
+        """Answer 408 and close: the request did not arrive whole within ``request_timeout``."""
+        self._fail(408, f"the request did not arrive within {self.limits.request_timeout:g} s")
 
     def close_when_idle(self) -> None:
         """Close now when nothing is pending, else after the pending responses."""

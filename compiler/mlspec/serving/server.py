@@ -7,11 +7,12 @@ import logging
 import os
 import signal
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 from mlspec.serving.app import App, check_auth
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
-from mlspec.serving.http import Connection, Headers
+from mlspec.serving.http import Connection, Headers, Limits, sweep
 from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
 from mlspec.serving.reqlog import check_seal_key
 from mlspec.serving.router import REJECTED, Arm
@@ -111,10 +112,12 @@ class Server:
             reasons = "; ".join(app.arms[n].reason for n in primaries)
             raise StartupError(f"no variant can serve: {reasons}")
         loop = asyncio.get_running_loop()
+        limits = Limits(config.max_connections, config.request_timeout, config.idle_timeout)
         self.server = await loop.create_server(
-            lambda: Connection(self, self.connections), config.host, config.port, reuse_address=True, backlog=2048,
-            ssl=server_tls(config),
+            lambda: Connection(self, self.connections, limits), config.host, config.port, reuse_address=True,
+            backlog=2048, ssl=server_tls(config),
         )  # fmt: skip
+        self._spawn(self._sweep(limits))
         sock = self.server.sockets[0]
         host, port = sock.getsockname()[:2]
         if config.grpc_port is not None:  # on this loop, into the same App and infer path
@@ -137,6 +140,14 @@ class Server:
         """Hand a request to the current app (a reload swaps it)."""
         assert self.app is not None
         return self.app.dispatch(conn, method, url, body, headers)
+
+    async def _sweep(self, limits: Limits) -> None:
+        """Once a second: close connections past their limits (slow requests get 408, silent idle ones close)."""
+        while True:
+            await asyncio.sleep(min(1.0, limits.request_timeout / 2, limits.idle_timeout / 2))
+            closed = sweep(self.connections, limits, time.monotonic())
+            if closed:
+                log.info("closed %d connection(s) past their time limits", closed)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -233,6 +244,8 @@ class Server:
 
     async def shutdown(self) -> None:
         """Stop accepting, let queued answers go out, close connections and flush the request log."""
+        for task in list(self.background):  # the sweeper and any variant still loading
+            task.cancel()
         if self.server is not None:
             self.server.close()
         if self.grpc is not None:  # new calls refused; calls in flight finish (their batches run meanwhile)

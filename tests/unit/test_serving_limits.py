@@ -1,0 +1,93 @@
+"""A client cannot take the server down by holding it: a request sent too slowly gets 408, a silent kept-alive
+connection is closed, and connections beyond the limit are refused, while everyone else is served."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from mlspec.serving.http import Limits, sweep
+from tests.unit.test_serving import STABLE_W, Server, variant
+
+LIMITS = {"request_timeout": 0.6, "idle_timeout": 1.0, "max_connections": 8}
+
+
+def read_all(sock: socket.socket, limit: float = 10.0) -> bytes:
+    sock.settimeout(limit)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"the server did not close the connection within {limit} s") from None
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def test_a_slow_request_gets_408_and_a_silent_connection_is_closed(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], **LIMITS)
+    slow = socket.create_connection(srv.addr)
+    slow.sendall(b"POST /v2/models/fraud-api/infer HTTP/1.1\r\nHost: x\r\n")  # ... and never the rest
+    answer = read_all(slow)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 0.6 s" in answer
+    idle = socket.create_connection(srv.addr)  # connects and says nothing
+    assert read_all(idle) == b""
+    # the server still answers everyone else
+    assert srv.infer([[1.0, 2.0, 3.0]])[0] == 200
+    assert "past their time limits" in srv.log.read_text()
+
+
+def test_connections_beyond_the_limit_are_refused_not_queued(serve: Callable[..., Server], tmp_path: Path) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], **{**LIMITS, "idle_timeout": 30.0})
+    held = [socket.create_connection(srv.addr) for _ in range(8)]
+    for sock in held:  # each is a real, kept-alive client
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2, 3]]}]})
+        sock.sendall(
+            f"POST /v2/models/fraud-api/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    extra = socket.create_connection(srv.addr)
+    refused = read_all(extra)
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"8 connections already" in refused
+    held.pop().close()
+    served, deadline = False, time.monotonic() + 10
+    while not served and time.monotonic() < deadline:  # a slot frees when a client leaves
+        again = socket.create_connection(srv.addr)
+        again.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        served = read_all(again).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.05)
+    assert served
+    for sock in held:
+        sock.close()
+
+
+class FakeConnection:
+    def __init__(self, started: float | None, seen: float, pending: bool = False) -> None:
+        self.request_started, self.last_seen = started, seen
+        self.queue = [object()] if pending else []
+        self.events: list[str] = []
+
+    def time_out(self) -> None:
+        self.events.append("408")
+
+    def close_when_idle(self) -> None:
+        self.events.append("closed")
+
+
+def test_the_sweep_never_cuts_a_connection_the_server_owes_an_answer() -> None:
+    limits = Limits(max_connections=10, request_timeout=5, idle_timeout=10)
+    slow, idle, waiting, fresh = (FakeConnection(0.0, 0.0), FakeConnection(None, 0.0),
+                                  FakeConnection(0.0, 0.0, pending=True), FakeConnection(98.0, 99.0))  # fmt: skip
+    assert sweep({slow, idle, waiting, fresh}, limits, now=100.0) == 2  # type: ignore[arg-type]
+    assert (slow.events, idle.events, waiting.events, fresh.events) == (["408"], ["closed"], [], [])
