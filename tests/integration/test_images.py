@@ -142,7 +142,7 @@ def test_the_prod_rehearsal_runs_what_argo_cd_would_against_azurite_redis_and_po
     kinds = [(step["kind"], step["name"]) for step in report["steps"]]
     assert kinds == [("feast-apply", "feast-apply"), ("pipeline", "churn-model"), ("pipeline", "fraud-detector"),
                      ("batch", "batch-churn-batch"), ("materialize", "feast-materialize"),
-                     ("serve", "churn-api-challenger"), ("serve", "churn-api-champion"), ("serve", "fraud-api")]  # fmt: skip
+                     ("serve", "churn-api-champion"), ("serve", "churn-api-challenger"), ("serve", "fraud-api")]  # fmt: skip
     summaries = {step["name"]: json.loads(step["output"]) for step in report["steps"] if step["output"]}
     churn = summaries["churn-model"]
     assert churn["gates_passed"] and churn["device"] == "cpu" and churn["version"] == "1"

@@ -3,10 +3,13 @@
 Layout under ``kubernetes/`` (what an Argo CD Application syncs):
 
 * ``namespace.yaml`` with the namespace and a default-deny NetworkPolicy;
+* ``serving-runtime.yaml``: mlspec's ServingRuntime (:mod:`mlspec.render.kserve_runtime`);
 * ``<deployment>.yaml`` with the ServiceAccount, the NetworkPolicy that lets
-  traffic reach the model, and one InferenceService per served variant;
+  traffic reach the model, the mesh's TLS and authentication policies, and one InferenceService per served
+  variant;
 * ``<deployment>.traffic.yaml`` for A/B, shadow and blue-green: the routing policy
-  as a ConfigMap (KServe itself only splits canary traffic).
+  as a ConfigMap. Nothing on a cluster applies it yet: KServe itself only splits canary traffic, and the
+  canary's judge (:mod:`mlspec.serving.rollout_kserve`) is not rendered yet (docs/clusters.md).
 
 GPU deployments with ``fallback: cpu`` also get a CPU variant under
 ``kubernetes-fallback/`` (not synced by default), used when a cluster has no GPU.
@@ -344,7 +347,8 @@ def _allow_ingress(
 def _traffic(
     name: str, namespace: str, graph: ResolvedGraph, context: RenderContext, online: OnlineDeploymentSpec
 ) -> dict[str, Any]:
-    """The routing policy for strategies KServe does not split itself (consumed by the mlspec router)."""
+    """The routing policy for strategies KServe does not split itself (a record of the rollout; nothing on the
+    cluster applies it yet)."""
     policy = {
         "deployment": name,
         "rollout": online.rollout.model_dump(mode="json"),
