@@ -28,43 +28,14 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
 
+from mlspec.serving.analysis import Analysis
 from mlspec.serving.prometheus import Prometheus, PrometheusError, selector
 
 log = logging.getLogger("mlspec.rollout")
 WAIT, ADVANCE, PROMOTE, ROLL_BACK = "wait", "advance", "promote", "roll_back"
 PENDING, PROGRESSING, PROMOTED, ROLLED_BACK = "pending", "progressing", "promoted", "rolled_back"
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a spec duration like '30s', '5m' or '2h'."""
-    return float(text[:-1]) * UNITS[text[-1]]
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The spec's rollout.analysis, with the same defaults as the laptop's router (``router.Analysis``)."""
-
-    max_error_rate: float = 0.01
-    max_p99_ms: float = 100.0
-    min_requests: int = 100
-    interval: str = "5m"
-
-    @property
-    def interval_seconds(self) -> float:
-        """How long each step is watched before it may advance."""
-        return duration_seconds(self.interval)
-
-    @classmethod
-    def from_rollout(cls, rollout: dict[str, Any]) -> Thresholds:
-        """The analysis block of a rollout, with the spec's defaults."""
-        raw = rollout.get("analysis") or {}
-        return cls(
-            max_error_rate=float(raw.get("max_error_rate", 0.01)),
-            max_p99_ms=float(raw.get("max_p99_ms", 100.0)),
-            min_requests=max(1, int(raw.get("min_requests", 100))),
-            interval=str(raw.get("interval", "5m")),
-        )
+# the laptop router's analysis, judged here from Prometheus: the same thresholds, defaults and interval
+Thresholds = Analysis
 
 
 @dataclass(frozen=True)
