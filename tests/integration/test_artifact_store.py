@@ -74,7 +74,8 @@ def trained_model(tmp_path: Path) -> tuple[Any, Any]:
     keys = KeyResolver(tmp_path, create=True)
     kek = keys.resolve("file://keys/prod.key")
     data = tiny_onnx()
-    trained = TrainedModel(b"", {}, data, hashlib.sha256(data).hexdigest(), {}, kek)
+    saved = {"features": ["amount", "hour", "merchant_risk"]}  # the train step's record of the input order
+    trained = TrainedModel(b"", saved, data, hashlib.sha256(data).hexdigest(), {}, kek)
     return trained, keys
 
 
@@ -131,6 +132,7 @@ def publish_serve_and_fetch(
     assert (
         published.manifest["sealed"] is True and published.manifest["encryption"]["key_ref"] == "file://keys/prod.key"
     )
+    assert published.manifest["features"] == ["amount", "hour", "merchant_risk"]  # what the serving runtime takes
     with pytest.raises(AlreadyPublished):  # immutable: the same version is never written twice
         publish_to_store(ctx, trained, "fraud-detector", version, "run-2")
     model_key = StoreLocation.parse(store).key(version_folder("fraud-detector", version), "model.onnx")
