@@ -91,3 +91,24 @@ def test_the_sweep_never_cuts_a_connection_the_server_owes_an_answer() -> None:
                                   FakeConnection(0.0, 0.0, pending=True), FakeConnection(98.0, 99.0))  # fmt: skip
     assert sweep({slow, idle, waiting, fresh}, limits, now=100.0) == 2  # type: ignore[arg-type]
     assert (slow.events, idle.events, waiting.events, fresh.events) == (["408"], ["closed"], [], [])
+
+
+def test_an_endless_request_line_or_too_many_headers_is_cut_not_buffered(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)])
+    endless = socket.create_connection(srv.addr)
+    endless.sendall(b"GET /" + b"a" * 70_000)  # a request line that has not ended after 70 KB
+    answer = read_all(endless)
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"over 65536 bytes" in answer
+    crowded = socket.create_connection(srv.addr)
+    headers = "".join(f"X-H{i}: v\r\n" for i in range(101))
+    crowded.sendall(f"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    answer = read_all(crowded)
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"more than 100 header fields" in answer
+    # many small pipelined requests in one write are not a long head
+    pipelined = socket.create_connection(srv.addr)
+    pipelined.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+    pipelined.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert read_all(pipelined).count(b"HTTP/1.1 200 ") == 2001
+    assert srv.infer([[1.0, 2.0, 3.0]])[0] == 200

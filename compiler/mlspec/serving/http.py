@@ -12,7 +12,8 @@ from collections import deque
 from typing import Any, Protocol
 
 MAX_BODY = 64 * 1024 * 1024
-MAX_HEAD = 64 * 1024
+MAX_HEAD = 64 * 1024  # request line and headers together
+MAX_HEADERS = 100
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -23,6 +24,7 @@ REASONS = {
     405: "Method Not Allowed",
     411: "Length Required",
     413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -126,7 +128,7 @@ class FallbackParser:
                 end = self.buffer.find(b"\r\n\r\n")
                 if end < 0:
                     if len(self.buffer) > MAX_HEAD:
-                        raise ParseError(400, "request head too large")
+                        raise ParseError(431, f"request line and headers over {MAX_HEAD} bytes")
                     return
                 head_bytes, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
                 self._head(head_bytes)
@@ -249,6 +251,11 @@ class Connection(asyncio.Protocol):
         self.limits = limits or Limits()
         self.last_seen = time.monotonic()
         self.request_started: float | None = None  # when the first bytes of the request being read arrived
+        self.head_size = 0  # bytes received while the current request's head is not complete
+        self.header_count = 0
+        self.in_head = True
+        self.completed = 0  # requests read whole on this connection
+        self.refusal: ParseError | None = None  # why a callback refused the request (httptools hides it)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -285,13 +292,22 @@ class Connection(asyncio.Protocol):
         self.last_seen = now = time.monotonic()
         if self.request_started is None:
             self.request_started = now
+        completed = self.completed
         try:
             self.parser.feed_data(data)
         except self.parse_errors as exc:
-            status = exc.status if isinstance(exc, ParseError) else 400
-            self._fail(status, f"bad HTTP request: {exc}")
+            cause = self.refusal or exc
+            status = cause.status if isinstance(cause, ParseError) else 400
+            self._fail(status, f"bad HTTP request: {cause}")
         except Exception:  # httptools re-raises callback errors; answer them without killing the loop
             self._fail(500, "internal error while reading the request")
+            return
+        if self.in_head and not self.closing:
+            # a head that never ends (a streamed request line, endless headers) is cut, not buffered: count the
+            # bytes of chunks that completed no request (one that did may end with at most its own length of head)
+            self.head_size = self.head_size + len(data) if self.completed == completed else 0
+            if self.head_size > MAX_HEAD:
+                self._fail(431, f"request line and headers over {MAX_HEAD} bytes")
 
     def _fail(self, status: int, message: str) -> None:
         from mlspec.serving.protocol import error_body
@@ -310,13 +326,19 @@ class Connection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Keep the headers the server uses (KEPT_HEADERS)."""
+        """Keep the headers the server uses (KEPT_HEADERS); more than MAX_HEADERS is refused with 431."""
+        self.header_count += 1
+        if self.header_count > MAX_HEADERS:
+            # httptools wraps a callback's exception in its own (a 400): keep ours to answer with
+            self.refusal = ParseError(431, f"more than {MAX_HEADERS} header fields")
+            raise self.refusal
         slot = KEPT_HEADERS.get(name.lower())
         if slot is not None:
             setattr(self.headers, slot, value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
-        """Nothing to do until the body is complete."""
+        """The head is whole: its size limit no longer applies to this request."""
+        self.in_head = False
 
     def on_body(self, body: bytes) -> None:
         """Collect the body, refusing bodies over MAX_BODY."""
@@ -328,6 +350,9 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """Dispatch a complete request."""
         self.request_started = None
+        self.head_size = self.header_count = 0
+        self.in_head = True
+        self.completed += 1
         if self.closing:
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
