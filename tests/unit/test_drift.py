@@ -281,6 +281,25 @@ def test_a_sealed_request_log_holds_no_feature_value_and_reads_back_only_with_th
         read_request_log(path, ["amount"], keys=LocalKey.generate("file://keys/local.key"))
 
 
+def test_forged_plain_rows_in_a_sealed_request_log_are_rejected_and_counted(tmp_path: Path) -> None:
+    from mlspec.crypto import LocalKey
+    from mlspec.serving.reqlog import RequestLog
+
+    key = LocalKey.generate("file://keys/local.key")
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(str(path), 1.0, ("amount", "txn_count_7d"), "fraud-api", interval=3600, kek=key)
+    log.add("stable", "3", np.array([[10.0, 1.0]], dtype=np.float32), np.array([0.2], dtype=np.float32))
+    log.close()
+    forged = [json.dumps({"ts": 1e9 + i, "features": {"amount": 1e6, "txn_count_7d": 99}}) for i in range(300)]
+    with path.open("a") as handle:  # what an attacker with write access to the log appends
+        handle.write("\n".join(forged) + "\n")
+    trusted = read_request_log(path, ["amount", "txn_count_7d"], keys=key, sealed=True)
+    assert trusted.to_dict(orient="list") == {"amount": [10.0], "txn_count_7d": [1.0]}
+    assert trusted.attrs["unsealed_lines"] == 300
+    # without the environment sealing its logs, plain rows are what the server writes, and they count
+    assert len(read_request_log(path, ["amount", "txn_count_7d"], keys=key)) == 301
+
+
 def test_request_log_folder_to_drift_report(reference: pd.DataFrame, shifted: pd.DataFrame, tmp_path: Path) -> None:
     logs = tmp_path / "requests" / "fraud"
     logs.mkdir(parents=True)

@@ -280,7 +280,11 @@ def _monitor_one(
     try:
         reference = pd.read_parquet(io.BytesIO(platform.paths.runtime_context().read(reference_path)))  # sealed
         keys = platform.paths.runtime_context().key_resolver()  # the servers seal their logs with it
-        current = read_request_log(platform.serving.request_log(name), features, since=since, keys=keys)
+        sealed = platform.paths.kms_key is not None  # the servers seal every flush: a plain line is forged
+        current = read_request_log(platform.serving.request_log(name), features, since=since, keys=keys, sealed=sealed)
+        if current.attrs.get("unsealed_lines"):
+            progress(f"{name}: rejected {current.attrs['unsealed_lines']} request-log line(s) not sealed with the "
+                     "environment's key (not written by the server: tampering?)")  # fmt: skip
         progress(f"{name}: drift check on {len(current)} logged requests against {len(reference)} training rows")
         result = detect_drift(
             reference, current, deployment=name, features=features,

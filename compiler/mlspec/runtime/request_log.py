@@ -30,15 +30,17 @@ def _log_files(path: Path) -> list[Path]:
     raise DriftError(f"request log not found: {path}", hint="the model server writes it once it serves traffic")
 
 
-def _records(files: list[Path], keys: Keys | None) -> Iterator[str]:
+def _records(files: list[Path], keys: Keys | None) -> Iterator[tuple[str, bool]]:
+    """Every line of the log files, with whether it came out of a sealed (authenticated) flush."""
     for file in files:
         try:
             with file.open(encoding="utf-8", errors="replace") as handle:
                 for line in handle:
                     if line.startswith(SEALED_PREFIX):  # one flush of a sealed log: its lines, decrypted in memory
-                        yield from _unseal(line, file, keys)
+                        for plain in _unseal(line, file, keys):
+                            yield plain, True
                     else:
-                        yield line
+                        yield line, False
         except OSError as exc:
             raise DriftError(f"cannot read request log {file}: {exc.strerror or exc}") from exc
 
@@ -97,7 +99,13 @@ def _parse(line: str, features: Sequence[str]) -> tuple[float, tuple[Any, ...]] 
 
 
 def read_request_log(
-    path: Path, features: list[str], *, since: float | None = None, limit: int | None = None, keys: Keys | None = None
+    path: Path,
+    features: list[str],
+    *,
+    since: float | None = None,
+    limit: int | None = None,
+    keys: Keys | None = None,
+    sealed: bool = False,
 ) -> pd.DataFrame:
     """Read the model server's sampled request log into one column per feature, in ``features`` order.
 
@@ -110,15 +118,20 @@ def read_request_log(
     line reads as missing (NaN/None). ``since`` keeps lines with ``ts >= since``; ``limit`` keeps the last
     ``limit`` kept lines (the most recent traffic). Blank lines are ignored. A sealed log (a line
     ``{"sealed": "<base64 envelope>"}`` per flush, see ``mlspec.serving.reqlog``) is decrypted in memory with
-    ``keys``; without them, or with the wrong ones, it is a DriftError.
+    ``keys``; without them, or with the wrong ones, it is a DriftError. With ``sealed`` (the environment seals
+    its logs) only lines out of a sealed flush count: a plain line was not written by the server (AES-GCM
+    authenticates every flush) and is rejected, counted in ``frame.attrs["unsealed_lines"]``.
     """
     if limit is not None and limit < 0:
         raise DriftError(f"limit must be 0 or more, not {limit}")
     files = _log_files(path)
     rows: deque[tuple[Any, ...]] = deque(maxlen=limit)
-    malformed = 0
-    for line in _records(files, keys):
+    malformed = unsealed = 0
+    for line, authenticated in _records(files, keys):
         if not line.strip():
+            continue
+        if sealed and not authenticated:
+            unsealed += 1
             continue
         parsed = _parse(line, features)
         if parsed is None:
@@ -127,5 +140,6 @@ def read_request_log(
             rows.append(parsed[1])
     frame = pd.DataFrame.from_records(list(rows), columns=list(features))
     frame.attrs["malformed_lines"] = malformed
+    frame.attrs["unsealed_lines"] = unsealed
     frame.attrs["files"] = [str(f) for f in files]
     return frame

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mlspec.serving.app import App, check_auth
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
 from mlspec.serving.http import Connection, Headers, Limits, sweep
-from mlspec.serving.models import LoadedModel, ModelError, load_model, smoke_test
+from mlspec.serving.models import LoadedModel, ModelError, load_model, read_verified, smoke_test
 from mlspec.serving.reqlog import check_seal_key
 from mlspec.serving.router import REJECTED, Arm
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mlspec.serving.grpc_server import GrpcListener
 
 log = logging.getLogger("mlspec.serving")
+MODEL_WATCH_INTERVAL = 2.0  # seconds between checks of the served model files' identity
 GRPC_GRACE = 5.0  # seconds gRPC calls in flight get to finish on SIGTERM
 
 
@@ -118,6 +119,7 @@ class Server:
             backlog=2048, ssl=server_tls(config),
         )  # fmt: skip
         self._spawn(self._sweep(limits))
+        self._spawn(self._watch_models())
         sock = self.server.sockets[0]
         host, port = sock.getsockname()[:2]
         if config.grpc_port is not None:  # on this loop, into the same App and infer path
@@ -140,6 +142,45 @@ class Server:
         """Hand a request to the current app (a reload swaps it)."""
         assert self.app is not None
         return self.app.dispatch(conn, method, url, body, headers)
+
+    async def verify_models(self, app: App) -> None:
+        """Re-check every serving variant's file against its digest (decrypting a sealed one in memory); a file
+        that no longer matches stops serving at once (its variant is rejected, the router moves traffic away)."""
+        loop = asyncio.get_running_loop()
+        for arm in list(app.arms.values()):
+            variant = app.config.variant(arm.name)
+            if arm.model is None or variant is None:
+                continue
+            try:
+                await loop.run_in_executor(None, read_verified, variant)
+            except ModelError as exc:
+                if app is self.app and arm.model is not None:
+                    log.error("variant %s stops serving: its model file changed on disk: %s", arm.name, exc)
+                    arm.model, arm.state = None, REJECTED
+                    arm.reason = f"model file changed on disk since it was verified: {exc}"
+                    app.arm_loaded(arm)
+
+    async def _watch_models(self) -> None:
+        """Every few seconds: re-verify a variant whose file's identity (inode, size, mtime) changed."""
+        seen: dict[str, tuple[int, int, int] | None] = {}
+        while True:
+            app = self.app
+            if app is not None:
+                changed = False
+                for arm in app.arms.values():
+                    variant = app.config.variant(arm.name)
+                    if variant is None or arm.model is None:
+                        continue
+                    try:
+                        info = os.stat(variant.path)
+                        identity: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
+                    except OSError:
+                        identity = None
+                    changed |= variant.path in seen and seen[variant.path] != identity
+                    seen[variant.path] = identity
+                if changed:
+                    await self.verify_models(app)
+            await asyncio.sleep(MODEL_WATCH_INTERVAL)
 
     async def _sweep(self, limits: Limits) -> None:
         """Once a second: close connections past their limits (slow requests get 408, silent idle ones close)."""
@@ -187,6 +228,7 @@ class Server:
                 log.warning("reload: host/port changes need a restart; keeping %s:%s", old.host, old.port)
             if new.variants == old.variants and new.rollout == old.rollout and new.features == old.features:
                 app.install(new, app.arms, app.router)  # same models and rollout: keep their state
+                await self.verify_models(app)  # ... but never a file replaced since it was loaded
                 log.info("reload: variants and rollout unchanged; settings applied")
                 return True
             arms = app.make_arms(new)
