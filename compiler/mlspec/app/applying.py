@@ -19,6 +19,7 @@ from mlspec.git.info import actor as current_actor
 from mlspec.plan.model import Plan
 from mlspec.plan.planner import destroy_plan
 from mlspec.resolve.graph import ResolvedGraph
+from mlspec.targets.local.supervision import supervised
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
@@ -73,9 +74,12 @@ def apply_session(
             project, result.graph, result.desired, store.read(environment).resources,
             engines=options.engines, direct=options.direct, progress=progress,
         )  # fmt: skip
-        applied = apply_plan(
-            plan, result.desired, result.graph, store, target, actor=holder, revision=plan.revision, progress=progress
-        )
+        # every process this apply starts is marked; what a killed apply left running is finished first
+        with supervised(project.root, environment, progress):
+            applied = apply_plan(
+                plan, result.desired, result.graph, store, target, actor=holder, revision=plan.revision,
+                progress=progress,
+            )  # fmt: skip
         return result, applied
 
 
