@@ -6,27 +6,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlspec.targets.local.supervision import VARIABLE, environment_key, leftovers, supervised
+from tests.unit.test_server_identity import sleeper
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finding processes by environment needs /proc")
 
 
 def spawn(marker: str, *argv: str) -> subprocess.Popen[bytes]:
-    """A sleeping process carrying ``marker`` (and ``argv`` on its command line, once the kernel shows it)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", *argv], env={**os.environ, VARIABLE: marker}
-    )
-    cmdline = Path(f"/proc/{proc.pid}/cmdline")
-    deadline = time.monotonic() + 10
-    while b"time.sleep(120)" not in cmdline.read_bytes() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return proc
+    """A sleeping process carrying ``marker`` (and ``argv`` on its command line)."""
+    return sleeper(*argv, env={VARIABLE: marker})
 
 
 @pytest.fixture

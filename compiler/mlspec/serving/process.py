@@ -131,7 +131,8 @@ def stop(pid: int, timeout: float = 10.0) -> bool:
 PROC = Path("/proc")
 
 
-def _command_line(pid: int) -> list[str] | None:
+def command_line(pid: int) -> list[str] | None:
+    """The process's arguments as /proc shows them, or None (gone, or no /proc)."""
     try:
         raw = (PROC / str(pid) / "cmdline").read_bytes()
     except OSError:
@@ -163,7 +164,7 @@ def server_pid(config_path: str | Path, pid_file: str | Path) -> int | None:
     candidates = [recorded] if recorded is not None else []
     candidates += [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
     for pid in candidates:
-        arguments = _command_line(pid)
+        arguments = command_line(pid)
         if arguments is not None and _serves(arguments, config) and is_running(pid):
             return pid
     return None

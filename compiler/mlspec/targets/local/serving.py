@@ -105,8 +105,7 @@ class ServingEngine:
 
     def ca_file(self, deployment: str) -> str | None:
         """The CA a client trusts to call the server over TLS (None: plain HTTP)."""
-        config = self.read_config(deployment) or {}
-        return (config.get("tls") or {}).get("ca_file")
+        return _ca_of(self.read_config(deployment) or {})
 
     # -- which versions serve -------------------------------------------------------------------------
 
@@ -242,22 +241,23 @@ class ServingEngine:
         headers = self.credentials(config)
         try:
             if config.get("auth") and not headers:  # an outside issuer's tokens: read what the server wrote
-                self._wait_status_file(name, versions, url)
+                self._wait_status_file(name, versions, url, _ca_of(config))
             else:
-                ca = (config.get("tls") or {}).get("ca_file")
-                client.wait_versions(url, name, versions, timeout=60, headers=headers, ca_file=ca)
+                client.wait_versions(url, name, versions, timeout=60, headers=headers, ca_file=_ca_of(config))
         except Exception as exc:
             log = self.folder(name) / "server.log"
             raise TargetError(f"model server for {name} did not reload to {versions}: {exc} (see {log})") from None
 
-    def _wait_status_file(self, name: str, versions: list[str], url: str, timeout: float = 60.0) -> None:
+    def _wait_status_file(
+        self, name: str, versions: list[str], url: str, ca: str | None, timeout: float = 60.0
+    ) -> None:
         from mlspec.serving import client
 
         wanted = sorted(str(v) for v in versions)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             served = sorted(str(v.get("version")) for v in (self.rollout(name).get("variants") or {}).values())
-            if served == wanted and client.is_ready(url, ca_file=self.ca_file(name)):
+            if served == wanted and client.is_ready(url, ca_file=ca):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"model server at {url} does not serve versions {wanted} after {timeout:g} s")
@@ -288,10 +288,10 @@ class ServingEngine:
         from mlspec.serving import client, process
 
         pid = self._pid(deployment)
-        url = self.endpoint(deployment)
-        if pid is None or url is None or not process.is_running(pid):
+        config = self.read_config(deployment)
+        if pid is None or config is None or not process.is_running(pid):
             return False
-        return client.is_ready(url, timeout=2, ca_file=self.ca_file(deployment))
+        return client.is_ready(_base_url(config), timeout=2, ca_file=_ca_of(config))
 
     def _free_port(self, also_taken: set[int] | None = None) -> int:
         configs = [c for c in (self.read_config(p.name) for p in self._folders()) if c]
@@ -354,9 +354,7 @@ class ServingEngine:
         live: dict[str, Any] = {}
         if ready:
             try:
-                live = client.rollout_status(
-                    url, deployment, headers=self.credentials(config), ca_file=self.ca_file(deployment)
-                )
+                live = client.rollout_status(url, deployment, headers=self.credentials(config), ca_file=_ca_of(config))
             except Exception:
                 live = {}
         rollout = live or self.rollout(deployment)
@@ -375,7 +373,7 @@ class ServingEngine:
             pid=pid,
             variants=tuple(variants),
             rollout=rollout,
-            ca_file=(config.get("tls") or {}).get("ca_file"),
+            ca_file=_ca_of(config),
             grpc=f"{config['host']}:{config['grpc_port']}" if config.get("grpc_port") else "",
         )
 
@@ -393,6 +391,10 @@ def _project_root(root: Path) -> Iterator[None]:
             os.environ.pop(ROOT_VARIABLE, None)
         else:
             os.environ[ROOT_VARIABLE] = before
+
+
+def _ca_of(config: dict[str, Any]) -> str | None:
+    return (config.get("tls") or {}).get("ca_file")
 
 
 def _base_url(config: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import signal
 import time
@@ -19,8 +20,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mlspec.serving.process import command_line, is_running
+
 VARIABLE = "MLSPEC_APPLY_OF"
-SERVER_MODULES = (b"mlspec.serving", b"mlspec.serving.kserve")
+SERVER_MODULES = ("mlspec.serving", "mlspec.serving.kserve")
 GRACE = 3.0
 
 
@@ -28,16 +31,6 @@ def environment_key(project_root: Path, environment: str) -> str:
     """A key for one environment of one project checkout (the variable's first part)."""
     digest = hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:16]
     return f"{digest}/{environment}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _marked(pid: int) -> str | None:
@@ -54,11 +47,8 @@ def _marked(pid: int) -> str | None:
 
 
 def _is_server(pid: int) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(arg in SERVER_MODULES for arg in argv)
+    arguments = command_line(pid) or []
+    return any(a == "-m" and b in SERVER_MODULES for a, b in itertools.pairwise(arguments))
 
 
 def leftovers(key: str) -> list[int]:
@@ -74,7 +64,7 @@ def leftovers(key: str) -> list[int]:
         if value is None or not value.startswith(key + ":"):
             continue
         owner = value[len(key) + 1 :].split(":", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)) and not _is_server(pid):
+        if owner.isdigit() and not is_running(int(owner)) and not _is_server(pid):
             found.append(pid)
     return found
 
@@ -87,7 +77,7 @@ def finish(pids: list[int]) -> int:
             os.kill(pid, signal.SIGTERM)
             ended += 1
     deadline = time.monotonic() + GRACE
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(is_running(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
