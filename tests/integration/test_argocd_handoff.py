@@ -55,6 +55,12 @@ def test_every_kubernetes_environment_has_an_application_on_its_rendered_manifes
         assert app["spec"]["destination"] == {"name": f"aks-uaenorth-{name}", "namespace": k8s.namespace}
         assert app["spec"]["project"] == gitops.project
         assert ("automated" in app["spec"]["syncPolicy"]) == (env.spec.tier != "production")
+        # the controller's canary steps are ignored when comparing, yet a sync that changes the model (only OutOfSync
+        # objects are applied) applies the rendered first step with it: a new revision never skips its canary
+        options = app["spec"]["syncPolicy"]["syncOptions"]
+        assert "ApplyOutOfSyncOnly=true" in options and not [o for o in options if o.startswith("RespectIgnore")]
+        assert {"group": "serving.kserve.io", "kind": "InferenceService",
+                "jsonPointers": ["/spec/predictor/canaryTrafficPercent"]} in app["spec"]["ignoreDifferences"]  # fmt: skip
         assert validate_crd(app, str(CRDS / "application-crd.yaml")) == []
         appset = one(files["argocd/applicationset.yaml"])
         assert validate_crd(appset, str(CRDS / "applicationset-crd.yaml")) == []
@@ -79,7 +85,7 @@ def test_the_handoff_is_documented_with_commands() -> None:
     doc = (REPO / "docs/gitops.md").read_text(encoding="utf-8")
     for heading in ("## Pull requests", "## Promotion", "## Argo CD hand-off", "## Reconciler"):
         assert heading in doc
-    assert "mlspec render --env prod -o render" in doc and "kind: Application" in doc and "ApplicationSet" in doc
+    assert "mlspec render --env prod --pin -o render" in doc and "kind: Application" in doc and "ApplicationSet" in doc
 
 
 def _goish_template(text: str, values: dict[str, Any]) -> str:

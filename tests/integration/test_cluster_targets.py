@@ -480,43 +480,6 @@ def test_kfp_uploads_once_runs_with_the_runtime_context_and_schedules_idempotent
 
 
 # --------------------------------------------------------------------------- MLflow
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on loopback (it can run here, so it is not faked); yields its URL."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    bin_dir = Path(sys.executable).parent
-    process = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root", (folder / "a").as_uri()],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "log", "w"),  # noqa: SIM115
-        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (folder / "log").read_text()[-2000:]
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
 def test_mlflow_registry_actions_apply_once(mlflow_server: str, prod: Any) -> None:
     _, desired, _ = prod
     env_ref, _ = env_and_deployment(desired)

@@ -143,3 +143,29 @@ def test_pull_requests_can_rehearse_an_environment_in_containers(where: str, sca
     # every stand-in the command reads is on loopback (the rehearsal refuses anything else)
     for variable in ("MLSPEC_REHEARSE_AZURE", "MLSPEC_REHEARSE_REDIS", "MLSPEC_REHEARSE_POSTGRES"):
         assert "127.0.0.1" in job["env"][variable], variable
+
+
+@pytest.mark.parametrize("where", ["repo", "scaffold"])
+def test_served_models_are_re_pinned_on_a_schedule_through_each_environments_gate(where: str, scaffolded: Path) -> None:
+    root = REPO if where == "repo" else scaffolded
+    main_flow = (root / ".github/workflows/mlspec.yml").read_text(encoding="utf-8")
+    assert main_flow.count('mlspec render --env "$MLSPEC_ENV" --pin -o render') == 3, "every hand-off is pinned"
+    flow = load(root / ".github/workflows/mlspec-pin.yml")
+    assert flow["on"]["schedule"] == [{"cron": "*/15 * * * *"}] and "workflow_dispatch" in flow["on"]
+    assert flow["permissions"] == {}
+    job = flow["jobs"]["pin"]
+    assert job["permissions"] == {"contents": "read"} and job["environment"] == "${{ matrix.environment }}"
+    gates = {(m["env"], m["environment"]) for m in job["strategy"]["matrix"]["include"]}
+    assert gates == {("dev", "dev"), ("staging", "staging"), ("prod", "production")}
+    # never while the same environment is applied: the apply jobs' concurrency groups
+    assert job["concurrency"] == {"group": "mlspec-apply-${{ matrix.env }}", "cancel-in-progress": False}
+    main_jobs = load(root / ".github/workflows/mlspec.yml")["jobs"]
+    assert main_jobs["apply-prod"]["concurrency"]["group"] == "mlspec-apply-prod"
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert (
+        'mlspec render --env "$MLSPEC_ENV" --pin -o render' in runs
+        and 'git push --quiet origin "HEAD:$revision"' in runs
+    )
+    for step in job["steps"]:
+        if "uses" in step:
+            assert SHA_PIN.match(step["uses"]), step["uses"]

@@ -413,12 +413,14 @@ class Project:
         *,
         targets: Sequence[str] = (),
         use_cache: bool = True,
+        pin: bool = False,
     ) -> tuple[Resolution, RenderResult | None, WriteSummary | None]:
-        """Render ``environment`` and write its files under ``folder`` (unknown target names: UsageError)."""
+        """Render ``environment`` and write its files under ``folder`` (unknown target names: UsageError); ``pin``
+        resolves every served model version in the registry first (the GitOps hand-off)."""
         from mlspec.app.rendering import check_targets, render_to
 
         check_targets(targets)
-        return render_to(self, environment, folder, validation, targets=targets, use_cache=use_cache)
+        return render_to(self, environment, folder, validation, targets=targets, use_cache=use_cache, pin=pin)
 
     def test_policies(self) -> list[PolicyTestResult]:
         """Run every test_ rule of the library's and the project's *_test.rego files."""

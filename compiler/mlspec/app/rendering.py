@@ -37,13 +37,21 @@ def render_to(
     *,
     targets: Sequence[str] = (),
     use_cache: bool = True,
+    pin: bool = False,
 ) -> tuple[Resolution, RenderResult | None, WriteSummary | None]:
-    """Render ``environment`` (all targets, or the named ones) and write its files under ``folder``."""
+    """Render ``environment`` (all targets, or the named ones) and write its files under ``folder``; with ``pin``,
+    every InferenceService first gets its exact model version from the registry (the GitOps hand-off,
+    :mod:`mlspec.app.pinning`)."""
     from mlspec.render.write import write_tree
 
     resolution, result = project.render(
         environment, targets or None, project.resolve(environment, validation), use_cache=use_cache
     )
+    if pin and result is not None and result.ok and resolution.graph is not None:
+        from mlspec.app.pinning import pin_render
+        from mlspec.targets.cluster.platform import registry_of
+
+        result = pin_render(result, resolution.graph, registry_of(resolution.graph))
     if result is None or not result.ok:
         return resolution, result, None
     return resolution, result, write_tree(folder, result.artifacts)

@@ -236,6 +236,12 @@ def graph(env: str | None, fmt: str, path: Path | None) -> int:
     help="Only these renderers (feast, kfp, kubernetes, argocd, mlflow, monitoring).",
 )
 @click.option("--no-cache", is_flag=True, help="Render everything afresh instead of reusing cached output.")
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Pin every InferenceService to the exact model version its alias names in the environment's registry "
+    "(storageUri, version, sha256): the GitOps hand-off Argo CD syncs.",
+)
 @PROJECT_OPTION
 def render(
     *,
@@ -244,13 +250,15 @@ def render(
     output: Path | None,
     targets: tuple[str, ...],
     no_cache: bool,
+    pin: bool,
     path: Path | None,
 ) -> int:
     """Render the files real tools consume, one folder per environment and target.
 
     Output is deterministic: the same specs give the same bytes, so a git diff of
     rendered/ shows only real changes. manifest.json lists every file with its
-    sha256 and the specs it came from.
+    sha256 and the specs it came from. With --pin the output also depends on which
+    versions the registry's aliases name (the GitOps hand-off).
     """
     from mlspec.app.rendering import check_targets
     from mlspec.app.tools import shown_path
@@ -272,7 +280,7 @@ def render(
     failed = False
     for name in names:
         resolution, result, summary = project.render_to(
-            name, out_root / name, validation, targets=targets, use_cache=not no_cache
+            name, out_root / name, validation, targets=targets, use_cache=not no_cache, pin=pin
         )
         problems = resolution.diagnostics if result is None else result.diagnostics
         if problems:

@@ -6,8 +6,17 @@ environment needs from there: ``kubernetes/`` (serving) and ``gitops/`` (the Kub
 Pipeline objects with their run-submitting hooks, the Feast jobs), and nothing else
 (``kfp/`` holds pipeline IR, ``kubernetes-fallback/`` is applied by hand). Each
 environment goes to its own cluster (``targets.kubernetes.cluster``); production syncs
-only when asked. Argo CD is told to leave ``canaryTrafficPercent`` alone, because the
-rollout controller moves it between canary steps and the two must not fight.
+only when asked.
+
+``canaryTrafficPercent`` is in ``ignoreDifferences``, so the rollout controller moving it between steps never
+makes an InferenceService OutOfSync (and self-heal never undoes a step). Syncs apply only OutOfSync objects
+(``ApplyOutOfSyncOnly``), and ``RespectIgnoreDifferences`` is deliberately not set: an InferenceService is applied
+only when a field that makes a new KServe revision changed (the pinned model's ``storageUri``, resources, ...),
+and then with the rendered first step, so the new revision starts its canary at step one. With
+``RespectIgnoreDifferences`` such a sync would keep the live value, absent after a promotion, and the next version
+would take all traffic at once; without ``ApplyOutOfSyncOnly`` every sync of the environment would re-apply the
+first step to a promoted revision, which KServe reads as a rollback to the revision before it (its
+``PreviousRolledoutRevision`` rule).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from mlspec.resolve.graph import ResolvedGraph
 from mlspec.spec.environment import Environment
 
 ARGOCD_NAMESPACE = "argocd"
-SYNC_OPTIONS = ["CreateNamespace=false", "ServerSideApply=true", "PruneLast=true", "RespectIgnoreDifferences=true"]
+SYNC_OPTIONS = ["CreateNamespace=false", "ServerSideApply=true", "PruneLast=true", "ApplyOutOfSyncOnly=true"]
 # The folders Argo CD applies, relative to the environment's rendered folder (Argo CD's glob, braces for "or").
 SYNCED = "{kubernetes/*.yaml,gitops/*.yaml}"
 AUTOMATED = {"prune": True, "selfHeal": True}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext
@@ -55,6 +56,19 @@ def render_environment(
     return RenderResult(graph.name, tuple(artifacts), tuple(sorted(diagnostics, key=Diagnostic.sort_key)))
 
 
+def with_artifacts(
+    result: RenderResult, replaced: Mapping[str, Artifact | None], diagnostics: Sequence[Diagnostic] = ()
+) -> RenderResult:
+    """``result`` with the files in ``replaced`` swapped (None removes one), manifest.json listing the new bytes,
+    and ``diagnostics`` added (a step after rendering, such as pinning model versions for the GitOps hand-off)."""
+    manifest = next(a for a in result.artifacts if a.path == MANIFEST)
+    header = {k: v for k, v in json.loads(manifest.content).items() if k != "artifacts"}
+    artifacts = [replaced.get(a.path, a) for a in result.artifacts if a.path != MANIFEST]
+    kept = [a for a in artifacts if a is not None]
+    problems = sorted([*result.diagnostics, *diagnostics], key=Diagnostic.sort_key)
+    return RenderResult(result.environment, (*kept, _manifest_of(header, kept)), tuple(problems))
+
+
 def _manifest(graph: ResolvedGraph, context: RenderContext, artifacts: list[Artifact]) -> Artifact:
     header = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -62,6 +76,10 @@ def _manifest(graph: ResolvedGraph, context: RenderContext, artifacts: list[Arti
         "project": context.project,
         "environment": graph.name,
     }
+    return _manifest_of(header, artifacts)
+
+
+def _manifest_of(header: dict[str, Any], artifacts: list[Artifact]) -> Artifact:
     # One artifact per line: diff-friendly, and fast (json's C encoder runs only without indent).
     entries = [
         json.dumps(

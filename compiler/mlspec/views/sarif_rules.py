@@ -204,6 +204,17 @@ DIAGNOSTIC_RULES: dict[str, RuleText] = {
         "an OIDC endpoint on a shared environment that names no identity issuer",
         "set spec.identity: {issuer: https://...} in the environment",
     ),
+    "model-not-trained-yet": _code(
+        "Pinning the GitOps hand-off",
+        "a served model has no registered version yet, so its InferenceService is left out of the hand-off",
+        "it is handed off pinned once a pipeline run of the environment registers a version",
+    ),
+    "unpinnable-model": _code(
+        "Pinning the GitOps hand-off",
+        "an InferenceService's model version cannot be resolved in the registry (alias missing, version not "
+        "published to the store, registry unreachable)",
+        "fix the registry (train, publish or promote a version) and hand off again",
+    ),
     "missing-api-keys": _code(
         "Rendering",
         "an API-key endpoint on a cluster that names no auth.api_keys secret",

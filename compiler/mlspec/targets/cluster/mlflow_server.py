@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from mlspec.targets.base import TargetError
-from mlspec.targets.cluster.model_pins import ServedVersion
+from mlspec.targets.cluster.model_pins import NoVersionYet, ServedVersion
 
 OWNED_TAG_PREFIX = "mlspec."
 
@@ -24,6 +24,7 @@ class MlflowServer:
     def __init__(self, tracking_uri: str, client: Any = None) -> None:
         self.tracking_uri = tracking_uri
         self._client = client
+        self._unreachable: str | None = None  # why the server did not answer, once it did not
 
     @property
     def client(self) -> Any:
@@ -64,19 +65,29 @@ class MlflowServer:
 
     def served_version(self, model: str, *, alias: str | None = None, version: str | None = None) -> ServedVersion:
         """A registered version by alias or number, with its digest and store folder (see model_pins)."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException, RestException
 
+        wanted = f"{model} version {version}" if version is not None else f"{model}@{alias}"
+        if self._unreachable is not None:  # asked once already: every lookup would wait out the same retries
+            raise TargetError(f"cannot look up {wanted}: {self._unreachable}")
         try:
             if version is not None:
                 found = self.client.get_model_version(model, str(version))
             else:
                 found = self.client.get_model_version_by_alias(model, str(alias))
-        except MlflowException as exc:
-            wanted = f"{model} version {version}" if version is not None else f"{model}@{alias}"
+        except RestException as exc:  # the server answered: the model, alias or version does not exist
+            if version is None and not self._has_versions(model):
+                raise NoVersionYet(
+                    f"{model} has no registered version in MLflow at {self.tracking_uri} yet: "
+                    f"no pipeline run has trained it here, so @{alias} cannot be served"
+                ) from None
             raise TargetError(
                 f"MLflow at {self.tracking_uri} has no {wanted} ({exc.message}); "
                 "a pipeline run registers versions and sets aliases"
             ) from None
+        except MlflowException as exc:  # no answer (connection refused, timed out, TLS)
+            self._unreachable = f"MLflow at {self.tracking_uri} did not answer: {exc.message}"
+            raise TargetError(f"cannot look up {wanted}: {self._unreachable}") from None
         tags = dict(found.tags or {})
         return ServedVersion(str(found.version), tags.get("onnx_sha256", ""), tags.get("mlspec.storage_uri", ""))
 
@@ -89,6 +100,14 @@ class MlflowServer:
             act()
         except MlflowException as exc:
             raise TargetError(f"MLflow at {self.tracking_uri}: {exc.message}") from None
+
+    def _has_versions(self, model: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return bool(self.client.search_model_versions(f"name = '{model}'", max_results=1))
+        except MlflowException:
+            return True  # cannot tell: treat it as an error, never as "nothing trained yet"
 
     def _alias_exists(self, model: str, alias: str) -> bool:
         from mlflow.exceptions import MlflowException

@@ -7,6 +7,10 @@ version's folder in the artifact store (``storageUri``), the version number and 
 sha256 (``mlspec.dev/model-sha256``, which the serving container checks after download). A
 pinned version gets its sha256 the same way. A version that was never published to the store
 (no ``mlspec.storage_uri`` tag), or one published to another folder, is refused.
+
+The GitOps hand-off (``mlspec render --pin``) pins the same way before the files are committed, so what Argo CD
+syncs names exact versions too; there, a model with no version at all (nothing trained in the environment yet)
+leaves its InferenceServices out (:func:`pin_or_wait`) instead of failing the whole hand-off.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from mlspec.render.kserve import (
 from mlspec.render.kserve_runtime import SHA256_VARIABLE
 from mlspec.runtime.object_store import kserve_storage_uri
 from mlspec.targets.base import TargetError
+
+
+class NoVersionYet(TargetError):
+    """The model has no registered version at all: no pipeline run has trained it in this environment yet."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,43 @@ class VersionLookup(Protocol):
 def pin_model_versions(objects: list[dict[str, Any]], registry: VersionLookup | None) -> list[dict[str, Any]]:
     """``objects`` with every InferenceService pinned to its exact version (copies; others unchanged)."""
     return [_pin(obj, registry) if obj.get("kind") == "InferenceService" else obj for obj in objects]
+
+
+@dataclass(frozen=True)
+class Unpinned:
+    """An InferenceService the hand-off could not pin: its name, the Deployment it serves, why, and whether it
+    only waits for a first version (left out) or is an error."""
+
+    name: str
+    deployment: str
+    reason: str
+    waiting: bool
+
+
+def pin_or_wait(
+    objects: list[dict[str, Any]], registry: VersionLookup | None
+) -> tuple[list[dict[str, Any]], list[Unpinned]]:
+    """``objects`` pinned for the GitOps hand-off, and the InferenceServices left out (with why).
+
+    An InferenceService whose model has no version yet is left out (it appears with the hand-off after the first
+    pipeline run registers one); any other failure is reported with ``waiting`` False and the object left out too,
+    so the caller can refuse the whole hand-off.
+    """
+    kept: list[dict[str, Any]] = []
+    unpinned: list[Unpinned] = []
+    for obj in objects:
+        if obj.get("kind") != "InferenceService":
+            kept.append(obj)
+            continue
+        meta = obj.get("metadata") or {}
+        deployment = str((meta.get("labels") or {}).get("app.kubernetes.io/name", meta.get("name", "")))
+        try:
+            kept.append(_pin(obj, registry))
+        except NoVersionYet as exc:
+            unpinned.append(Unpinned(str(meta.get("name", "")), deployment, str(exc), waiting=True))
+        except TargetError as exc:
+            unpinned.append(Unpinned(str(meta.get("name", "")), deployment, str(exc), waiting=False))
+    return kept, unpinned
 
 
 def _pin(obj: dict[str, Any], registry: VersionLookup | None) -> dict[str, Any]:

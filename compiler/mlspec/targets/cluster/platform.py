@@ -324,10 +324,15 @@ def cluster_target(
                 kms_key=graph.env.spec.encryption.kms_key,
             ),
         )
-    tracking = targets.registry.tracking_uri
-    mlflow = MlflowServer(tracking) if tracking else None
+    mlflow = registry_of(graph)
     if kubernetes is None and kfp is None and mlflow is None:
         raise TargetError(f"environment '{graph.name}' names no cluster system to apply to")
     return ClusterTarget(
         output, graph, rendered, project=project, kubernetes=kubernetes, kfp=kfp, mlflow=mlflow, progress=progress
     )
+
+
+def registry_of(graph: ResolvedGraph) -> MlflowServer | None:
+    """The environment's model registry (``targets.registry.tracking_uri``), or None when it names none."""
+    tracking = graph.env.spec.targets.registry.tracking_uri
+    return MlflowServer(tracking) if tracking else None
