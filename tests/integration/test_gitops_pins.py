@@ -108,8 +108,19 @@ def test_the_handoff_pins_each_alias_to_its_version_and_waits_for_the_first_one(
     assert fraud["metadata"]["annotations"]["mlspec.dev/model-version"] == fraud_v1
     assert {"name": "MLSPEC_MODEL_SHA256", "value": digest} in served["env"]
     assert fraud["spec"]["predictor"]["canaryTrafficPercent"] == 10, "a new pin starts the canary at step one"
-    challenger = pinned[("InferenceService", "churn-api-challenger")]["spec"]["predictor"]["model"]
-    assert challenger["storageUri"] == kserve_storage_uri(STORE, "churn-model", churn_v2)
+    # A/B: one InferenceService downloads both variants; its runtime routes between them with their pins
+    churn = pinned[("InferenceService", "churn-api")]["spec"]["predictor"]
+    assert churn["storageUris"] == [
+        {"uri": kserve_storage_uri(STORE, "churn-model", churn_v1), "mountPath": "/mnt/models/champion"},
+        {"uri": kserve_storage_uri(STORE, "churn-model", churn_v2), "mountPath": "/mnt/models/challenger"},
+    ]
+    churn_env = {e["name"]: e.get("value") for e in churn["model"]["env"]}
+    assert json.loads(churn_env["MLSPEC_VARIANTS"]) == [
+        {"alias": "champion", "name": "champion", "sha256": hashlib.sha256(b"churn v1").hexdigest(), "version": churn_v1},
+        {"alias": "challenger", "name": "challenger", "sha256": hashlib.sha256(b"churn v2").hexdigest(),
+         "version": churn_v2},
+    ]  # fmt: skip
+    assert "storageUri" not in churn["model"] and "MLSPEC_MODEL_SHA256" not in churn_env
     for key, obj in pinned.items():
         if key[0] == "InferenceService":
             assert validate_crd(obj, ISVC_CRD) == [], key
@@ -145,7 +156,7 @@ def test_a_missing_alias_or_an_unpublished_version_writes_nothing(
     client.delete_registered_model_alias("churn-model", "challenger")
     code, text = render_pinned(prod_repo, out, capsys)
     assert code == 1
-    assert "unpinnable-model" in text and "churn-api-challenger" in text and "churn-model@challenger" in text
+    assert "unpinnable-model" in text and "InferenceService 'churn-api'" in text and "churn-model@challenger" in text
     assert "specs/" in text  # located at the Deployment's spec
     assert {p: p.read_bytes() for p in handed_off} == handed_off
 
@@ -174,5 +185,5 @@ def test_an_unreachable_registry_fails_the_handoff_once_and_writes_nothing(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     code, text = render_pinned(root, tmp_path / "handoff", capsys)
     assert code == 1 and "unpinnable-model" in text
-    assert text.count("did not answer") == 3 and "Connection refused" in text, text  # one error per InferenceService
+    assert text.count("did not answer") == 2 and "Connection refused" in text, text  # one error per InferenceService
     assert not (tmp_path / "handoff").exists()

@@ -142,7 +142,7 @@ def test_the_prod_rehearsal_runs_what_argo_cd_would_against_azurite_redis_and_po
     kinds = [(step["kind"], step["name"]) for step in report["steps"]]
     assert kinds == [("feast-apply", "feast-apply"), ("pipeline", "churn-model"), ("pipeline", "fraud-detector"),
                      ("batch", "batch-churn-batch"), ("materialize", "feast-materialize"),
-                     ("serve", "churn-api-champion"), ("serve", "churn-api-challenger"), ("serve", "fraud-api")]  # fmt: skip
+                     ("serve", "churn-api"), ("serve", "fraud-api")]  # fmt: skip
     summaries = {step["name"]: json.loads(step["output"]) for step in report["steps"] if step["output"]}
     churn = summaries["churn-model"]
     assert churn["gates_passed"] and churn["device"] == "cpu" and churn["version"] == "1"
@@ -174,10 +174,13 @@ def test_the_prod_rehearsal_runs_what_argo_cd_would_against_azurite_redis_and_po
     # each InferenceService was served by the rendered ServingRuntime (the serving image) from the version folder
     # KServe would download, pinned to its digest, decrypted in memory with prod's key, and answered an inference
     served = {step["name"]: json.loads(step["output"]) for step in report["steps"] if step["kind"] == "serve"}
-    assert served["churn-api-champion"]["model_version"] == "1" and served["fraud-api"]["model_version"] == "1"
+    assert served["churn-api"]["model_version"] == "1" and served["fraud-api"]["model_version"] == "1"
     assert all(len(answer["outputs"][0]["data"]) == 1 for answer in served.values())
-    serve_log = Path(next(s["log"] for s in report["steps"] if s["name"] == "churn-api-champion")).read_text()
-    assert "verified and loaded" in serve_log and "grpc listening" in serve_log, serve_log[-2000:]
+    serve_log = Path(next(s["log"] for s in report["steps"] if s["name"] == "churn-api")).read_text()
+    # the A/B Deployment is one runtime that downloaded, verified and routes between both of its variants
+    for variant in ("champion", "challenger"):
+        assert f"variant {variant} (version 1) verified and loaded" in serve_log, serve_log[-2000:]
+    assert "grpc listening" in serve_log, serve_log[-2000:]
     # materialization wrote the online store
     online = redis.Redis.from_url(redis_url())
     assert any(True for _ in online.scan_iter(count=1000)), "feast materialize wrote nothing to Redis"

@@ -162,9 +162,11 @@ def test_the_honoured_values_render(tmp_path: Path, cli: Callable[..., CliResult
     if case == "action":  # the monitoring job acts as the spec says
         monitoring = json.loads((tmp_path / "local" / "local" / "monitoring" / "fraud-api.json").read_text())
         assert monitoring["action"] == {"on_drift": "none", "retrain": None}
-    if case == "auto_promote":  # the router's policy carries it
-        traffic = yaml.safe_load((tmp_path / "dev" / "dev" / "kubernetes" / "fraud-api.traffic.yaml").read_text())
-        assert json.loads(traffic["data"]["policy.json"])["rollout"]["auto_promote"] is True
+    if case == "auto_promote":  # the runtime's router, which switches to green, carries it
+        served = yaml.safe_load_all((tmp_path / "dev" / "dev" / "kubernetes" / "fraud-api.yaml").read_text())
+        (isvc,) = [d for d in served if d["kind"] == "InferenceService"]
+        env = {e["name"]: e["value"] for e in isvc["spec"]["predictor"]["model"]["env"]}
+        assert json.loads(env["MLSPEC_SERVING"])["rollout"]["auto_promote"] is True
 
 
 def test_the_model_framework_picks_the_trainer_in_the_rendered_pipeline(

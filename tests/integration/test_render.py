@@ -132,14 +132,23 @@ def test_network_policies_deny_by_default(rendered: dict[str, RenderResult]) -> 
     assert allow["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "fraud-api"}
 
 
-def test_ab_rollout_serves_each_variant_and_writes_the_traffic_policy(rendered: dict[str, RenderResult]) -> None:
+def test_ab_rollout_is_one_inference_service_whose_runtime_routes_between_the_variants(
+    rendered: dict[str, RenderResult],
+) -> None:
     churn = documents(files(rendered["prod"])["kubernetes/churn-api.yaml"])
-    names = sorted(d["metadata"]["name"] for d in churn if d["kind"] == "InferenceService")
-    assert names == ["churn-api-challenger", "churn-api-champion"]
-    (config,) = documents(files(rendered["prod"])["kubernetes/churn-api.traffic.yaml"])
-    policy = json.loads(config["data"]["policy.json"])
-    assert [v["weight"] for v in policy["rollout"]["variants"]] == [80, 20]
-    assert policy["rollout"]["sticky_key"] == "customer_id"
+    (isvc,) = [d for d in churn if d["kind"] == "InferenceService"]
+    assert isvc["metadata"]["name"] == "churn-api"
+    variants = json.loads(isvc["metadata"]["annotations"]["mlspec.dev/variants"])
+    assert variants == [
+        {"alias": "champion", "name": "champion", "required": True},
+        {"alias": "challenger", "name": "challenger", "required": True},
+    ]
+    env = {e["name"]: e["value"] for e in isvc["spec"]["predictor"]["model"]["env"]}
+    rollout = json.loads(env["MLSPEC_SERVING"])["rollout"]  # the laptop router's rules, inside the runtime
+    assert [v["weight"] for v in rollout["variants"]] == [80, 20] and rollout["sticky_key"] == "customer_id"
+    assert "storageUri" not in isvc["spec"]["predictor"]["model"], "aliases are pinned at hand-off or apply"
+    assert not [p for p in files(rendered["prod"]) if p.endswith(".traffic.yaml")], "no record nothing applies"
+    assert validate_crd(isvc, str(CRDS["InferenceService"])) == []
 
 
 def test_local_environment_renders_no_cluster_manifests(rendered: dict[str, RenderResult]) -> None:
@@ -246,10 +255,10 @@ def test_write_tree_prunes_only_its_own_stale_files(tmp_path: Path, rendered: di
     result = rendered["prod"]
     write_tree(tmp_path, result.artifacts)
     (tmp_path / "notes.txt").write_text("mine")
-    keep = tuple(a for a in result.artifacts if a.path != "kubernetes/churn-api.traffic.yaml")
+    keep = tuple(a for a in result.artifacts if a.path != "kubernetes/churn-api.yaml")
     summary = write_tree(tmp_path, keep)
-    assert summary.removed == ("kubernetes/churn-api.traffic.yaml",)
-    assert not (tmp_path / "kubernetes/churn-api.traffic.yaml").exists()
+    assert summary.removed == ("kubernetes/churn-api.yaml",)
+    assert not (tmp_path / "kubernetes/churn-api.yaml").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert summary.written == () and len(summary.unchanged) == len(keep), "unchanged files are not rewritten"
 

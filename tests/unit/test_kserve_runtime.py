@@ -159,3 +159,90 @@ def test_the_runtime_settings_are_checked(tmp_path: Path) -> None:
     folder2, _, _ = published(unfeatured, features=[])
     with pytest.raises(ConfigError, match="names no features"):
         runtime_config("fraud-api", folder2, {"MLSPEC_SERVING": settings()}, (0, 0))
+
+
+def variant_folders(tmp_path: Path, weights: dict[str, list[float]]) -> tuple[Path, list[dict[str, str]]]:
+    """One version per variant, published to a file:// store and laid out as KServe's ``storageUris`` download
+    them (``<model dir>/<variant>``); returns the model dir and the pinned ``MLSPEC_VARIANTS`` entries."""
+    import shutil
+
+    store_uri = (tmp_path / "store").as_uri()
+    model_dir, pinned = tmp_path / "mnt-models", []
+    for number, (name, weight) in enumerate(weights.items(), start=1):
+        plain = tmp_path / f"{name}.onnx"
+        sha = linear_onnx(plain, weight)
+        publish_model_version(
+            open_store(store_uri), store_uri, model="churn-model", version=number, model_bytes=plain.read_bytes(),
+            sha256=sha, sealed=None, features=FEATURES,
+        )  # fmt: skip
+        shutil.copytree(tmp_path / "store" / version_folder("churn-model", number), model_dir / name)
+        pinned.append({"name": name, "alias": name, "version": str(number), "sha256": sha})
+    return model_dir, pinned
+
+
+def test_ab_variants_in_one_runtime_are_sticky_across_replicas(runtime: Any, tmp_path: Path) -> None:
+    import urllib.request
+
+    model_dir, pinned = variant_folders(tmp_path, {"champion": STABLE_W, "challenger": [1.0, 1.0, 1.0]})
+    rollout = {"strategy": "ab", "sticky_key": "customer_id",
+               "variants": [{"alias": "champion", "weight": 50}, {"alias": "challenger", "weight": 50}]}  # fmt: skip
+    env = {"MLSPEC_SERVING": settings(rollout=rollout), "MLSPEC_VARIANTS": json.dumps(pinned)}
+    replicas = [url_when_ready(*runtime(model_dir, env)) for _ in range(2)]  # two pods of one InferenceService
+
+    def version_for(url: str, customer: int) -> str:
+        body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1.0, 2.0, 3.0]]}],
+                "parameters": {"customer_id": customer}}  # fmt: skip
+        request = urllib.request.Request(
+            f"{url}/v2/models/fraud-api/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return str(json.loads(reply.read())["model_version"])
+
+    seen = {c: [version_for(url, c) for url in replicas] for c in range(100001, 100041)}
+    assert all(a == b for a, b in seen.values()), "a customer meets the same variant on every replica"
+    assert {a for a, _ in seen.values()} == {"1", "2"}, "both variants serve"
+
+
+def test_every_variant_is_checked_against_its_pin(tmp_path: Path) -> None:
+    model_dir, pinned = variant_folders(tmp_path, {"stable": STABLE_W, "shadow": [1.0, 1.0, 1.0]})
+    shadow = {"MLSPEC_SERVING": settings(rollout={"strategy": "shadow", "challenger": "challenger"})}
+    config = runtime_config("fraud-api", model_dir, {**shadow, "MLSPEC_VARIANTS": json.dumps(pinned)}, (0, 0))
+    assert [(v.name, v.version, v.sha256) for v in config.variants] == [
+        (p["name"], p["version"], p["sha256"]) for p in pinned
+    ]
+    assert config.variants[1].path == str(model_dir / "shadow" / "model.onnx")
+    wrong = [pinned[0], {**pinned[1], "sha256": "ab" * 32}]
+    with pytest.raises(ConfigError, match=r"shadow holds churn-model version 2 .* not the pinned abab"):
+        runtime_config("fraud-api", model_dir, {**shadow, "MLSPEC_VARIANTS": json.dumps(wrong)}, (0, 0))
+    escaping = [pinned[0], {**pinned[1], "name": "../stable"}]
+    with pytest.raises(ConfigError, match="is not a variant name"):
+        runtime_config("fraud-api", model_dir, {**shadow, "MLSPEC_VARIANTS": json.dumps(escaping)}, (0, 0))
+    manifest = model_dir / "shadow" / "manifest.json"
+    manifest.chmod(0o600)
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "features": ["c", "b", "a"]}))
+    with pytest.raises(ConfigError, match="same features in the same order"):
+        runtime_config("fraud-api", model_dir, {**shadow, "MLSPEC_VARIANTS": json.dumps(pinned)}, (0, 0))
+
+
+def test_a_shadow_variant_in_the_runtime_is_compared_and_reported_in_its_metrics(runtime: Any, tmp_path: Path) -> None:
+    import urllib.request
+
+    model_dir, pinned = variant_folders(tmp_path, {"stable": STABLE_W, "shadow": [1.0, 1.0, 1.0]})
+    rollout = {"strategy": "shadow", "challenger": "challenger", "sample": 100}
+    url = url_when_ready(*runtime(model_dir, {"MLSPEC_SERVING": settings(rollout=rollout),
+                                              "MLSPEC_VARIANTS": json.dumps(pinned)}))  # fmt: skip
+    body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1.0, 2.0, 3.0]]}]}
+    for _ in range(5):
+        request = urllib.request.Request(
+            f"{url}/v2/models/fraud-api/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.loads(reply.read())["model_version"] == "1", "callers get the stable answer"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the mirror answers after the caller's answer
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+        if re.search(r"^mlspec_shadow_requests_total\{[^}]*\} 5(\.0)?$", metrics, re.M):
+            break
+        time.sleep(0.05)
+    assert re.search(r"^mlspec_shadow_requests_total\{[^}]*\} 5(\.0)?$", metrics, re.M), metrics
+    assert re.search(r"^mlspec_shadow_mean_abs_diff\{[^}]*\} [1-9]", metrics, re.M), metrics  # 14 vs 6: they differ

@@ -23,7 +23,7 @@ import yaml
 
 from mlspec.errors import MlspecError
 from mlspec.render.feast import connection_keys
-from mlspec.render.kserve import MODEL_NAME_ANNOTATION, VERSION_ANNOTATION
+from mlspec.render.kserve import MODEL_NAME_ANNOTATION
 from mlspec.render.secret_refs import secret_name, secret_source
 from mlspec.runtime.context import RuntimeContext, is_reference, reference_variable, secret_variable
 from mlspec.spec.datasource import DataSource, FileSource
@@ -326,7 +326,7 @@ def _serve(
     from mlspec.runtime.object_store import download_version
     from mlspec.targets.base import TargetError
     from mlspec.targets.cluster.mlflow_server import MlflowServer
-    from mlspec.targets.cluster.model_pins import pin_model_versions
+    from mlspec.targets.cluster.model_pins import pin_model_versions, served_folders
     from mlspec.targets.rehearsal.seed import StandInStore
     from mlspec.targets.rehearsal.serving import ServeRun, serve_once
 
@@ -348,8 +348,9 @@ def _serve(
             (pinned,) = pin_model_versions([isvc], registry)
             annotations = pinned["metadata"]["annotations"]
             folder = standins.workdir / "models" / name
-            download_version(StandInStore(store.uri, standins), store.uri, annotations[MODEL_NAME_ANNOTATION],
-                             annotations[VERSION_ANNOTATION], folder)  # fmt: skip
+            for variant, version in served_folders(pinned):
+                download_version(StandInStore(store.uri, standins), store.uri, annotations[MODEL_NAME_ANNOTATION],
+                                 version, folder / variant)  # fmt: skip
         except (TargetError, MlspecError) as exc:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(f"rehearsal: {name}: {exc}\n", encoding="utf-8")

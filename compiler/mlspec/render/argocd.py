@@ -54,7 +54,7 @@ class ArgoCDRenderer:
     """Renders Argo CD resources for environments with ``targets.gitops``."""
 
     name: ClassVar[str] = "argocd"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """The environment's Application, and the ApplicationSet over every GitOps environment."""

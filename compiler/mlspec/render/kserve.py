@@ -5,11 +5,18 @@ Layout under ``kubernetes/`` (what an Argo CD Application syncs):
 * ``namespace.yaml`` with the namespace and a default-deny NetworkPolicy;
 * ``serving-runtime.yaml``: mlspec's ServingRuntime (:mod:`mlspec.render.kserve_runtime`);
 * ``<deployment>.yaml`` with the ServiceAccount, the NetworkPolicy that lets
-  traffic reach the model, the mesh's TLS and authentication policies, and one InferenceService per served
-  variant;
-* ``<deployment>.traffic.yaml`` for A/B, shadow and blue-green: the routing policy
-  as a ConfigMap. Nothing on a cluster applies it yet: KServe itself only splits canary traffic, and the
-  canary's judge (:mod:`mlspec.serving.rollout_kserve`) is not rendered yet (docs/clusters.md).
+  traffic reach the model, the mesh's TLS and authentication policies, and the Deployment's InferenceService.
+
+How each rollout runs on KServe:
+
+* ``direct`` and ``canary``: one model per revision. A canary is KServe's own split between the revision rolled
+  out before and the latest one (``canaryTrafficPercent``), moved by mlspec's rollout controller.
+* ``ab``, ``shadow`` and ``blue_green``: the variants run inside mlspec's runtime, as on the laptop. The
+  predictor downloads every variant's version (``storageUris``, one folder per variant under ``/mnt/models``,
+  pinned like a single model) and the runtime's router splits, mirrors or switches between them with the
+  laptop's rules: the A/B key hashes to the same variant on every replica, every replica compares shadow
+  outputs, and a green variant serves only after its smoke check. The variants are listed in the
+  ``mlspec.dev/variants`` annotation until they are pinned.
 
 GPU deployments with ``fallback: cpu`` also get a CPU variant under
 ``kubernetes-fallback/`` (not synced by default), used when a cluster has no GPU.
@@ -50,6 +57,7 @@ VERSION_ANNOTATION = "mlspec.dev/model-version"
 SHA256_ANNOTATION = "mlspec.dev/model-sha256"  # of the plaintext ONNX model in storageUri
 STORE_ANNOTATION = "mlspec.dev/artifact-store"
 SEALED_ANNOTATION = "mlspec.dev/model-encryption"
+VARIANTS_ANNOTATION = "mlspec.dev/variants"  # the variants one runtime routes between, each by alias
 
 
 def labels(name: str, graph: ResolvedGraph, project: str, component: str) -> dict[str, str]:
@@ -72,7 +80,7 @@ class KServeRenderer:
     """Renders the serving side of an environment for KServe on Kubernetes."""
 
     name: ClassVar[str] = "kubernetes"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Manifests for every Deployment, when the environment serves on KServe."""
@@ -161,41 +169,33 @@ def _deployment_files(
         # TLS and authentication are the mesh's to enforce: without these objects every caller is served
         *mesh_policies(name, k8s.namespace, online, graph, labels(name, graph, context.project, "endpoint-security")),
     ]
-    variants = _variants(name, online)
-    for variant_name, alias in variants:
-        documents.append(
-            _inference_service(
-                variant_name, alias, spec=spec, online=online, graph=graph, context=context, k8s=k8s, gpu=True
-            )
-        )
+    documents.append(
+        _inference_service(name, spec=spec, online=online, graph=graph, context=context, k8s=k8s, gpu=True)
+    )
     files = {f"kubernetes/{name}.yaml": to_yaml_documents(documents)}
-    if isinstance(online.rollout, (AbRollout, ShadowRollout, BlueGreenRollout)):
-        files[f"kubernetes/{name}.traffic.yaml"] = to_yaml_documents(
-            [_traffic(name, k8s.namespace, graph, context, online)]
-        )
     if online.runtime.device == "gpu" and online.runtime.fallback == "cpu":
-        fallback = [
-            _inference_service(v, a, spec=spec, online=online, graph=graph, context=context, k8s=k8s, gpu=False)
-            for v, a in variants
-        ]
-        files[f"kubernetes-fallback/{name}.yaml"] = to_yaml_documents(fallback)
+        fallback = _inference_service(name, spec=spec, online=online, graph=graph, context=context, k8s=k8s, gpu=False)
+        files[f"kubernetes-fallback/{name}.yaml"] = to_yaml_documents([fallback])
     return files
 
 
-def _variants(name: str, online: OnlineDeploymentSpec) -> list[tuple[str, str]]:
-    """(InferenceService name, model alias) for every variant that serves traffic."""
+def runtime_variants(online: OnlineDeploymentSpec) -> list[dict[str, Any]] | None:
+    """The variants one runtime serves and routes between (A/B, shadow, blue-green), as the laptop's router names
+    them, each with the alias it serves and whether it must exist; None when each revision serves one model."""
     rollout = online.rollout
-    alias = online.model.alias or "champion"
-    if isinstance(rollout, AbRollout):
-        return [(f"{name}-{variant.alias}", variant.alias) for variant in rollout.variants]
+    if isinstance(rollout, AbRollout):  # every arm, by its alias (as on the laptop)
+        return [{"name": arm.alias, "alias": arm.alias, "required": True} for arm in rollout.variants]
+    if online.model.version is not None or not isinstance(rollout, (ShadowRollout, BlueGreenRollout)):
+        return None  # a pinned version serves alone, as on the laptop
+    stable = {"name": "stable", "alias": online.model.alias or "champion", "required": True}
     if isinstance(rollout, ShadowRollout):
-        return [(name, alias), (f"{name}-shadow", rollout.challenger)]
-    return [(name, alias)]
+        return [stable, {"name": "shadow", "alias": rollout.challenger, "required": False}]
+    # a green worse than the champion offline is held back (mlspec.quality), as the laptop holds it back
+    return [stable, {"name": "green", "alias": "challenger", "required": False, "gated": True}]
 
 
 def _inference_service(
     isvc_name: str,
-    alias: str,
     *,
     spec: ParsedSpec[Deployment],
     online: OnlineDeploymentSpec,
@@ -208,6 +208,8 @@ def _inference_service(
     runtime = online.runtime
     store = graph.env.spec.targets.registry.artifact_store
     version = online.model.version
+    alias = online.model.alias or "champion"
+    variants = runtime_variants(online)
     use_gpu = gpu and runtime.device == "gpu"
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": _quantity(runtime.cpu), "memory": runtime.memory},
@@ -249,9 +251,11 @@ def _inference_service(
         "mlspec.dev/auth": online.auth.method if online.auth.required else "none",
         "mlspec.dev/visibility": online.endpoint.visibility,
     }
+    if variants is not None:
+        annotations[VARIANTS_ANNOTATION] = json.dumps(variants, sort_keys=True, separators=(",", ":"))
     if not use_gpu and runtime.device == "gpu":
         annotations["mlspec.dev/variant"] = "cpu-fallback"
-    if version is not None and store is not None:  # a pinned version: its exact folder in the store
+    if version is not None and store is not None and variants is None:  # a pinned version: its exact folder
         predictor["model"]["storageUri"] = kserve_storage_uri(store.uri, online.model.name, version)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -341,26 +345,4 @@ def _allow_ingress(
                 {"to": [{"podSelector": {}}]},
             ],
         },
-    }
-
-
-def _traffic(
-    name: str, namespace: str, graph: ResolvedGraph, context: RenderContext, online: OnlineDeploymentSpec
-) -> dict[str, Any]:
-    """The routing policy for strategies KServe does not split itself (a record of the rollout; nothing on the
-    cluster applies it yet)."""
-    policy = {
-        "deployment": name,
-        "rollout": online.rollout.model_dump(mode="json"),
-        "variants": dict(_variants(name, online)),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{name}-traffic",
-            "namespace": namespace,
-            "labels": labels(name, graph, context.project, "router"),
-        },
-        "data": {"policy.json": json.dumps(policy, sort_keys=True, indent=2) + "\n"},
     }

@@ -22,6 +22,8 @@ MODEL_FORMAT = {"name": "onnx", "version": "1"}
 HTTP_PORT, GRPC_PORT = 8080, 8081
 SETTINGS_VARIABLE = "MLSPEC_SERVING"  # read by mlspec.serving.kserve
 SHA256_VARIABLE = "MLSPEC_MODEL_SHA256"
+ROUTED = ("ab", "shadow", "blue_green")  # rollouts the runtime's router runs between variants
+VARIANTS_VARIABLE = "MLSPEC_VARIANTS"  # the pinned variants a runtime routes between (A/B, shadow, blue-green)
 
 
 def serving_runtime(image: str, k8s: KubernetesTarget, object_labels: dict[str, str]) -> dict[str, Any]:
@@ -67,8 +69,11 @@ def serving_runtime(image: str, k8s: KubernetesTarget, object_labels: dict[str, 
 def runtime_settings(online: OnlineDeploymentSpec) -> dict[str, Any]:
     """What the runtime container reads from ``MLSPEC_SERVING``: the Deployment's serving settings."""
     drift = online.monitoring.drift
+    rollout = online.rollout
     settings: dict[str, Any] = {
-        "rollout": {"strategy": "direct"},  # each InferenceService serves one version; KServe splits the traffic
+        # A/B, shadow and blue-green: the runtime routes between its variants with the laptop's router; a canary
+        # is KServe's split between revisions that each serve one version
+        "rollout": rollout.model_dump(mode="json") if rollout.strategy in ROUTED else {"strategy": "direct"},
         "device": online.runtime.device,
         "fallback": online.runtime.fallback,
         "batching": online.runtime.batching,

@@ -9,6 +9,9 @@ The Deployment's settings come from the InferenceService as environment variable
 * ``MLSPEC_MODEL_SHA256``: the plaintext model's sha256, pinned when the version was resolved (render or
   apply). The version's manifest must name the same digest, and the bytes loaded must have it: a folder that
   holds another version, or a tampered file, never serves.
+* ``MLSPEC_VARIANTS`` instead, for a rollout the runtime routes itself (A/B, shadow, blue-green): JSON, one entry
+  per variant (``name``, ``alias``, ``version``, ``sha256``), each downloaded into ``<model-dir>/<name>`` and
+  checked the same way; the variants must take the same features in the same order.
 
 A sealed ``model.onnx`` (an mlspec envelope) is decrypted in memory with the key its envelope names (``kms://``
 through the configured provider, ``file://`` from a mounted Secret). Then this is the same server as on the
@@ -32,6 +35,7 @@ from mlspec.serving.config import ConfigError, ServingConfig
 log = logging.getLogger("mlspec.serving")
 SETTINGS_VARIABLE = "MLSPEC_SERVING"
 SHA256_VARIABLE = "MLSPEC_MODEL_SHA256"
+VARIANTS_VARIABLE = "MLSPEC_VARIANTS"
 LOG_KEY_VARIABLE = "MLSPEC_REQUEST_LOG_KEY"
 SETTINGS = ("rollout", "device", "fallback", "batching", "auth", "log_sample_rate", "threads")
 
@@ -45,27 +49,16 @@ def runtime_config(model_name: str, model_dir: Path, environ: dict[str, str], po
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"${SETTINGS_VARIABLE} has unknown field(s): {', '.join(unknown)}")
-    manifest = _manifest(model_dir)
-    sha256 = str(manifest.get("model_sha256", ""))
-    pinned = environ.get(SHA256_VARIABLE, "").strip().lower()
-    if pinned and pinned != sha256:
-        raise ConfigError(
-            f"{model_dir} holds {manifest.get('model')} version {manifest.get('version')} with sha256 {sha256}, "
-            f"not the pinned {pinned}: refusing to serve another version than the one rendered"
-        )
+    variants, manifest = _variants(model_dir, environ)
     features = manifest.get("features")
-    if not isinstance(features, list) or not features:
-        raise ConfigError(f"{model_dir}/manifest.json names no features (published by an older mlspec?)")
     deployment = model_name  # KServe routes /v2/models/<InferenceService name>/...: the name clients call
-    variant = {"name": "stable", "alias": "stable", "version": str(manifest.get("version", "1")),
-               "path": str(model_dir / "model.onnx"), "sha256": sha256}  # fmt: skip
     rate = float(settings.get("log_sample_rate", 0.0))
     seal = environ.get(LOG_KEY_VARIABLE)
     data: dict[str, Any] = {
         "deployment": deployment,
         "model_name": str(manifest.get("model") or model_name),
         "features": features,
-        "variants": [variant],
+        "variants": variants,
         "host": "0.0.0.0",  # a pod's port: reached only through the mesh and its policies
         "port": ports[0],
         "grpc_port": ports[1],
@@ -83,6 +76,56 @@ def runtime_config(model_name: str, model_dir: Path, environ: dict[str, str], po
         },
     }
     return ServingConfig.from_dict(data)
+
+
+def _variants(model_dir: Path, environ: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The variants to serve, each checked against its pinned digest, and the first one's manifest."""
+    raw = environ.get(VARIANTS_VARIABLE)
+    if raw is None:
+        manifest = _verified(model_dir, environ.get(SHA256_VARIABLE, ""))
+        return [_variant("stable", "stable", model_dir, manifest)], manifest
+    try:
+        pinned = json.loads(raw)
+        wanted = [(str(v["name"]), str(v["alias"]), str(v["sha256"])) for v in pinned]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"${VARIANTS_VARIABLE} is not a list of variants with name, alias and sha256: {exc}") from exc
+    if not wanted:
+        raise ConfigError(f"${VARIANTS_VARIABLE} lists no variant")
+    variants, first = [], None
+    for name, alias, sha256 in wanted:
+        if not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"${VARIANTS_VARIABLE}: {name!r} is not a variant name")
+        manifest = _verified(model_dir / name, sha256)
+        if first is not None and manifest.get("features") != first.get("features"):
+            raise ConfigError(
+                f"variant {name!r} takes other features than {variants[0]['name']!r}: every variant must take "
+                "the same features in the same order"
+            )
+        first = first or manifest
+        variants.append(_variant(name, alias, model_dir / name, manifest))
+    assert first is not None
+    return variants, first
+
+
+def _verified(model_dir: Path, pinned: str) -> dict[str, Any]:
+    """The manifest of the version in ``model_dir``, refused unless it names the ``pinned`` digest (when one is)."""
+    manifest = _manifest(model_dir)
+    sha256 = str(manifest.get("model_sha256", ""))
+    pinned = pinned.strip().lower()
+    if pinned and pinned != sha256:
+        raise ConfigError(
+            f"{model_dir} holds {manifest.get('model')} version {manifest.get('version')} with sha256 {sha256}, "
+            f"not the pinned {pinned}: refusing to serve another version than the one rendered"
+        )
+    features = manifest.get("features")
+    if not isinstance(features, list) or not features:
+        raise ConfigError(f"{model_dir}/manifest.json names no features (published by an older mlspec?)")
+    return manifest
+
+
+def _variant(name: str, alias: str, model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "alias": alias, "version": str(manifest.get("version", "1")),
+            "path": str(model_dir / "model.onnx"), "sha256": str(manifest.get("model_sha256", ""))}  # fmt: skip
 
 
 def _manifest(model_dir: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from mlspec.targets.base import TargetError
-from mlspec.targets.cluster.model_pins import NoVersionYet, ServedVersion
+from mlspec.targets.cluster.model_pins import AliasMissing, NoVersionYet, ServedVersion
 
 OWNED_TAG_PREFIX = "mlspec."
 
@@ -81,7 +81,8 @@ class MlflowServer:
                     f"{model} has no registered version in MLflow at {self.tracking_uri} yet: "
                     f"no pipeline run has trained it here, so @{alias} cannot be served"
                 ) from None
-            raise TargetError(
+            missing = AliasMissing if version is None else TargetError
+            raise missing(
                 f"MLflow at {self.tracking_uri} has no {wanted} ({exc.message}); "
                 "a pipeline run registers versions and sets aliases"
             ) from None
@@ -89,7 +90,12 @@ class MlflowServer:
             self._unreachable = f"MLflow at {self.tracking_uri} did not answer: {exc.message}"
             raise TargetError(f"cannot look up {wanted}: {self._unreachable}") from None
         tags = dict(found.tags or {})
-        return ServedVersion(str(found.version), tags.get("onnx_sha256", ""), tags.get("mlspec.storage_uri", ""))
+        return ServedVersion(
+            str(found.version),
+            tags.get("onnx_sha256", ""),
+            tags.get("mlspec.storage_uri", ""),
+            tags.get("mlspec.quality", ""),
+        )
 
     # -- internals -----------------------------------------------------------------------------------
 

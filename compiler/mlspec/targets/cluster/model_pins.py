@@ -16,6 +16,7 @@ leaves its InferenceServices out (:func:`pin_or_wait`) instead of failing the wh
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,15 +25,22 @@ from mlspec.render.kserve import (
     MODEL_NAME_ANNOTATION,
     SHA256_ANNOTATION,
     STORE_ANNOTATION,
+    VARIANTS_ANNOTATION,
     VERSION_ANNOTATION,
 )
-from mlspec.render.kserve_runtime import SHA256_VARIABLE
+from mlspec.render.kserve_runtime import SHA256_VARIABLE, VARIANTS_VARIABLE
 from mlspec.runtime.object_store import kserve_storage_uri
 from mlspec.targets.base import TargetError
+
+MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the version(s) the runtime serves
 
 
 class NoVersionYet(TargetError):
     """The model has no registered version at all: no pipeline run has trained it in this environment yet."""
+
+
+class AliasMissing(TargetError):
+    """The model has versions, but the alias points at none of them."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class ServedVersion:
     version: str
     sha256: str
     storage_uri: str  # the ``mlspec.storage_uri`` tag the register step set; "" when never published
+    quality: str = ""  # the ``mlspec.quality`` tag: better | worse | unchecked against the champion offline
 
 
 class VersionLookup(Protocol):
@@ -105,10 +114,28 @@ def _pin(obj: dict[str, Any], registry: VersionLookup | None) -> dict[str, Any]:
             f"{name} serves {model}: resolving its version needs the registry; "
             "set targets.registry.tracking_uri for this environment"
         )
+    if VARIANTS_ANNOTATION in annotations:
+        variants = json.loads(annotations[VARIANTS_ANNOTATION])
+        return _pin_variants(obj, name, model, store, variants=variants, registry=registry)
     alias, pinned = annotations.get(ALIAS_ANNOTATION), annotations.get(VERSION_ANNOTATION)
-    found = registry.served_version(model, alias=alias if pinned is None else None, version=pinned)
+    found = _published(name, model, store, registry, alias=alias if pinned is None else None, version=pinned)
+    pinned_obj = copy.deepcopy(obj)
+    pinned_obj["metadata"]["annotations"].update({VERSION_ANNOTATION: found.version, SHA256_ANNOTATION: found.sha256})
+    served = pinned_obj["spec"]["predictor"]["model"]
+    served["storageUri"] = kserve_storage_uri(store, model, found.version)
+    # the runtime refuses a folder whose manifest or bytes are not this digest
+    env = [e for e in served.get("env", []) if e.get("name") != SHA256_VARIABLE]
+    served["env"] = [*env, {"name": SHA256_VARIABLE, "value": found.sha256}]
+    return pinned_obj
+
+
+def _published(
+    name: str, model: str, store: str, registry: VersionLookup, *, alias: str | None, version: str | None
+) -> ServedVersion:
+    """The version, checked to be published to this environment's store with a digest (TargetError if not)."""
+    found = registry.served_version(model, alias=alias, version=version)
     expected = kserve_storage_uri(store, model, found.version)
-    what = f"{model} version {found.version}" + (f" (@{alias})" if pinned is None else "")
+    what = f"{model} version {found.version}" + (f" (@{alias})" if version is None else "")
     if not found.storage_uri:
         raise TargetError(
             f"{name}: {what} was never published to the artifact store {store}; "
@@ -118,11 +145,49 @@ def _pin(obj: dict[str, Any], registry: VersionLookup | None) -> dict[str, Any]:
         raise TargetError(f"{name}: {what} is stored at {found.storage_uri}, not in this environment's {expected}")
     if not found.sha256:
         raise TargetError(f"{name}: {what} has no onnx_sha256 tag in the registry; refusing to serve it")
+    return found
+
+
+def _pin_variants(
+    obj: dict[str, Any], name: str, model: str, store: str, *, variants: list[dict[str, Any]], registry: VersionLookup
+) -> dict[str, Any]:
+    """An InferenceService whose runtime routes between variants (A/B, shadow, blue-green): every variant's
+    version is downloaded into its own folder (``storageUris``) and pinned in ``MLSPEC_VARIANTS``. A variant that
+    need not exist (a shadow or green challenger) is left out when its alias points nowhere, names the stable
+    version, or (``gated``) is worse than the champion offline; the runtime then serves the stable one alone."""
+    served: list[dict[str, str]] = []
+    for variant in variants:
+        try:
+            found = _published(name, model, store, registry, alias=str(variant["alias"]), version=None)
+        except AliasMissing:
+            if variant.get("required"):
+                raise
+            continue
+        if not variant.get("required") and (
+            any(v["version"] == found.version for v in served) or (variant.get("gated") and found.quality == "worse")
+        ):
+            continue
+        entry = {"name": str(variant["name"]), "alias": str(variant["alias"]), "version": found.version}
+        served.append({**entry, "sha256": found.sha256})
     pinned_obj = copy.deepcopy(obj)
-    pinned_obj["metadata"]["annotations"].update({VERSION_ANNOTATION: found.version, SHA256_ANNOTATION: found.sha256})
-    served = pinned_obj["spec"]["predictor"]["model"]
-    served["storageUri"] = expected
-    # the runtime refuses a folder whose manifest or bytes are not this digest
-    env = [e for e in served.get("env", []) if e.get("name") != SHA256_VARIABLE]
-    served["env"] = [*env, {"name": SHA256_VARIABLE, "value": found.sha256}]
+    annotations = pinned_obj["metadata"]["annotations"]
+    annotations[VERSION_ANNOTATION] = served[0]["version"]
+    annotations[SHA256_ANNOTATION] = served[0]["sha256"]
+    predictor = pinned_obj["spec"]["predictor"]
+    predictor["storageUris"] = [
+        {"uri": kserve_storage_uri(store, model, v["version"]), "mountPath": f"{MODEL_DIR}/{v['name']}"} for v in served
+    ]
+    container = predictor["model"]
+    env = [e for e in container.get("env", []) if e.get("name") not in (SHA256_VARIABLE, VARIANTS_VARIABLE)]
+    container["env"] = [*env, {"name": VARIANTS_VARIABLE, "value": json.dumps(served, sort_keys=True)}]
     return pinned_obj
+
+
+def served_folders(pinned: dict[str, Any]) -> list[tuple[str, str]]:
+    """(folder under the model directory, version) for each version a pinned InferenceService downloads:
+    ``("", version)`` for one model, ``(variant, version)`` per variant of a runtime that routes between them."""
+    annotations = pinned["metadata"]["annotations"]
+    env = {e.get("name"): e.get("value") for e in pinned["spec"]["predictor"]["model"].get("env", [])}
+    if VARIANTS_VARIABLE in env:
+        return [(str(v["name"]), str(v["version"])) for v in json.loads(str(env[VARIANTS_VARIABLE]))]
+    return [("", str(annotations[VERSION_ANNOTATION]))]

@@ -1,7 +1,8 @@
 """Serving in a rehearsal: each rendered InferenceService, served as KServe would serve it.
 
 Its version is resolved in the stand-in registry (the cluster target's own pinning, so the alias never becomes a
-path), the version's folder is fetched from the stand-in artifact store into what would be ``/mnt/models``, and
+path), the version's folder is fetched from the stand-in artifact store into what would be ``/mnt/models`` (one
+folder per variant where the runtime routes between variants, as ``storageUris`` would download them), and
 the rendered ServingRuntime's container runs in the serving image (by digest), on the host network, with the
 InferenceService's environment and the runtime's command. The step passes when the server is ready and answers
 one inference of a row of zeros (with the Deployment's API key when its runtime checks keys).
@@ -72,6 +73,7 @@ def _smoke(url: str, name: str, features: int, headers: dict[str, str]) -> tuple
 def serve_once(run: ServeRun, model_dir: Path, workdir: Path, image: str) -> Outcome:
     """Start the runtime container on ``model_dir``, wait until ready, ask one inference, stop it."""
     from mlspec.serving import client
+    from mlspec.targets.cluster.model_pins import served_folders
 
     (container,) = run.runtime["spec"]["containers"]
     model = run.isvc["spec"]["predictor"]["model"]
@@ -110,7 +112,8 @@ def serve_once(run: ServeRun, model_dir: Path, workdir: Path, image: str) -> Out
                 break
             time.sleep(0.2)
         if client.is_ready(url, timeout=2.0):
-            features = len(json.loads((model_dir / "manifest.json").read_text())["features"])
+            first = model_dir / served_folders(run.isvc)[0][0]  # every variant takes the same features
+            features = len(json.loads((first / "manifest.json").read_text())["features"])
             ok, output = _smoke(url, run.name, features, headers)
     except subprocess.SubprocessError as exc:
         output = f"the runtime container did not start: {exc}"
