@@ -54,6 +54,7 @@ CRDS = {
             ("AuthorizationPolicy", "authorizationpolicies"),
         )
     },
+    "PodMonitor": str(FIXTURES / "schemas" / "prometheus-operator" / "monitoring.coreos.com_podmonitors.yaml"),
 }
 
 
@@ -88,6 +89,9 @@ class FakeKube:
                     new["metadata"]["annotations"]["serving.kserve.io/stop"] = "false"
                     status, reason = self.ready
                     new["status"] = {"conditions": [{"type": "Ready", "status": status, "reason": reason}]}
+                if obj["kind"] == "Deployment":  # what the Deployment controller reports once its pods run
+                    new["status"] = {"observedGeneration": meta["generation"],
+                                     "conditions": [{"type": "Available", "status": "True"}]}  # fmt: skip
                 self.objects[path] = new
                 return 200, new
             if method == "GET":

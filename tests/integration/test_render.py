@@ -28,6 +28,7 @@ CRDS = {
     "PeerAuthentication": SCHEMAS / "istio" / "security.istio.io_peerauthentications.yaml",
     "RequestAuthentication": SCHEMAS / "istio" / "security.istio.io_requestauthentications.yaml",
     "AuthorizationPolicy": SCHEMAS / "istio" / "security.istio.io_authorizationpolicies.yaml",
+    "PodMonitor": SCHEMAS / "prometheus-operator" / "monitoring.coreos.com_podmonitors.yaml",
 }
 NON_FEAST = ["kfp", "kubernetes", "argocd", "gitops", "mlflow", "monitoring", "edge"]
 
@@ -149,6 +150,53 @@ def test_ab_rollout_is_one_inference_service_whose_runtime_routes_between_the_va
     assert "storageUri" not in isvc["spec"]["predictor"]["model"], "aliases are pinned at hand-off or apply"
     assert not [p for p in files(rendered["prod"]) if p.endswith(".traffic.yaml")], "no record nothing applies"
     assert validate_crd(isvc, str(CRDS["InferenceService"])) == []
+
+
+def test_the_canary_controller_is_rendered_with_least_privilege_and_the_scrape_it_reads(
+    rendered: dict[str, RenderResult],
+) -> None:
+    prod = files(rendered["prod"])
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in documents(prod["kubernetes/rollout-controller.yaml"])}
+    (runtime,) = documents(prod["kubernetes/serving-runtime.yaml"])
+    role = objects[("Role", "mlspec-rollout")]
+    assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                              "verbs": ["get", "list", "watch", "patch"]}]  # fmt: skip
+    binding = objects[("RoleBinding", "mlspec-rollout")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlspec-rollout", "namespace": "ml-prod"}]
+    deployment = objects[("Deployment", "mlspec-rollout")]["spec"]
+    (container,) = deployment["template"]["spec"]["containers"]
+    assert container["image"] == runtime["spec"]["containers"][0]["image"] and "@sha256:" in container["image"]
+    assert container["command"] == ["python", "-m", "mlspec.serving.rollout_watch"]
+    assert "--prometheus=http://prometheus-operated.monitoring.svc:9090" in container["args"]
+    assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    policy = objects[("NetworkPolicy", "mlspec-rollout")]["spec"]
+    assert policy["ingress"] == [] and {"ports": [{"protocol": "TCP", "port": 9090}], "to": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]} in policy["egress"]  # fmt: skip
+    monitor = objects[("PodMonitor", "mlspec-model-servers")]
+    assert monitor["spec"]["selector"] == {"matchExpressions": [{"key": "mlspec.dev/deployment", "operator": "Exists"}]}
+    scrape = objects[("NetworkPolicy", "mlspec-model-servers-scrape")]["spec"]["ingress"][0]
+    assert [p["port"] for p in scrape["ports"]] == [8080, 15020]
+    for obj in objects.values():
+        errors = validate_crd(obj, str(CRDS[obj["kind"]])) if obj["kind"] in CRDS else validate_core(obj)
+        assert errors == [], (obj["kind"], errors)
+    # every model server pod says where its metrics are (Istio's sidecar rewrites these to its merged metrics)
+    isvc = next(d for d in documents(prod["kubernetes/fraud-api.yaml"]) if d["kind"] == "InferenceService")
+    assert isvc["spec"]["predictor"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}  # fmt: skip
+
+
+def test_the_controller_reaches_prometheus_where_the_environment_says() -> None:
+    from mlspec.render.rollout_controller import prometheus_namespace, rollout_controller
+
+    assert prometheus_namespace("http://prometheus-operated.monitoring.svc:9090") == "monitoring"
+    assert prometheus_namespace("http://kube-prometheus.observability.svc.cluster.local:9090") == "observability"
+    assert prometheus_namespace("https://prometheus.bank.example") is None
+    objects = rollout_controller("img@sha256:" + "1" * 64, "ml-dev", "https://prometheus.bank.example", {})
+    egress = next(o for o in objects if o["metadata"]["name"] == "mlspec-rollout" and o["kind"] == "NetworkPolicy")
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress["spec"]["egress"], "outside the cluster: its port"
+    scrape = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-scrape"))
+    assert scrape["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
 
 
 def test_local_environment_renders_no_cluster_manifests(rendered: dict[str, RenderResult]) -> None:

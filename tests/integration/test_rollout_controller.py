@@ -136,7 +136,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     target_file = targets / f"rollout-{suite}.json"
     try:
         assert not errors, errors
-        listing = [{"targets": [r.instance for r in replicas], "labels": {"suite": suite}}]
+        # "namespace" as Prometheus's Kubernetes discovery (a PodMonitor) labels the pods of ml-prod
+        listing = [{"targets": [r.instance for r in replicas], "labels": {"suite": suite, "namespace": "ml-prod"}}]
         (targets / f".{suite}.tmp").write_text(json.dumps(listing))
         (targets / f".{suite}.tmp").rename(target_file)  # Prometheus never reads half a file
         prometheus = Prometheus(url)
@@ -361,3 +362,91 @@ def test_a_failing_canary_is_rolled_back_by_the_controller_process_through_the_k
 def test_prometheus_says_why_it_refused_a_query(fleet: Fleet) -> None:
     with pytest.raises(PrometheusError, match=r"answered HTTP 400: bad_data: "):
         fleet.prometheus.query("sum(")
+
+
+class FakeNamespace(FakeKServe):
+    """The API server's view of one namespace for the namespace controller: lists the InferenceService, and plays
+    KServe's status: a revision whose canaryTrafficPercent is removed becomes the rolled-out one."""
+
+    def __init__(self, isvc: dict[str, Any]) -> None:
+        super().__init__()
+        self.isvc, fake = isvc, self
+        handler = self.server.RequestHandlerClass
+        patch = handler.do_PATCH  # type: ignore[attr-defined]
+
+        def do_patch(self: BaseHTTPRequestHandler) -> None:
+            patch(self)
+            predictor = fake.isvc["status"]["components"]["predictor"]
+            if "canaryTrafficPercent" not in fake.isvc["spec"]["predictor"]:
+                predictor["latestRolledoutRevision"] = predictor["latestReadyRevision"]
+
+        def do_get(self: BaseHTTPRequestHandler) -> None:
+            raw = json.dumps({"items": [fake.isvc]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        handler.do_PATCH, handler.do_GET = do_patch, do_get  # type: ignore[attr-defined]
+
+    def saved(self) -> dict[str, Any]:
+        """The state the controller saved in the InferenceService."""
+        return dict(json.loads(self.isvc["metadata"]["annotations"].get("mlspec.dev/rollout-state") or "{}"))
+
+
+def test_the_namespace_controller_resumes_a_canary_after_a_restart_and_judges_a_revision_once(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    rollout = {"strategy": "canary", "steps": [20, 50, 100],
+               "analysis": {"max_error_rate": 0.01, "max_p99_ms": 5000, "min_requests": 30, "interval": "3s"}}  # fmt: skip
+    kserve = FakeNamespace({
+        "metadata": {"name": DEPLOYMENT, "annotations": {"mlspec.dev/rollout": json.dumps(rollout),
+                                                          "mlspec.dev/model-version": GOOD}},
+        "spec": {"predictor": {"canaryTrafficPercent": 20}},  # as rendered: a new pin starts at the first step
+        "status": {"components": {"predictor": {"latestRolledoutRevision": "fraud-api-predictor-00001",
+                                                "latestReadyRevision": "fraud-api-predictor-00002",
+                                                "latestCreatedRevision": "fraud-api-predictor-00002"}}},
+    })  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlspec.serving.rollout_watch",
+        "--prometheus",
+        fleet.prometheus.url,
+        "--kube-api",
+        kserve.url,
+        "--namespace",
+        "ml-prod",
+        "--match",
+        f"suite={fleet.suite}",
+        "--poll",
+        "0.25",
+    ]
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    percent = lambda: int(kserve.isvc["spec"]["predictor"].get("canaryTrafficPercent", 100))  # noqa: E731
+    try:
+        with KServeRouter(fleet, GOOD, percent):
+            first = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env)
+            wait_for(lambda: kserve.saved().get("state", {}).get("step") == 1, "the canary reached its second step", 40)
+            first.terminate()  # a rolled node, an evicted pod: the step it was in is in the InferenceService
+            assert first.wait(timeout=20) == 0
+            held = kserve.saved()
+            second_log = open(tmp_path / "second.log", "w+")  # noqa: SIM115
+            second = subprocess.Popen(command, stderr=second_log, env=env)
+            wait_for(lambda: kserve.saved().get("phase") == "promoted", "the resumed controller promoted it", 40)
+            patches = len(kserve.patches)
+            time.sleep(1.5)  # six more polls: a decided revision is never judged again
+            second.terminate()
+            second.wait(timeout=20)
+            second_log.close()
+            log = (tmp_path / "second.log").read_text()
+    finally:
+        kserve.server.shutdown()
+        kserve.server.server_close()
+    percents = [p["spec"]["predictor"]["canaryTrafficPercent"] for p in kserve.patches if "spec" in p]
+    assert percents == [20, 50, 100, None], "resumed at step two: the first step is never given again"
+    assert held["revision"] == "fraud-api-predictor-00002" and held["version"] == GOOD
+    assert "canary started" not in log and f"promote {DEPLOYMENT} v{GOOD}" in log, log
+    assert len(kserve.patches) == patches
+    assert kserve.isvc["metadata"]["annotations"]["mlspec.dev/rollout-phase"] == "promoted"

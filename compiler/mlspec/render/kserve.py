@@ -10,7 +10,9 @@ Layout under ``kubernetes/`` (what an Argo CD Application syncs):
 How each rollout runs on KServe:
 
 * ``direct`` and ``canary``: one model per revision. A canary is KServe's own split between the revision rolled
-  out before and the latest one (``canaryTrafficPercent``), moved by mlspec's rollout controller.
+  out before and the latest one (``canaryTrafficPercent``), moved by mlspec's rollout controller, rendered with
+  its RBAC, NetworkPolicy and the PodMonitor it reads into ``rollout-controller.yaml``
+  (:mod:`mlspec.render.rollout_controller`).
 * ``ab``, ``shadow`` and ``blue_green``: the variants run inside mlspec's runtime, as on the laptop. The
   predictor downloads every variant's version (``storageUris``, one folder per variant under ``/mnt/models``,
   pinned like a single model) and the runtime's router splits, mirrors or switches between them with the
@@ -34,6 +36,8 @@ from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.endpoint_auth import DEPLOYMENT_LABEL, mesh_policies
 from mlspec.render.images import recorded_image
 from mlspec.render.kserve_runtime import MODEL_FORMAT, RUNTIME_NAME, runtime_env, serving_runtime
+from mlspec.render.rollout_controller import NAME as ROLLOUT_NAME
+from mlspec.render.rollout_controller import SCRAPE_ANNOTATIONS, rollout_controller
 from mlspec.render.secret_refs import secret_name
 from mlspec.render.serialize import to_yaml_documents
 from mlspec.resolve.graph import ResolvedGraph
@@ -80,7 +84,7 @@ class KServeRenderer:
     """Renders the serving side of an environment for KServe on Kubernetes."""
 
     name: ClassVar[str] = "kubernetes"
-    version: ClassVar[str] = "3"
+    version: ClassVar[str] = "4"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Manifests for every Deployment, when the environment serves on KServe."""
@@ -119,9 +123,21 @@ class KServeRenderer:
                 "kubernetes/serving-runtime.yaml", to_yaml_documents([runtime]), self.name, (graph.environment.ref,)
             )
         )
-        for spec in graph.specs(Deployment):
-            if isinstance(spec.model.spec, OnlineDeploymentSpec):  # batch/edge: no endpoint
-                self._deployment(spec, spec.model.spec, graph, context, k8s=k8s, out=out)
+        online = [(s, s.model.spec) for s in graph.specs(Deployment) if isinstance(s.model.spec, OnlineDeploymentSpec)]
+        for spec, served in online:  # batch/edge: no endpoint
+            self._deployment(spec, served, graph, context, k8s=k8s, out=out)
+        if k8s.serving_mode == "serverless" and any(isinstance(o.rollout, CanaryRollout) for _, o in online):
+            controller = rollout_controller(
+                image, namespace, k8s.prometheus, labels(ROLLOUT_NAME, graph, context.project, "rollout-controller")
+            )
+            out.artifacts.append(  # the namespace's, like the ServingRuntime: applied with the Environment
+                Artifact(
+                    "kubernetes/rollout-controller.yaml",
+                    to_yaml_documents(controller),
+                    self.name,
+                    (graph.environment.ref,),
+                )
+            )
         return out
 
     def _deployment(
@@ -223,6 +239,8 @@ def _inference_service(
         "scaleTarget": online.scaling.target.value,
         # the pods of every variant: what the mesh's TLS and authentication policies select
         "labels": {DEPLOYMENT_LABEL: spec.name},
+        # where Prometheus scrapes the runtime's metrics (Istio's sidecar rewrites them to its merged metrics)
+        "annotations": dict(SCRAPE_ANNOTATIONS),
     }
     rollout = online.rollout
     if isinstance(rollout, CanaryRollout):

@@ -111,6 +111,12 @@ class KServeActuator:
         query = urllib.parse.urlencode({"fieldManager": FIELD_MANAGER})
         self.api.request("PATCH", f"{self.path}?{query}", body, "application/merge-patch+json")
 
+    def save(self, annotation: str, value: str) -> None:
+        """Set one annotation (the watcher's saved state)."""
+        query = urllib.parse.urlencode({"fieldManager": FIELD_MANAGER})
+        body = {"metadata": {"annotations": {annotation: value}}}
+        self.api.request("PATCH", f"{self.path}?{query}", body, "application/merge-patch+json")
+
     def set_canary_percent(self, percent: int) -> None:
         """Give the latest revision ``percent`` of the traffic."""
         self._patch(int(percent), "progressing", f"canary at {int(percent)}%")
@@ -124,27 +130,41 @@ class KServeActuator:
         self._patch(0, "rolled_back", reason)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Judge one canary of a KServe InferenceService until it is decided; 0 promoted, 1 rolled back, 2 stopped."""
-    parser = argparse.ArgumentParser(prog="python -m mlspec.serving.rollout_kserve", description=__doc__)
+def connect(kube_api: str | None) -> KubeApi:
+    """The API server at ``kube_api``, or the pod's own cluster when None (ActuationError when not in one)."""
+    return KubeApi.in_cluster() if kube_api is None else KubeApi(kube_api)
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both controllers take: Prometheus, namespace, matchers, poll interval, API server, log level."""
     parser.add_argument("--prometheus", required=True, help="Prometheus's base URL, e.g. http://prometheus:9090")
-    parser.add_argument("--inference-service", required=True, help="the InferenceService whose canary is judged")
-    parser.add_argument("--namespace", default=None, help="its namespace (default: the pod's own)")
+    parser.add_argument("--namespace", default=None, help="the namespace (default: the pod's own)")
     parser.add_argument(
         "--match", action="append", default=[], metavar="LABEL=VALUE",
-        help="another matcher for every query, e.g. namespace=ml-prod (as Prometheus's discovery labels the pods)",
+        help="another matcher for every query, e.g. cluster=aks-prod (as your scrape configuration labels the pods)",
     )  # fmt: skip
-    parser.add_argument("--deployment", required=True, help="the metrics' deployment label")
-    parser.add_argument("--version", required=True, help="the canary's model version (the metrics' version label)")
-    parser.add_argument("--rollout", required=True, help="the Deployment's rollout as JSON (steps and analysis)")
     parser.add_argument("--poll", type=float, default=15.0, help="seconds between polls")
     parser.add_argument("--kube-api", default=None, help="the Kubernetes API's URL (default: in-cluster)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Judge one canary of a KServe InferenceService until it is decided; 0 promoted, 1 rolled back, 2 stopped."""
+    parser = argparse.ArgumentParser(prog="python -m mlspec.serving.rollout_kserve", description=__doc__)
+    common_arguments(parser)
+    parser.add_argument("--inference-service", required=True, help="the InferenceService whose canary is judged")
+    parser.add_argument("--deployment", required=True, help="the metrics' deployment label")
+    parser.add_argument("--version", required=True, help="the canary's model version (the metrics' version label)")
+    parser.add_argument("--rollout", required=True, help="the Deployment's rollout as JSON (steps and analysis)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    api = KubeApi.in_cluster() if args.kube_api is None else KubeApi(args.kube_api)
+    try:
+        api = connect(args.kube_api)
+    except ActuationError as exc:
+        logging.getLogger("mlspec.rollout").error("cannot start: %s", exc)
+        return 2
     namespace = args.namespace or api.namespace
     scope = {key: value for key, _, value in (pair.partition("=") for pair in args.match)}
     actuator = KServeActuator(api, namespace, args.inference_service)

@@ -54,6 +54,7 @@ class EnvironmentEncryption(StrictModel):
 
 
 HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[^\s/?#@]+(/[^\s?#]*)?$")]
+HttpUrlText = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")]
 
 
 class Identity(StrictModel):
@@ -91,6 +92,12 @@ class KubernetesTarget(StrictModel):
     )
     serving_mode: Literal["serverless", "raw"] = Field(
         default="serverless", description="KServe deployment mode: serverless (Knative, canary) or raw (Deployments)."
+    )
+    prometheus: HttpUrlText = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        description="The Prometheus that scrapes the environment's model servers (through the rendered PodMonitor, "
+        "which it must select); mlspec's rollout controller judges canaries from it. An in-cluster URL "
+        "(<service>.<namespace>.svc) opens only that namespace in the NetworkPolicies.",
     )
 
     def argocd_destination(self) -> dict[str, str]:

@@ -40,6 +40,7 @@ KIND_ORDER = {
     "AuthorizationPolicy": 7,
     "ServingRuntime": 8,  # before the InferenceServices that name it
     "Service": 8,
+    "PodMonitor": 8,
     "Deployment": 9,
     "InferenceService": 10,
 }
@@ -59,9 +60,10 @@ KNOWN: dict[tuple[str, str], tuple[str, bool]] = {
     ("security.istio.io/v1", "PeerAuthentication"): ("peerauthentications", True),
     ("security.istio.io/v1", "RequestAuthentication"): ("requestauthentications", True),
     ("security.istio.io/v1", "AuthorizationPolicy"): ("authorizationpolicies", True),
+    ("monitoring.coreos.com/v1", "PodMonitor"): ("podmonitors", True),
 }
 # the namespaced kinds mlspec renders: what a prune sweep lists
-PRUNED_KINDS = [k for k in KNOWN if k[1] != "Namespace" and k[1] not in ("Secret", "Role", "RoleBinding")]
+PRUNED_KINDS = [k for k in KNOWN if k[1] not in ("Namespace", "Secret")]  # the rollout controller's Role too
 
 
 @dataclass(frozen=True, order=True)

@@ -1,0 +1,185 @@
+"""The rollout controller of a namespace: every KServe canary in it, judged from Prometheus, resumable.
+
+``python -m mlspec.serving.rollout_watch`` runs this as the Deployment ``mlspec-rollout`` that mlspec
+renders into every namespace serving a canary (``kubernetes/rollout-controller.yaml``). Each poll lists the
+namespace's InferenceServices rendered by mlspec with a canary rollout (``mlspec.dev/rollout``). One is a canary
+in progress when KServe's status says its latest revision is ready but not rolled out yet and
+``canaryTrafficPercent`` gives it part of the traffic (1-99): that is what a new pinned version (or any change to
+the predictor) makes, with the rendered first step. The canary is judged by :class:`CanaryController` with the
+laptop's rules over every replica's metrics, its metrics selected by the InferenceService's name and its pinned
+version (``mlspec.dev/model-version``, the labels the runtime exports).
+
+Its state (the revision judged, the step, when the step and the open window began, what the step held) is saved
+in the annotation ``mlspec.dev/rollout-state`` after every poll, so a restarted controller resumes the step it
+was in instead of starting again, and a revision once promoted or rolled back is never judged again. The
+controller needs ``list`` and ``patch`` on ``inferenceservices`` in its namespace and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from types import FrameType
+from typing import Any
+
+from mlspec.serving.prometheus import Prometheus
+from mlspec.serving.rollout_controller import (
+    PROGRESSING,
+    PROMOTED,
+    ROLLED_BACK,
+    ActuationError,
+    CanaryController,
+    CanaryQueries,
+    CanaryState,
+    Decision,
+)
+from mlspec.serving.rollout_kserve import KServeActuator, KubeApi, common_arguments, connect
+
+log = logging.getLogger("mlspec.rollout")
+ROLLOUT_ANNOTATION = "mlspec.dev/rollout"
+VERSION_ANNOTATION = "mlspec.dev/model-version"
+STATE_ANNOTATION = "mlspec.dev/rollout-state"
+MANAGED = "app.kubernetes.io/managed-by=mlspec"
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A canary in progress: its InferenceService, revision, version, rollout, and the state saved for it."""
+
+    name: str
+    revision: str
+    version: str
+    rollout: dict[str, Any]
+    saved: CanaryState | None
+
+
+def canary_of(isvc: dict[str, Any]) -> Canary | None:
+    """The InferenceService's canary in progress, or None (no canary rollout, nothing rolling out, the latest
+    revision not ready yet, or already decided)."""
+    meta = isvc.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    try:
+        rollout = json.loads(annotations.get(ROLLOUT_ANNOTATION) or "{}")
+        saved = json.loads(annotations.get(STATE_ANNOTATION) or "{}")
+    except ValueError:
+        log.warning(
+            "%s: unreadable %s or %s annotation; skipped", meta.get("name"), ROLLOUT_ANNOTATION, STATE_ANNOTATION
+        )
+        return None
+    if rollout.get("strategy") != "canary":
+        return None
+    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    ready, rolled = predictor.get("latestReadyRevision"), predictor.get("latestRolledoutRevision")
+    percent = ((isvc.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+    if not ready or not rolled or ready == rolled or predictor.get("latestCreatedRevision") != ready:
+        return None
+    mine = saved.get("revision") == ready
+    if mine and saved.get("phase") in (PROMOTED, ROLLED_BACK):
+        return None
+    # 0 is rolled back and no value rolls out to everyone; 100 is a last step this controller gave and still judges
+    if not isinstance(percent, int) or not 0 < percent <= (100 if mine else 99):
+        return None
+    state = CanaryState(**saved["state"]) if mine and isinstance(saved.get("state"), dict) else None
+    return Canary(str(meta.get("name", "")), str(ready), str(annotations.get(VERSION_ANNOTATION, "")), rollout, state)
+
+
+class RolloutWatcher:
+    """Judges every canary of one namespace on each :meth:`poll`."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        namespace: str,
+        prometheus: Prometheus,
+        scope: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """A watcher of ``namespace`` through ``api``, asking ``prometheus`` (``scope``: extra query matchers)."""
+        self.api = api
+        self.namespace = namespace
+        self.prometheus = prometheus
+        self.scope = dict(scope or {})
+        self.clock = clock
+        quoted = urllib.parse.quote
+        self.path = f"/apis/serving.kserve.io/v1beta1/namespaces/{quoted(namespace)}/inferenceservices"
+
+    def poll(self) -> list[Decision]:
+        """One pass over the namespace: each canary in progress judged once and its state saved."""
+        try:
+            listed = self.api.request("GET", f"{self.path}?{urllib.parse.urlencode({'labelSelector': MANAGED})}")
+        except ActuationError as exc:
+            log.error("cannot list InferenceServices in %s: %s", self.namespace, exc)
+            return []
+        decisions = []
+        for isvc in listed.get("items") or []:
+            canary = canary_of(isvc)
+            if canary is not None:
+                decisions.append(self._judge(canary))
+        return decisions
+
+    def _judge(self, canary: Canary) -> Decision:
+        actuator = KServeActuator(self.api, self.namespace, canary.name)
+        queries = CanaryQueries(canary.name, canary.version, {"namespace": self.namespace, **self.scope})
+        controller = CanaryController(self.prometheus, queries, canary.rollout, actuator, self.clock)
+        if canary.saved is not None:  # resume the step this revision was in
+            controller.state, controller.phase = canary.saved, PROGRESSING
+        decision = controller.once()
+        saved = {"revision": canary.revision, "version": canary.version, "phase": controller.phase,
+                 "state": asdict(controller.state)}  # fmt: skip
+        try:
+            actuator.save(STATE_ANNOTATION, json.dumps(saved, sort_keys=True))
+        except ActuationError as exc:  # the next poll judges from the last saved state again
+            log.error("%s: state not saved: %s", canary.name, exc)
+        return decision
+
+
+def watch(watcher: RolloutWatcher, poll: float, stop: threading.Event | None = None) -> None:
+    """Poll every ``poll`` seconds until ``stop`` is set or SIGTERM arrives (traffic stays where it is)."""
+    stop = stop or threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous: Any = None
+    if in_main:
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            """Stop polling; every canary keeps its traffic and saved state."""
+            log.info("SIGTERM: stopping; canaries keep their traffic and state")
+            stop.set()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        watcher.poll()
+        while not stop.wait(poll):
+            watcher.poll()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Judge every canary of the namespace until SIGTERM (0), or 2 when no API server can be reached."""
+    parser = argparse.ArgumentParser(prog="python -m mlspec.serving.rollout_watch", description=__doc__)
+    common_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        api = connect(args.kube_api)
+    except ActuationError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    scope = {key: value for key, _, value in (pair.partition("=") for pair in args.match)}
+    watch(RolloutWatcher(api, args.namespace or api.namespace, Prometheus(args.prometheus), scope), args.poll)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
