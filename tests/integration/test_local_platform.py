@@ -338,6 +338,35 @@ def test_5b_customer_data_keys_and_state_are_their_owners_only(platform: Path) -
         assert stat.S_IMODE(state.stat().st_mode) == 0o600, state
 
 
+def test_5c_a_registered_model_file_altered_on_disk_is_in_the_very_next_plan(platform: Path) -> None:
+    """No --refresh needed: every local plan re-reads each registered model file state recorded and plans its
+    pipeline again when the bytes are not the ones it registered (the apply retrains a new, verified version)."""
+    from mlspec.app.paths import state_store
+
+    project = Project.open(platform)
+    store = state_store(project)
+    try:
+        resources = store.read("local").resources
+    finally:
+        store.close()
+    ids = resources["TrainingPipeline/fraud-detector"].target_ids
+    model_file = Path(ids["onnx_path"])
+    original = model_file.read_bytes()
+    assert mlspec(platform, "plan", "--env", "local").stdout.count("drift:") == 0
+    model_file.chmod(0o600)
+    model_file.write_bytes(original[:-16] + bytes(16))  # the last bytes replaced: a sealed file no longer opens
+    try:
+        planned = mlspec(platform, "plan", "--env", "local")
+        assert "TrainingPipeline/fraud-detector" in planned.stdout and "drift: fraud-detector v" in planned.stdout
+        assert str(model_file) in planned.stdout, planned.stdout[-3000:]
+        model_file.unlink()
+        gone = mlspec(platform, "plan", "--env", "local").stdout
+        assert "its registered model file" in gone and " is gone" in gone, gone[-3000:]
+    finally:
+        model_file.write_bytes(original)
+    assert "drift:" not in mlspec(platform, "plan", "--env", "local").stdout, "restored: nothing to do"
+
+
 def test_6_destroy_stops_every_server_and_empties_state(platform: Path) -> None:
     pids = [int(p.read_text()) for p in (platform / ".mlspec/local/serving").glob("*/server.pid")]
     assert len(pids) == 2

@@ -58,3 +58,29 @@ def test_the_next_apply_finishes_what_a_killed_one_left_and_spares_servers_and_l
     assert VARIABLE not in os.environ
     assert said == ["finished 1 process(es) a previous, interrupted apply of 'local' left running"]
     assert all(p.poll() is None for p in (server, running, other))
+
+
+def test_monitor_marks_what_it_starts_and_finishes_what_a_killed_apply_left(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlspec.app import operations
+    from mlspec.app.project import Project
+    from mlspec.scaffold import scaffold
+
+    root = tmp_path / "bank-ml"
+    scaffold(root)
+    orphan = spawn(f"{environment_key(root, 'local')}:{dead_pid()}:a1")  # a retraining step of a killed monitor
+    processes.append(orphan)
+    seen: list[str | None] = []
+    real = operations.settle_rollouts
+
+    def settle(*args: object, **kwargs: object) -> list[str]:
+        seen.append(os.environ.get(VARIABLE))  # what monitor's retraining and scoring processes inherit
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(operations, "settle_rollouts", settle)
+    said: list[str] = []
+    assert operations.monitor(Project.open(root), "local", progress=said.append) == []
+    assert orphan.wait(timeout=10) is not None
+    assert said[0] == "finished 1 process(es) a previous, interrupted apply of 'local' left running"
+    assert len(seen) == 1 and seen[0] is not None and seen[0].startswith(f"{environment_key(root, 'local')}:")

@@ -213,12 +213,17 @@ def monitor(
     """Check every monitored Deployment for drift once; retrain and roll out again where the spec says so; run the
     batch Deployments whose schedule is due."""
     from mlspec.app.paths import state_store
+    from mlspec.targets.local.supervision import supervised
 
     graph = local_graph(project, environment)
     platform = _platform(project, graph)
     holder = current_actor(None, project.root)
     outcomes: list[MonitorOutcome] = []
-    with state_store(project) as store, store.locked(environment, holder, "monitor"):
+    with (
+        state_store(project) as store,
+        store.locked(environment, holder, "monitor"),
+        supervised(project.root, environment, progress),  # retraining and scoring processes are marked as apply's
+    ):
         applied = dict(store.read(environment).resources)
         events = settle_rollouts(project, graph, platform, applied)
         outcomes.extend(run_due_batches(project, graph, platform, store=store, applied=applied, progress=progress))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mlspec.app.project import Project
     from mlspec.app.session import EnvironmentSession
     from mlspec.state.base import StateStore
+    from mlspec.state.model import EnvironmentState
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,12 @@ def plan_session(session: EnvironmentSession, options: PlanOptions, *, operation
     actor = current_actor(options.who, project.root)
     access.check_allowed(project, graph, store, actor=actor, operation=operation, revision=revision)
     state = store.read(session.environment)
-    drifted = frozenset(_drifted(project, graph, store, desired)) if options.refresh else frozenset()
+    drifted = set(_drifted(project, graph, store, desired)) if options.refresh else set()
+    tampered = _tampered_models(project, state) if runs_engines(graph) else {}  # every plan, --refresh or not
     findings = session.findings
     plan = make_plan(
-        graph, desired, state, project=project.name, revision=revision, prune=options.prune, drifted=drifted,
+        graph, desired, state, project=project.name, revision=revision, prune=options.prune,
+        drifted=frozenset(drifted | set(tampered)), drift_reasons=tampered,
     )  # fmt: skip
     plan = _with_findings(plan, findings)
     return PlanResult(plan, graph, desired, (), findings)
@@ -119,6 +122,19 @@ def engine_steps(session: EnvironmentSession, result: PlanResult) -> dict[str, l
         if wanted:
             steps[change.ref] = wanted
     return steps
+
+
+def _tampered_models(project: Project, state: EnvironmentState) -> dict[str, str]:
+    """TrainingPipelines whose registered model file no longer holds the bytes they registered, and why: the
+    update retrains (a new, verified version), and no server serves the altered file meanwhile."""
+    from mlspec.targets.local.model_files import model_file_problem
+
+    tampered = {}
+    for ref, resource in state.resources.items():
+        problem = model_file_problem(resource.target_ids, project.root) if resource.kind == "TrainingPipeline" else None
+        if problem is not None:
+            tampered[ref] = problem
+    return tampered
 
 
 def _drifted(project: Project, graph: ResolvedGraph, store: StateStore, desired: dict[str, Desired]) -> list[str]:

@@ -8,6 +8,7 @@ reads state.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,8 +176,10 @@ def make_plan(
     revision: str,
     prune: bool = True,
     drifted: frozenset[str] = frozenset(),
+    drift_reasons: Mapping[str, str] | None = None,
 ) -> Plan:
-    """The plan that takes ``state`` to ``desired`` (see desired_state), in apply order."""
+    """The plan that takes ``state`` to ``desired`` (see desired_state), in apply order; ``drifted`` resources
+    are updated even when unchanged, saying why (``drift_reasons``, else a generic drift reason)."""
     changes: list[Change] = []
     order = [*graph.order, graph.environment.ref]
     for ref in order:
@@ -196,7 +199,8 @@ def make_plan(
             action = "update" if changed else "noop"
         classification, reasons = classify(ref, action, fields, graph, have.spec if have else None)
         if action == "update" and ref in drifted:
-            reasons = [*reasons, "drift: the target no longer matches what was applied"]
+            why = (drift_reasons or {}).get(ref, "the target no longer matches what was applied")
+            reasons = [*reasons, f"drift: {why}"]
         if action == "update" and have is not None and have.artifacts != wanted_hashes:
             touched = sorted(
                 p for p in set(have.artifacts) | set(wanted_hashes) if have.artifacts.get(p) != wanted_hashes.get(p)

@@ -284,6 +284,7 @@ class LocalPlatformTarget:
             "model": pipeline.model_name,
             "model_version": version,
             "onnx_sha256": sha256,
+            "onnx_path": str(summary.get("onnx_path", "")),  # what every plan re-verifies (model_files.py)
             "run_id": str(summary.get("run_id", "")),
             "device": str(summary.get("device", "")),
             "promoted": str(bool(summary.get("promoted"))).lower(),

@@ -5,7 +5,9 @@ process it starts (Feast, the KFP local runner's step processes, their children)
 any moment (SIGKILL included) cannot clean up; the next apply of the same environment, holding the lock, finds
 processes that carry the variable of an apply that is no longer alive and ends them (SIGTERM, then SIGKILL)
 before it does anything, and says so. Model servers carry it too but are not ended: they are meant to outlive
-the apply and are adopted by their command line (:func:`mlspec.serving.process.server_pid`).
+the apply and are adopted by their command line (:func:`mlspec.serving.process.server_pid`). ``mlspec monitor``
+(retraining after drift, due batch scoring) runs the same way: it marks what it starts and finishes what a killed
+apply or monitor of the environment left.
 """
 
 from __future__ import annotations
