@@ -75,6 +75,7 @@ def test_connections_beyond_the_limit_are_refused_not_queued(serve: Callable[...
 class FakeConnection:
     def __init__(self, started: float | None, seen: float, pending: bool = False) -> None:
         self.request_started, self.last_seen = started, seen
+        self.lingering = None
         self.queue = [object()] if pending else []
         self.events: list[str] = []
 
@@ -112,3 +113,72 @@ def test_an_endless_request_line_or_too_many_headers_is_cut_not_buffered(
     pipelined.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert read_all(pipelined).count(b"HTTP/1.1 200 ") == 2001
     assert srv.infer([[1.0, 2.0, 3.0]])[0] == 200
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident memory (MiB), from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+def flood(addr: tuple[str, int], connections: int, megabytes: int) -> list[socket.socket]:
+    """``connections`` clients each sending ``megabytes`` of a much longer body, then holding on."""
+    held = []
+    for _ in range(connections):
+        sock = socket.create_connection(addr)
+        sock.sendall(b"POST /v2/models/fraud-api/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 60000000\r\n\r\n")
+        held.append(sock)
+    chunk = b"[1.0," * 13107  # 64 KiB
+    for _ in range(megabytes * 16):
+        for sock in held:
+            sock.sendall(chunk)
+    return held
+
+
+def health(addr: tuple[str, int]) -> bytes:
+    probe = socket.create_connection(addr)
+    probe.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return read_all(probe)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads resident memory from /proc")
+def test_memory_taken_by_a_flood_of_bodies_returns_and_health_answers_during_it(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], max_connections=64, request_timeout=120.0)
+    baseline = rss_mb(srv.pid)
+    held = flood(srv.addr, 40, 3)  # 120 MiB of request bodies that will never complete
+    slow = [socket.create_connection(srv.addr) for _ in range(16)]  # and heads sent one byte at a time
+    for sock in slow:
+        sock.sendall(b"G")
+    deadline = time.monotonic() + 30
+    while rss_mb(srv.pid) < baseline + 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    during = rss_mb(srv.pid)
+    assert during > baseline + 100, (baseline, during)  # the bodies are held, as they should be while read
+    assert health(srv.addr).startswith(b"HTTP/1.1 200 "), "health answers while the flood holds the server"
+    assert srv.infer([[1.0, 2.0, 3.0]])[0] == 200
+    for sock in held + slow:
+        sock.close()
+    deadline = time.monotonic() + 30
+    while rss_mb(srv.pid) > baseline + (during - baseline) / 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = rss_mb(srv.pid)
+    assert after <= baseline + (during - baseline) / 4, (baseline, during, after)
+    deadline = time.monotonic() + 10  # the once-a-second sweep also hands freed heap pages back to the system
+    while "freed memory returned" not in srv.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "freed memory returned" in srv.log.read_text()
+
+
+def test_bodies_beyond_the_servers_buffer_budget_are_refused_and_the_rest_served(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    srv = serve([variant(tmp_path, "stable", "3", STABLE_W)], max_buffered=4 * 1024 * 1024, request_timeout=120.0)
+    held = flood(srv.addr, 3, 1)  # 3 MiB of the 4 MiB budget
+    greedy = flood(srv.addr, 1, 2)[0]  # this one crosses it
+    refused = read_all(greedy)
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"bytes of request bodies already" in refused
+    assert srv.infer([[1.0, 2.0, 3.0]])[0] == 200, "small requests are still served"
+    for sock in held:
+        sock.close()

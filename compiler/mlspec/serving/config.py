@@ -71,6 +71,7 @@ class ServingConfig:
     max_connections: int = 4096  # more are answered 503 and closed
     request_timeout: float = 30.0  # seconds a client has to send a whole request once it started (else 408)
     idle_timeout: float = 75.0  # seconds a kept-alive connection may stay silent
+    max_buffered: int = 256 * 1024 * 1024  # bytes of request bodies all connections may hold at once (else 503)
     auth: AuthConfig | None = None  # None: every caller is served (the spec did not ask for authentication)
     tls: TlsConfig | None = None  # None: plain HTTP and gRPC (endpoint.tls: false)
 
@@ -158,6 +159,7 @@ class ServingConfig:
             max_connections=_int(data, "max_connections", 4096, 1, 1_000_000),
             request_timeout=_seconds(data, "request_timeout", 30.0),
             idle_timeout=_seconds(data, "idle_timeout", 75.0),
+            max_buffered=_int(data, "max_buffered", 256 * 1024 * 1024, 1024 * 1024, 1 << 40),
             auth=_auth(data.get("auth")),
             tls=_tls(data.get("tls")),
         )

@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 MAX_BODY = 64 * 1024 * 1024
@@ -194,25 +195,73 @@ class Handler(Protocol):
 class Ticket:
     """A response slot kept in request order (pipelining)."""
 
-    __slots__ = ("close", "data")
+    __slots__ = ("close", "data", "linger")
 
-    def __init__(self, close: bool) -> None:
-        """An empty slot; ``close`` when the connection ends after it."""
+    def __init__(self, close: bool, linger: bool = False) -> None:
+        """An empty slot; ``close`` when the connection ends after it, ``linger`` when the client may still be
+        sending (a refused request): the answer is sent, sending ends, and what arrives is read and dropped until
+        the client closes or ``LINGER`` seconds pass, so that the client reads the answer instead of a reset."""
         self.data: bytes | None = None
         self.close = close
+        self.linger = linger
 
 
 class Limits:
-    """What one client may hold: ``max_connections`` open at once, ``request_timeout`` seconds to send a whole
-    request once it started, ``idle_timeout`` seconds of silence on a kept-alive connection."""
+    """What clients may hold: ``max_connections`` open at once, ``request_timeout`` seconds to send a whole
+    request once it started, ``idle_timeout`` seconds of silence on a kept-alive connection, and ``max_buffered``
+    bytes of request bodies read but not yet answered, all connections together (``buffered`` now, and its
+    ``high_water`` since memory was last given back)."""
 
-    __slots__ = ("idle_timeout", "max_connections", "request_timeout")
+    __slots__ = ("buffered", "high_water", "idle_timeout", "max_buffered", "max_connections", "request_timeout")
 
-    def __init__(self, max_connections: int = 4096, request_timeout: float = 30.0, idle_timeout: float = 75.0) -> None:
+    def __init__(
+        self,
+        max_connections: int = 4096,
+        request_timeout: float = 30.0,
+        idle_timeout: float = 75.0,
+        max_buffered: int = 256 * 1024 * 1024,
+    ) -> None:
         """Limits (the defaults are the serving configuration's)."""
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        self.max_buffered = max_buffered
+        self.buffered = 0
+        self.high_water = 0
+
+
+LINGER = 2.0  # seconds a refused client's remaining bytes are read and dropped before the connection closes
+TRIM_ABOVE = 16 * 1024 * 1024  # after a flood of bodies this large, freed memory is handed back to the system
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``: freed heap pages go back to the system (bodies arrive in chunks small enough
+    for the heap, so freeing them alone keeps the process's RSS at its peak); a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+
+    def give_back() -> None:
+        trim(0)
+
+    return give_back
+
+
+give_back_memory = _malloc_trim()
+
+
+def reclaim(limits: Limits) -> bool:
+    """Give freed memory back once a flood of request bodies is over (most of its high water answered or cut);
+    True when it did."""
+    if limits.high_water < TRIM_ABOVE or limits.buffered * 4 > limits.high_water:
+        return False
+    give_back_memory()
+    limits.high_water = limits.buffered
+    return True
 
 
 def sweep(connections: set[Connection], limits: Limits, now: float) -> int:
@@ -220,6 +269,11 @@ def sweep(connections: set[Connection], limits: Limits, now: float) -> int:
     returns how many were closed. Called about once a second: the hot path only stamps times."""
     closed = 0
     for conn in list(connections):
+        if conn.lingering is not None:  # refused and answered: closed once the client had time to read it
+            if now - conn.lingering > LINGER and conn.transport is not None:
+                conn.transport.close()
+                closed += 1
+            continue
         if conn.queue:  # waiting for its own answers: never cut while the server owes it a response
             continue
         if conn.request_started is not None and now - conn.request_started > limits.request_timeout:
@@ -256,6 +310,7 @@ class Connection(asyncio.Protocol):
         self.in_head = True
         self.completed = 0  # requests read whole on this connection
         self.refusal: ParseError | None = None  # why a callback refused the request (httptools hides it)
+        self.lingering: float | None = None  # since when a refused client's bytes are dropped (Ticket.linger)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -272,10 +327,16 @@ class Connection(asyncio.Protocol):
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the connection."""
+        """Forget the connection and the body it was reading."""
         self.connections.discard(self)
         self.transport = None
         self.closing = True
+        self._release()
+
+    def _release(self) -> None:
+        """Drop the body read so far and give its bytes back to the server's budget."""
+        self.limits.buffered -= self.size
+        self.body, self.size = [], 0
 
     def pause_writing(self) -> None:
         """Stop reading while the client does not read its responses."""
@@ -289,6 +350,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; malformed input is answered with 400 and the connection is closed."""
+        if self.lingering is not None:  # answered and refused: the rest of what it sends is dropped
+            return
         self.last_seen = now = time.monotonic()
         if self.request_started is None:
             self.request_started = now
@@ -312,13 +375,12 @@ class Connection(asyncio.Protocol):
     def _fail(self, status: int, message: str) -> None:
         from mlspec.serving.protocol import error_body
 
-        ticket = Ticket(close=True)
+        ticket = Ticket(close=True, linger=True)
         ticket.data = response(status, error_body(message))
         self.queue.append(ticket)
         self.drain()
         self.closing = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._release()
 
     # parser callbacks
     def on_url(self, url: bytes) -> None:
@@ -341,10 +403,19 @@ class Connection(asyncio.Protocol):
         self.in_head = False
 
     def on_body(self, body: bytes) -> None:
-        """Collect the body, refusing bodies over MAX_BODY."""
+        """Collect the body, refusing bodies over MAX_BODY and any body while all connections together hold
+        ``max_buffered`` bytes of bodies (503: retry later)."""
+        limits = self.limits
+        if self.size + len(body) > MAX_BODY:  # httptools wraps a callback's exception: keep ours to answer with
+            self.refusal = ParseError(413, f"body over {MAX_BODY} bytes")
+            raise self.refusal
+        if limits.buffered + len(body) > limits.max_buffered:
+            message = f"the server holds {limits.max_buffered} bytes of request bodies already; retry later"
+            self.refusal = ParseError(503, message)
+            raise self.refusal
         self.size += len(body)
-        if self.size > MAX_BODY:
-            raise ParseError(413, f"body over {MAX_BODY} bytes")
+        limits.buffered += len(body)
+        limits.high_water = max(limits.high_water, limits.buffered)
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -357,7 +428,8 @@ class Connection(asyncio.Protocol):
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         url, headers = self.url, self.headers
-        self.url, self.body, self.size, self.headers = b"", [], 0, Headers()
+        self._release()
+        self.url, self.headers = b"", Headers()
         keep = self.parser.should_keep_alive()
         data = self.handler.dispatch(self, self.parser.get_method(), url, body, headers)
         if data is None:  # the handler deferred: its ticket is the last one queued
@@ -395,8 +467,12 @@ class Connection(asyncio.Protocol):
             transport.write(ticket.data)  # type: ignore[arg-type]
             if ticket.close:
                 self.closing = True
-                transport.close()
                 queue.clear()
+                if ticket.linger and transport.can_write_eof():
+                    transport.write_eof()  # the answer, then FIN; reading goes on (dropped) until the client closes
+                    self.lingering = time.monotonic()
+                else:
+                    transport.close()
                 return
 
     def time_out(self) -> None:

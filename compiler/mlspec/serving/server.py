@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlspec.serving.app import App, check_auth
 from mlspec.serving.config import STABLE, ConfigError, ServingConfig
-from mlspec.serving.http import Connection, Headers, Limits, sweep
+from mlspec.serving.http import Connection, Headers, Limits, reclaim, sweep
 from mlspec.serving.models import LoadedModel, ModelError, load_model, read_verified, smoke_test
 from mlspec.serving.reqlog import check_seal_key
 from mlspec.serving.router import REJECTED, Arm
@@ -113,7 +113,7 @@ class Server:
             reasons = "; ".join(app.arms[n].reason for n in primaries)
             raise StartupError(f"no variant can serve: {reasons}")
         loop = asyncio.get_running_loop()
-        limits = Limits(config.max_connections, config.request_timeout, config.idle_timeout)
+        limits = Limits(config.max_connections, config.request_timeout, config.idle_timeout, config.max_buffered)
         self.server = await loop.create_server(
             lambda: Connection(self, self.connections, limits), config.host, config.port, reuse_address=True,
             backlog=2048, ssl=server_tls(config),
@@ -189,6 +189,9 @@ class Server:
             closed = sweep(self.connections, limits, time.monotonic())
             if closed:
                 log.info("closed %d connection(s) past their time limits", closed)
+            peak = limits.high_water
+            if reclaim(limits):  # a flood of bodies is over: the memory it took goes back to the system
+                log.info("request bodies down from %d to %d bytes: freed memory returned", peak, limits.buffered)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
