@@ -160,7 +160,8 @@ def test_the_canary_controller_is_rendered_with_least_privilege_and_the_scrape_i
     (runtime,) = documents(prod["kubernetes/serving-runtime.yaml"])
     role = objects[("Role", "mlspec-rollout")]
     assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-                              "verbs": ["get", "list", "watch", "patch"]}]  # fmt: skip
+                              "verbs": ["get", "list", "watch", "patch"]},
+                             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}]  # fmt: skip
     binding = objects[("RoleBinding", "mlspec-rollout")]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlspec-rollout", "namespace": "ml-prod"}]
     deployment = objects[("Deployment", "mlspec-rollout")]["spec"]

@@ -43,6 +43,7 @@ from mlspec.serving.rollout_controller import (
     run,
 )
 from tests import services
+from tests.k8s_schemas import validate_core
 from tests.unit.test_serving import CANARY_W, FEATURES, STABLE_W, url_of, variant
 
 pytestmark = pytest.mark.slow
@@ -380,6 +381,17 @@ class FakeNamespace(FakeKServe):
             if "canaryTrafficPercent" not in fake.isvc["spec"]["predictor"]:
                 predictor["latestRolledoutRevision"] = predictor["latestReadyRevision"]
 
+        def do_post(self: BaseHTTPRequestHandler) -> None:
+            event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            assert self.path == "/apis/events.k8s.io/v1/namespaces/ml-prod/events", self.path
+            fake.events.append(event)
+            raw = json.dumps({**event, "metadata": {**event["metadata"], "name": f"e{len(fake.events)}"}}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
         def do_get(self: BaseHTTPRequestHandler) -> None:
             raw = json.dumps({"items": [fake.isvc]}).encode()
             self.send_response(200)
@@ -388,7 +400,8 @@ class FakeNamespace(FakeKServe):
             self.end_headers()
             self.wfile.write(raw)
 
-        handler.do_PATCH, handler.do_GET = do_patch, do_get  # type: ignore[attr-defined]
+        handler.do_PATCH, handler.do_GET, handler.do_POST = do_patch, do_get, do_post  # type: ignore[attr-defined]
+        self.events: list[dict[str, Any]] = []
 
     def saved(self) -> dict[str, Any]:
         """The state the controller saved in the InferenceService."""
@@ -450,3 +463,10 @@ def test_the_namespace_controller_resumes_a_canary_after_a_restart_and_judges_a_
     assert "canary started" not in log and f"promote {DEPLOYMENT} v{GOOD}" in log, log
     assert len(kserve.patches) == patches
     assert kserve.isvc["metadata"]["annotations"]["mlspec.dev/rollout-phase"] == "promoted"
+    # each move is an Event on the InferenceService, valid for the API server, saying why
+    assert [(e["reason"], e["type"]) for e in kserve.events] == [
+        ("CanaryAdvanced", "Normal"), ("CanaryAdvanced", "Normal"), ("CanaryPromoted", "Normal")]  # fmt: skip
+    for event in kserve.events:
+        assert validate_core(event) == [], event
+        assert event["regarding"]["name"] == DEPLOYMENT and event["note"].startswith(f"{DEPLOYMENT} v{GOOD} (")
+    assert "held at 100% for 3s" in kserve.events[-1]["note"]

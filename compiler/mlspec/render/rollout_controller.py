@@ -5,7 +5,7 @@ Rendered for every KServe environment that serves a canary. KServe only splits t
 canary from Prometheus with the laptop's rules and moves the percentage, promotes or rolls back. The file holds:
 
 * the ServiceAccount ``mlspec-rollout`` and a Role allowing only ``get``, ``list``, ``watch`` and ``patch`` on
-  InferenceServices in the namespace, bound to it;
+  InferenceServices and ``create`` on Events in the namespace, bound to it;
 * the Deployment ``mlspec-rollout`` (one replica, ``Recreate``: two controllers never judge one canary; its state
   lives in each InferenceService, so a replacement pod resumes), non-root and read-only;
 * its NetworkPolicy: no ingress; egress to DNS, the API server (443, 6443) and Prometheus;
@@ -65,7 +65,9 @@ def rollout_controller(
                     "apiGroups": ["serving.kserve.io"],
                     "resources": ["inferenceservices"],
                     "verbs": ["get", "list", "watch", "patch"],
-                }
+                },
+                # each decision that moves traffic is an Event on the InferenceService
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
             ],
         },
         {

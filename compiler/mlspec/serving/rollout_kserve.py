@@ -111,6 +111,31 @@ class KServeActuator:
         query = urllib.parse.urlencode({"fieldManager": FIELD_MANAGER})
         self.api.request("PATCH", f"{self.path}?{query}", body, "application/merge-patch+json")
 
+    def record(self, action: str, reason: str, note: str, warning: bool = False) -> None:
+        """A Kubernetes Event about the InferenceService (``kubectl describe`` and every event pipeline show it):
+        what the controller decided and why."""
+        import datetime
+        import socket
+
+        quoted_namespace = self.path.split("/namespaces/", 1)[1].split("/", 1)[0]
+        name, namespace = urllib.parse.unquote(self.path.rsplit("/", 1)[-1]), urllib.parse.unquote(quoted_namespace)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "eventTime": stamp,
+            "reportingController": "mlspec.dev/rollout",
+            "reportingInstance": socket.gethostname()[:128],
+            "action": action,
+            "reason": reason,
+            "type": "Warning" if warning else "Normal",
+            "note": note[:1024],
+            "regarding": {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                          "name": name, "namespace": namespace},
+        }  # fmt: skip
+        self.api.request("POST", f"/apis/events.k8s.io/v1/namespaces/{quoted_namespace}/events", event)
+
     def save(self, annotation: str, value: str) -> None:
         """Set one annotation (the watcher's saved state)."""
         query = urllib.parse.urlencode({"fieldManager": FIELD_MANAGER})

@@ -2,17 +2,20 @@
 
 ``python -m mlspec.serving.rollout_watch`` runs this as the Deployment ``mlspec-rollout`` that mlspec
 renders into every namespace serving a canary (``kubernetes/rollout-controller.yaml``). Each poll lists the
-namespace's InferenceServices rendered by mlspec with a canary rollout (``mlspec.dev/rollout``). One is a canary
-in progress when KServe's status says its latest revision is ready but not rolled out yet and
-``canaryTrafficPercent`` gives it part of the traffic (1-99): that is what a new pinned version (or any change to
-the predictor) makes, with the rendered first step. The canary is judged by :class:`CanaryController` with the
+namespace's InferenceServices rendered by mlspec with a canary rollout (``mlspec.dev/rollout``). One is a canary in
+progress when KServe's status says its latest revision is ready but not rolled out yet and ``canaryTrafficPercent``
+gives it part of the traffic (1-99, or 100 at a last step it gave): that is what a new pinned version (or any change
+to the predictor) makes, with the rendered first step. The canary is judged by :class:`CanaryController` with the
 laptop's rules over every replica's metrics, its metrics selected by the InferenceService's name and its pinned
 version (``mlspec.dev/model-version``, the labels the runtime exports).
 
-Its state (the revision judged, the step, when the step and the open window began, what the step held) is saved
-in the annotation ``mlspec.dev/rollout-state`` after every poll, so a restarted controller resumes the step it
-was in instead of starting again, and a revision once promoted or rolled back is never judged again. The
-controller needs ``list`` and ``patch`` on ``inferenceservices`` in its namespace and nothing else.
+Every decision that moves traffic leaves a Kubernetes Event on the InferenceService (``CanaryAdvanced``,
+``CanaryPromoted``, ``CanaryRolledBack``, with the reason in the laptop router's words), so ``kubectl describe``,
+``kubectl events`` and any event exporter show what moved and why. Its state (the revision judged, the step, when
+the step and the open window began, what the step held) is saved in the annotation ``mlspec.dev/rollout-state``
+after every poll, so a restarted controller resumes the step it was in instead of starting again, and a revision
+once promoted or rolled back is never judged again. The controller needs ``list`` and ``patch`` on
+``inferenceservices`` and ``create`` on ``events`` in its namespace, and nothing else.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ from typing import Any
 
 from mlspec.serving.prometheus import Prometheus
 from mlspec.serving.rollout_controller import (
+    ADVANCE,
     PROGRESSING,
+    PROMOTE,
     PROMOTED,
+    ROLL_BACK,
     ROLLED_BACK,
     ActuationError,
     CanaryController,
@@ -48,6 +54,12 @@ ROLLOUT_ANNOTATION = "mlspec.dev/rollout"
 VERSION_ANNOTATION = "mlspec.dev/model-version"
 STATE_ANNOTATION = "mlspec.dev/rollout-state"
 MANAGED = "app.kubernetes.io/managed-by=mlspec"
+# the Kubernetes Event each decision that moved traffic leaves on the InferenceService: (action, reason)
+EVENTS = {
+    ADVANCE: ("Advance", "CanaryAdvanced"),
+    PROMOTE: ("Promote", "CanaryPromoted"),
+    ROLL_BACK: ("RollBack", "CanaryRolledBack"),
+}
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,13 @@ class RolloutWatcher:
         if canary.saved is not None:  # resume the step this revision was in
             controller.state, controller.phase = canary.saved, PROGRESSING
         decision = controller.once()
+        if decision.action in EVENTS:  # it moved traffic (a failed patch comes back as a wait)
+            action, reason = EVENTS[decision.action]
+            note = f"{canary.name} v{canary.version} ({canary.revision}): {decision.reason}"
+            try:
+                actuator.record(action, reason, note, warning=decision.action == ROLL_BACK)
+            except ActuationError as exc:  # the decision stands; the log and annotations still say it
+                log.error("%s: event not recorded: %s", canary.name, exc)
         saved = {"revision": canary.revision, "version": canary.version, "phase": controller.phase,
                  "state": asdict(controller.state)}  # fmt: skip
         try:
