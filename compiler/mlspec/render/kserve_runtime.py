@@ -22,6 +22,14 @@ MODEL_FORMAT = {"name": "onnx", "version": "1"}
 HTTP_PORT, GRPC_PORT = 8080, 8081
 SETTINGS_VARIABLE = "MLSPEC_SERVING"  # read by mlspec.serving.kserve
 SHA256_VARIABLE = "MLSPEC_MODEL_SHA256"
+# the images' non-root user, read-only, no privilege: every container mlspec runs from its images
+RESTRICTED: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 ROUTED = ("ab", "shadow", "blue_green")  # rollouts the runtime's router runs between variants
 VARIANTS_VARIABLE = "MLSPEC_VARIANTS"  # the pinned variants a runtime routes between (A/B, shadow, blue-green)
 
@@ -48,13 +56,7 @@ def serving_runtime(image: str, k8s: KubernetesTarget, object_labels: dict[str, 
                     ],
                     "ports": [{"containerPort": HTTP_PORT, "name": "http1", "protocol": "TCP"}],
                     "env": [{"name": "TMPDIR", "value": "/tmp"}],
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": dict(RESTRICTED),
                     # the only writable place: its configuration and the (sealed) request log
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                     "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT}},

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlspec.render.endpoint_auth import DEPLOYMENT_LABEL
-from mlspec.render.kserve_runtime import HTTP_PORT
+from mlspec.render.kserve_runtime import HTTP_PORT, RESTRICTED
 
 NAME = "mlspec-rollout"
 MONITOR = "mlspec-model-servers"
@@ -125,13 +125,7 @@ def _deployment(image: str, prometheus: str, meta: dict[str, Any], selector: dic
                                 "requests": {"cpu": "50m", "memory": "128Mi"},
                                 "limits": {"cpu": "200m", "memory": "256Mi"},
                             },
-                            "securityContext": {
-                                "runAsNonRoot": True,
-                                "runAsUser": 10001,
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": dict(RESTRICTED),
                         }
                     ],
                 },

@@ -17,13 +17,14 @@ runs it against an InferenceService.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol
@@ -281,25 +282,30 @@ class CanaryController:
         return decision
 
 
+@contextlib.contextmanager
+def stop_on_sigterm(stop: threading.Event, message: str) -> Iterator[threading.Event]:
+    """Set ``stop`` (logging ``message``) when SIGTERM arrives while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        """Stop polling."""
+        log.info("SIGTERM: stopping; %s", message)
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(controller: CanaryController, poll: float, stop: threading.Event | None = None) -> Decision:
     """Poll every ``poll`` seconds until the canary is promoted or rolled back, ``stop`` is set or SIGTERM
     arrives (traffic then stays where it is); returns the last decision."""
-    stop = stop or threading.Event()
-    previous: Any = None
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            """Stop polling; the traffic stays where it is."""
-            log.info("SIGTERM: stopping; the canary's traffic stays where it is")
-            stop.set()
-
-        previous = signal.signal(signal.SIGTERM, on_term)
-    try:
+    with stop_on_sigterm(stop or threading.Event(), "the canary's traffic stays where it is") as stopping:
         decision = controller.once()
-        while not controller.finished and not stop.wait(poll):
+        while not controller.finished and not stopping.wait(poll):
             decision = controller.once()
         return decision
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)

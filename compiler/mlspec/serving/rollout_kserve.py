@@ -173,6 +173,21 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def start(args: argparse.Namespace) -> tuple[KubeApi, str, dict[str, str]] | None:
+    """Logging set up from ``args``, then the API server, the namespace and the query scope; None (logged) when
+    no API server can be reached."""
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        api = connect(args.kube_api)
+    except ActuationError as exc:
+        logging.getLogger("mlspec.rollout").error("cannot start: %s", exc)
+        return None
+    scope = {key: value for key, _, value in (pair.partition("=") for pair in args.match)}
+    return api, args.namespace or api.namespace, scope
+
+
 def main(argv: list[str] | None = None) -> int:
     """Judge one canary of a KServe InferenceService until it is decided; 0 promoted, 1 rolled back, 2 stopped."""
     parser = argparse.ArgumentParser(prog="python -m mlspec.serving.rollout_kserve", description=__doc__)
@@ -182,16 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True, help="the canary's model version (the metrics' version label)")
     parser.add_argument("--rollout", required=True, help="the Deployment's rollout as JSON (steps and analysis)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        api = connect(args.kube_api)
-    except ActuationError as exc:
-        logging.getLogger("mlspec.rollout").error("cannot start: %s", exc)
+    started = start(args)
+    if started is None:
         return 2
-    namespace = args.namespace or api.namespace
-    scope = {key: value for key, _, value in (pair.partition("=") for pair in args.match)}
+    api, namespace, scope = started
     actuator = KServeActuator(api, namespace, args.inference_service)
     queries = CanaryQueries(args.deployment, args.version, scope)
     controller = CanaryController(Prometheus(args.prometheus), queries, json.loads(args.rollout), actuator)

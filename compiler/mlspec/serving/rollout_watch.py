@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from types import FrameType
 from typing import Any
 
 from mlspec.serving.prometheus import Prometheus
@@ -46,8 +44,9 @@ from mlspec.serving.rollout_controller import (
     CanaryQueries,
     CanaryState,
     Decision,
+    stop_on_sigterm,
 )
-from mlspec.serving.rollout_kserve import KServeActuator, KubeApi, common_arguments, connect
+from mlspec.serving.rollout_kserve import KServeActuator, KubeApi, common_arguments, start
 
 log = logging.getLogger("mlspec.rollout")
 ROLLOUT_ANNOTATION = "mlspec.dev/rollout"
@@ -162,24 +161,10 @@ class RolloutWatcher:
 
 def watch(watcher: RolloutWatcher, poll: float, stop: threading.Event | None = None) -> None:
     """Poll every ``poll`` seconds until ``stop`` is set or SIGTERM arrives (traffic stays where it is)."""
-    stop = stop or threading.Event()
-    in_main = threading.current_thread() is threading.main_thread()
-    previous: Any = None
-    if in_main:
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            """Stop polling; every canary keeps its traffic and saved state."""
-            log.info("SIGTERM: stopping; canaries keep their traffic and state")
-            stop.set()
-
-        previous = signal.signal(signal.SIGTERM, on_term)
-    try:
+    with stop_on_sigterm(stop or threading.Event(), "canaries keep their traffic and state") as stopping:
         watcher.poll()
-        while not stop.wait(poll):
+        while not stopping.wait(poll):
             watcher.poll()
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,16 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlspec.serving.rollout_watch", description=__doc__)
     common_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        api = connect(args.kube_api)
-    except ActuationError as exc:
-        log.error("cannot start: %s", exc)
+    started = start(args)
+    if started is None:
         return 2
-    scope = {key: value for key, _, value in (pair.partition("=") for pair in args.match)}
-    watch(RolloutWatcher(api, args.namespace or api.namespace, Prometheus(args.prometheus), scope), args.poll)
+    api, namespace, scope = started
+    watch(RolloutWatcher(api, namespace, Prometheus(args.prometheus), scope), args.poll)
     return 0
 
 
