@@ -54,7 +54,7 @@ def foreign(tmp_path: Path) -> Path:
 def test_committed_prod_example_is_what_the_command_produces(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     out = tmp_path / "prod.md"
     result = cli("report", "compliance", "--env", "prod", "-C", str(REPO), "-o", str(out))
-    assert result.code == 0, result.out + result.err
+    assert result.code == 1 and "(not compliant)" in result.out, result.out + result.err  # the edge package row
     assert out.read_text(encoding="utf-8") == EXAMPLE.read_text(encoding="utf-8"), (
         "docs/examples/compliance-prod.md is stale: "
         "run mlspec report compliance --env prod -o docs/examples/compliance-prod.md"
@@ -63,9 +63,12 @@ def test_committed_prod_example_is_what_the_command_produces(cli: Callable[..., 
 
 def test_prod_report_follows_pii_from_source_to_endpoint(cli: Callable[..., CliResult]) -> None:
     result = cli("report", "compliance", "--env", "prod", "--format", "json", "-C", str(REPO))
-    assert result.code == 0
+    assert result.code == 1  # a row fails (the edge package is plaintext at rest): never "compliant" beside a FAIL
     data = json.loads(result.out)
-    assert data["ok"] and data["verdict"] == "compliant" and data["allowed_regions"] == ["uae-north", "uae-central"]
+    assert not data["ok"] and data["verdict"] == "not compliant: 1 hop(s) not encrypted at rest or in transit"
+    assert data["allowed_regions"] == ["uae-north", "uae-central"]
+    failing = [h["ref"] for h in data["hops"] if not (h["at_rest"]["ok"] and h["in_transit"]["ok"])]
+    assert failing == ["Deployment/fraud-edge"] and data["hops"][0]["ref"] == "Deployment/fraud-edge"  # first
     fraud = next(r for r in data["resources"] if r["ref"] == "Deployment/fraud-api")
     assert [step["stage"] for step in fraud["lineage"]] == [
         "source", "feature view", "feature service", "training pipeline", "model", "deployment",
@@ -104,7 +107,10 @@ def test_a_hop_outside_the_residency_fails_and_the_waiver_is_shown(
     result = cli("report", "compliance", "--env", "prod", "--today", TODAY, "-C", str(foreign))
     assert result.code == 1
     text = result.out
-    assert "**Result: not compliant: 12 hop(s) outside the data residency, 9 un-waived deny finding(s)**" in text
+    assert (
+        "**Result: not compliant: 12 hop(s) outside the data residency, 1 hop(s) not encrypted at rest or in "
+        "transit, 9 un-waived deny finding(s)**"
+    ) in text
     assert "| `DataSource/customer-transactions` | source | pii | eu-west | **OUTSIDE: eu-west** |" in text
     assert "Waivers judged as of 2030-01-15." in text
     # the source's own residency finding is waived; what is derived from it is not (the waiver names only the source)

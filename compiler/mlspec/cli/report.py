@@ -38,7 +38,8 @@ def compliance(*, env: str | None, fmt: str, output: Path | None, today: dt.date
 
     For every resource that holds or derives from such data: its lineage, the regions
     and encryption at each hop, the policies passed and failed, and the waivers in force.
-    Exit 1 when a hop is outside the data residency or an un-waived deny exists.
+    Exit 1 when any row fails: a hop outside the data residency or not encrypted at rest or in
+    transit as enforced, or an un-waived deny (failing rows come first).
     """
     from mlspec.cli.options import environment, open_project
     from mlspec.report.views import render_html, render_json, render_markdown

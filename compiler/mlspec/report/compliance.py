@@ -64,6 +64,11 @@ class Hop:
         """True when every region of the hop is allowed."""
         return not self.outside_residency
 
+    @property
+    def ok(self) -> bool:
+        """In residency, and encrypted at rest and in transit as enforced."""
+        return self.in_residency and self.at_rest.ok and self.in_transit.ok
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyResult:
@@ -132,9 +137,14 @@ class ComplianceReport:
         return tuple(h for h in self.hops if not h.in_residency)
 
     @property
+    def unprotected(self) -> tuple[Hop, ...]:
+        """Hops not encrypted at rest or in transit as enforced (rendered policies, server settings, keys)."""
+        return tuple(h for h in self.hops if not (h.at_rest.ok and h.in_transit.ok))
+
+    @property
     def ok(self) -> bool:
-        """No error, no hop outside the residency and no un-waived deny."""
-        return not self.errors and not self.residency_violations and not self.blocking
+        """No error, and every row holds: no hop outside the residency or unprotected, no un-waived deny."""
+        return not self.errors and not self.residency_violations and not self.unprotected and not self.blocking
 
 
 def build_compliance(
@@ -186,7 +196,7 @@ def build_compliance(
         tls=env.encryption.tls,
         as_of=day.isoformat() if show_date else None,
         policies=policies,
-        hops=tuple(hops),
+        hops=tuple(sorted(hops, key=lambda h: h.ok)),  # failing rows first (a stable sort keeps lineage order)
         resources=tuple(resources),
         environment_findings=tuple(_result(f) for f in findings if f.resource == graph.environment.ref),
         blocking=tuple(_result(f) for f in findings if f.blocking),

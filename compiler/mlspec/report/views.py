@@ -35,6 +35,8 @@ def _verdict(report: ComplianceReport) -> str:
     problems = []
     if report.residency_violations:
         problems.append(f"{len(report.residency_violations)} hop(s) outside the data residency")
+    if report.unprotected:
+        problems.append(f"{len(report.unprotected)} hop(s) not encrypted at rest or in transit")
     if report.blocking:
         problems.append(f"{len(report.blocking)} un-waived deny finding(s)")
     return "not compliant: " + ", ".join(problems) if problems else "compliant"
