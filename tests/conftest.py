@@ -197,8 +197,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import socket
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     folder = tmp_path_factory.mktemp("mlflow-server")
     with socket.socket() as probe:
@@ -213,16 +211,24 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (folder / "log").read_text()[-2000:]
-            time.sleep(0.3)
+        wait_healthy(url, process, folder / "log", 90)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
+    """Wait until ``url``/health answers 200; fail with the end of ``log`` if the process exits or time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.3)

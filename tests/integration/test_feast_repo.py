@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,7 +15,7 @@ import pytest
 
 from mlspec.app.project import Project
 from mlspec.render.write import write_tree
-from tests.conftest import REPO, copy_platform
+from tests.conftest import REPO, copy_platform, wait_healthy
 
 sys.path.insert(0, str(REPO / "scripts"))
 from generate_data import generate
@@ -126,3 +127,79 @@ def test_spec_text_cannot_inject_code_into_the_definitions(tmp_path: Path) -> No
         if kw.arg == "description"
     ]
     assert evil in descriptions, "the text stays exactly as written, template syntax included"
+
+
+@pytest.fixture(scope="module")
+def feature_server(applied: Path) -> Iterator[str]:
+    """Feast's own feature server (``feast serve``) on the applied repository, as a cluster runs it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MLSPEC_PROJECT_ROOT": str(applied.parents[2])}
+    log = applied.parent / "feature-server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([FEAST, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=applied,
+                                  stdout=out, stderr=out, env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, log, 120)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+CUSTOMERS = [800001, 800002]
+
+
+def test_an_entity_key_is_scored_through_feast_s_feature_server_as_the_client_would(
+    applied: Path, feature_server: str, tmp_path: Path
+) -> None:
+    """The cluster's path: the model server asks the feature server for the FeatureService's features of the
+    request's customers and answers exactly as a client that looked them up itself (the SDK on the same store)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from mlspec.serving import process
+    from mlspec.serving.config import LookupConfig
+    from mlspec.serving.feature_lookup import FeastSdkLookup, FeatureServerLookup, LookupFailed, feature_rows
+    from tests.online_store import fresh_online_features
+    from tests.unit.test_serving import score, url_of, variant
+
+    os.environ.setdefault("MLSPEC_PROJECT_ROOT", str(applied.parents[2]))
+    fresh_online_features(applied, "churn_features", CUSTOMERS)
+    keys = {"customer_id": [*CUSTOMERS, 123]}
+    sdk = FeastSdkLookup(LookupConfig("churn_features", ("customer_id",), repo=str(applied))).fetch(keys)
+    http = FeatureServerLookup(LookupConfig("churn_features", ("customer_id",), url=feature_server)).fetch(keys)
+    features = sorted(name for name in sdk if name != "customer_id")
+    assert {f: sdk[f] for f in features} == {f: http[f] for f in features}, "one answer, either way"
+    with pytest.raises(LookupFailed, match=r"row 2 \(customer_id=123\)") as missing:
+        feature_rows(http, tuple(features), keys)
+    assert missing.value.status == 404
+    weight = [0.1 * (i + 1) for i in range(len(features))]
+    config = {
+        "deployment": "churn-api", "model_name": "churn-model", "host": "127.0.0.1", "port": 0,
+        "features": features, "variants": [variant(tmp_path, "stable", "1", weight)],
+        "rollout": {"strategy": "direct"}, "log": {"path": str(tmp_path / "r.jsonl"), "sample_rate": 0.0, "enabled": False},
+        "lookup": {"feature_service": "churn_features", "entities": ["customer_id"], "url": feature_server},
+    }  # fmt: skip
+    (tmp_path / "serving.json").write_text(json.dumps(config))
+    pid = process.start(tmp_path / "serving.json", tmp_path / "server.log", timeout=60)
+    try:
+        url = url_of(tmp_path / "server.log") + "/v2/models/churn-api/infer"
+        body = {"inputs": [{"name": "customer_id", "shape": [2], "datatype": "INT64", "data": CUSTOMERS}]}
+        request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            served = json.loads(reply.read())["outputs"][0]["data"]
+        rows = feature_rows(sdk, tuple(features), {"customer_id": CUSTOMERS})
+        assert served == pytest.approx([score(weight, [float(v) for v in row]) for row in rows], rel=1e-5)
+        body["inputs"][0].update(shape=[1], data=[424242])
+        request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 404 and "customer_id=424242" in refused.value.read().decode()
+    finally:
+        process.stop(pid)

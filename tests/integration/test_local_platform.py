@@ -27,6 +27,7 @@ import pytest
 from mlspec.app.project import Project
 from mlspec.crypto import KeyResolver, is_envelope, read_plain
 from tests.conftest import REPO, copy_platform, run_mlspec
+from tests.online_store import fresh_online_features
 
 sys.path.insert(0, str(REPO / "scripts"))
 import contextlib
@@ -252,6 +253,48 @@ def test_3b_the_endpoints_refuse_callers_without_credentials(platform: Path) -> 
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = mlspec(platform, "token", "churn-api", "--env", "local").stdout.strip()
     assert key == f"X-API-Key: {key_file.read_text().strip()}"
+
+
+def test_3c_an_entity_key_is_scored_with_the_features_the_online_store_holds(platform: Path) -> None:
+    """A caller sends customer ids; the server fetches the FeatureService's features from the online store and
+    answers exactly as when the caller looked them up itself and sent them in the model's order."""
+    from feast import FeatureStore
+
+    from mlspec.app.paths import local_paths
+
+    project = Project.open(platform)
+    graph = project.resolve("local").graph
+    assert graph is not None
+    repo = local_paths(project, graph).feature_repo
+    assert config(platform, "churn-api")["lookup"] == {
+        "feature_service": "churn_features", "entities": ["customer_id"], "repo": str(repo),
+    }  # fmt: skip
+    customers = [900001, 900002, 900003]
+    fresh_online_features(repo, "churn_features", customers)
+    url = endpoint(platform, "churn-api") + "/infer"
+    keyed = post(url, {"inputs": [{"name": "customer_id", "shape": [3], "datatype": "INT64", "data": customers}],
+                       "parameters": {"customer_id": 7}})  # fmt: skip
+    store = FeatureStore(repo_path=str(repo))
+    found = store.get_online_features(
+        features=store.get_feature_service("churn_features"), entity_rows=[{"customer_id": c} for c in customers]
+    ).to_dict()
+    features = config(platform, "churn-api")["features"]
+    batch = [[float(found[f][i]) for f in features] for i in range(len(customers))]
+    client_side = post(url, {"inputs": [{"name": "input", "shape": [3, len(features)], "datatype": "FP32",
+                                         "data": batch}], "parameters": {"customer_id": 7}})  # fmt: skip
+    assert keyed["model_version"] == client_side["model_version"]
+    assert keyed["outputs"][0]["data"] == pytest.approx(client_side["outputs"][0]["data"], abs=1e-6)
+    # an entity the store does not hold is never guessed: the request says which row and key, nothing is scored
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        post(url, {"inputs": [{"name": "customer_id", "shape": [2], "datatype": "INT64", "data": [900001, 424242]}]})
+    assert missing.value.code == 404
+    assert "row 1 (customer_id=424242)" in json.loads(missing.value.read())["error"]
+    # keys and features are not mixed in one request
+    with pytest.raises(urllib.error.HTTPError) as mixed:
+        post(url, {"inputs": [{"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [900001]},
+                              {"name": "input", "shape": [1, len(features)], "datatype": "FP32",
+                               "data": [batch[0]]}]})  # fmt: skip
+    assert mixed.value.code == 400 and "exactly the join keys customer_id" in mixed.value.read().decode()
 
 
 def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: Path) -> None:

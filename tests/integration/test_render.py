@@ -200,6 +200,29 @@ def test_the_controller_reaches_prometheus_where_the_environment_says() -> None:
     assert scrape["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
 
 
+def test_cluster_runtimes_look_entity_keys_up_in_feast_s_feature_server(rendered: dict[str, RenderResult]) -> None:
+    prod = files(rendered["prod"])
+    isvc = next(d for d in documents(prod["kubernetes/fraud-api.yaml"]) if d["kind"] == "InferenceService")
+    env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert json.loads(env["MLSPEC_SERVING"])["lookup"] == {
+        "feature_service": "fraud_features", "entities": ["customer_id", "merchant_id"],
+        "url": "http://feast-feature-server.ml-prod.svc:6566",
+    }  # fmt: skip
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in documents(prod["gitops/feast.yaml"])}
+    server = objects[("Deployment", "feast-feature-server")]["spec"]["template"]["spec"]
+    (container,) = server["containers"]
+    assert container["command"][:4] == ["feast", "-c", "/feast-repo", "serve"] and "6566" in container["command"]
+    assert container["image"].split("@")[0].endswith("mlspec-runtime") and server["restartPolicy"] == "Always"
+    assert objects[("Service", "feast-feature-server")]["spec"]["ports"][0]["port"] == 6566
+    only_models = objects[("NetworkPolicy", "feast-feature-server")]["spec"]["ingress"][0]["from"]
+    assert only_models == [
+        {"podSelector": {"matchExpressions": [{"key": "mlspec.dev/deployment", "operator": "Exists"}]}}
+    ]
+    for key in [("Deployment", "feast-feature-server"), ("Service", "feast-feature-server"),
+                ("NetworkPolicy", "feast-feature-server")]:  # fmt: skip
+        assert validate_core(objects[key]) == [], key
+
+
 def test_local_environment_renders_no_cluster_manifests(rendered: dict[str, RenderResult]) -> None:
     assert not [p for p in files(rendered["local"]) if p.startswith(("kubernetes", "argocd"))]
     assert "kfp/fraud-detector.yaml" in files(rendered["local"])

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from mlspec.diagnostics import Diagnostic
 from mlspec.render.base import Artifact, RenderContext, RenderOutput, reuse
 from mlspec.render.endpoint_auth import DEPLOYMENT_LABEL, mesh_policies
+from mlspec.render.entity_lookup import cluster_lookup
 from mlspec.render.images import recorded_image
 from mlspec.render.kserve_runtime import MODEL_FORMAT, RUNTIME_NAME, runtime_env, serving_runtime
 from mlspec.render.rollout_controller import NAME as ROLLOUT_NAME
@@ -84,7 +85,7 @@ class KServeRenderer:
     """Renders the serving side of an environment for KServe on Kubernetes."""
 
     name: ClassVar[str] = "kubernetes"
-    version: ClassVar[str] = "4"
+    version: ClassVar[str] = "5"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Manifests for every Deployment, when the environment serves on KServe."""
@@ -255,7 +256,7 @@ def _inference_service(
         "modelFormat": dict(MODEL_FORMAT),
         "runtime": RUNTIME_NAME,  # mlspec's server: verifies the pinned sha256, opens sealed models, checks API keys
         "protocolVersion": "v2",
-        "env": runtime_env(online),
+        "env": runtime_env(online, cluster_lookup(graph, spec.model)),
         "resources": resources,
     }
     annotations = {

@@ -68,8 +68,9 @@ def serving_runtime(image: str, k8s: KubernetesTarget, object_labels: dict[str, 
     }
 
 
-def runtime_settings(online: OnlineDeploymentSpec) -> dict[str, Any]:
-    """What the runtime container reads from ``MLSPEC_SERVING``: the Deployment's serving settings."""
+def runtime_settings(online: OnlineDeploymentSpec, lookup: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the runtime container reads from ``MLSPEC_SERVING``: the Deployment's serving settings (``lookup``:
+    where entity keys are looked up, :mod:`mlspec.render.entity_lookup`)."""
     drift = online.monitoring.drift
     rollout = online.rollout
     settings: dict[str, Any] = {
@@ -81,6 +82,8 @@ def runtime_settings(online: OnlineDeploymentSpec) -> dict[str, Any]:
         "batching": online.runtime.batching,
         "log_sample_rate": drift.sample_rate if drift is not None and online.monitoring.log_requests else 0.0,
     }
+    if lookup is not None:
+        settings["lookup"] = lookup
     auth = online.auth
     if auth.required and auth.method == "api_key" and auth.api_keys is not None:
         # checked by the runtime itself (the mesh cannot check keys); OIDC and mTLS are the mesh's
@@ -92,10 +95,10 @@ def runtime_settings(online: OnlineDeploymentSpec) -> dict[str, Any]:
     return settings
 
 
-def runtime_env(online: OnlineDeploymentSpec) -> list[dict[str, Any]]:
+def runtime_env(online: OnlineDeploymentSpec, lookup: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The InferenceService container's environment: the settings, and the API keys from their Secret."""
     env: list[dict[str, Any]] = [
-        {"name": SETTINGS_VARIABLE, "value": json.dumps(runtime_settings(online), sort_keys=True)}
+        {"name": SETTINGS_VARIABLE, "value": json.dumps(runtime_settings(online, lookup), sort_keys=True)}
     ]
     auth = online.auth
     source = secret_source(auth.api_keys) if auth.api_keys is not None else None

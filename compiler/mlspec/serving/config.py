@@ -41,6 +41,36 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class LookupConfig:
+    """Where the Deployment's FeatureService is looked up: its Feast name, the join keys a request carries, and
+    the feature repository (``repo``, in-process) or the feature server (``url``)."""
+
+    feature_service: str
+    entities: tuple[str, ...]
+    repo: str | None = None
+    url: str | None = None
+    timeout: float = 2.0
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> LookupConfig:
+        """The ``lookup`` section of a serving configuration; ValueError saying what is wrong."""
+        if not isinstance(raw, dict):
+            raise ValueError("'lookup' must be an object")
+        service, entities = raw.get("feature_service"), raw.get("entities")
+        if not isinstance(service, str) or not service:
+            raise ValueError("'lookup.feature_service' must name the Feast feature service")
+        if not isinstance(entities, list) or not entities or not all(isinstance(e, str) and e for e in entities):
+            raise ValueError("'lookup.entities' must list the join keys a request carries")
+        repo, url = raw.get("repo"), raw.get("url")
+        if (repo is None) == (url is None):
+            raise ValueError("'lookup' needs exactly one of 'repo' (a Feast repository) or 'url' (a feature server)")
+        timeout = raw.get("timeout", 2.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+            raise ValueError("'lookup.timeout' must be seconds from 0 to 60")
+        return cls(service, tuple(entities), repo, url, float(timeout))
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """The server's certificate and key (PEM files; the key 0600) and the CA that issued it (for clients)."""
 
@@ -74,6 +104,7 @@ class ServingConfig:
     max_buffered: int = 256 * 1024 * 1024  # bytes of request bodies all connections may hold at once (else 503)
     auth: AuthConfig | None = None  # None: every caller is served (the spec did not ask for authentication)
     tls: TlsConfig | None = None  # None: plain HTTP and gRPC (endpoint.tls: false)
+    lookup: LookupConfig | None = None  # None: callers send features; else entity keys work too
 
     @property
     def scheme(self) -> str:
@@ -96,6 +127,7 @@ class ServingConfig:
         data["variants"] = [asdict(v) for v in self.variants]
         data["auth"] = self.auth.to_dict() if self.auth is not None else None
         data["tls"] = asdict(self.tls) if self.tls is not None else None
+        data["lookup"] = asdict(self.lookup) if self.lookup is not None else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -162,6 +194,7 @@ class ServingConfig:
             max_buffered=_int(data, "max_buffered", 256 * 1024 * 1024, 1024 * 1024, 1 << 40),
             auth=_auth(data.get("auth")),
             tls=_tls(data.get("tls")),
+            lookup=_lookup(data.get("lookup")),
         )
         _check_rollout(config)
         return config
@@ -310,3 +343,12 @@ def _check_rollout(config: ServingConfig) -> None:
         sample = rollout.get("sample", 100)
         if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 100:
             raise ConfigError("'rollout.sample' must be a percentage")
+
+
+def _lookup(raw: Any) -> LookupConfig | None:
+    if raw is None:
+        return None
+    try:
+        return LookupConfig.from_dict(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -6,6 +6,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from mlspec.serving.binary import decode_binary, encode_binary
 from mlspec.serving.config import ServingConfig
+from mlspec.serving.feature_lookup import Lookup, LookupFailed, entity_keys, feature_rows, make_lookup
 from mlspec.serving.http import Connection, Headers, Ticket, response
 from mlspec.serving.metrics import ShadowStats
 from mlspec.serving.protocol import (
@@ -21,6 +23,9 @@ from mlspec.serving.protocol import (
     decode_infer,
     encode_infer,
     error_body,
+    infer_request,
+    parse_body,
+    request_with_rows,
     unknown_outputs,
 )
 from mlspec.serving.reqlog import RequestLog
@@ -47,6 +52,23 @@ class Responder(Protocol):
     def complete(self, ticket: Ticket, data: bytes) -> None:
         """The answer (a whole HTTP response) for ``ticket``."""
         ...
+
+
+@dataclass(slots=True)
+class Relay:
+    """A responder whose slot was taken before the request was decoded (an entity-keyed request waits for its
+    features first): its answer still goes in the connection's order."""
+
+    conn: Responder
+    ticket: Ticket
+
+    def defer(self) -> Ticket:
+        """The slot taken when the request arrived."""
+        return self.ticket
+
+    def complete(self, ticket: Ticket, data: bytes) -> None:
+        """The answer, in that slot."""
+        self.conn.complete(ticket, data)
 
 
 @dataclass(slots=True)
@@ -82,6 +104,9 @@ class Inference:
         self.flush_scheduled = False
         self.shadow_scheduled = False
         self.loop: Any = None
+        self.entities: tuple[str, ...] = ()
+        self.lookup: Lookup | None = None  # set by configure when the Deployment names its FeatureService
+        self.lookup_pool: ThreadPoolExecutor | None = None
 
     def configure(self, config: ServingConfig, router: Router, reqlog: RequestLog | None) -> None:
         """Serve ``config`` through ``router`` from now on, sampling answers into ``reqlog`` (if any)."""
@@ -92,18 +117,63 @@ class Inference:
         self.sticky_key = router.rollout.get("sticky_key") if config.strategy == "ab" else None
         self.reqlog = reqlog
         self.log_rate = reqlog.sample_rate if reqlog is not None else 0.0
+        self.entities = config.lookup.entities if config.lookup is not None else ()
+        self.lookup = make_lookup(config.lookup) if config.lookup is not None else None
+        if self.lookup_pool is not None:
+            self.lookup_pool.shutdown(wait=False)
+        # Feast's SDK store is used from one thread at a time; a feature server takes concurrent requests
+        workers = 1 if config.lookup is not None and config.lookup.repo is not None else 8
+        self.lookup_pool = ThreadPoolExecutor(workers, "lookup") if self.lookup is not None else None
 
     def infer(self, conn: Connection, body: bytes, headers: Headers, pinned: Arm | None = None) -> bytes | None:
         """Answer an infer request (to ``pinned`` when the URL names a version); None when it waits for a batch."""
         started = perf_counter()
         try:
-            if headers.binary_length is None:
+            if self.lookup is not None and headers.binary_length is None:
+                doc = parse_body(body)
+                keys = entity_keys(doc, self.entities)
+                if keys is not None:
+                    self.keyed(conn, doc, keys, headers, pinned=pinned, started=started)
+                    return None  # answered once its features arrive
+                request = infer_request(doc, self.features)
+            elif headers.binary_length is None:
                 request = decode_infer(body, self.features)
             else:  # the binary tensor data extension
                 request = decode_binary(body, headers.binary_length, self.features)
         except ProtocolError as exc:
             return counted_error(self.codes, 400, str(exc))
         return self.submit(conn, request, headers.sticky, pinned, started)
+
+    def keyed(
+        self,
+        conn: Responder,
+        doc: dict[str, Any],
+        keys: dict[str, list[Any]],
+        headers: Headers,
+        *,
+        pinned: Arm | None,
+        started: float,
+    ) -> None:
+        """Answer an entity-keyed request: its features are fetched off the event loop, then it is answered like
+        any other, in the connection's order."""
+        lookup = self.lookup
+        assert lookup is not None
+        relay = Relay(conn, conn.defer())
+
+        def fetched(future: Any) -> None:
+            try:
+                request = request_with_rows(doc, feature_rows(future.result(), self.features, keys))
+            except LookupFailed as exc:
+                relay.complete(relay.ticket, counted_error(self.codes, exc.status, str(exc)))
+                return
+            except ProtocolError as exc:
+                relay.complete(relay.ticket, counted_error(self.codes, 400, str(exc)))
+                return
+            answer = self.submit(relay, request, headers.sticky, pinned, started)
+            if answer is not None:
+                relay.complete(relay.ticket, answer)
+
+        self.loop.run_in_executor(self.lookup_pool, lookup.fetch, keys).add_done_callback(fetched)
 
     def submit(
         self, conn: Responder, request: InferRequest, sticky: str | None, pinned: Arm | None, started: float

@@ -37,7 +37,7 @@ SETTINGS_VARIABLE = "MLSPEC_SERVING"
 SHA256_VARIABLE = "MLSPEC_MODEL_SHA256"
 VARIANTS_VARIABLE = "MLSPEC_VARIANTS"
 LOG_KEY_VARIABLE = "MLSPEC_REQUEST_LOG_KEY"
-SETTINGS = ("rollout", "device", "fallback", "batching", "auth", "log_sample_rate", "threads")
+SETTINGS = ("rollout", "device", "fallback", "batching", "auth", "log_sample_rate", "threads", "lookup")
 
 
 def runtime_config(model_name: str, model_dir: Path, environ: dict[str, str], ports: tuple[int, int]) -> ServingConfig:
@@ -67,6 +67,7 @@ def runtime_config(model_name: str, model_dir: Path, environ: dict[str, str], po
         "batching": settings.get("batching", True),
         "rollout": settings.get("rollout") or {"strategy": "direct"},
         "auth": settings.get("auth"),
+        "lookup": settings.get("lookup"),  # entity keys in: the namespace's Feast feature server
         "threads": settings.get("threads", 1),
         "log": {
             "path": str(Path(tempfile.gettempdir()) / "mlspec" / "requests.jsonl"),

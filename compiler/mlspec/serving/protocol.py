@@ -126,14 +126,19 @@ def _feature_inputs(inputs: list[Any], features: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def decode_infer(body: bytes, features: tuple[str, ...]) -> InferRequest:
-    """Decode an OIP v2 infer request body into float32 rows; raise ProtocolError saying what is wrong."""
+def parse_body(body: bytes) -> Any:
+    """A request body's JSON; raise ProtocolError saying what is wrong (and that binary tensor data needs its
+    header, when the body looks like it)."""
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         hint = BINARY_HINT if isinstance(exc, UnicodeDecodeError) or str(exc).startswith("Extra data") else ""
         raise ProtocolError(f"request body is not valid JSON: {exc}{hint}") from exc
-    return infer_request(doc, features)
+
+
+def decode_infer(body: bytes, features: tuple[str, ...]) -> InferRequest:
+    """Decode an OIP v2 infer request body into float32 rows; raise ProtocolError saying what is wrong."""
+    return infer_request(parse_body(body), features)
 
 
 def request_inputs(doc: Any) -> list[Any]:
@@ -155,6 +160,12 @@ def infer_request(doc: Any, features: tuple[str, ...]) -> InferRequest:
         rows = _tensor_input(first, len(features))
     else:
         rows = _feature_inputs(inputs, features)
+    return request_with_rows(doc, rows)
+
+
+def request_with_rows(doc: dict[str, Any], rows: np.ndarray) -> InferRequest:
+    """The request ``doc`` makes with ``rows`` as its input (decoded from it, or looked up by its entity keys):
+    its id, parameters and requested outputs checked; raise ProtocolError saying what is wrong."""
     rid = doc.get("id")
     if rid is not None and type(rid) is not str:
         raise ProtocolError("'id' must be a string")

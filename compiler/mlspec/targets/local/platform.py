@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mlspec.crypto.errors import CryptoError
 from mlspec.crypto.keys import KeyResolver
 from mlspec.plan.model import Change
 from mlspec.render.base import Artifact
+from mlspec.render.entity_lookup import lookup_settings
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
 from mlspec.runtime.batch import sink_label
@@ -313,7 +314,9 @@ class LocalPlatformTarget:
                         self.progress(f"{spec.name}: packaging the new version failed: {exc}")
                 continue
             if serving.read_config(spec.name) is not None:  # an online Deployment that serves
-                ids = serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
+                ids = serving.deploy(
+                    deployment, features=[], expected=self.expected.get(model, {}), lookup=self._lookup(deployment)
+                )
                 self.progress(f"{spec.name} now serves {ids['versions']}")
                 if ids.get("held_back"):
                     self.progress(f"{spec.name}: {ids['held_back']}")
@@ -354,4 +357,12 @@ class LocalPlatformTarget:
     def _serve(self, deployment: Deployment) -> dict[str, str]:
         model = deployment.spec.model.name
         self.progress(f"serve {deployment.metadata.name}")
-        return self.platform.serving.deploy(deployment, features=[], expected=self.expected.get(model, {}))
+        return self.platform.serving.deploy(
+            deployment, features=[], expected=self.expected.get(model, {}), lookup=self._lookup(deployment)
+        )
+
+    def _lookup(self, deployment: Deployment) -> dict[str, Any] | None:
+        """Where the Deployment's server looks entity keys up (the applied feature repository), if anywhere."""
+        if not FeatureStoreEngine.repo_files(self.rendered):
+            return None
+        return lookup_settings(self.graph, deployment, repo=str(self.paths.feature_repo))

@@ -163,8 +163,16 @@ class ServingEngine:
 
     # -- process lifecycle ----------------------------------------------------------------------------
 
-    def deploy(self, deployment: Deployment, *, features: list[str], expected: dict[str, str]) -> dict[str, str]:
-        """Serve the Deployment as the spec and registry say; returns target ids (endpoint, versions, pid)."""
+    def deploy(
+        self,
+        deployment: Deployment,
+        *,
+        features: list[str],
+        expected: dict[str, str],
+        lookup: dict[str, Any] | None = None,
+    ) -> dict[str, str]:
+        """Serve the Deployment as the spec and registry say (``lookup``: where entity keys are looked up);
+        returns target ids (endpoint, versions, pid)."""
         from mlspec.serving import process
 
         name = deployment.metadata.name
@@ -204,6 +212,7 @@ class ServingEngine:
             "status_path": str(folder / "rollout.json"),
             "auth": server_auth(self.paths, name, spec.auth),
             "tls": server_tls(self.paths) if spec.endpoint.tls else None,
+            "lookup": lookup,  # entity keys in, features fetched from the online store
         }
         listeners = ("port", "grpc_port", "tls")
         if running and previous and any(previous.get(k) != config[k] for k in listeners):
@@ -340,7 +349,8 @@ class ServingEngine:
             outcome = f"{model} v{second['version']} rolled back: {status.get('reason', 'thresholds breached')}"
         else:
             return None
-        self.deploy(deployment, features=features, expected=expected)
+        lookup = (self.read_config(deployment.metadata.name) or {}).get("lookup")  # the same online store
+        self.deploy(deployment, features=features, expected=expected, lookup=lookup)
         return outcome
 
     def status(self, deployment: str) -> ServerStatus:
