@@ -85,7 +85,17 @@ def test_every_gitops_object_validates_against_the_real_schemas(
             assert errors == [], (path, obj["kind"], errors)
             assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlspec"
             kinds.append(obj["kind"])
-    assert sorted(set(kinds)) == ["ConfigMap", "CronJob", "Job", "NetworkPolicy", "Pipeline", "PipelineVersion", "ServiceAccount"]  # fmt: skip
+    assert sorted(set(kinds)) == [
+        "ConfigMap",
+        "CronJob",
+        "Deployment",
+        "Job",
+        "NetworkPolicy",
+        "Pipeline",
+        "PipelineVersion",
+        "Service",
+        "ServiceAccount",
+    ]  # fmt: skip (Deployment, Service: the feature server)
 
 
 def test_a_wrong_pipeline_version_fails_the_crd_schema(rendered: dict[str, tuple[Any, dict[str, bytes]]]) -> None:
