@@ -295,15 +295,27 @@ def test_server_side_apply_sends_schema_valid_bodies_in_dependency_order(tmp_pat
         "/api/v1/namespaces/ml-prod/serviceaccounts/fraud-api",
         "/apis/serving.kserve.io/v1beta1/namespaces/ml-prod/inferenceservices/fraud-api",
     }
-    # applying again sends the same bodies and keeps the objects' uids
+    # applying again sends the same bodies and keeps the objects' uids; the InferenceService, unchanged but for the
+    # canary traffic the rollout controller owns, is left alone (the first step again would undo a promotion)
+    isvc_path = "/apis/serving.kserve.io/v1beta1/namespaces/ml-prod/inferenceservices/fraud-api"
     before = {p: o["metadata"]["uid"] for p, o in fake.objects.items()}
+    fake.objects[isvc_path]["spec"]["predictor"].pop("canaryTrafficPercent")  # the controller promoted it
     fake.requests.clear()
     c, artifacts = change(prod[1], dep_ref)
-    target.apply(c, artifacts, state_of(c, {}))
+    ids = target.apply(c, artifacts, state_of(c, {}))
     assert [r["body"] for r in fake.requests if r["method"] == "PATCH"] == [
-        r["body"] for r in patches if "fraud-api" in r["path"]
+        r["body"] for r in patches if "fraud-api" in r["path"] and r["path"] != isvc_path
     ]
     assert {p: o["metadata"]["uid"] for p, o in fake.objects.items()} == before
+    assert ids["uid/InferenceService/fraud-api"] == before[isvc_path]
+    assert "canaryTrafficPercent" not in fake.objects[isvc_path]["spec"]["predictor"]
+    # a new version is a new revision: applied, with the first step, so its canary starts
+    target.versions.current = "4"  # type: ignore[union-attr]
+    fake.requests.clear()
+    target.apply(c, artifacts, state_of(c, {}))
+    (isvc,) = [json.loads(r["body"]) for r in fake.requests if r["method"] == "PATCH" and r["path"] == isvc_path]
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10 and isvc["spec"]["predictor"]["model"][
+        "storageUri"].endswith("/fraud-detector/versions/4")  # fmt: skip
 
 
 def test_force_and_dry_run_are_sent_only_when_asked(prod: Any, serve: Any) -> None:

@@ -11,6 +11,7 @@ Every step is idempotent, so re-applying after a crash converges.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -213,6 +214,20 @@ class ClusterTarget:
         except TargetError:
             return objects
 
+    def _canary_in_place(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live InferenceService when applying ``obj`` would change nothing but its canary traffic, which the
+        rollout controller owns (else None: apply it). Re-applying the rendered first step to a promoted revision
+        would make KServe send the rest of the traffic back to the revision before it."""
+        predictor = (obj.get("spec") or {}).get("predictor") or {}
+        if obj.get("kind") != "InferenceService" or "canaryTrafficPercent" not in predictor or self.kubernetes is None:
+            return None
+        live = self.kubernetes.get(ObjectRef.of(obj))
+        if live is None:
+            return None
+        desired = copy.deepcopy(obj)
+        del desired["spec"]["predictor"]["canaryTrafficPercent"]
+        return None if owned_differences(desired, live) else live
+
     def _applied_content(self, path: str, sha256: str) -> bytes | None:
         artifact = self.rendered.get(path)
         if artifact is not None and artifact.sha256 == sha256:
@@ -247,12 +262,14 @@ class ClusterTarget:
         objects = [o for path in kubernetes_paths(artifacts) for o in load_manifests(artifacts[path].content)]
         objects = pin_model_versions(objects, self.versions)  # aliases become exact versions, never paths
         ids: dict[str, str] = {}
-        if objects:
-            self.progress(f"server-side apply {len(objects)} object(s)")
-            for live in self.kubernetes.apply(objects):
-                meta = live.get("metadata") or {}
-                if meta.get("uid"):
-                    ids[f"uid/{live.get('kind')}/{meta.get('name')}"] = str(meta["uid"])
+        kept = [live for live in map(self._canary_in_place, objects) if live is not None]
+        applied = [o for o in objects if ObjectRef.of(o) not in {ObjectRef.of(k) for k in kept}]
+        if applied:
+            self.progress(f"server-side apply {len(applied)} object(s)")
+        for live in [*self.kubernetes.apply(applied), *kept] if applied else kept:
+            meta = live.get("metadata") or {}
+            if meta.get("uid"):
+                ids[f"uid/{live.get('kind')}/{meta.get('name')}"] = str(meta["uid"])
         new_refs = {ObjectRef.of(o) for o in objects}
         for ref in sorted(old_refs - new_refs - self._rendered_objects(), key=lambda r: -KIND_ORDER.get(r.kind, 99)):
             self.progress(f"delete {ref} (no longer rendered)")
