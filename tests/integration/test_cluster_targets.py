@@ -353,6 +353,7 @@ def test_drift_compares_owned_fields_not_controller_defaults(tmp_path: Path, pro
     assert target.drift(dep) == {
         "kubernetes/fraud-api.yaml": [
             "InferenceService ml-prod/fraud-api: metadata.annotations.mlspec.dev/model-version",
+            "InferenceService ml-prod/fraud-api: spec.predictor.annotations.mlspec.dev/model-version",
             "InferenceService ml-prod/fraud-api: spec.predictor.model.storageUri",
         ]
     }, "the served version follows the alias: reconcile re-pins it"

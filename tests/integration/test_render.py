@@ -161,7 +161,8 @@ def test_the_canary_controller_is_rendered_with_least_privilege_and_the_scrape_i
     role = objects[("Role", "mlspec-rollout")]
     assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
                               "verbs": ["get", "list", "watch", "patch"]},
-                             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}]  # fmt: skip
+                             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+                             {"apiGroups": ["serving.knative.dev"], "resources": ["revisions"], "verbs": ["get"]}]  # fmt: skip
     binding = objects[("RoleBinding", "mlspec-rollout")]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlspec-rollout", "namespace": "ml-prod"}]
     deployment = objects[("Deployment", "mlspec-rollout")]["spec"]
@@ -170,6 +171,12 @@ def test_the_canary_controller_is_rendered_with_least_privilege_and_the_scrape_i
     assert container["command"] == ["python", "-m", "mlspec.serving.rollout_watch"]
     assert "--prometheus=http://prometheus-operated.monitoring.svc:9090" in container["args"]
     assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
+    # a rollback moves the served alias back in prod's tracking server (with a token when its Secret exists)
+    assert container["env"] == [
+        {"name": "MLSPEC_REGISTRY", "value": "https://mlflow.prod.ml.internal"},
+        {"name": "MLFLOW_TRACKING_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": "mlspec-rollout-mlflow", "key": "token", "optional": True}}},
+    ]  # fmt: skip
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     policy = objects[("NetworkPolicy", "mlspec-rollout")]["spec"]
     assert policy["ingress"] == [] and {"ports": [{"protocol": "TCP", "port": 9090}], "to": [

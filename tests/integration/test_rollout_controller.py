@@ -369,9 +369,10 @@ class FakeNamespace(FakeKServe):
     """The API server's view of one namespace for the namespace controller: lists the InferenceService, and plays
     KServe's status: a revision whose canaryTrafficPercent is removed becomes the rolled-out one."""
 
-    def __init__(self, isvc: dict[str, Any]) -> None:
+    def __init__(self, isvc: dict[str, Any], revisions: dict[str, dict[str, str]] | None = None) -> None:
         super().__init__()
         self.isvc, fake = isvc, self
+        self.revisions = revisions or {}  # name -> annotations of the Knative Revisions
         handler = self.server.RequestHandlerClass
         patch = handler.do_PATCH  # type: ignore[attr-defined]
 
@@ -393,7 +394,12 @@ class FakeNamespace(FakeKServe):
             self.wfile.write(raw)
 
         def do_get(self: BaseHTTPRequestHandler) -> None:
-            raw = json.dumps({"items": [fake.isvc]}).encode()
+            revision = self.path.rsplit("/", 1)[-1]
+            if "/serving.knative.dev/v1/namespaces/ml-prod/revisions/" in self.path:
+                found = {"metadata": {"name": revision, "annotations": fake.revisions[revision]}}
+                raw = json.dumps(found).encode()
+            else:
+                raw = json.dumps({"items": [fake.isvc]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
@@ -470,3 +476,52 @@ def test_the_namespace_controller_resumes_a_canary_after_a_restart_and_judges_a_
         assert validate_core(event) == [], event
         assert event["regarding"]["name"] == DEPLOYMENT and event["note"].startswith(f"{DEPLOYMENT} v{GOOD} (")
     assert "held at 100% for 3s" in kserve.events[-1]["note"]
+
+
+def test_a_rolled_back_canary_points_the_alias_back_and_rejects_the_version_in_a_real_registry(
+    fleet: Fleet, mlflow_server: str
+) -> None:
+    """On a cluster the register step promoted v3 to @champion and the hand-off pinned it; its canary fails, and
+    after the rollback the registry says so, as on the laptop: @champion is back at the version the rolled-out
+    revision serves, v3 is tagged rolled back (so the next hand-off pins v1 again)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    client.create_registered_model("fraud-detector")
+    for _ in range(3):
+        run = client.create_run("0").info.run_id
+        client.create_model_version("fraud-detector", f"runs:/{run}/model", run_id=run)
+    client.set_registered_model_alias("fraud-detector", "champion", FAILING)
+    rollout = {"strategy": "canary", "steps": [20, 50, 100], "analysis": {"max_error_rate": 0.01, "min_requests": 20}}
+    kserve = FakeNamespace({
+        "metadata": {"name": DEPLOYMENT, "annotations": {
+            "mlspec.dev/rollout": json.dumps(rollout), "mlspec.dev/model-version": FAILING,
+            "mlspec.dev/model-name": "fraud-detector", "mlspec.dev/model-alias": "champion"}},
+        "spec": {"predictor": {"canaryTrafficPercent": 20}},
+        "status": {"components": {"predictor": {"latestRolledoutRevision": "fraud-api-predictor-00001",
+                                                "latestReadyRevision": "fraud-api-predictor-00002",
+                                                "latestCreatedRevision": "fraud-api-predictor-00002"}}},
+    }, revisions={"fraud-api-predictor-00001": {"mlspec.dev/model-version": STABLE}})  # fmt: skip
+    command = [sys.executable, "-m", "mlspec.serving.rollout_watch", "--prometheus", fleet.prometheus.url,
+               "--kube-api", kserve.url, "--namespace", "ml-prod", "--match", f"suite={fleet.suite}", "--poll", "0.25",
+               "--registry", mlflow_server]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    percent = lambda: int(kserve.isvc["spec"]["predictor"].get("canaryTrafficPercent", 100))  # noqa: E731
+    try:
+        with KServeRouter(fleet, FAILING, percent):
+            controller = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env)
+            wait_for(lambda: any(e["reason"] == "RegistryRestored" for e in kserve.events), "the registry restored", 40)
+            controller.terminate()
+            controller.wait(timeout=20)
+    finally:
+        kserve.server.shutdown()
+        kserve.server.server_close()
+    assert kserve.saved()["phase"] == "rolled_back" and percent() == 0
+    assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == STABLE
+    assert client.get_model_version("fraud-detector", FAILING).tags["mlspec.rollout"] == "rolled_back"
+    restored = next(e for e in kserve.events if e["reason"] == "RegistryRestored")
+    assert (
+        restored["note"]
+        == f"fraud-detector v{FAILING} tagged mlspec.rollout=rolled_back; fraud-detector@champion back at v{STABLE}"
+    )
+    assert [e["reason"] for e in kserve.events] == ["CanaryRolledBack", "RegistryRestored"]

@@ -85,7 +85,7 @@ class KServeRenderer:
     """Renders the serving side of an environment for KServe on Kubernetes."""
 
     name: ClassVar[str] = "kubernetes"
-    version: ClassVar[str] = "5"
+    version: ClassVar[str] = "6"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Manifests for every Deployment, when the environment serves on KServe."""
@@ -129,7 +129,11 @@ class KServeRenderer:
             self._deployment(spec, served, graph, context, k8s=k8s, out=out)
         if k8s.serving_mode == "serverless" and any(isinstance(o.rollout, CanaryRollout) for _, o in online):
             controller = rollout_controller(
-                image, namespace, k8s.prometheus, labels(ROLLOUT_NAME, graph, context.project, "rollout-controller")
+                image,
+                namespace,
+                k8s.prometheus,
+                labels(ROLLOUT_NAME, graph, context.project, "rollout-controller"),
+                graph.env.spec.targets.registry.tracking_uri,
             )
             out.artifacts.append(  # the namespace's, like the ServingRuntime: applied with the Environment
                 Artifact(

@@ -7,7 +7,8 @@ canary from Prometheus with the laptop's rules and moves the percentage, promote
 * the ServiceAccount ``mlspec-rollout`` and a Role allowing only ``get``, ``list``, ``watch`` and ``patch`` on
   InferenceServices and ``create`` on Events in the namespace, bound to it;
 * the Deployment ``mlspec-rollout`` (one replica, ``Recreate``: two controllers never judge one canary; its state
-  lives in each InferenceService, so a replacement pod resumes), non-root and read-only;
+  lives in each InferenceService, so a replacement pod resumes), non-root and read-only, told the environment's
+  tracking server so that a rollback moves the served alias back and rejects the version, as on the laptop;
 * its NetworkPolicy: no ingress; egress to DNS, the API server (443, 6443) and Prometheus;
 * the PodMonitor ``mlspec-model-servers`` (Prometheus Operator) that scrapes every model server pod of the
   namespace where its ``prometheus.io/*`` annotations point (the runtime's ``/metrics`` on 8080, or Istio's merged
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from mlspec.render.endpoint_auth import DEPLOYMENT_LABEL
 from mlspec.render.kserve_runtime import HTTP_PORT, RESTRICTED
+from mlspec.render.secret_refs import secret_source
 
 NAME = "mlspec-rollout"
 MONITOR = "mlspec-model-servers"
@@ -43,8 +45,26 @@ def prometheus_namespace(url: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[2] == "svc" else None
 
 
+def registry_env(tracking_uri: str | None) -> list[dict[str, Any]]:
+    """Where the controller finds the tracking server whose aliases a rollback moves back (``MLSPEC_REGISTRY``:
+    the URL, or from the Secret a ``secret://``/``k8s://`` reference names), and its optional bearer token
+    (``MLFLOW_TRACKING_TOKEN`` from the Secret ``mlspec-rollout-mlflow``, key ``token``, when it exists)."""
+    if tracking_uri is None:
+        return []
+    source = secret_source(tracking_uri)
+    if source is not None:
+        url: dict[str, Any] = {"name": "MLSPEC_REGISTRY",
+                               "valueFrom": {"secretKeyRef": {"name": source[0], "key": source[1]}}}  # fmt: skip
+    elif tracking_uri.startswith(("http://", "https://")):
+        url = {"name": "MLSPEC_REGISTRY", "value": tracking_uri}
+    else:  # env:// or a database URL: nothing a pod can call
+        return []
+    token = {"secretKeyRef": {"name": "mlspec-rollout-mlflow", "key": "token", "optional": True}}
+    return [url, {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": token}]
+
+
 def rollout_controller(
-    image: str, namespace: str, prometheus: str, object_labels: dict[str, str]
+    image: str, namespace: str, prometheus: str, object_labels: dict[str, str], tracking_uri: str | None = None
 ) -> list[dict[str, Any]]:
     """Every object of ``kubernetes/rollout-controller.yaml`` (see the module doc)."""
     meta = {"namespace": namespace, "labels": object_labels}
@@ -68,6 +88,8 @@ def rollout_controller(
                 },
                 # each decision that moves traffic is an Event on the InferenceService
                 {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+                # after a rollback: which version the rolled-out revision serves (its pods' annotation)
+                {"apiGroups": ["serving.knative.dev"], "resources": ["revisions"], "verbs": ["get"]},
             ],
         },
         {
@@ -77,7 +99,7 @@ def rollout_controller(
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
             "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
         },
-        _deployment(image, prometheus, meta, selector),
+        _deployment(image, prometheus, meta, selector, registry_env(tracking_uri)),
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
@@ -101,7 +123,9 @@ def rollout_controller(
     ]
 
 
-def _deployment(image: str, prometheus: str, meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
+def _deployment(
+    image: str, prometheus: str, meta: dict[str, Any], selector: dict[str, str], env: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -121,6 +145,7 @@ def _deployment(image: str, prometheus: str, meta: dict[str, Any], selector: dic
                             "image": image,
                             "command": ["python", "-m", "mlspec.serving.rollout_watch"],
                             "args": [f"--prometheus={prometheus}", "--poll=15"],
+                            "env": env,
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "128Mi"},
                                 "limits": {"cpu": "200m", "memory": "256Mi"},

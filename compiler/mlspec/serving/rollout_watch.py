@@ -14,15 +14,19 @@ Every decision that moves traffic leaves a Kubernetes Event on the InferenceServ
 ``kubectl events`` and any event exporter show what moved and why. Its state (the revision judged, the step, when
 the step and the open window began, what the step held) is saved in the annotation ``mlspec.dev/rollout-state``
 after every poll, so a restarted controller resumes the step it was in instead of starting again, and a revision
-once promoted or rolled back is never judged again. The controller needs ``list`` and ``patch`` on
-``inferenceservices`` and ``create`` on ``events`` in its namespace, and nothing else.
+once promoted or rolled back is never judged again. After a rollback the registry says so, as on the laptop
+(:meth:`RolloutWatcher._restore`): the served alias back at the version the rolled-out revision serves, the canary's
+version tagged ``mlspec.rollout=rolled_back``. The controller needs ``list`` and ``patch`` on
+``inferenceservices``, ``create`` on ``events`` and ``get`` on Knative ``revisions`` in its namespace, and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -31,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mlspec.serving.mlflow_rest import MlflowRest, RegistryError
 from mlspec.serving.prometheus import Prometheus
 from mlspec.serving.rollout_controller import (
     ADVANCE,
@@ -50,7 +55,9 @@ from mlspec.serving.rollout_kserve import KServeActuator, KubeApi, common_argume
 
 log = logging.getLogger("mlspec.rollout")
 ROLLOUT_ANNOTATION = "mlspec.dev/rollout"
-VERSION_ANNOTATION = "mlspec.dev/model-version"
+VERSION_ANNOTATION = "mlspec.dev/model-version"  # on the InferenceService and, pinned, on its revisions' pods
+MODEL_ANNOTATION = "mlspec.dev/model-name"
+ALIAS_ANNOTATION = "mlspec.dev/model-alias"
 STATE_ANNOTATION = "mlspec.dev/rollout-state"
 MANAGED = "app.kubernetes.io/managed-by=mlspec"
 # the Kubernetes Event each decision that moved traffic leaves on the InferenceService: (action, reason)
@@ -70,6 +77,9 @@ class Canary:
     version: str
     rollout: dict[str, Any]
     saved: CanaryState | None
+    rolled_out: str = ""  # the revision serving the rest of the traffic (KServe's latestRolledoutRevision)
+    model: str = ""  # the registered model and the alias the InferenceService serves ("" when pinned by version)
+    alias: str = ""
 
 
 def canary_of(isvc: dict[str, Any]) -> Canary | None:
@@ -99,7 +109,11 @@ def canary_of(isvc: dict[str, Any]) -> Canary | None:
     if not isinstance(percent, int) or not 0 < percent <= (100 if mine else 99):
         return None
     state = CanaryState(**saved["state"]) if mine and isinstance(saved.get("state"), dict) else None
-    return Canary(str(meta.get("name", "")), str(ready), str(annotations.get(VERSION_ANNOTATION, "")), rollout, state)
+    return Canary(
+        str(meta.get("name", "")), str(ready), str(annotations.get(VERSION_ANNOTATION, "")), rollout, state,
+        rolled_out=str(rolled), model=str(annotations.get(MODEL_ANNOTATION, "")),
+        alias=str(annotations.get(ALIAS_ANNOTATION, "")),
+    )  # fmt: skip
 
 
 class RolloutWatcher:
@@ -111,9 +125,13 @@ class RolloutWatcher:
         namespace: str,
         prometheus: Prometheus,
         scope: dict[str, str] | None = None,
+        *,
         clock: Callable[[], float] = time.time,
+        registry: MlflowRest | None = None,
     ) -> None:
-        """A watcher of ``namespace`` through ``api``, asking ``prometheus`` (``scope``: extra query matchers)."""
+        """A watcher of ``namespace`` through ``api``, asking ``prometheus`` (``scope``: extra query matchers);
+        after a rollback it points the alias back and rejects the version in ``registry`` (when given)."""
+        self.registry = registry
         self.api = api
         self.namespace = namespace
         self.prometheus = prometheus
@@ -150,6 +168,8 @@ class RolloutWatcher:
                 actuator.record(action, reason, note, warning=decision.action == ROLL_BACK)
             except ActuationError as exc:  # the decision stands; the log and annotations still say it
                 log.error("%s: event not recorded: %s", canary.name, exc)
+        if decision.action == ROLL_BACK:
+            self._restore(actuator, canary)
         saved = {"revision": canary.revision, "version": canary.version, "phase": controller.phase,
                  "state": asdict(controller.state)}  # fmt: skip
         try:
@@ -157,6 +177,30 @@ class RolloutWatcher:
         except ActuationError as exc:  # the next poll judges from the last saved state again
             log.error("%s: state not saved: %s", canary.name, exc)
         return decision
+
+    def _restore(self, actuator: KServeActuator, canary: Canary) -> None:
+        """After a rollback, the registry says so as on the laptop: the alias back at the version the rolled-out
+        revision serves, the canary's version rejected. A failure is a Warning event and the log, never a retry of
+        the rollback itself."""
+        if self.registry is None or not canary.model:
+            return
+        quoted = urllib.parse.quote
+        path = f"/apis/serving.knative.dev/v1/namespaces/{quoted(self.namespace)}/revisions/{quoted(canary.rolled_out)}"
+        try:
+            revision = self.api.request("GET", path)
+            previous = str(((revision.get("metadata") or {}).get("annotations") or {}).get(VERSION_ANNOTATION, ""))
+            self.registry.reject(canary.model, canary.version)
+            moved = ""
+            if canary.alias and previous and previous != canary.version:
+                self.registry.set_alias(canary.model, canary.alias, previous)
+                moved = f"; {canary.model}@{canary.alias} back at v{previous}"
+            note = f"{canary.model} v{canary.version} tagged mlspec.rollout=rolled_back{moved}"
+            actuator.record("RestoreRegistry", "RegistryRestored", note)
+            log.info("%s: %s", canary.name, note)
+        except (ActuationError, RegistryError) as exc:
+            log.error("%s: the registry was not restored after the rollback: %s", canary.name, exc)
+            with contextlib.suppress(ActuationError):
+                actuator.record("RestoreRegistry", "RegistryNotRestored", str(exc), warning=True)
 
 
 def watch(watcher: RolloutWatcher, poll: float, stop: threading.Event | None = None) -> None:
@@ -171,12 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     """Judge every canary of the namespace until SIGTERM (0), or 2 when no API server can be reached."""
     parser = argparse.ArgumentParser(prog="python -m mlspec.serving.rollout_watch", description=__doc__)
     common_arguments(parser)
+    parser.add_argument(
+        "--registry", default=os.environ.get("MLSPEC_REGISTRY"),
+        help="the MLflow tracking server whose aliases a rollback moves back (default: $MLSPEC_REGISTRY; "
+        "$MLFLOW_TRACKING_TOKEN is sent as a bearer token)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     started = start(args)
     if started is None:
         return 2
     api, namespace, scope = started
-    watch(RolloutWatcher(api, namespace, Prometheus(args.prometheus), scope), args.poll)
+    registry = None
+    if args.registry:
+        try:
+            registry = MlflowRest(args.registry, os.environ.get("MLFLOW_TRACKING_TOKEN"))
+        except RegistryError as exc:
+            log.error("rollbacks will not move registry aliases: %s", exc)
+    watch(RolloutWatcher(api, namespace, Prometheus(args.prometheus), scope, registry=registry), args.poll)
     return 0
 
 

@@ -121,7 +121,10 @@ def _pin(obj: dict[str, Any], registry: VersionLookup | None) -> dict[str, Any]:
     found = _published(name, model, store, registry, alias=alias if pinned is None else None, version=pinned)
     pinned_obj = copy.deepcopy(obj)
     pinned_obj["metadata"]["annotations"].update({VERSION_ANNOTATION: found.version, SHA256_ANNOTATION: found.sha256})
-    served = pinned_obj["spec"]["predictor"]["model"]
+    predictor = pinned_obj["spec"]["predictor"]
+    # on the revision's pods too: after a rollback the controller reads which version the previous revision served
+    predictor["annotations"] = {**predictor.get("annotations", {}), VERSION_ANNOTATION: found.version}
+    served = predictor["model"]
     served["storageUri"] = kserve_storage_uri(store, model, found.version)
     # the runtime refuses a folder whose manifest or bytes are not this digest
     env = [e for e in served.get("env", []) if e.get("name") != SHA256_VARIABLE]
@@ -174,6 +177,7 @@ def _pin_variants(
     annotations[VERSION_ANNOTATION] = served[0]["version"]
     annotations[SHA256_ANNOTATION] = served[0]["sha256"]
     predictor = pinned_obj["spec"]["predictor"]
+    predictor["annotations"] = {**predictor.get("annotations", {}), VERSION_ANNOTATION: served[0]["version"]}
     predictor["storageUris"] = [
         {"uri": kserve_storage_uri(store, model, v["version"]), "mountPath": f"{MODEL_DIR}/{v['name']}"} for v in served
     ]
