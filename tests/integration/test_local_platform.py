@@ -42,6 +42,7 @@ LOCAL_OVERRIDES = """
         spec:
           rollout: {analysis: {min_requests: 40, max_p99_ms: 0.3}}
           monitoring: {drift: {sample_rate: 1.0}}
+          missing_entities: impute
     - target: TrainingPipeline/fraud-detector
       patch: {spec: {evaluation: {gates: {auc: ">= 0.6"}}}}
     - target: TrainingPipeline/churn-model
@@ -267,7 +268,7 @@ def test_3c_an_entity_key_is_scored_with_the_features_the_online_store_holds(pla
     assert graph is not None
     repo = local_paths(project, graph).feature_repo
     assert config(platform, "churn-api")["lookup"] == {
-        "feature_service": "churn_features", "entities": ["customer_id"], "repo": str(repo),
+        "feature_service": "churn_features", "entities": ["customer_id"], "repo": str(repo), "missing": "error",
     }  # fmt: skip
     customers = [900001, 900002, 900003]
     fresh_online_features(repo, "churn_features", customers)
@@ -295,6 +296,20 @@ def test_3c_an_entity_key_is_scored_with_the_features_the_online_store_holds(pla
                               {"name": "input", "shape": [1, len(features)], "datatype": "FP32",
                                "data": [batch[0]]}]})  # fmt: skip
     assert mixed.value.code == 400 and "exactly the join keys customer_id" in mixed.value.read().decode()
+    # fraud-api says missing_entities: impute: unknown entities are scored with the training means, which is how the
+    # registered model fills any missing value (the same answer as NaN sent to the model itself)
+    import numpy as np
+    import onnxruntime as ort
+
+    fraud = config(platform, "fraud-api")
+    assert fraud["lookup"]["missing"] == "impute"
+    keys = fraud["lookup"]["entities"]
+    inputs = [{"name": key, "shape": [1], "datatype": "INT64", "data": [424242]} for key in keys]
+    answer = post(endpoint(platform, "fraud-api") + "/infer", {"inputs": inputs})
+    plain = read_plain(fraud["variants"][0]["path"], KeyResolver(platform))
+    session = ort.InferenceSession(plain, providers=["CPUExecutionProvider"])
+    empty = np.full((1, len(fraud["features"])), np.nan, dtype=np.float32)
+    assert answer["outputs"][0]["data"] == pytest.approx(session.run(None, {"input": empty})[0].reshape(-1).tolist())
 
 
 def test_4_a_canary_that_breaks_its_latency_threshold_is_rolled_back(platform: Path) -> None:

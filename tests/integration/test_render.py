@@ -212,7 +212,7 @@ def test_cluster_runtimes_look_entity_keys_up_in_feast_s_feature_server(rendered
     isvc = next(d for d in documents(prod["kubernetes/fraud-api.yaml"]) if d["kind"] == "InferenceService")
     env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
     assert json.loads(env["MLSPEC_SERVING"])["lookup"] == {
-        "feature_service": "fraud_features", "entities": ["customer_id", "merchant_id"],
+        "feature_service": "fraud_features", "entities": ["customer_id", "merchant_id"], "missing": "error",
         "url": "http://feast-feature-server.ml-prod.svc:6566",
     }  # fmt: skip
     objects = {(d["kind"], d["metadata"]["name"]): d for d in documents(prod["gitops/feast.yaml"])}

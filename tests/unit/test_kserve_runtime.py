@@ -246,3 +246,17 @@ def test_a_shadow_variant_in_the_runtime_is_compared_and_reported_in_its_metrics
         time.sleep(0.05)
     assert re.search(r"^mlspec_shadow_requests_total\{[^}]*\} 5(\.0)?$", metrics, re.M), metrics
     assert re.search(r"^mlspec_shadow_mean_abs_diff\{[^}]*\} [1-9]", metrics, re.M), metrics  # 14 vs 6: they differ
+
+
+def test_missing_entities_are_refused_by_row_or_imputed_as_the_spec_says() -> None:
+    import math
+
+    from mlspec.serving.feature_lookup import LookupFailed, feature_rows
+
+    columns = {"a": [1.0, None], "b": [2.0, None], "customer_id": [7, 8]}
+    keys = {"customer_id": [7, 8]}
+    with pytest.raises(LookupFailed, match=r"row 1 \(customer_id=8\)") as refused:
+        feature_rows(columns, ("a", "b"), keys)
+    assert refused.value.status == 404
+    rows = feature_rows(columns, ("b", "a"), keys, impute=True)
+    assert rows[0].tolist() == [2.0, 1.0] and all(math.isnan(v) for v in rows[1])

@@ -14,7 +14,7 @@ from typing import Any
 from mlspec.render.feast import feast_name, reads_in_cluster
 from mlspec.resolve.graph import ResolvedGraph
 from mlspec.resolve.refs import SpecIndex
-from mlspec.spec.deployment import Deployment
+from mlspec.spec.deployment import Deployment, OnlineDeploymentSpec
 from mlspec.spec.entity import Entity
 from mlspec.spec.features import FeatureService, FeatureView
 
@@ -47,9 +47,10 @@ def lookup_settings(graph: ResolvedGraph, deployment: Deployment, **where: str) 
     laptop, ``url=`` on a cluster); None when the Deployment reads no FeatureService with entities."""
     service = feature_service_of(graph, deployment)
     keys = join_keys(graph, service) if service else []
-    if not service or not keys:
+    online = deployment.spec
+    if not service or not keys or not isinstance(online, OnlineDeploymentSpec):
         return None
-    return {"feature_service": feast_name(service), "entities": keys, **where}
+    return {"feature_service": feast_name(service), "entities": keys, "missing": online.missing_entities, **where}
 
 
 def serves_features(graph: ResolvedGraph) -> bool:

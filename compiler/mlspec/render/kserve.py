@@ -85,7 +85,7 @@ class KServeRenderer:
     """Renders the serving side of an environment for KServe on Kubernetes."""
 
     name: ClassVar[str] = "kubernetes"
-    version: ClassVar[str] = "6"
+    version: ClassVar[str] = "7"
 
     def render(self, graph: ResolvedGraph, context: RenderContext) -> RenderOutput:
         """Manifests for every Deployment, when the environment serves on KServe."""

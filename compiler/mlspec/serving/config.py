@@ -50,6 +50,7 @@ class LookupConfig:
     repo: str | None = None
     url: str | None = None
     timeout: float = 2.0
+    missing: str = "error"  # or "impute": the model fills an absent entity's features with its training means
 
     @classmethod
     def from_dict(cls, raw: Any) -> LookupConfig:
@@ -67,7 +68,10 @@ class LookupConfig:
         timeout = raw.get("timeout", 2.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
             raise ValueError("'lookup.timeout' must be seconds from 0 to 60")
-        return cls(service, tuple(entities), repo, url, float(timeout))
+        missing = raw.get("missing", "error")
+        if missing not in ("error", "impute"):
+            raise ValueError(f"'lookup.missing' must be error or impute, not {missing!r}")
+        return cls(service, tuple(entities), repo, url, float(timeout), missing)
 
 
 @dataclass(frozen=True)

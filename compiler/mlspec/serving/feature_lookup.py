@@ -13,13 +13,16 @@ the model's feature order. Two ways to reach the online store, with one answer:
 * ``url``: Feast's feature server (``feast serve``, ``POST /get-online-features``), what a cluster runs beside its
   Redis or PostgreSQL online store, so the slim serving image needs no Feast.
 
-An entity the online store does not hold (or holds only past its view's ``ttl``) is never guessed: the request is
-answered 404 naming the rows and keys, and no row of it is scored. The lookup runs off the event loop.
+An entity the online store does not hold (or holds only past its view's ``ttl``) is never guessed silently: the
+request is answered 404 naming the rows and keys and no row of it is scored, or, when the Deployment says
+``missing_entities: impute``, its features go to the model as missing values, which mlspec's models fill with the
+training split's means (the imputation they learned with). The lookup runs off the event loop.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
@@ -139,16 +142,22 @@ def make_lookup(config: LookupConfig) -> Lookup:
     return FeastSdkLookup(config) if config.repo is not None else FeatureServerLookup(config)
 
 
-def feature_rows(columns: dict[str, list[Any]], features: tuple[str, ...], keys: dict[str, list[Any]]) -> np.ndarray:
-    """The model's input rows [N, F] in its feature order; LookupFailed(404) naming every row with a missing
-    feature (an entity the store does not hold, or holds past its ttl)."""
+def feature_rows(
+    columns: dict[str, list[Any]], features: tuple[str, ...], keys: dict[str, list[Any]], *, impute: bool = False
+) -> np.ndarray:
+    """The model's input rows [N, F] in its feature order. A missing feature (an entity the store does not hold,
+    or holds past its ttl) is LookupFailed(404) naming every such row, or, with ``impute``, NaN: mlspec's models
+    fill NaN with the training split's means."""
     absent = [f for f in features if f not in columns]
     if absent:
         raise LookupFailed(503, f"the feature service does not return the model's feature(s) {', '.join(absent)}")
     n = len(next(iter(keys.values())))
     missing = [i for i in range(n) if any(columns[f][i] is None for f in features)]
-    if missing:
+    if missing and not impute:
         shown = "; ".join(f"row {i} (" + ", ".join(f"{k}={keys[k][i]}" for k in keys) + ")" for i in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise LookupFailed(404, f"not in the online store (or past its ttl): {shown}{more}; no row was scored")
-    return np.array([[float(columns[f][i]) for f in features] for i in range(n)], dtype=np.float32)
+    return np.array(
+        [[math.nan if columns[f][i] is None else float(columns[f][i]) for f in features] for i in range(n)],
+        dtype=np.float32,
+    )

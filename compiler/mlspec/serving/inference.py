@@ -105,6 +105,7 @@ class Inference:
         self.shadow_scheduled = False
         self.loop: Any = None
         self.entities: tuple[str, ...] = ()
+        self.impute = False
         self.lookup: Lookup | None = None  # set by configure when the Deployment names its FeatureService
         self.lookup_pool: ThreadPoolExecutor | None = None
 
@@ -118,6 +119,7 @@ class Inference:
         self.reqlog = reqlog
         self.log_rate = reqlog.sample_rate if reqlog is not None else 0.0
         self.entities = config.lookup.entities if config.lookup is not None else ()
+        self.impute = config.lookup is not None and config.lookup.missing == "impute"
         self.lookup = make_lookup(config.lookup) if config.lookup is not None else None
         if self.lookup_pool is not None:
             self.lookup_pool.shutdown(wait=False)
@@ -162,7 +164,8 @@ class Inference:
 
         def fetched(future: Any) -> None:
             try:
-                request = request_with_rows(doc, feature_rows(future.result(), self.features, keys))
+                rows = feature_rows(future.result(), self.features, keys, impute=self.impute)
+                request = request_with_rows(doc, rows)
             except LookupFailed as exc:
                 relay.complete(relay.ticket, counted_error(self.codes, exc.status, str(exc)))
                 return

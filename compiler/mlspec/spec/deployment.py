@@ -330,7 +330,7 @@ class Edge(StrictModel):
 
 
 DeploymentMode = Literal["online", "batch", "edge"]
-ONLINE_ONLY = ("rollout", "scaling", "auth", "endpoint", "monitoring")
+ONLINE_ONLY = ("rollout", "scaling", "auth", "endpoint", "monitoring", "missing_entities")
 MODE_SECTIONS = ("batch", "edge")
 
 
@@ -384,6 +384,12 @@ class OnlineDeploymentSpec(DeploymentSpecBase):
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Request logging and input drift detection.")
     auth: Auth = Field(default_factory=Auth, description="Who may call the endpoint.")
     endpoint: Endpoint = Field(default_factory=Endpoint, description="Visibility, TLS and path of the endpoint.")
+    missing_entities: Literal["error", "impute"] = Field(
+        default="error",
+        description="What an entity-keyed request gets when the online store lacks an entity's features (or holds them "
+        "past their ttl): error (404 naming each row and key, nothing scored) or impute (the model fills them with "
+        "the training split's means, as it does for any missing value).",
+    )
 
 
 class BatchDeploymentSpec(DeploymentSpecBase):
