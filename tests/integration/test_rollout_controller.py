@@ -291,6 +291,15 @@ def test_a_slow_canary_is_rolled_back_from_the_summed_histograms(fleet: Fleet) -
     assert recorder.percent == 0
 
 
+def reply_json(handler: BaseHTTPRequestHandler, status: int, raw: bytes) -> None:
+    """Answer ``raw`` (JSON) with ``status``, as the API server does."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
 class FakeKServe:
     """A Kubernetes API holding one InferenceService; applies JSON merge patches as the API server does."""
 
@@ -305,11 +314,7 @@ class FakeKServe:
                 fake.patches.append(patch)
                 merge(fake.isvc, patch)
                 raw = json.dumps(fake.isvc).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                reply_json(self, 200, raw)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -387,11 +392,7 @@ class FakeNamespace(FakeKServe):
             assert self.path == "/apis/events.k8s.io/v1/namespaces/ml-prod/events", self.path
             fake.events.append(event)
             raw = json.dumps({**event, "metadata": {**event["metadata"], "name": f"e{len(fake.events)}"}}).encode()
-            self.send_response(201)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            reply_json(self, 201, raw)
 
         def do_get(self: BaseHTTPRequestHandler) -> None:
             revision = self.path.rsplit("/", 1)[-1]
@@ -400,11 +401,7 @@ class FakeNamespace(FakeKServe):
                 raw = json.dumps(found).encode()
             else:
                 raw = json.dumps({"items": [fake.isvc]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            reply_json(self, 200, raw)
 
         handler.do_PATCH, handler.do_GET, handler.do_POST = do_patch, do_get, do_post  # type: ignore[attr-defined]
         self.events: list[dict[str, Any]] = []

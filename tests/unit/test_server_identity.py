@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ def sleeper(*extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[
     while b"time.sleep(120)" not in cmdline.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.01)
     return proc
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
 
 
 def test_a_server_is_found_by_its_command_line_without_a_pid_file(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finding proc
 def spawn(marker: str, *argv: str) -> subprocess.Popen[bytes]:
     """A sleeping process carrying ``marker`` (and ``argv`` on its command line)."""
     return sleeper(*argv, env={VARIABLE: marker})
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
 
 
 def dead_pid() -> int:

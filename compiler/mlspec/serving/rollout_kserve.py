@@ -100,6 +100,7 @@ class KServeActuator:
     def __init__(self, api: KubeApi, namespace: str, name: str) -> None:
         """The actuator of InferenceService ``name`` in ``namespace``."""
         self.api = api
+        self.namespace, self.name = namespace, name
         quoted = urllib.parse.quote
         self.path = f"/apis/serving.kserve.io/v1beta1/namespaces/{quoted(namespace)}/inferenceservices/{quoted(name)}"
 
@@ -117,8 +118,7 @@ class KServeActuator:
         import datetime
         import socket
 
-        quoted_namespace = self.path.split("/namespaces/", 1)[1].split("/", 1)[0]
-        name, namespace = urllib.parse.unquote(self.path.rsplit("/", 1)[-1]), urllib.parse.unquote(quoted_namespace)
+        name, namespace = self.name, self.namespace
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
             "apiVersion": "events.k8s.io/v1",
@@ -134,7 +134,7 @@ class KServeActuator:
             "regarding": {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
                           "name": name, "namespace": namespace},
         }  # fmt: skip
-        self.api.request("POST", f"/apis/events.k8s.io/v1/namespaces/{quoted_namespace}/events", event)
+        self.api.request("POST", f"/apis/events.k8s.io/v1/namespaces/{urllib.parse.quote(namespace)}/events", event)
 
     def save(self, annotation: str, value: str) -> None:
         """Set one annotation (the watcher's saved state)."""
