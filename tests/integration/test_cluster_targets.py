@@ -32,6 +32,7 @@ from mlspec.resolve.graph import ResolvedGraph
 from mlspec.runtime.cluster import cluster_context
 from mlspec.runtime.context import RuntimeContext
 from mlspec.runtime.object_store import kserve_storage_uri
+from mlspec.state.base import verify_chain
 from mlspec.state.model import ResourceState
 from mlspec.targets.base import TargetError
 from mlspec.targets.cluster.kfp_server import KfpServer
@@ -542,3 +543,67 @@ def test_apply_direct_uses_the_cluster_target_and_says_when_it_cannot_reach_one(
     assert "Deployment/fraud-api" not in applied and "DataSource/txns" in applied  # no cluster, nothing claimed
     # without --direct the same environment hands its artifacts to GitOps and applies cleanly
     assert main(["apply", "--env", "prod", "--auto-approve", "-C", str(root)]) == 0
+
+
+# --------------------------------------------------------------------------- rollouts decided in the cluster
+def test_monitor_copies_the_cluster_controllers_decisions_into_the_audit_log_once(
+    tmp_path: Path, prod: Any, serve: Any
+) -> None:
+    """The controller in the namespace records each decision on the InferenceService (it cannot reach the state
+    database); `mlspec monitor --env prod` copies the new ones into the hash-chained audit log, each once, and says
+    when the controller dropped some before they were copied."""
+    from mlspec.app.cluster_rollouts import import_rollout_decisions
+    from mlspec.serving.rollout_watch import DECISIONS_ANNOTATION, KEPT
+    from tests.conftest import copy_platform
+
+    (tmp_path / "repo").mkdir()
+    project = Project.open(copy_platform(tmp_path / "repo"))
+    graph = project.resolve("prod").graph
+    assert graph is not None
+    fake = FakeKube()
+    applier = KubernetesApplier(kube_client(serve(fake)), poll=0.01)
+    target = cluster(tmp_path, prod, applier)
+    target.apply(*change(prod[1], "Deployment/fraud-api"), None)
+    path = "/apis/serving.kserve.io/v1beta1/namespaces/ml-prod/inferenceservices/fraud-api"
+
+    def decided(*entries: tuple[float, str, int]) -> None:  # as rollout_watch saves them
+        fake.objects[path]["metadata"]["annotations"][DECISIONS_ANNOTATION] = json.dumps([
+            {"at": at, "revision": "fraud-api-predictor-00002", "version": "4", "action": action, "percent": percent,
+             "reason": f"{action} at {at}"} for at, action, percent in entries])  # fmt: skip
+
+    assert import_rollout_decisions(project, graph, kubernetes=applier) == [], "nothing decided yet"
+    decided((100.0, "advance", 50), (200.0, "advance", 100))
+    (first,) = import_rollout_decisions(project, graph, kubernetes=applier)
+    assert first[0] == "fraud-api" and "advance v4 to 50%; advance v4 to 100%" in first[1]
+    decided((100.0, "advance", 50), (200.0, "advance", 100), (300.0, "promote", 100))
+    (second,) = import_rollout_decisions(project, graph, kubernetes=applier)
+    assert "1 decision(s): promote v4 to 100%" in second[1]
+    assert import_rollout_decisions(project, graph, kubernetes=applier) == [], "each decision is copied once"
+    decided(*[(1000.0 + i, "advance", 50) for i in range(KEPT)])  # 50 new ones: any before them were lost
+    (third,) = import_rollout_decisions(project, graph, kubernetes=applier)
+    assert "dropped by the controller" in third[1]
+    with state_store(project) as store:
+        everything = store.audit()
+        records = [e for e in store.audit("prod") if e.record.get("type") == "rollout"]
+    assert verify_chain(everything) == []
+    assert [e.actor for e in records] == ["mlspec-rollout"] * 3
+    assert [[d["at"] for d in e.record["decisions"]] for e in records][:2] == [[100.0, 200.0], [300.0]]
+    assert [e.record["missing_before"] for e in records] == [False, False, True]
+    assert records[0].record["object"] == "InferenceService ml-prod/fraud-api"
+    assert records[0].record["uid"] == fake.objects[path]["metadata"]["uid"]
+
+
+def test_monitor_on_a_cluster_environment_reads_its_cluster_and_says_when_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlspec.cli import main
+    from tests.conftest import copy_platform
+
+    (tmp_path / "repo").mkdir()
+    root = copy_platform(tmp_path / "repo")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["monitor", "--env", "prod", "-C", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read InferenceService ml-prod/fraud-api from the cluster" in err and "Traceback" not in err

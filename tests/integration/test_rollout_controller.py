@@ -473,6 +473,11 @@ def test_the_namespace_controller_resumes_a_canary_after_a_restart_and_judges_a_
         assert validate_core(event) == [], event
         assert event["regarding"]["name"] == DEPLOYMENT and event["note"].startswith(f"{DEPLOYMENT} v{GOOD} (")
     assert "held at 100% for 3s" in kserve.events[-1]["note"]
+    # and each is kept on the InferenceService, across the restart, for `mlspec monitor` to copy into the audit log
+    decisions = json.loads(kserve.isvc["metadata"]["annotations"]["mlspec.dev/rollout-decisions"])
+    assert [(d["action"], d["percent"], d["version"]) for d in decisions] == [
+        ("advance", 50, GOOD), ("advance", 100, GOOD), ("promote", 100, GOOD)]  # fmt: skip
+    assert decisions[-1]["reason"] in kserve.events[-1]["note"] and decisions[0]["at"] < decisions[-1]["at"]
 
 
 def test_a_rolled_back_canary_points_the_alias_back_and_rejects_the_version_in_a_real_registry(
@@ -522,3 +527,5 @@ def test_a_rolled_back_canary_points_the_alias_back_and_rejects_the_version_in_a
         == f"fraud-detector v{FAILING} tagged mlspec.rollout=rolled_back; fraud-detector@champion back at v{STABLE}"
     )
     assert [e["reason"] for e in kserve.events] == ["CanaryRolledBack", "RegistryRestored"]
+    (decision,) = json.loads(kserve.isvc["metadata"]["annotations"]["mlspec.dev/rollout-decisions"])
+    assert decision["action"] == "roll_back" and decision["percent"] == 0 and decision["version"] == FAILING

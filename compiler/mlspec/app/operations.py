@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from mlspec.app.cluster_rollouts import ROLLOUT_ACTOR
 from mlspec.crypto.errors import CryptoError
 from mlspec.errors import MlspecError
 from mlspec.git.info import actor as current_actor
@@ -199,9 +200,6 @@ def _serving(graph: ResolvedGraph, platform: LocalPlatform, applied: dict[str, R
     return served
 
 
-ROLLOUT_ACTOR = "mlspec-rollout"  # the audit actor of what a rollout's analysis decided, not a person
-
-
 def _audit(project: Project, store: Any, environment: str, record: dict[str, Any], *, actor: str | None = None) -> None:
     who = actor or current_actor(None, project.root)
     store.append_audit(environment, who, str(current_revision(project.root)), "", record)
@@ -211,10 +209,17 @@ def monitor(
     project: Project, environment: str, *, progress: Callable[[str], None] = lambda _: None
 ) -> list[MonitorOutcome]:
     """Check every monitored Deployment for drift once; retrain and roll out again where the spec says so; run the
-    batch Deployments whose schedule is due."""
-    from mlspec.app.paths import state_store
+    batch Deployments whose schedule is due. On a cluster environment: copy the rollout controllers' decisions into
+    the audit log (:mod:`mlspec.app.cluster_rollouts`)."""
+    from mlspec.app.paths import runs_engines, state_store
     from mlspec.targets.local.supervision import supervised
 
+    resolution = project.resolve(environment)
+    if resolution.graph is not None and resolution.ok and not runs_engines(resolution.graph):
+        from mlspec.app.cluster_rollouts import import_rollout_decisions
+
+        copied = import_rollout_decisions(project, resolution.graph, progress=progress)
+        return [MonitorOutcome(name, None, "rollout-audited", message) for name, message in copied]
     graph = local_graph(project, environment)
     platform = _platform(project, graph)
     holder = current_actor(None, project.root)

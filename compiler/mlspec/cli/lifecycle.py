@@ -385,6 +385,11 @@ def _audit_event_line(entry: Any) -> str:
             [f"{d}: {'drift' if v.get('detected') else 'no drift'}, action {v.get('action')}" for d, v in drift.items()]
             + list(record.get("events", []))
         )
+    elif kind == "rollout" and record.get("source") == "cluster":
+        detail = f"{record.get('deployment')}: " + "; ".join(
+            f"{d.get('action')} v{d.get('version')} to {d.get('percent')}% ({d.get('reason')})"
+            for d in record.get("decisions", [])
+        )
     else:
         detail = "; ".join(str(e) for e in record.get("events", [])) or record.get("message", "")
     observed = f" (observed by {record['observed_by']})" if record.get("observed_by") else ""

@@ -38,11 +38,12 @@ def status(env: str | None, fmt: str, path: Path | None) -> int:
 
 
 @platform.command()
-@env_option("monitor (a local environment)")
+@env_option("monitor")
 @PROJECT_OPTION
 def monitor(env: str | None, path: Path | None) -> int:
     """Check served traffic for drift once (Evidently); retrain and roll out again where the spec says so; run the
-    batch Deployments whose schedule (UTC cron) fired since their last run.
+    batch Deployments whose schedule (UTC cron) fired since their last run. On a cluster environment, copy what its
+    rollout controllers decided (canary steps, promotions, rollbacks) into the audit log.
 
     Exits 1 when drift was found or a scheduled batch run failed.
     """

@@ -136,10 +136,10 @@ class KServeActuator:
         }  # fmt: skip
         self.api.request("POST", f"/apis/events.k8s.io/v1/namespaces/{urllib.parse.quote(namespace)}/events", event)
 
-    def save(self, annotation: str, value: str) -> None:
-        """Set one annotation (the watcher's saved state)."""
+    def save(self, annotations: dict[str, str]) -> None:
+        """Set annotations in one patch (the watcher's saved state and decisions)."""
         query = urllib.parse.urlencode({"fieldManager": FIELD_MANAGER})
-        body = {"metadata": {"annotations": {annotation: value}}}
+        body = {"metadata": {"annotations": annotations}}
         self.api.request("PATCH", f"{self.path}?{query}", body, "application/merge-patch+json")
 
     def set_canary_percent(self, percent: int) -> None:

@@ -59,6 +59,9 @@ VERSION_ANNOTATION = "mlspec.dev/model-version"  # on the InferenceService and, 
 MODEL_ANNOTATION = "mlspec.dev/model-name"
 ALIAS_ANNOTATION = "mlspec.dev/model-alias"
 STATE_ANNOTATION = "mlspec.dev/rollout-state"
+# every decision that moved traffic, newest last (at most KEPT): what `mlspec monitor` copies into the audit log
+DECISIONS_ANNOTATION = "mlspec.dev/rollout-decisions"
+KEPT = 50
 MANAGED = "app.kubernetes.io/managed-by=mlspec"
 # the Kubernetes Event each decision that moved traffic leaves on the InferenceService: (action, reason)
 EVENTS = {
@@ -80,6 +83,7 @@ class Canary:
     rolled_out: str = ""  # the revision serving the rest of the traffic (KServe's latestRolledoutRevision)
     model: str = ""  # the registered model and the alias the InferenceService serves ("" when pinned by version)
     alias: str = ""
+    history: tuple[dict[str, Any], ...] = ()  # the decisions recorded before (DECISIONS_ANNOTATION)
 
 
 def canary_of(isvc: dict[str, Any]) -> Canary | None:
@@ -95,6 +99,7 @@ def canary_of(isvc: dict[str, Any]) -> Canary | None:
             "%s: unreadable %s or %s annotation; skipped", meta.get("name"), ROLLOUT_ANNOTATION, STATE_ANNOTATION
         )
         return None
+    history = _history(str(meta.get("name", "")), annotations.get(DECISIONS_ANNOTATION))
     if rollout.get("strategy") != "canary":
         return None
     predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
@@ -112,8 +117,21 @@ def canary_of(isvc: dict[str, Any]) -> Canary | None:
     return Canary(
         str(meta.get("name", "")), str(ready), str(annotations.get(VERSION_ANNOTATION, "")), rollout, state,
         rolled_out=str(rolled), model=str(annotations.get(MODEL_ANNOTATION, "")),
-        alias=str(annotations.get(ALIAS_ANNOTATION, "")),
+        alias=str(annotations.get(ALIAS_ANNOTATION, "")), history=history,
     )  # fmt: skip
+
+
+def _history(name: str, raw: str | None) -> tuple[dict[str, Any], ...]:
+    """The decisions recorded on an InferenceService; an unreadable list is logged and started again (the audit
+    import then says records are missing)."""
+    try:
+        history = json.loads(raw or "[]")
+    except ValueError:
+        history = None
+    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+        log.warning("%s: unreadable %s annotation; starting a new one", name, DECISIONS_ANNOTATION)
+        return ()
+    return tuple(history)
 
 
 class RolloutWatcher:
@@ -172,8 +190,13 @@ class RolloutWatcher:
             self._restore(actuator, canary)
         saved = {"revision": canary.revision, "version": canary.version, "phase": controller.phase,
                  "state": asdict(controller.state)}  # fmt: skip
-        try:
-            actuator.save(STATE_ANNOTATION, json.dumps(saved, sort_keys=True))
+        annotations = {STATE_ANNOTATION: json.dumps(saved, sort_keys=True)}
+        if decision.action in EVENTS:
+            entry = {"at": round(self.clock(), 3), "revision": canary.revision, "version": canary.version,
+                     "action": decision.action, "percent": decision.percent, "reason": decision.reason}  # fmt: skip
+            annotations[DECISIONS_ANNOTATION] = json.dumps([*canary.history, entry][-KEPT:], sort_keys=True)
+        try:  # one patch: the state and the decision it led to are saved together or not at all
+            actuator.save(annotations)
         except ActuationError as exc:  # the next poll judges from the last saved state again
             log.error("%s: state not saved: %s", canary.name, exc)
         return decision

@@ -117,6 +117,8 @@ def render_monitor_text(outcomes: list[MonitorOutcome], style: Style) -> str:
     for outcome in outcomes:
         if outcome.action in ("score", "score-failed"):  # a scheduled batch run
             mark = style("scoring failed", "red") if outcome.failed else style("scored", "green")
+        elif outcome.action == "rollout-audited":  # a cluster controller's decisions, now in the audit log
+            mark = style("rollout audited", "green")
         elif outcome.drift is None:
             mark = style("not checked", "yellow")
         else:
