@@ -5,13 +5,18 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import tritonclient.grpc as tc_grpc
+import tritonclient.http as tc_http
+from tritonclient.utils import InferenceServerException
 
 from mlspec.app.project import Project
 from mlspec.render.write import write_tree
@@ -185,6 +190,7 @@ def test_an_entity_key_is_scored_through_feast_s_feature_server_as_the_client_wo
         "features": features, "variants": [variant(tmp_path, "stable", "1", weight)],
         "rollout": {"strategy": "direct"}, "log": {"path": str(tmp_path / "r.jsonl"), "sample_rate": 0.0, "enabled": False},
         "lookup": {"feature_service": "churn_features", "entities": ["customer_id"], "url": feature_server},
+        "grpc_port": 0,
     }  # fmt: skip
     (tmp_path / "serving.json").write_text(json.dumps(config))
     pid = process.start(tmp_path / "serving.json", tmp_path / "server.log", timeout=60)
@@ -201,5 +207,20 @@ def test_an_entity_key_is_scored_through_feast_s_feature_server_as_the_client_wo
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 404 and "customer_id=424242" in refused.value.read().decode()
+        # Triton's clients send the keys as binary tensor data (HTTP) and raw contents (gRPC): the same answers
+        log_text = (tmp_path / "server.log").read_text()
+        (grpc_address,) = re.findall(r"grpc listening on (\S+)", log_text)
+        ids = np.array(CUSTOMERS, dtype=np.int64)
+        for client_module, address in ((tc_http, url_of(tmp_path / "server.log").split("://", 1)[1]),
+                                       (tc_grpc, grpc_address)):  # fmt: skip
+            client = client_module.InferenceServerClient(address)
+            tensor = client_module.InferInput("customer_id", [2], "INT64")
+            tensor.set_data_from_numpy(ids)
+            answer = client.infer("churn-api", [tensor]).as_numpy("score")
+            assert answer.ravel().tolist() == pytest.approx(served, rel=1e-6), client_module.__name__
+            unknown = client_module.InferInput("customer_id", [1], "INT64")
+            unknown.set_data_from_numpy(np.array([424242], dtype=np.int64))
+            with pytest.raises(InferenceServerException, match="customer_id=424242"):
+                client.infer("churn-api", [unknown])
     finally:
         process.stop(pid)

@@ -102,6 +102,12 @@ def _tensor(tensor: dict[str, Any], where: str, body: bytes, offset: int, size: 
 def decode_binary(body: bytes, length_header: str, features: tuple[str, ...]) -> InferRequest:
     """Decode an infer request with binary tensor data (``length_header`` is its Inference-Header-Content-Length)
     into float32 rows, as decode_infer does a JSON one; raise ProtocolError saying what is wrong."""
+    return infer_request(binary_document(body, length_header), features)
+
+
+def binary_document(body: bytes, length_header: str) -> dict[str, Any]:
+    """The request document of a body with binary tensor data: its JSON header, each binary input's values (an
+    array) in its ``data``; raise ProtocolError saying what is wrong."""
     length = header_length(length_header, len(body))
     try:
         doc = json.loads(body[:length])
@@ -123,7 +129,7 @@ def decode_binary(body: bytes, length_header: str, features: tuple[str, ...]) ->
     for tensor, where, size in binary:
         tensor["data"] = _tensor(tensor, where, body, offset, size)
         offset += size
-    return infer_request(doc, features)
+    return doc  # type: ignore[no-any-return]
 
 
 def encode_binary(prefix: str, out: np.ndarray, rid: str | None) -> bytes:

@@ -61,6 +61,8 @@ def entity_keys(doc: Any, entities: tuple[str, ...]) -> dict[str, list[Any]] | N
     keys: dict[str, list[Any]] = {}
     for tensor in inputs:
         name, data = tensor["name"], tensor.get("data")
+        if isinstance(data, np.ndarray):  # binary tensor data or gRPC contents
+            data = data.reshape(-1).tolist()
         if not isinstance(data, list) or not data or any(isinstance(v, list | dict) for v in data):
             raise ProtocolError(f"input {name!r}: 'data' must be a flat list of keys, one per row")
         if tensor.get("datatype") in INT_TYPES and not all(type(v) is int for v in data):

@@ -61,6 +61,8 @@ def typed_values(tensor: pb.ModelInferRequest.InferInputTensor, where: str) -> n
     """The tensor's values from its typed ``contents`` field (None for a datatype REST refuses anyway)."""
     datatype = tensor.datatype
     field = CONTENTS.get(datatype)
+    if datatype == "BYTES":  # string entity keys; as features REST refuses them with its own message
+        return np.array([b.decode("utf-8", "replace") for b in tensor.contents.bytes_contents], dtype=object)
     if field is None:
         if datatype == "FP16":
             raise ProtocolError(f"{where}: FP16 values have no typed contents field; send them in raw_input_contents")
@@ -117,14 +119,13 @@ def request_document(request: pb.ModelInferRequest) -> tuple[dict[str, Any], boo
     return document, bool(raw)
 
 
-def decode_request(request: pb.ModelInferRequest, features: tuple[str, ...]) -> tuple[InferRequest, bool]:
-    """The decoded request (float32 rows) and whether its inputs were raw; ProtocolError with REST's message."""
-    document, raw = request_document(request)
+def decode_document(document: dict[str, Any], features: tuple[str, ...]) -> InferRequest:
+    """A gRPC request's document (:func:`request_document`) decoded into float32 rows; ProtocolError as REST's."""
     if not document["inputs"]:
         raise ProtocolError("the request needs at least one tensor in 'inputs'")
     decoded = infer_request(document, features)
     decoded.binary_output = False  # the answer is a ModelInferResponse, never REST's binary body
-    return decoded, raw
+    return decoded
 
 
 def read_answer(data: bytes) -> tuple[int, dict[str, Any]]:

@@ -25,6 +25,7 @@ import mlspec
 from mlspec.serving import grpc_codec
 from mlspec.serving.app import App
 from mlspec.serving.config import TlsConfig
+from mlspec.serving.feature_lookup import entity_keys
 from mlspec.serving.http import MAX_BODY, Ticket
 from mlspec.serving.oip_grpc import open_inference_grpc_pb2 as pb
 from mlspec.serving.oip_grpc import open_inference_grpc_pb2_grpc as service
@@ -145,12 +146,20 @@ class InferenceService:
         """Answer one ModelInfer; Refused with the REST answer's message and the matching code when it fails."""
         started = perf_counter()
         pinned = pinned_arm(app, request.model_name, request.model_version)
+        inference, sticky = app.inference, headers.get("x-sticky-key")
         try:
-            decoded, raw = grpc_codec.decode_request(request, app.config.features)
+            document, raw = grpc_codec.request_document(request)
+            keys = entity_keys(document, inference.entities) if inference.lookup is not None else None
+            decoded = None if keys is not None else grpc_codec.decode_document(document, app.config.features)
         except ProtocolError as exc:
             raise Refused(Code.INVALID_ARGUMENT, str(exc)) from None
         call = GrpcCall()
-        data = app.inference.submit(call, decoded, headers.get("x-sticky-key"), pinned, started)
+        if decoded is None:  # entity keys: the features are looked up first, as over REST
+            assert keys is not None
+            inference.keyed(call, document, keys, sticky, pinned=pinned, started=started, rest=False)
+            data = None
+        else:
+            data = inference.submit(call, decoded, sticky, pinned, started)
         if data is None:
             data = await call.future
         status, answer = grpc_codec.read_answer(data)

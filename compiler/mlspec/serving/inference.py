@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlspec.serving.binary import decode_binary, encode_binary
+from mlspec.serving.binary import binary_document, decode_binary, encode_binary
 from mlspec.serving.config import ServingConfig
 from mlspec.serving.feature_lookup import Lookup, LookupFailed, entity_keys, feature_rows, make_lookup
 from mlspec.serving.http import Connection, Headers, Ticket, response
@@ -131,11 +131,12 @@ class Inference:
         """Answer an infer request (to ``pinned`` when the URL names a version); None when it waits for a batch."""
         started = perf_counter()
         try:
-            if self.lookup is not None and headers.binary_length is None:
-                doc = parse_body(body)
+            if self.lookup is not None:  # entity keys may come in JSON or as binary tensor data
+                binary = headers.binary_length
+                doc = parse_body(body) if binary is None else binary_document(body, binary)
                 keys = entity_keys(doc, self.entities)
                 if keys is not None:
-                    self.keyed(conn, doc, keys, headers, pinned=pinned, started=started)
+                    self.keyed(conn, doc, keys, headers.sticky, pinned=pinned, started=started)
                     return None  # answered once its features arrive
                 request = infer_request(doc, self.features)
             elif headers.binary_length is None:
@@ -151,13 +152,15 @@ class Inference:
         conn: Responder,
         doc: dict[str, Any],
         keys: dict[str, list[Any]],
-        headers: Headers,
+        sticky: str | None,
         *,
         pinned: Arm | None,
         started: float,
+        rest: bool = True,
     ) -> None:
         """Answer an entity-keyed request: its features are fetched off the event loop, then it is answered like
-        any other, in the connection's order."""
+        any other, in the connection's order (``rest``: False for a gRPC call, whose answer is never REST's binary
+        body)."""
         lookup = self.lookup
         assert lookup is not None
         relay = Relay(conn, conn.defer())
@@ -166,13 +169,14 @@ class Inference:
             try:
                 rows = feature_rows(future.result(), self.features, keys, impute=self.impute)
                 request = request_with_rows(doc, rows)
+                request.binary_output = request.binary_output and rest
             except LookupFailed as exc:
                 relay.complete(relay.ticket, counted_error(self.codes, exc.status, str(exc)))
                 return
             except ProtocolError as exc:
                 relay.complete(relay.ticket, counted_error(self.codes, 400, str(exc)))
                 return
-            answer = self.submit(relay, request, headers.sticky, pinned, started)
+            answer = self.submit(relay, request, sticky, pinned, started)
             if answer is not None:
                 relay.complete(relay.ticket, answer)
 
