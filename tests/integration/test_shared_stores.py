@@ -182,6 +182,11 @@ def test_materialized_features_are_read_back_online(
         latest = _latest(root, customer)
         assert online["txn_count_7d"][i] == latest["txn_count_7d"], customer
         assert online["night_txn_ratio_7d"][i] == pytest.approx(latest["night_txn_ratio_7d"], rel=1e-6)
+    # a model server on the cluster reads them through Feast's feature server on this store: the same values
+    served = feature_server_lookup(path, env, {"customer_id": customers})
+    direct = store.get_online_features(features=store.get_feature_service("churn_features"),
+                                       entity_rows=[{"customer_id": c} for c in customers]).to_dict()  # fmt: skip
+    assert served == {name: direct[name] for name in served} and set(served) >= {"txn_count_7d", "customer_id"}
     if store_type == "redis":
         import redis
 
@@ -250,3 +255,27 @@ def test_tracking_uri_references_and_credentials() -> None:
         ctx.resolved({})
     assert ctx.resolved({"MLSPEC_SECRET_PROD_MLFLOW": "https://x"}).tracking_uri == "https://x"
     assert RuntimeContext.from_json(ctx.to_json()) == ctx, "unset: left as the reference"
+
+
+def feature_server_lookup(path: Path, env: dict[str, str], keys: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """What the model server's lookup gets from ``feast serve`` on the rendered repository ``path``."""
+    import socket
+
+    from mlspec.serving.config import LookupConfig
+    from mlspec.serving.feature_lookup import FeatureServerLookup
+    from tests.conftest import wait_healthy
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = path.parent / f"feature-server-{port}.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([FEAST, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=path,
+                                  stdout=out, stderr=out, env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, log, 120)
+        return FeatureServerLookup(LookupConfig("churn_features", ("customer_id",), url=url)).fetch(keys)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
