@@ -95,6 +95,8 @@ def execute_sql(root: Path, *statements: str) -> None:
 
     with psycopg.connect(os.environ["MLSPEC_STATE_URL"], autocommit=True) as connection:
         connection.execute(f'SET search_path TO "{default_schema("demo")}"')
+        # a superuser's session whose triggers do not fire: the append-only trigger stops anyone else
+        connection.execute("SET session_replication_role = replica")
         for statement in statements:
             connection.execute(statement)  # type: ignore[arg-type]
 
@@ -331,6 +333,106 @@ def test_audit_verify_detects_tampering(project: Path, cli: Callable[..., CliRes
     expected = {"edit": "record 3: its content does not match its hash (edited)", "remove": "expected record 3 here",
                 "reorder": "does not follow the record before it"}[tamper]  # fmt: skip
     assert expected in result.out
+
+
+def rehash_from(root: Path, first: int, actor: str = "mallory") -> None:
+    """Rewrite the chain from record ``first`` on with fresh hashes, as someone who knows the rule would."""
+    from mlspec.state.base import record_hash
+
+    store = state_store(Project.open(root))
+    try:
+        records = store.audit()
+    finally:
+        store.close()
+    prev = records[first - 2].hash if first > 1 else "0" * 64
+    statements = []
+    for entry in records[first - 1 :]:
+        fields = {"seq": entry.seq, "environment": entry.environment, "at": entry.at, "actor": actor,
+                  "revision": entry.revision, "plan_hash": entry.plan_hash, "record": entry.record}  # fmt: skip
+        new = record_hash(prev, fields)
+        statements.append(f"UPDATE audit SET actor = '{actor}', prev_hash = '{prev}', hash = '{new}' "
+                          f"WHERE seq = {entry.seq}")  # fmt: skip
+        prev = new
+    execute_sql(root, *statements)
+
+
+@pytest.mark.parametrize("tamper", ["truncate", "rewrite", "rewrite-tail", "empty", "forged-checkpoint",
+                                    "foreign-key", "edited-checkpoint"])  # fmt: skip
+def test_audit_verify_detects_what_the_chain_alone_cannot(
+    project: Path, cli: Callable[..., CliResult], tamper: str
+) -> None:
+    """Signed checkpoints outside the database: a cut tail, a chain re-hashed from some record on, an emptied
+    state and a forged or edited checkpoint are each reported, with what happened."""
+    import base64
+
+    from mlspec.app.audit_trail import checkpoint_file
+    from mlspec.state.checkpoint import Checkpoint
+
+    # prod's checkpoints signed with a key file (a kms:// signing key needs a signing provider)
+    edit(project, "environments/prod.yaml", "kms_key: kms://prod,", "kms_key: kms://prod, signing_key: file://keys/audit,")
+    apply_environment(Project.open(project), "prod")
+    clean = cli("audit", "verify", "-C", str(project))
+    assert clean.code == 0 and "intact" in clean.out and "! " not in clean.out, clean.out
+    store = state_store(Project.open(project))
+    try:
+        count = len(store.audit())
+    finally:
+        store.close()
+    checkpoints = checkpoint_file(Project.open(project))
+    if tamper == "truncate":
+        execute_sql(project, f"DELETE FROM audit WHERE seq > {count - 3}")
+        expected = f"records {count - 2}-{count} were removed from its end (truncated)"
+    elif tamper in ("rewrite", "rewrite-tail"):
+        rehash_from(project, 2 if tamper == "rewrite" else count)
+        expected = "is not the one the checkpoint of prod at" if tamper == "rewrite" else "the chain was rewritten"
+    elif tamper == "empty":
+        execute_sql(project, "DELETE FROM audit", "DELETE FROM resources", "DELETE FROM serials")
+        expected = "the state was emptied or restored from an older copy"
+    else:
+        lines = checkpoints.read_text().splitlines()
+        last = json.loads(lines[-1])
+        if tamper == "edited-checkpoint":
+            last["count"] += 5  # claims records that never were
+            expected = "does not verify: its signature does not match its content (edited)"
+        else:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            from mlspec.edge.signing import fingerprint
+
+            forger = Ed25519PrivateKey.generate()
+            raw = forger.public_key().public_bytes_raw()
+            forged = Checkpoint(**{**last, "count": 1, "signature": ""})
+            if tamper == "foreign-key":
+                forged = Checkpoint(**{**forged.to_dict(), "key": fingerprint(raw)})
+            last = forged.signed(forged.key, forger.sign(forged.payload())).to_dict()
+            expected = ("does not verify" if tamper == "forged-checkpoint"
+                        else "not the environment's signing key")  # fmt: skip
+        checkpoints.write_text("\n".join([*lines, json.dumps(last)]) + "\n")
+        assert base64.b64decode(last["signature"])
+    result = cli("audit", "verify", "-C", str(project))
+    assert result.code == 1, result.out
+    assert expected in result.out, result.out
+
+
+def test_the_postgres_audit_table_refuses_updates_and_deletes(backend: str, project: Path) -> None:
+    if backend != "postgres":
+        pytest.skip("the append-only trigger is PostgreSQL's")
+    import psycopg
+
+    from mlspec.state.postgres import default_schema
+
+    apply_environment(Project.open(project), "prod")
+    with psycopg.connect(os.environ["MLSPEC_STATE_URL"], autocommit=True) as connection:
+        connection.execute(f'SET search_path TO "{default_schema("demo")}"')
+        for statement in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit WHERE seq = 1", "TRUNCATE audit"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                connection.execute(statement)  # type: ignore[arg-type]
+        grants = connection.execute(
+            "SELECT privilege_type FROM information_schema.role_table_grants "
+            "WHERE table_schema = %s AND table_name = 'audit' AND grantee = current_user",
+            (default_schema("demo"),),
+        ).fetchall()
+    assert {g[0] for g in grants} & {"UPDATE", "DELETE", "TRUNCATE"} == set(), grants
 
 
 def test_audit_log_and_state_show(project: Path, cli: Callable[..., CliResult]) -> None:

@@ -186,9 +186,21 @@ def test_schema_is_versioned(project: Path) -> None:
 
     with psycopg.connect(os.environ["MLSPEC_STATE_URL"], autocommit=True) as connection:
         version = connection.execute("SELECT value FROM mlspec_demo.meta WHERE key = 'schema_version'").fetchone()
-        assert version == ("1",)
+        assert version == ("2",)
+        # a version-1 schema (before the audit table was append-only) is brought up to version 2 on first use
+        connection.execute("DROP TRIGGER audit_append_only ON mlspec_demo.audit")
+        connection.execute("DROP TRIGGER audit_no_truncate ON mlspec_demo.audit")
+        connection.execute("DROP FUNCTION mlspec_demo.audit_append_only()")
+        connection.execute("GRANT UPDATE, DELETE ON mlspec_demo.audit TO CURRENT_USER")
+        connection.execute("UPDATE mlspec_demo.meta SET value = '1' WHERE key = 'schema_version'")
+    state_store(Project.open(project)).close()
+    with psycopg.connect(os.environ["MLSPEC_STATE_URL"], autocommit=True) as connection:
+        triggers = connection.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'mlspec_demo.audit'::regclass ORDER BY tgname"
+        ).fetchall()
+        assert triggers == [("audit_append_only",), ("audit_no_truncate",)]
         connection.execute("UPDATE mlspec_demo.meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(MlspecError, match="is version 99; this mlspec knows version 1"):
+    with pytest.raises(MlspecError, match="is version 99; this mlspec knows version 2"):
         state_store(Project.open(project))
 
 

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 def state_store(project: Project) -> StateStore:
     """The project's state: the backend its project file chooses (SQLite by default, or PostgreSQL)."""
+    from mlspec.app.audit_trail import AnchoredStore
     from mlspec.state.store import open_store
 
-    return open_store(project.settings.state, project.home, project.name)
+    return AnchoredStore(project, open_store(project.settings.state, project.home, project.name))
 
 
 def project_revision(project: Project, graph: ResolvedGraph) -> Revision:

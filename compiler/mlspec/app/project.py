@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from mlspec.render.write import WriteSummary
     from mlspec.report.compliance import ComplianceReport
     from mlspec.state.base import StateStore
+    from mlspec.state.checkpoint import Verification
     from mlspec.targets.images import BuiltImage
 
 
@@ -435,10 +436,9 @@ class Project:
 
         return read_saved_plan(path)
 
-    def verify_audit(self) -> tuple[int, list[str]]:
-        """Check the audit chain: how many records, and every edited, removed or reordered one."""
-        from mlspec.state.base import verify_chain
+    def verify_audit(self) -> Verification:
+        """Check the audit log against its chain and its signed checkpoints (edited, removed, reordered, cut or
+        rewritten records; forged checkpoints; emptied or rolled-back state)."""
+        from mlspec.app.audit_trail import verify_audit
 
-        with self.state_store() as store:
-            records = store.audit()
-        return len(records), verify_chain(records)
+        return verify_audit(self)

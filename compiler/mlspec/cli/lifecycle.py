@@ -437,9 +437,14 @@ def audit_live(env: str | None, at: str | None, path: Path | None) -> int:
 @audit.command("verify")
 @PROJECT_OPTION
 def audit_verify(path: Path | None) -> int:
-    """Check the audit chain: any edited, removed or reordered record is reported."""
-    count, problems = open_project(path).verify_audit()
-    for problem in problems:
+    """Check the audit log against its hash chain and its signed checkpoints: an edited, removed or reordered
+    record, a log cut short or rewritten from some record on, a forged checkpoint and an emptied or rolled-back
+    state are reported (exit 1)."""
+    result = open_project(path).verify_audit()
+    for problem in result.problems:
         click.echo(f"✗ {problem}")
-    click.echo(f"{count} audit record(s): " + ("intact" if not problems else f"{len(problems)} problem(s)"))
-    return EXIT_OK if not problems else EXIT_FINDINGS
+    for warning in result.warnings:
+        click.echo(f"! {warning}")
+    verdict = "intact" if result.intact else f"{len(result.problems)} problem(s)"
+    click.echo(f"{result.count} audit record(s), {result.checkpoints} checkpoint(s): {verdict}")
+    return EXIT_OK if result.intact else EXIT_FINDINGS

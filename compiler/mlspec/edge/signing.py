@@ -160,8 +160,8 @@ def _create_key_file(path: Path) -> None:
         return
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     log.warning(
-        "created a new edge signing key %s (public key %s): back it up; devices that trust it cannot verify "
-        "packages signed by a replacement",
+        "created a new Ed25519 signing key %s (public key %s): back it up; what trusts it (edge devices, the audit "
+        "checkpoints) cannot verify signatures made by a replacement",
         path,
         fingerprint(public),
     )

@@ -78,6 +78,10 @@ class StateStore(ABC):
         """Audit records, oldest first."""
 
     @abstractmethod
+    def audit_head(self) -> tuple[int, str]:
+        """The newest audit record's sequence number and hash (``(0, GENESIS)`` for an empty log)."""
+
+    @abstractmethod
     def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
         """Record one applied resource and its audit record in one transaction."""
 

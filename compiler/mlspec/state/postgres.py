@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlspec.errors import MlspecError
 from mlspec.state.base import (
+    GENESIS,
     AuditEntry,
     LockedError,
     StateStore,
@@ -44,7 +45,7 @@ from mlspec.state.model import AuditRecord, EnvironmentState, LockInfo, Resource
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # version -> the statements that bring a schema one version before it up to it (1: create everything)
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -59,6 +60,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "actor TEXT NOT NULL, revision TEXT NOT NULL, plan_hash TEXT NOT NULL, record TEXT NOT NULL, "
         "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
         "CREATE INDEX audit_environment ON audit (environment, seq)",
+    ),
+    # the audit table is append-only for mlspec's role: no UPDATE, DELETE or TRUNCATE granted, and a trigger
+    # refuses them for anyone whose triggers run (an owner or superuser can still drop it: the signed
+    # checkpoints outside the database catch what they do then)
+    2: (
+        "REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM PUBLIC, CURRENT_USER",
+        "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'the mlspec audit log is append-only: % refused', TG_OP "
+        "USING ERRCODE = 'insufficient_privilege'; END $$",
+        "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
+        "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
     ),
 }
 BUMP = "INSERT INTO serials VALUES (%s, 1) ON CONFLICT (environment) DO UPDATE SET serial = serials.serial + 1"
@@ -203,6 +217,11 @@ class PostgresState(StateStore):
         query = "SELECT * FROM audit" + (" WHERE environment = %s" if environment else "") + " ORDER BY seq"
         rows = self._db.execute(query, (environment,) if environment else ()).fetchall()
         return [audit_from_row(row) for row in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        """The newest audit record's sequence number and hash (``(0, GENESIS)`` for an empty log)."""
+        row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     # writing: one transaction per call
     def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from mlspec.errors import MlspecError
 from mlspec.state.base import (
+    GENESIS,
     AuditEntry,
     LockedError,
     StateStore,
@@ -151,6 +152,11 @@ class SqliteState(StateStore):
         query = "SELECT * FROM audit" + (" WHERE environment = ?" if environment else "") + " ORDER BY seq"
         rows = self._db.execute(query, (environment,) if environment else ()).fetchall()
         return [audit_from_row(row) for row in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        """The newest audit record's sequence number and hash (``(0, GENESIS)`` for an empty log)."""
+        row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     # writing: one transaction per call
     def put(self, environment: str, resource: ResourceState, audit: AuditEntry | None = None) -> None:
