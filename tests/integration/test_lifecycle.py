@@ -369,7 +369,12 @@ def test_audit_verify_detects_what_the_chain_alone_cannot(
     from mlspec.state.checkpoint import Checkpoint
 
     # prod's checkpoints signed with a key file (a kms:// signing key needs a signing provider)
-    edit(project, "environments/prod.yaml", "kms_key: kms://prod,", "kms_key: kms://prod, signing_key: file://keys/audit,")
+    edit(
+        project,
+        "environments/prod.yaml",
+        "kms_key: kms://prod,",
+        "kms_key: kms://prod, signing_key: file://keys/audit,",
+    )
     apply_environment(Project.open(project), "prod")
     clean = cli("audit", "verify", "-C", str(project))
     assert clean.code == 0 and "intact" in clean.out and "! " not in clean.out, clean.out
