@@ -90,6 +90,7 @@ class Diagnosis:
     conflicts: tuple[Conflict, ...]
     checked: tuple[str, ...]  # "dependant -> requirement" of every rule checked
     skipped: tuple[str, ...] = field(default=())  # rules not checked: a package is missing
+    warnings: tuple[str, ...] = field(default=())  # where the project's state or audit trail could be lost
 
     @property
     def ok(self) -> bool:
@@ -239,6 +240,7 @@ def render_text(diagnosis: Diagnosis) -> str:
         lines.append(
             f"✗ {c.dependant} {c.dependant_version} requires {c.requirement}, installed {c.installed}: {c.why}"
         )
+    lines.extend(f"! {warning}" for warning in diagnosis.warnings)
     lines.append(
         f"✗ {len(diagnosis.conflicts)} incompatibility(ies) ({len(diagnosis.checked)} rules checked)"
         if diagnosis.conflicts

@@ -419,6 +419,83 @@ def test_audit_verify_detects_what_the_chain_alone_cannot(
     assert expected in result.out, result.out
 
 
+def test_checkpoints_kept_on_the_git_branch_catch_a_truncation_with_the_file_copy_gone(
+    project: Path, cli: Callable[..., CliResult]
+) -> None:
+    from mlspec.app.audit_trail import checkpoint_file
+
+    edit(
+        project,
+        "environments/prod.yaml",
+        "kms_key: kms://prod,",
+        "kms_key: kms://prod, signing_key: file://keys/audit,",
+    )
+    git = ["git", "-C", str(project), "-c", "user.email=t@bank.ae", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / ".gitignore").write_text(".mlspec/\nkeys/\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    # CI keeps its state file on the same branch: a later checkpoint keeps it
+    blob = subprocess.run([*git, "hash-object", "-w", "--stdin"], input="state", text=True, capture_output=True,
+                          check=True).stdout.strip()  # fmt: skip
+    parent = subprocess.run([*git, "rev-parse", "mlspec-audit"], text=True, capture_output=True, check=True).stdout
+    ls = subprocess.run([*git, "ls-tree", "mlspec-audit"], text=True, capture_output=True, check=True).stdout
+    listing = ls + f"100644 blob {blob}\tstate.db\n"
+    tree = subprocess.run([*git, "mktree"], input=listing, text=True, capture_output=True, check=True).stdout.strip()
+    commit = subprocess.run([*git, "commit-tree", tree, "-p", parent.strip(), "-m", "state"], text=True,
+                            capture_output=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run([*git, "update-ref", "refs/heads/mlspec-audit", commit], check=True)
+    edit(project, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
+    subprocess.run([*git, "commit", "-qam", "v2"], check=True)
+    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(project)).code == 0
+    files = subprocess.run([*git, "ls-tree", "--name-only", "mlspec-audit"], text=True, capture_output=True,
+                           check=True).stdout.split()  # fmt: skip
+    assert files == ["checkpoints.jsonl", "state.db"]
+    log = subprocess.run([*git, "log", "--format=%s", "mlspec-audit"], text=True, capture_output=True, check=True)
+    assert log.stdout.count("audit checkpoint: prod") == 2, log.stdout
+    status = subprocess.run([*git, "status", "--porcelain"], text=True, capture_output=True, check=True).stdout
+    assert status == "", "checkpoints never touch HEAD, the index or the work tree"
+    checkpoint_file(Project.open(project)).unlink()  # whoever cuts the log also removes the copy beside it
+    execute_sql(project, "DELETE FROM audit WHERE seq > 3")
+    result = cli("audit", "verify", "-C", str(project))
+    assert result.code == 1 and "were removed from its end (truncated)" in result.out, result.out
+
+
+def test_audit_export_is_checked_by_its_own_script_with_python_and_cryptography_only(
+    project: Path, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    edit(
+        project,
+        "environments/prod.yaml",
+        "kms_key: kms://prod,",
+        "kms_key: kms://prod, signing_key: file://keys/audit,",
+    )
+    apply_environment(Project.open(project), "prod")
+    out = tmp_path / "export"
+    exported = cli("audit", "export", "--env", "prod", "-o", str(out), "-C", str(project))
+    assert exported.code == 0 and "intact" in exported.out, exported.out
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "checkpoints.jsonl", "keys", "manifest.json",
+                                                     "verify.py"]  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["intact"] and manifest["records"] == len((out / "audit.jsonl").read_text().splitlines())
+    assert manifest["keys"]["prod"].startswith("sha256:") and (out / "keys" / "prod.pem").is_file()
+    # the checker runs with the standard library and cryptography alone: no mlspec on its path
+    script = [sys.executable, "-I", str(out / "verify.py")]
+    checked = subprocess.run(script, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert checked.returncode == 0 and "intact" in checked.stdout and "signed" in checked.stdout, checked.stderr
+    records = (out / "audit.jsonl").read_text().splitlines()
+    (out / "audit.jsonl").write_text("\n".join(records[:-2]) + "\n")  # the auditor's copy, cut short
+    checked = subprocess.run(script, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert checked.returncode == 1 and "(truncated)" in checked.stdout, checked.stdout
+    edited = json.loads(records[1])
+    edited["actor"] = "mallory"
+    (out / "audit.jsonl").write_text("\n".join([records[0], json.dumps(edited), *records[2:]]) + "\n")
+    checked = subprocess.run(script, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert checked.returncode == 1 and "record 2: its content does not match its hash (edited)" in checked.stdout
+    assert cli("audit", "export", "--env", "prod", "-o", str(out), "-C", str(project)).code == 2, "never overwrites"
+
+
 def test_the_postgres_audit_table_refuses_updates_and_deletes(backend: str, project: Path) -> None:
     if backend != "postgres":
         pytest.skip("the append-only trigger is PostgreSQL's")

@@ -79,8 +79,14 @@ def test_main_applies_dev_then_gated_staging_and_production_never_overlapping(wh
     )
     for job, env in ((dev, "dev"), (staging, "staging"), (prod, "prod")):
         assert job["env"]["MLSPEC_ENV"] == env
-        assert any(s.get("run") == 'mlspec apply --env "$MLSPEC_ENV" --auto-approve' for s in job["steps"])
-        assert job["permissions"] == {"contents": "read"}
+        runs = [s.get("run", "") for s in job["steps"]]
+        applied = runs.index('mlspec apply --env "$MLSPEC_ENV" --auto-approve')
+        # state and checkpoints come from, and go back to, the mlspec-audit branch; never only the Actions cache
+        assert "git show mlspec-audit:state.db > .mlspec/state.db" in runs[applied - 2]
+        assert runs[applied - 1] == "mlspec audit verify", "a lost or tampered state stops before the apply"
+        assert "git push --quiet origin refs/heads/mlspec-audit:refs/heads/mlspec-audit" in runs[applied + 1]
+        assert job["steps"][applied + 1]["if"] == "always()"
+        assert not any("actions/cache" in s.get("uses", "") for s in job["steps"])
 
 
 @pytest.mark.parametrize("where", ["repo", "scaffold"])
@@ -92,7 +98,10 @@ def test_pinned_least_privilege_python_311_and_secrets_by_reference(where: str, 
     assert flow["env"]["PYTHON_VERSION"] == "3.11"
     for name, job in flow["jobs"].items():
         assert "permissions" in job, name
-        assert "write" not in str(job["permissions"]) or name in {"check", "plan"}, name
+        if name.startswith("apply-"):  # they push the mlspec-audit branch (state and checkpoints), nothing else
+            assert job["permissions"] == {"contents": "write"}, name
+        else:
+            assert "write" not in str(job["permissions"]) or name in {"check", "plan"}, name
         for step in job["steps"]:
             if "uses" in step:
                 assert SHA_PIN.match(step["uses"]), step["uses"]
@@ -169,3 +178,60 @@ def test_served_models_are_re_pinned_on_a_schedule_through_each_environments_gat
     for step in job["steps"]:
         if "uses" in step:
             assert SHA_PIN.match(step["uses"]), step["uses"]
+
+
+def test_the_apply_jobs_state_steps_round_trip_through_the_branch_and_refuse_a_race(tmp_path: Path) -> None:
+    """The restore and save steps of apply-dev, run by bash against a real origin: the state comes back as it was
+    saved, the branch keeps the checkpoints file mlspec wrote, and a run that saves from an older branch is refused
+    instead of overwriting the other run's state."""
+    steps = load(REPO / ".github/workflows/mlspec.yml")["jobs"]["apply-dev"]["steps"]
+    restore = next(s["run"] for s in steps if s.get("name", "").startswith("Restore state"))
+    save = next(s["run"] for s in steps if s.get("name", "").startswith("Save state"))
+    origin = tmp_path / "origin.git"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@bank.ae"]
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(origin), str(seed)], check=True, capture_output=True)
+    subprocess.run([*git, "-C", str(seed), "commit", "-q", "--allow-empty", "-m", "specs"], check=True)
+    subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
+
+    def runner(name: str) -> Path:  # actions/checkout with fetch-depth 0: every branch as origin/*
+        folder = tmp_path / name
+        subprocess.run(["git", "clone", "-q", "--branch", "main", str(origin), str(folder)], check=True)
+        return folder
+
+    def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLSPEC_ENV": "dev", "GITHUB_SHA": "abc"}
+        return subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+    first = runner("first")
+    assert bash(restore, first).returncode == 0 and not (first / ".mlspec/state.db").exists()
+    (first / ".mlspec").mkdir()
+    (first / ".mlspec/state.db").write_bytes(b"state after run 1")
+    subprocess.run([*git, "-C", str(first), "branch", "mlspec-audit", "main"], check=True)  # as if mlspec checkpointed
+    (first / "checkpoints.jsonl").write_text("{}\n")
+    blob = subprocess.run(["git", "-C", str(first), "hash-object", "-w", "checkpoints.jsonl"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    tree = subprocess.run(["git", "-C", str(first), "mktree"], input=f"100644 blob {blob}\tcheckpoints.jsonl\n",
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run([*git, "-C", str(first), "commit-tree", tree, "-m", "checkpoint"], capture_output=True,
+                            text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run(["git", "-C", str(first), "update-ref", "refs/heads/mlspec-audit", commit], check=True)
+    saved = bash(save, first)
+    assert saved.returncode == 0, saved.stderr
+    stale = runner("stale")  # started before the next run saved
+    second = runner("second")
+    assert bash(restore, second).returncode == 0
+    assert (second / ".mlspec/state.db").read_bytes() == b"state after run 1"
+    listed = subprocess.run(["git", "-C", str(second), "ls-tree", "--name-only", "mlspec-audit"], capture_output=True,
+                            text=True, check=True).stdout.split()  # fmt: skip
+    assert listed == ["checkpoints.jsonl", "state.db"]
+    (second / ".mlspec/state.db").write_bytes(b"state after run 2")
+    assert bash(save, second).returncode == 0
+    assert bash(restore, stale).returncode == 0
+    (stale / ".mlspec/state.db").write_bytes(b"an older run's state")
+    raced = bash(save, stale)
+    assert raced.returncode != 0 and "rejected" in raced.stderr, raced.stderr
+    third = runner("third")
+    assert bash(restore, third).returncode == 0
+    assert (third / ".mlspec/state.db").read_bytes() == b"state after run 2"

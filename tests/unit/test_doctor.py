@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlspec.doctor import RULES, diagnose, render_text
-from tests.conftest import CliResult
+from tests.conftest import REPO, CliResult
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def test_real_environment_versions_come_from_metadata(cli: Callable[..., CliResu
     assert any(c.startswith("feast[redis] -> redis: redis<8") for c in data["checked"])
 
 
-def test_doctor_imports_no_engine() -> None:
+def test_doctor_imports_no_engine(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -58,9 +58,37 @@ def test_doctor_imports_no_engine() -> None:
         "import sys, json\nfrom mlspec.cli import cli, main\nfrom mlspec.cli import report as cli_report\n"
         "cli.commands.setdefault('doctor', cli_report.doctor)\nmain(['doctor'])\nprint(json.dumps(sorted(sys.modules)))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    # outside a project (inside one it also reads the project file: pydantic, still no engine)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path)
     loaded = {m.split(".")[0] for m in json.loads(proc.stdout.splitlines()[-1])}
     assert not loaded & {"feast", "kfp", "mlflow", "torch", "onnx", "onnxruntime", "redis", "regorus", "pydantic"}
+    inside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO)
+    loaded = {m.split(".")[0] for m in json.loads(inside.stdout.splitlines()[-1])}
+    assert not loaded & {"feast", "kfp", "mlflow", "torch", "onnx", "onnxruntime", "redis", "regorus"}
+
+
+def test_doctor_warns_when_the_state_lives_on_a_ci_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlspec.app.project import Project
+    from tests.conftest import copy_platform
+
+    root = copy_platform(tmp_path)
+    project = Project.open(root)
+    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI"):
+        monkeypatch.delenv(name, raising=False)
+    assert project.durability_warnings() == [], "a laptop's state stays where it is"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # a GitHub-hosted job
+    (found,) = project.durability_warnings()
+    assert "lives on this CI runner, which is thrown away after the job and never saved" in found
+    edited = (
+        (root / "mlspec.yaml")
+        .read_text()
+        .replace(
+            "state: {backend: sqlite, path: .mlspec/state.db}",
+            "state: {backend: postgres, url: env://MLSPEC_STATE_URL}",
+        )
+    )
+    (root / "mlspec.yaml").write_text(edited)
+    assert Project.open(root).durability_warnings() == [], "PostgreSQL outlives the runner"
 
 
 def test_redis_8_under_feast_redis_extra_is_an_incompatibility(tmp_path: Path) -> None:

@@ -144,9 +144,14 @@ def _commit(git: Git, line: str, message: str) -> None:
     for _ in range(5):
         found = git.run("rev-parse", "--verify", "--quiet", f"{BRANCH}^{{commit}}")
         parent = found.stdout.strip() if found.ok else ""
-        before = git.output("cat-file", "blob", f"{parent}:{FILE}") + "\n" if parent else ""
-        blob = git.output("hash-object", "-w", "--stdin", stdin=before.lstrip("\n") + line)
-        tree = git.output("mktree", stdin=f"100644 blob {blob}\t{FILE}\n")
+        entries = git.output("ls-tree", parent).splitlines() if parent else []
+        others = [e for e in entries if e.split("\t", 1)[-1] != FILE]  # what else the branch keeps (CI: state.db)
+        shown = git.run("cat-file", "blob", f"{parent}:{FILE}") if parent else None
+        before = shown.stdout if shown is not None and shown.ok else ""
+        if before and not before.endswith("\n"):
+            before += "\n"
+        blob = git.output("hash-object", "-w", "--stdin", stdin=before + line)
+        tree = git.output("mktree", stdin="".join(e + "\n" for e in others) + f"100644 blob {blob}\t{FILE}\n")
         commit = git.output("commit-tree", tree, *(["-p", parent] if parent else []), "-m", message)
         if git.run("update-ref", "-m", message, BRANCH, commit, parent or "0" * 40).ok:
             return
@@ -281,3 +286,30 @@ class AnchoredStore(StateStore):
         if environment in self._touched:
             self._touched.discard(environment)
             sign_checkpoint(self._project, self._inner, environment)
+
+
+def durability_warnings(project: Project, environ: dict[str, str] | None = None) -> list[str]:
+    """What makes the state or the audit trail easy to lose here: a SQLite state on a CI runner (thrown away
+    after the job), checkpoints never pushed to the repository's origin."""
+    import os
+
+    env = os.environ if environ is None else environ
+    warnings = []
+    ci = env.get("GITHUB_ACTIONS") == "true" or env.get("CI", "").lower() in ("true", "1") or "GITLAB_CI" in env
+    if ci and project.settings.state.backend == "sqlite":
+        state = project.home / project.settings.state.path
+        kept = "" if Git(project.root).succeeds("rev-parse", "-q", "--verify", REMOTE_BRANCH) else " and never saved"
+        warnings.append(
+            f"the state ({state}) lives on this CI runner, which is thrown away after the job{kept}: keep it in "
+            "PostgreSQL (state: {backend: postgres, url: env://...}) or on the mlspec-audit branch as the "
+            "workflow mlspec init writes does; an Actions cache is evicted"
+        )
+    git = Git(project.root, timeout=30)
+    if git.succeeds("rev-parse", "-q", "--verify", BRANCH) and not git.succeeds(
+        "rev-parse", "-q", "--verify", REMOTE_BRANCH
+    ):
+        warnings.append(
+            "the audit checkpoints (branch mlspec-audit) are not on origin: until they are pushed "
+            "(git push origin mlspec-audit), whoever can rewrite this machine's state can rewrite them too"
+        )
+    return warnings

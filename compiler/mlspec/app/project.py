@@ -442,3 +442,15 @@ class Project:
         from mlspec.app.audit_trail import verify_audit
 
         return verify_audit(self)
+
+    def durability_warnings(self) -> list[str]:
+        """Where this project's state or audit trail could be lost (a CI runner's disk, unpushed checkpoints)."""
+        from mlspec.app.audit_trail import durability_warnings
+
+        return durability_warnings(self)
+
+    def export_audit(self, environment: str, out: Path) -> Verification:
+        """Write the audit log, its checkpoints, their public keys and a standalone checker into ``out``."""
+        from mlspec.app.audit_export import export_audit
+
+        return export_audit(self, environment, out)

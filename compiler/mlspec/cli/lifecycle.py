@@ -396,6 +396,23 @@ def _audit_event_line(entry: Any) -> str:
     return f"{head} by {entry.actor}{observed} at {short_revision(entry.revision)}: {detail}"
 
 
+@audit.command("export")
+@env_option("export the audit trail of")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True, help="A new folder to write.")
+@PROJECT_OPTION
+def audit_export(env: str | None, out: Path, path: Path | None) -> int:
+    """Write the verified audit log (JSON Lines), its signed checkpoints, the public keys and verify.py, a checker
+    that needs only Python and the cryptography package. Exits 1 when the log does not verify (written anyway)."""
+    project = open_project(path)
+    result = project.export_audit(environment(project, env), out)
+    for problem in result.problems:
+        click.echo(f"✗ {problem}")
+    verdict = "intact" if result.intact else f"{len(result.problems)} problem(s)"
+    click.echo(f"wrote {out}: {result.count} audit record(s), {result.checkpoints} checkpoint(s), {verdict}")
+    click.echo(f"an auditor checks it with: python {out / 'verify.py'}")
+    return EXIT_OK if result.intact else EXIT_FINDINGS
+
+
 @audit.command("live")
 @env_option("show")
 @click.option("--at", "at", help="ISO time, e.g. 2026-11-23T10:00:00+04:00 (default: now).")

@@ -60,14 +60,19 @@ def compliance(*, env: str | None, fmt: str, output: Path | None, today: dt.date
 
 @commands.command()
 @format_option(["text", "json"])
-def doctor(*, fmt: str) -> int:
-    """Installed versions of the engines mlspec drives, and known-incompatible combinations.
+@PROJECT_OPTION
+def doctor(*, fmt: str, path: Path | None) -> int:
+    """Installed versions of the engines mlspec drives, known-incompatible combinations, and (inside a project)
+    where its state and audit trail could be lost.
 
     Reads package metadata only (nothing heavy is imported). Exit 1 when an
     incompatibility is found; a missing engine is reported with the extra that provides it.
     """
+    import dataclasses
+
+    from mlspec.app.doctoring import project_durability_warnings
     from mlspec.doctor import diagnose, render_json, render_text
 
-    result = diagnose()
+    result = dataclasses.replace(diagnose(), warnings=tuple(project_durability_warnings(path)))
     click.echo(render_json(result) if fmt == "json" else render_text(result), nl=False)
     return EXIT_OK if result.ok else EXIT_FINDINGS
