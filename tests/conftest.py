@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -242,3 +244,61 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     for proc in started:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def gnupg() -> Iterator[Path]:
+    """A throw-away GNUPGHOME (short path: gpg-agent's socket path has a length limit)."""
+    home = Path(tempfile.mkdtemp(prefix="gpg-"))
+    home.chmod(0o700)
+    try:
+        yield home
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)}, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def gen_key(gnupg: Path, uid: str) -> str:
+    """A new ed25519 signing key in ``gnupg``; its fingerprint."""
+    env = {**os.environ, "GNUPGHOME": str(gnupg)}
+    subprocess.run(
+        ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"],
+        capture_output=True, check=True, env=env,
+    )  # fmt: skip
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-keys", uid], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def approve_waivers(root: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make the project's waivers count outside the local tier as an approver would: every non-local environment
+    approves by signed commit with a new key (the CISO's), every waiver names that key, and the project is
+    committed signed by it. Returns the key's fingerprint."""
+    monkeypatch.setenv("GNUPGHOME", str(gnupg))
+    listed = subprocess.run(["gpg", "--batch", "--with-colons", "--list-keys", "ciso@bank.ae"], capture_output=True,
+                            text=True, check=False).stdout  # fmt: skip
+    fingerprints = [line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:")]
+    key = fingerprints[0] if fingerprints else gen_key(gnupg, "CISO <ciso@bank.ae>")
+    approval = f"{{required: true, method: signed_commit, approvers: [{key}]}}"
+    for path in sorted((root / "environments").glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        if "tier: local" in text:
+            continue
+        if re.search(r"\n    approval: .*", text):
+            text = re.sub(r"\n    approval: .*", "\n    approval: " + approval, text)
+        else:
+            text = text.rstrip("\n") + "\n  access:\n    approval: " + approval + "\n"
+        path.write_text(text, encoding="utf-8")
+    for path in sorted((root / "specs").rglob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        if "kind: Waiver" in text:
+            path.write_text(re.sub(r"approved_by: .*", f"approved_by: {key}", text), encoding="utf-8")
+    git = ["git", "-C", str(root), "-c", "user.email=ciso@bank.ae", "-c", "user.name=CISO"]
+    if not (root / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        (root / ".gitignore").write_text(".mlspec/\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "-c", f"user.signingkey={key}", "commit", f"--gpg-sign={key}", "-qm", "waivers"], check=True,
+                   capture_output=True)  # fmt: skip
+    return key

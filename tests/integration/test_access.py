@@ -6,10 +6,8 @@ Real git repositories and a real gpg key in a temporary GNUPGHOME; production on
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,8 @@ from mlspec.app.paths import state_store
 from mlspec.app.project import Project
 from mlspec.state.base import verify_chain
 from mlspec.state.model import AuditRecord
-from tests.conftest import REPO, CliResult, copy_platform, parse
+from tests.conftest import REPO, CliResult, copy_platform, gen_key, parse
 from tests.integration.test_lifecycle import edit, make_project
-from tests.integration.test_reconcile import gen_key
 
 ACCESS = """  access:
     groups:
@@ -84,18 +81,6 @@ def applied(root: Path) -> set[str]:
         return set(store.read("prod").resources)
     finally:
         store.close()
-
-
-@pytest.fixture
-def gnupg() -> Iterator[Path]:
-    """A throw-away GNUPGHOME (short path: gpg-agent's socket path has a length limit)."""
-    home = Path(tempfile.mkdtemp(prefix="gpg-"))
-    home.chmod(0o700)
-    try:
-        yield home
-    finally:
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)}, check=False)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from mlspec.app.project import Project
-from tests.conftest import FIXTURES, REPO, CliResult, copy_platform
+from tests.conftest import FIXTURES, REPO, CliResult, approve_waivers, copy_platform
 
 TODAY = dt.date(2026, 11, 23)
 
@@ -119,9 +119,12 @@ def foreign_engagement(root: Path, expires: str | None) -> None:
         (root / "specs" / "waivers.yaml").write_text(WAIVER.format(expires=expires))
 
 
-def test_an_active_waiver_waives_only_its_policy_and_resources_and_stays_visible(tmp_path: Path) -> None:
+def test_an_active_waiver_waives_only_its_policy_and_resources_and_stays_visible(
+    tmp_path: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = copy_platform(tmp_path)
-    foreign_engagement(root, "2027-06-30")
+    foreign_engagement(root, "2027-01-31")
+    approve_waivers(root, gnupg, monkeypatch)
     result = Project.open(root).check(["prod"], today=TODAY)
     region = [f for f in result.findings if f.policy == "residency.region"]
     assert [(f.status, f.waiver) for f in region] == [("waived", "Waiver/eu-engagement")]
@@ -140,9 +143,10 @@ def test_an_expired_waiver_denies_and_waives_nothing(tmp_path: Path) -> None:
     assert any(f.policy == "residency.region" and f.blocking for f in result.findings)
 
 
-def test_a_waiver_about_to_expire_warns(tmp_path: Path) -> None:
+def test_a_waiver_about_to_expire_warns(tmp_path: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_platform(tmp_path)
     foreign_engagement(root, "2026-12-10")
+    approve_waivers(root, gnupg, monkeypatch)
     findings = Project.open(root).check(["prod"], today=TODAY).findings
     assert [f.severity for f in findings if f.policy == "waiver.expiring"] == ["warn"]
     assert any(f.policy == "residency.region" and f.status == "waived" for f in findings)
@@ -247,12 +251,50 @@ def test_project_policies_add_rules(tmp_path: Path) -> None:
     assert ("bank.api_suffix", "Deployment/churn-service", "dev") in blocking(root)
 
 
+def test_a_waiver_counts_only_when_an_approver_signed_it_and_never_for_longer_than_allowed(
+    tmp_path: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone can write approved_by: ciso; outside the local tier only the approver's key can sign for it, and no
+    waiver may run longer than the environment's waivers.max_days (90 by default)."""
+    import subprocess
+
+    root = copy_platform(tmp_path)
+    foreign_engagement(root, "2026-12-20")
+    unsigned = Project.open(root).check(["prod", "local"], today=TODAY).findings
+    (refused,) = [f for f in unsigned if f.policy == "waiver.unapproved"]
+    assert refused.environment == "prod" and refused.blocking and refused.path == "spec.approved_by"
+    assert (
+        "approved_by 'ciso', who is not an approver of environment 'prod' (fatima@bank.ae, khalid@bank.ae)"
+        in refused.message
+    )
+    assert any(f.policy == "residency.region" and f.blocking and f.environment == "prod" for f in unsigned)
+    assert any(f.policy == "residency.region" and f.status == "waived" for f in unsigned if f.environment == "local")
+    key = approve_waivers(root, gnupg, monkeypatch)
+    assert any(f.policy == "residency.region" and f.status == "waived" for f in Project.open(root).check(
+        ["prod"], today=TODAY).findings)  # fmt: skip
+    # the waiver edited after the approver signed: nobody signed what is there now
+    edit(root, "specs/waivers.yaml", "expires: 2026-12-20", "expires: 2026-12-21")
+    subprocess.run(["git", "-C", str(root), "-c", "user.email=dev@bank.ae", "-c", "user.name=dev", "commit", "-qam",
+                    "a week more"], check=True)  # fmt: skip
+    (edited,) = [f for f in Project.open(root).check(["prod"], today=TODAY).findings if f.policy == "waiver.unapproved"]
+    assert f"carries no signature of {key}" in edited.message
+    # signed, but for ten years: longer than prod allows
+    edit(root, "specs/waivers.yaml", "expires: 2026-12-21", "expires: 2036-12-21")
+    approve_waivers(root, gnupg, monkeypatch)
+    findings = Project.open(root).check(["prod", "local"], today=TODAY).findings
+    too_long = [f for f in findings if f.policy == "waiver.too_long"]
+    assert {f.environment for f in too_long} == {"prod", "local"} and all(f.blocking for f in too_long)
+    assert "allows at most 90 (waivers.max_days)" in too_long[0].message
+    assert not any(f.status == "waived" for f in findings)
+
+
 # Reports.
 @pytest.fixture
-def failing(tmp_path: Path) -> Path:
+def failing(tmp_path: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = copy_platform(tmp_path)
-    foreign_engagement(root, "2027-06-30")
+    foreign_engagement(root, (dt.date.today() + dt.timedelta(days=60)).isoformat())
     edit(root, "specs/deployments/fraud-api.yaml", "steps: [10, 50, 100]", "steps: [10, 50]")
+    approve_waivers(root, gnupg, monkeypatch)
     return root
 
 

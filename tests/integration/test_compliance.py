@@ -12,7 +12,7 @@ import pytest
 from mlspec.app.project import Project
 from mlspec.report.compliance import build_compliance
 from mlspec.report.views import render_html
-from tests.conftest import REPO, CliResult, copy_platform, write_files
+from tests.conftest import REPO, CliResult, approve_waivers, copy_platform, write_files
 
 EXAMPLE = REPO / "docs" / "examples" / "compliance-prod.md"
 TODAY = "2030-01-15"
@@ -24,9 +24,9 @@ metadata: {name: eu-transactions, owner: ciso-office}
 spec:
   policy: residency.region
   resources: [DataSource/customer-transactions]
-  reason: "migration <script>alert(1)</script> moves card data back to uae-north"
+  reason: "migration <script>alert(1)</script> moves card data back to uae-north (ML & risk)"
   approved_by: ciso & dpo
-  expires: 2030-06-30
+  expires: 2030-03-31
 """
 
 
@@ -41,14 +41,16 @@ def _registered() -> None:
 
 
 @pytest.fixture
-def foreign(tmp_path: Path) -> Path:
-    """The reference platform with card transactions moved to an EU region, under a waiver."""
+def foreign(tmp_path: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The reference platform with card transactions moved to an EU region, under a waiver an approver signed."""
     (tmp_path / "platform").mkdir()
     root = copy_platform(tmp_path / "platform")
     path = root / "specs" / "sources" / "payments.yaml"
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("region: uae-north", "region: eu-west", 1), encoding="utf-8")
-    return write_files(root, {"specs/waivers.yaml": WAIVER})
+    write_files(root, {"specs/waivers.yaml": WAIVER})
+    approve_waivers(root, gnupg, monkeypatch)
+    return root
 
 
 def test_committed_prod_example_is_what_the_command_produces(cli: Callable[..., CliResult], tmp_path: Path) -> None:
@@ -114,9 +116,10 @@ def test_a_hop_outside_the_residency_fails_and_the_waiver_is_shown(
     assert "| `DataSource/customer-transactions` | source | pii | eu-west | **OUTSIDE: eu-west** |" in text
     assert "Waivers judged as of 2030-01-15." in text
     # the source's own residency finding is waived; what is derived from it is not (the waiver names only the source)
+    key = re.search(r"approved_by: (\w+)", (foreign / "specs" / "waivers.yaml").read_text())[1]  # type: ignore[index]
     assert (
-        "| `Waiver/eu-transactions` | `residency.region` | `DataSource/customer-transactions` | ciso & dpo | "
-        "2030-06-30 | active | residency.region on DataSource/customer-transactions |"
+        f"| `Waiver/eu-transactions` | `residency.region` | `DataSource/customer-transactions` | {key} | "
+        "2030-03-31 | active | residency.region on DataSource/customer-transactions |"
     ) in text
     assert "- waived: `residency.region`:" in text
     assert "| `residency.derived` | `Deployment/fraud-api` |" in text
@@ -125,10 +128,22 @@ def test_a_hop_outside_the_residency_fails_and_the_waiver_is_shown(
     assert "| `DataSource/customer-profile` | source | pii | uae-north | ok |" in text
 
 
+def test_an_unsigned_waiver_is_reported_as_refused_and_waives_nothing(tmp_path: Path) -> None:
+    (tmp_path / "platform").mkdir()
+    root = copy_platform(tmp_path / "platform")
+    path = root / "specs" / "sources" / "payments.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("region: uae-north", "region: eu-west", 1))
+    write_files(root, {"specs/waivers.yaml": WAIVER})  # approved_by: ciso & dpo, signed by nobody
+    report = build_compliance(Project.open(root), "prod", today=__import__("datetime").date(2030, 1, 15))
+    (waiver,) = report.waivers
+    assert waiver.status == "refused: not signed by an approver" and waiver.waives == ()
+    assert any(r.policy == "waiver.unapproved" for r in report.blocking)
+
+
 def test_expired_waiver_is_reported_as_expired(foreign: Path) -> None:
     report = build_compliance(Project.open(foreign), "prod", today=__import__("datetime").date(2031, 1, 1))
     (waiver,) = report.waivers
-    assert waiver.status == "expired" and waiver.waives == () and waiver.approved_by == "ciso & dpo"
+    assert waiver.status == "expired" and waiver.waives == () and len(waiver.approved_by) == 40  # the approver's key
     assert any(r.policy == "waiver.expired" for r in report.blocking)
     assert report.as_of is None  # no date printed unless asked for
 
@@ -153,7 +168,7 @@ def test_html_is_self_contained_and_escaped(foreign: Path, tmp_path: Path, cli: 
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "ciso &amp; dpo" in page
+    assert "ML &amp; risk" in page  # the reason's own ampersand, escaped
     assert not re.search(r"""(src|href)\s*=|@import|url\(""", page), "no external assets"
     assert render_html(build_compliance(Project.open(foreign), "prod")) == render_html(
         build_compliance(Project.open(foreign), "prod")

@@ -77,10 +77,12 @@ def test_platform_commands_refuse_environments_that_run_on_a_cluster(
     tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     root = copy_platform(tmp_path)
-    for command in ("status", "monitor"):
-        result = cli(command, "--env", "prod", "-C", str(root))
-        assert result.code == 1
-        assert "'prod' is not a local environment" in result.err
+    result = cli("status", "--env", "prod", "-C", str(root))
+    assert result.code == 1
+    assert "'prod' is not a local environment" in result.err
+    # monitor on a cluster environment reads its rollout controllers' decisions from the cluster instead
+    result = cli("monitor", "--env", "prod", "-C", str(root))
+    assert result.code == 1 and "cannot read InferenceService ml-prod/fraud-api from the cluster" in result.err
 
 
 def test_plan_says_what_the_engines_will_do(tmp_path: Path, cli: Callable[..., CliResult]) -> None:

@@ -16,7 +16,7 @@ from mlspec.app.options import ApplyOptions
 from mlspec.app.project import Project
 from mlspec.errors import PlanRefused
 from mlspec.plan.model import Plan
-from tests.conftest import REPO, CliResult, copy_platform
+from tests.conftest import REPO, CliResult, approve_waivers, copy_platform
 
 EXPIRED_WAIVER = """apiVersion: mlspec/v1
 kind: Waiver
@@ -204,7 +204,9 @@ def test_without_env_or_default_environment_the_usage_error_stays(
         assert "Missing option '--env'" in result.err
 
 
-def test_plan_shows_an_active_waiver_that_expires_soon(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+def test_plan_shows_an_active_waiver_that_expires_soon(
+    tmp_path: Path, cli: Callable[..., CliResult], gnupg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datetime as dt
 
     root = reference_copy(tmp_path / "repo")
@@ -212,6 +214,7 @@ def test_plan_shows_an_active_waiver_that_expires_soon(tmp_path: Path, cli: Call
          "region: eu-west\n  classification: pii")  # fmt: skip
     soon = (dt.date.today() + dt.timedelta(days=10)).isoformat()
     (root / "specs" / "waivers.yaml").write_text(EXPIRED_WAIVER.replace("2020-01-31", soon))
+    approve_waivers(root, gnupg, monkeypatch)  # signed by an approver of dev
     result = cli("plan", "--env", "dev", "-C", str(root))
     out = result.out
     assert "waived[residency.region]" in out and "(waived by Waiver/eu-ledger)" in out

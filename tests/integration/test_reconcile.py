@@ -11,9 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from mlspec.app.project import Project
 from mlspec.gitops.reconcile import CycleResult, Reconciler
 from mlspec.state.base import verify_chain
 from mlspec.state.model import AuditRecord
-from tests.conftest import CliResult
+from tests.conftest import CliResult, gen_key
 from tests.integration.test_lifecycle import edit, make_project
 
 AUTHOR = ["-c", "user.email=dev@bank.ae", "-c", "user.name=dev", "-c", "commit.gpgsign=false"]
@@ -197,29 +196,6 @@ def test_drift_is_only_reported_when_self_heal_is_off(tmp_path: Path) -> None:
     assert record["resources"] == {"Deployment/fraud-api": "drift"}
     repeat = reconciler.cycle()
     assert repeat.events == () and repeat.drifted == ("Deployment/fraud-api",), "each drift is reported once"
-
-
-@pytest.fixture
-def gnupg() -> Iterator[Path]:
-    home = Path(tempfile.mkdtemp(prefix="gpg-"))  # short: gpg-agent's socket path has a length limit
-    home.chmod(0o700)
-    try:
-        yield home
-    finally:
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)}, check=False)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def gen_key(gnupg: Path, uid: str) -> str:
-    env = {**os.environ, "GNUPGHOME": str(gnupg)}
-    subprocess.run(
-        ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"],
-        capture_output=True, check=True, env=env,
-    )  # fmt: skip
-    listing = subprocess.run(
-        ["gpg", "--batch", "--with-colons", "--list-keys", uid], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
 def test_signed_commits_only_from_trusted_keys(tmp_path: Path, gnupg: Path) -> None:

@@ -41,6 +41,7 @@ from mlspec.spec.validate import specs_of, validate_document
 
 if TYPE_CHECKING:
     from mlspec.app.applying import Approve, Progress
+    from mlspec.app.governance import Baseline
     from mlspec.app.operations import MonitorOutcome, PlatformStatus
     from mlspec.app.options import ApplyOptions, DestroyOptions, PlanOptions, RehearsalOptions
     from mlspec.app.planning import Drift, PlanResult
@@ -71,6 +72,7 @@ class Project:
     project_diagnostics: tuple[Diagnostic, ...] = field(default=())
     _caches: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
     state_root: Path | None = None  # where state, caches and outputs live; differs from root only in rollback
+    baseline: Baseline | None = None  # the base commit's checks a change under review is held to (governance)
 
     @property
     def home(self) -> Path:
@@ -180,10 +182,22 @@ class Project:
         names = tuple(s.environment for s in sessions)
         return CheckResult(names, tuple(diagnostics), tuple(findings), len(validation.specs))
 
+    def governed_by(self, revision: str) -> Project:
+        """This project checked by ``revision``'s policy settings, policy files and access rules (the base of a
+        change under review); changing them is a ``governance.gate-changed`` finding."""
+        import dataclasses
+
+        from mlspec.app.governance import baseline
+
+        return dataclasses.replace(self, baseline=baseline(self, revision), _caches={})
+
     def policy_set(self) -> PolicySet:
-        """The policies in force: the built-in library and the project's policies folder (loaded once)."""
+        """The policies in force: the built-in library and the project's policies folder (loaded once); the
+        base's under a baseline."""
         from mlspec.policy.evaluate import PolicySet
 
+        if self.baseline is not None:
+            return self.baseline.policy_set
         policies = self._caches.get("policies")
         if not isinstance(policies, PolicySet):
             policies = PolicySet.for_project(self.root / self.settings.policies)
@@ -192,15 +206,17 @@ class Project:
 
     def evaluate_policies(self, graph: ResolvedGraph, *, today: dt.date | None = None) -> tuple[Finding, ...]:
         """Every policy finding for one resolved environment, waivers applied (``today`` judges expiry)."""
+        from mlspec.app.governance import waiver_approvals
         from mlspec.policy.evaluate import check_graph, engine_factory
 
-        config = self.settings.policy
+        config = self.settings.policy if self.baseline is None else self.baseline.policy
         factory = engine_factory(config.engine, config.opa_url, config.timeout_seconds)
         found = check_graph(
             graph, self.name, self.policy_set(), today=today, timeout=config.timeout_seconds,
-            engine_factory=factory, cache=self._cache("policy"),
+            engine_factory=factory, cache=self._cache("policy"), approvals=waiver_approvals(self, graph),
         )  # fmt: skip
-        return tuple(found)
+        gate = self.baseline.findings(graph.name) if self.baseline is not None else []
+        return (*found, *gate)
 
     def _render_cache(self) -> RenderCache:
         # one cache per Project, so environments rendered together share its memory layer

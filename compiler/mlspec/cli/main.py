@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -115,6 +115,13 @@ def _resolve_or_exit(path: Path | None, env: str | None, fmt_color: str = "auto"
     metavar="REF",
     help="Report only on the resources this branch changes since its merge base with the git REF (and dependants).",
 )
+@click.option(
+    "--base",
+    "base",
+    metavar="REF",
+    help="Judge by REF's policy settings, policy files and access rules (default in a GitHub pull request: "
+    "origin/$GITHUB_BASE_REF); changing them is a deny. --changed-since implies it.",
+)
 @PROJECT_OPTION
 def check(
     *,
@@ -124,6 +131,7 @@ def check(
     output: Path | None,
     color: str,
     changed_since: str | None,
+    base: str | None,
     path: Path | None,
 ) -> int:
     """Validate, resolve and check every policy; report all findings at once.
@@ -132,20 +140,23 @@ def check(
     as waived; expired waivers deny. With --changed-since, only the findings about
     what the branch changes are reported (exactly as a full check reports them).
     """
+    from mlspec.app.governance import pull_request_base
     from mlspec.app.validation import CheckResult
-    from mlspec.views import findings_text as views
-    from mlspec.views.diagnostics_text import render_diagnostics
-    from mlspec.views.style import Style, use_color
+    from mlspec.views.style import use_color
 
     project = open_project(path)
     selected = None if all_envs else (list(envs) or None)
     scope_line = ""
+    base = base or (pull_request_base() if changed_since is None else None)
+    if base is not None:
+        project = project.governed_by(base)  # the base's checks, never the change's own
     if changed_since is None:
         result = project.check(selected)
     else:
         from mlspec.gitops.changes import changed_files, check_changed
 
         changes = changed_files(project, changed_since)
+        project = project.governed_by(changes.base)  # checked by the base's checks, never its own
         if not changes.relevant:
             if fmt == "text" and output is None:
                 click.echo(changes.nothing_line())
@@ -158,6 +169,21 @@ def check(
             result, scope = check_changed(project, changes, selected)
             reached = sum(len(refs) for refs in scope.values())
             scope_line = changes.scope_line(reached) + (f" across {len(scope)} environment(s)" if scope else "")
+    report = _check_report(result, fmt, scope_line, color, output)
+    if output is not None:
+        output.write_text(report + "\n", encoding="utf-8")
+        click.echo(f"wrote {output} ({'ok' if result.ok else 'findings'})")
+    else:
+        click.echo(report, color=fmt == "text" and use_color(sys.stdout, color))
+    return EXIT_OK if result.ok else EXIT_FINDINGS
+
+
+def _check_report(result: Any, fmt: str, scope_line: str, color: str, output: Path | None) -> str:
+    """The check result in the chosen format."""
+    from mlspec.views import findings_text as views
+    from mlspec.views.diagnostics_text import render_diagnostics
+    from mlspec.views.style import Style, use_color
+
     if fmt == "text":
         style = Style(use_color(sys.stdout, color) and output is None)
         parts = [scope_line] if scope_line else []
@@ -180,12 +206,7 @@ def check(
         report = render_junit(result.diagnostics, result.findings, result.environments)
     else:
         report = views.render_github(result.diagnostics, result.findings)
-    if output is not None:
-        output.write_text(report + "\n", encoding="utf-8")
-        click.echo(f"wrote {output} ({'ok' if result.ok else 'findings'})")
-    else:
-        click.echo(report, color=fmt == "text" and use_color(sys.stdout, color))
-    return EXIT_OK if result.ok else EXIT_FINDINGS
+    return report
 
 
 @cli.group()

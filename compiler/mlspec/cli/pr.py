@@ -47,6 +47,8 @@ def comment(
         raise UsageError("--env and --all-envs exclude each other")
     project = open_project(path)
     changes = changed_files(project, changed_since) if changed_since is not None else None
+    if changes is not None:
+        project = project.governed_by(changes.base)  # the base's checks, never the branch's own
     report = branch_report(project, None if all_envs else list(envs), changes)
     text = render_comment(report)
     ok = report.ok

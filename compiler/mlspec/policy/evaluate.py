@@ -23,7 +23,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,8 +123,10 @@ def check_graph(
     timeout: float = 60.0,
     engine_factory: Callable[[], PolicyEngine] = RegorusEngine,
     cache: ResultCache | None = None,
+    approvals: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Every finding for one environment, waivers applied, in a stable order."""
+    """Every finding for one environment, waivers applied (``approvals``: waiver ref -> the approver whose
+    signature it verifiably carries), in a stable order."""
     documents = _documents(graph, project)
     texts = _policy_texts(policies) if cache is not None and engine_factory is RegorusEngine else None
     if cache is not None and texts is not None:
@@ -133,7 +135,7 @@ def check_graph(
         raw, errors = _isolated(lambda: _evaluate(graph, documents, policies, engine_factory), timeout, graph)
     subjects = {spec.ref: spec for spec in (graph.environment, *graph.resources.values())}
     found = errors or [_finding(item, severity, subjects[ref], graph) for ref, severity, item in raw]
-    findings = apply_waivers(found, graph.waivers, graph.name, today or dt.date.today())
+    findings = apply_waivers(found, graph.waivers, graph.env, today or dt.date.today(), approvals)
     return sorted(findings, key=Finding.sort_key)
 
 

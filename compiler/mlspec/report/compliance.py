@@ -106,7 +106,7 @@ class WaiverInForce:
     reason: str
     approved_by: str
     expires: str
-    status: str  # active, expiring (within 30 days) or expired (waives nothing)
+    status: str  # active, expiring (within 30 days), expired or refused: ... (these waive nothing)
     waives: tuple[str, ...]  # "policy on resource" for each finding it waives here
 
 
@@ -361,13 +361,19 @@ def _result(finding: Finding) -> PolicyResult:
 
 
 def _waivers(graph: ResolvedGraph, findings: list[Finding], today: dt.date) -> tuple[WaiverInForce, ...]:
-    from mlspec.policy.waivers import EXPIRY_WARNING_DAYS
+    from mlspec.policy.waivers import EXPIRY_WARNING_DAYS, TOO_LONG, UNAPPROVED
 
     out: list[WaiverInForce] = []
     for waiver in sorted(graph.waivers, key=lambda w: w.ref):
         spec = waiver.model.spec
         days = (spec.expires - today).days
-        status = "expired" if days < 0 else "expiring" if days <= EXPIRY_WARNING_DAYS else "active"
+        refused = {f.policy for f in findings if f.resource == waiver.ref and f.policy in (TOO_LONG, UNAPPROVED)}
+        status = (
+            "expired" if days < 0
+            else "refused: not signed by an approver" if UNAPPROVED in refused
+            else "refused: longer than allowed" if TOO_LONG in refused
+            else "expiring" if days <= EXPIRY_WARNING_DAYS else "active"
+        )  # fmt: skip
         waives = tuple(sorted(f"{f.policy} on {f.resource}" for f in findings if f.waiver == waiver.ref))
         out.append(
             WaiverInForce(

@@ -393,6 +393,16 @@ class Access(StrictModel):
         return self
 
 
+class WaiverRules(StrictModel):
+    """What a Waiver needs to count in this environment (see docs/policies.md)."""
+
+    max_days: int = Field(
+        default=90, ge=1, le=3650,
+        description="The longest a waiver may still run: one whose expires is further away denies "
+        "(waiver.too_long) and waives nothing.",
+    )  # fmt: skip
+
+
 class EnvironmentSpec(StrictModel):
     """One place the platform runs."""
 
@@ -422,6 +432,12 @@ class EnvironmentSpec(StrictModel):
         default=None,
         description="The OIDC issuer whose tokens endpoints with auth.method: oidc accept; omit on a local "
         "environment for mlspec's own local issuer (mlspec token mints its tokens).",
+    )
+    waivers: WaiverRules = Field(
+        default_factory=WaiverRules,
+        description="How long a waiver may run here. Outside the local tier a waiver also counts only when its "
+        "approved_by is an approver of access.approval (signed_commit) whose key signed the commit that last "
+        "changed its file.",
     )
 
     @property

@@ -112,6 +112,28 @@ POLICY_RULES: dict[str, RuleText] = {
         "A Waiver expires within 30 days.",
         "Fix what the waiver covers before it expires, or renew it.",
     ),
+    "waiver.unapproved": RuleText(
+        "A waiver nobody the environment trusts approved",
+        "Outside the local tier a Waiver counts only when its approved_by is an approver of the environment's "
+        "access.approval (signed_commit) whose key signed the commit that last changed its file; otherwise it "
+        "waives nothing and denies.",
+        "Have the approver sign the commit that adds the waiver (git commit -S), with approved_by set to their "
+        "key's fingerprint.",
+    ),
+    "waiver.too_long": RuleText(
+        "A waiver runs longer than the environment allows",
+        "A Waiver whose expiry is further away than the environment's waivers.max_days (90 by default) waives "
+        "nothing and denies.",
+        "Set expires within the environment's waivers.max_days and renew the waiver when it ends.",
+    ),
+    "governance.gate-changed": RuleText(
+        "A change alters its own checks",
+        "A change under review (--changed-since or --base) alters the policy engine settings, the policy files, or "
+        "an environment's access rules, approvers or waiver rules. It is judged by the base's checks, and the "
+        "alteration itself denies unless the head commit is signed by an approver the base lists.",
+        "Land the change to the checks on its own, reviewed by the approvers (or signed by one of them); it "
+        "governs the changes after it.",
+    ),
     "waiver.unused": RuleText(
         "A waiver waives nothing",
         "A Waiver matches no finding: the problem it covered is gone, or its policy or resources are misnamed.",
