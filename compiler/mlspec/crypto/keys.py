@@ -2,6 +2,7 @@
 
 - ``file://PATH``: a local 32-byte key file (relative paths against the project root). ``create=True`` (the
   ``local`` environment only) makes a fresh one with mode 0600 on first use.
+- ``kms://aws/KEY``: AWS KMS (:mod:`mlspec.crypto.aws_kms`), built in.
 - ``kms://NAME`` (or any other scheme): an external KMS, through a provider registered with
   :func:`register_provider`, or named by ``MLSPEC_KMS_PROVIDER=module:function`` (a factory taking the
   reference). With neither, resolving fails and names the reference: nothing is ever written in plaintext instead.
@@ -126,6 +127,20 @@ def provider_from_environment(variable: str, error: type[Exception]) -> Callable
     return factory
 
 
+# kms://<provider>/... references mlspec resolves itself (module:function, imported only when used)
+BUILT_IN = {"aws": "mlspec.crypto.aws_kms:provider"}
+
+
+def _built_in(scheme: str, rest: str) -> ProviderFactory | None:
+    """The built-in provider a ``kms://<provider>/...`` reference names, if any."""
+    target = BUILT_IN.get(rest.split("/", 1)[0]) if scheme == "kms" and "/" in rest else None
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    factory: ProviderFactory = getattr(importlib.import_module(module), name)
+    return factory
+
+
 def _env_provider() -> ProviderFactory | None:
     return provider_from_environment(PROVIDER_VARIABLE, KeyProviderError)
 
@@ -196,7 +211,7 @@ class KeyResolver:
                 _create_key_file(path)
             found: KeyEncryptionKey = LocalKey(_read_key_file(path, ref), ref)
         else:
-            factory = _PROVIDERS.get(scheme) or _env_provider()
+            factory = _built_in(scheme, rest) or _PROVIDERS.get(scheme) or _env_provider()
             if factory is None:
                 raise KeyProviderError(
                     f"no key provider is configured for {ref}: register one with "
