@@ -178,3 +178,27 @@ def test_html_is_self_contained_and_escaped(foreign: Path, tmp_path: Path, cli: 
 def test_unknown_environment_is_a_usage_error(cli: Callable[..., CliResult]) -> None:
     result = cli("report", "compliance", "--env", "prdo", "-C", str(REPO))
     assert result.code == 2 and "did you mean 'prod'" in result.err
+
+
+def test_each_check_names_the_iso_27001_controls_and_pdpl_articles_it_evidences(
+    foreign: Path, cli: Callable[..., CliResult]
+) -> None:
+    """The mapping follows the rows: prod fails encryption at rest (the edge package) but holds residency; the
+    platform moved to eu-west fails residency (PDPL cross-border articles) too."""
+    reference = json.loads(cli("report", "compliance", "--env", "prod", "--format", "json", "-C", str(REPO)).out)
+    checks = {c["check"]: c for c in reference["controls"]}
+    residency = checks["data residency of every hop"]
+    assert residency["ok"] and residency["iso"] == ["A.5.34", "A.5.31"] and residency["pdpl"] == ["Art. 22", "Art. 23"]
+    at_rest = checks["encryption at rest as enforced"]
+    assert (
+        not at_rest["ok"] and at_rest["iso"] == ["A.8.24"] and at_rest["evidence"] == "failing: Deployment/fraud-edge"
+    )
+    moved = json.loads(cli("report", "compliance", "--env", "prod", "--format", "json", "--today", TODAY, "-C",
+                           str(foreign)).out)  # fmt: skip
+    outside = {c["check"]: c for c in moved["controls"]}["data residency of every hop"]
+    assert not outside["ok"] and "DataSource/customer-transactions" in outside["evidence"]
+    text = cli("report", "compliance", "--env", "prod", "-C", str(REPO)).out
+    assert (
+        "| encryption at rest as enforced | A.8.24 Use of cryptography | Art. 20 Personal data security | **NO** |"
+        in text
+    )

@@ -8,12 +8,14 @@ that passed and failed on it, and the waivers in force. Views live in ``mlspec.r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlspec.diagnostics import Location
+from mlspec.report.controls import ControlEvidence, evidenced_controls
 from mlspec.resolve.enforcement import endpoint_enforcement
 from mlspec.spec.datasource import DataSource
 from mlspec.spec.deployment import BatchDeploymentSpec, Deployment, EdgeDeploymentSpec, OnlineDeploymentSpec
@@ -130,6 +132,7 @@ class ComplianceReport:
     blocking: tuple[PolicyResult, ...]  # every un-waived deny of the environment, sensitive or not
     waivers: tuple[WaiverInForce, ...]
     errors: tuple[str, ...] = ()  # validation or resolution errors: no report could be made
+    controls: tuple[ControlEvidence, ...] = ()  # the ISO 27001 Annex A controls and PDPL articles each check evidences
 
     @property
     def residency_violations(self) -> tuple[Hop, ...]:
@@ -185,7 +188,7 @@ def build_compliance(
             continue
         hops.extend(_hops(project.root, graph, spec, sources, sensitive))
         resources.append(_resource(graph, spec, sources=sources, derived=derived, policies=policies, findings=findings))
-    return ComplianceReport(
+    report = ComplianceReport(
         project=project.name,
         environment=environment,
         tier=env.tier,
@@ -202,6 +205,7 @@ def build_compliance(
         blocking=tuple(_result(f) for f in findings if f.blocking),
         waivers=_waivers(graph, findings, day),
     )
+    return dataclasses.replace(report, controls=evidenced_controls(report))
 
 
 def _empty(project: str, environment: str, errors: tuple[str, ...]) -> ComplianceReport:

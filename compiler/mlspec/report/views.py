@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from mlspec.report.compliance import ComplianceReport, Control, PolicyResult
+from mlspec.report.controls import ISO_CONTROLS, PDPL_ARTICLES
 
 SCHEMA_VERSION = 1
 
@@ -101,6 +102,22 @@ def render_markdown(report: ComplianceReport) -> str:
             )
     else:
         lines.append("None.")
+    lines.append("")
+    lines += [
+        "## Controls evidenced",
+        "",
+        "ISO/IEC 27001:2022 Annex A controls and UAE PDPL (Federal Decree-Law No. 45 of 2021) articles each check of "
+        "this report gives evidence for (mlspec's mapping, for the auditor to start from).",
+        "",
+        "| check | ISO/IEC 27001:2022 Annex A | UAE PDPL | holds | evidence |",
+        "|---|---|---|---|---|",
+    ]
+    for control in report.controls:
+        iso = "; ".join(f"{c} {ISO_CONTROLS[c]}" for c in control.iso)
+        pdpl = "; ".join(f"{a} {PDPL_ARTICLES[a]}" for a in control.pdpl)
+        lines.append(
+            f"| {control.check} | {iso} | {pdpl} | {'yes' if control.ok else '**NO**'} | {_cell(control.evidence)} |"
+        )
     lines.append("")
     if report.environment_findings:
         lines += ["## Environment findings", "", *(f"- {_results((r,))}" for r in report.environment_findings), ""]
@@ -230,6 +247,14 @@ def render_html(report: ComplianceReport) -> str:
         out.append("</table>")
     else:
         out.append("<p>None.</p>")
+    out += ["<h2>Controls evidenced</h2>", "<table>"]
+    out.append(_row(["check", "ISO/IEC 27001:2022 Annex A", "UAE PDPL", "holds", "evidence"], "th"))
+    for control in report.controls:
+        iso = "; ".join(f"{c} {ISO_CONTROLS[c]}" for c in control.iso)
+        pdpl = "; ".join(f"{a} {PDPL_ARTICLES[a]}" for a in control.pdpl)
+        holds = '<span class="ok">yes</span>' if control.ok else '<span class="fail">NO</span>'
+        out.append(_row([_h(control.check), _h(iso), _h(pdpl), holds, _h(control.evidence)]))
+    out.append("</table>")
     if report.blocking:
         out += ["<h2>Blocking findings</h2>", "<table>", _row(["policy", "resource", "message"], "th")]
         out += [
