@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -302,3 +303,25 @@ def approve_waivers(root: Path, gnupg: Path, monkeypatch: pytest.MonkeyPatch) ->
     subprocess.run([*git, "-c", f"user.signingkey={key}", "commit", f"--gpg-sign={key}", "-qm", "waivers"], check=True,
                    capture_output=True)  # fmt: skip
     return key
+
+
+@contextlib.contextmanager
+def feast_serve(repo: Path, env: dict[str, str]) -> Iterator[str]:
+    """Feast's own feature server (``feast serve``) on a rendered, applied repository; yields its URL."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = repo.parent / f"feature-server-{port}.log"
+    feast = str(Path(sys.executable).parent / "feast")
+    with log.open("wb") as out:
+        server = subprocess.Popen([feast, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=repo,
+                                  stdout=out, stderr=out, env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, log, 120)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from mlspec.app.project import Project
 from mlspec.render.write import write_tree
-from tests.conftest import REPO, copy_platform, wait_healthy
+from tests.conftest import REPO, copy_platform, feast_serve
 
 sys.path.insert(0, str(REPO / "scripts"))
 from generate_data import generate
@@ -137,23 +137,8 @@ def test_spec_text_cannot_inject_code_into_the_definitions(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def feature_server(applied: Path) -> Iterator[str]:
     """Feast's own feature server (``feast serve``) on the applied repository, as a cluster runs it."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "MLSPEC_PROJECT_ROOT": str(applied.parents[2])}
-    log = applied.parent / "feature-server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([FEAST, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=applied,
-                                  stdout=out, stderr=out, env=env)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server, log, 120)
+    with feast_serve(applied, {**os.environ, "MLSPEC_PROJECT_ROOT": str(applied.parents[2])}) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 CUSTOMERS = [800001, 800002]

@@ -335,6 +335,16 @@ def test_audit_verify_detects_tampering(project: Path, cli: Callable[..., CliRes
     assert expected in result.out
 
 
+def sign_checkpoints(project: Path) -> None:
+    """Give prod an audit signing key file (its kms:// key has no signing provider here)."""
+    edit(
+        project,
+        "environments/prod.yaml",
+        "kms_key: kms://prod,",
+        "kms_key: kms://prod, signing_key: file://keys/audit,",
+    )
+
+
 def rehash_from(root: Path, first: int, actor: str = "mallory") -> None:
     """Rewrite the chain from record ``first`` on with fresh hashes, as someone who knows the rule would."""
     from mlspec.state.base import record_hash
@@ -368,13 +378,7 @@ def test_audit_verify_detects_what_the_chain_alone_cannot(
     from mlspec.app.audit_trail import checkpoint_file
     from mlspec.state.checkpoint import Checkpoint
 
-    # prod's checkpoints signed with a key file (a kms:// signing key needs a signing provider)
-    edit(
-        project,
-        "environments/prod.yaml",
-        "kms_key: kms://prod,",
-        "kms_key: kms://prod, signing_key: file://keys/audit,",
-    )
+    sign_checkpoints(project)
     apply_environment(Project.open(project), "prod")
     clean = cli("audit", "verify", "-C", str(project))
     assert clean.code == 0 and "intact" in clean.out and "! " not in clean.out, clean.out
@@ -424,12 +428,7 @@ def test_checkpoints_kept_on_the_git_branch_catch_a_truncation_with_the_file_cop
 ) -> None:
     from mlspec.app.audit_trail import checkpoint_file
 
-    edit(
-        project,
-        "environments/prod.yaml",
-        "kms_key: kms://prod,",
-        "kms_key: kms://prod, signing_key: file://keys/audit,",
-    )
+    sign_checkpoints(project)
     git = ["git", "-C", str(project), "-c", "user.email=t@bank.ae", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     (project / ".gitignore").write_text(".mlspec/\nkeys/\n")
@@ -465,12 +464,7 @@ def test_checkpoints_kept_on_the_git_branch_catch_a_truncation_with_the_file_cop
 def test_audit_export_is_checked_by_its_own_script_with_python_and_cryptography_only(
     project: Path, cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
-    edit(
-        project,
-        "environments/prod.yaml",
-        "kms_key: kms://prod,",
-        "kms_key: kms://prod, signing_key: file://keys/audit,",
-    )
+    sign_checkpoints(project)
     apply_environment(Project.open(project), "prod")
     out = tmp_path / "export"
     exported = cli("audit", "export", "--env", "prod", "-o", str(out), "-C", str(project))

@@ -22,7 +22,7 @@ from mlspec.render.feast import connection_variables
 from mlspec.render.write import write_tree
 from mlspec.runtime.context import RuntimeContext
 from tests import services
-from tests.conftest import REPO, copy_platform
+from tests.conftest import REPO, copy_platform, feast_serve
 
 sys.path.insert(0, str(REPO / "scripts"))
 from generate_data import generate
@@ -259,23 +259,8 @@ def test_tracking_uri_references_and_credentials() -> None:
 
 def feature_server_lookup(path: Path, env: dict[str, str], keys: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """What the model server's lookup gets from ``feast serve`` on the rendered repository ``path``."""
-    import socket
-
     from mlspec.serving.config import LookupConfig
     from mlspec.serving.feature_lookup import FeatureServerLookup
-    from tests.conftest import wait_healthy
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = path.parent / f"feature-server-{port}.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([FEAST, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=path,
-                                  stdout=out, stderr=out, env=env)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server, log, 120)
+    with feast_serve(path, env) as url:
         return FeatureServerLookup(LookupConfig("churn_features", ("customer_id",), url=url)).fetch(keys)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
