@@ -20,6 +20,7 @@ from mlspec.git.runner import Git, GitError
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
+    from mlspec.identity import Identity
     from mlspec.resolve.graph import ResolvedGraph
     from mlspec.spec.environment import Access
     from mlspec.state.base import StateStore
@@ -78,9 +79,23 @@ def check_allowed(
     project: Project, graph: ResolvedGraph, store: StateStore, *, actor: str, operation: str, revision: str,
     plan_hash: str = "", rules: Rules | None = None,
 ) -> Rules:  # fmt: skip
-    """Refuse (audited) when ``actor`` may not ``operation`` in the environment; returns the rules in force."""
+    """Refuse (audited) when ``actor`` may not ``operation`` in the environment; returns the rules in force.
+
+    Outside the local tier a restricted operation needs a proven identity (:mod:`mlspec.identity`): the CI's
+    verified token or a HEAD signed by a listed key; ``actor`` as typed (--as, MLSPEC_ACTOR, git user) counts on
+    the local tier only. A proven identity acting is recorded with its evidence.
+    """
     rules = rules or rules_in_force(project, graph, store)
+    if who_may(rules.access, operation) is None:
+        return rules  # open to everyone: nothing to prove
+    identity = identify(project, rules, actor)
+    if graph.env.spec.tier != "local" and not identity.proven:
+        _refuse_unproven(store, graph, rules, actor=actor, operation=operation, revision=revision, plan_hash=plan_hash)
+    actor = identity.name
     if allowed(rules.access, operation, actor):
+        if identity.proven and operation != "plan":
+            store.append_audit(graph.name, actor, revision, plan_hash,
+                               {"type": "identity", "operation": operation, **identity.record()})  # fmt: skip
         return rules
     principals = who_may(rules.access, operation) or []
     who = ", ".join(_describe(rules.access, p) for p in principals) if principals else "nobody"
@@ -93,6 +108,50 @@ def check_allowed(
         message, reason="not-allowed", actor=actor, operation=operation, environment=graph.name,
         allowed=tuple(principals),
         hint=f"identity is --as, MLSPEC_ACTOR, or git user.email; access rules from {rules.source}",
+    )  # fmt: skip
+
+
+def identify(project: Project, rules: Rules, asserted: str) -> Identity:
+    """Who acts under ``rules``: proven by the CI's token or a signed HEAD, else ``asserted`` (see identity.py);
+    AccessDenied when a presented proof does not verify."""
+    from mlspec.identity import IdentityError, establish
+
+    try:
+        return establish(git_root(project), rules.access, asserted)
+    except IdentityError as exc:
+        raise AccessDenied(
+            f"{exc}", reason="identity-not-verified", actor=asserted, operation="identify", environment="",
+            allowed=(), hint="see docs/access.md (proven identities)",
+        ) from None  # fmt: skip
+
+
+def acting(project: Project, graph: ResolvedGraph, store: StateStore, asserted: str) -> str:
+    """The name the operation acts under: the proven identity's, when there is one, else ``asserted``."""
+    return identify(project, rules_in_force(project, graph, store), asserted).name
+
+
+def _refuse_unproven(
+    store: StateStore, graph: ResolvedGraph, rules: Rules, *, actor: str, operation: str, revision: str,
+    plan_hash: str,
+) -> None:  # fmt: skip
+    access = rules.access
+    proofs = []
+    if access is not None and access.ci is not None:
+        proofs.append(f"a job of {access.ci.repository} on {access.ci.ref} with its OIDC token (access.ci)")
+    if access is not None and access.signers:
+        proofs.append("a HEAD commit signed by a key of access.signers")
+    how = " or ".join(proofs) or "none is configured: add access.ci or access.signers"
+    message = (
+        f"{actor} is only asserted (--as, MLSPEC_ACTOR or git user.email), which counts on the local tier only; "
+        f"to {operation} '{graph.name}' prove who acts: {how}"
+    )
+    _deny(store, graph.name, actor=actor, revision=revision, plan_hash=plan_hash, operation=operation,
+          reason="unproven-identity", message=message, allowed_principals=who_may(access, operation) or [])  # fmt: skip
+    raise AccessDenied(
+        message, reason="unproven-identity", actor=actor, operation=operation, environment=graph.name,
+        allowed=tuple(who_may(access, operation) or ()),
+        hint="in GitHub Actions give the job permissions: id-token: write; people sign the commit they apply "
+        "(git commit -S) with a key listed in access.signers",
     )  # fmt: skip
 
 
@@ -116,6 +175,8 @@ def check_approval(
         why, found = "the project is not in a git repository, so no approval can be recorded", []
     elif approval.method == "signed_commit":
         why, found = _signed_approvals(repo, commit, approval.approvers)
+    elif graph.env.spec.tier == "production":  # unsigned merge metadata proves nothing here
+        why, found = _protected_job_approval(identify(project, Rules(access, ""), actor), access)
     else:
         why, found = _merge_approval(repo, commit, members(access, approval.approvers))
     if len(found) >= approval.min:
@@ -187,6 +248,19 @@ def _signed_approvals(repo: Path, commit: str, keys: list[str]) -> tuple[str, li
             reasons.append(f"{sha[:12]}: {check.message}")
     why = f"found {len(found)}" + (f" ({'; '.join(reasons)})" if reasons else "")
     return why, found
+
+
+def _protected_job_approval(identity: Identity, access: Access) -> tuple[str, list[str]]:
+    """On production a merge approval counts only as a proven job of the protected CI environment, whose
+    required reviewers approved the deployment (the token's ``environment`` claim)."""
+    ci = access.ci
+    if ci is None or ci.environment is None:
+        return ("a merge's author metadata is not proof on production: set access.ci.environment to the protected "
+                "CI environment whose reviewers approve, or approve by signed_commit"), []  # fmt: skip
+    if identity.method == "ci-oidc" and identity.evidence.get("environment") == ci.environment:
+        return "", [f"{ci.principal} in the protected environment {ci.environment}"]
+    return (f"on production only a job of the protected CI environment '{ci.environment}' (whose reviewers "
+            "approved) counts as the merge's approval; this is not one"), []  # fmt: skip
 
 
 def _merge_approval(repo: Path, commit: str, approvers: set[str]) -> tuple[str, list[str]]:

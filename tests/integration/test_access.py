@@ -1,13 +1,16 @@
-"""Access control: who may plan, apply and destroy, approvals recorded in git (merges, GPG-signed commits).
+"""Access control: who may plan, apply and destroy, proven identities, approvals recorded in git (merges, GPG-signed
+commits) or given by a protected CI environment.
 
-Real git repositories and a real gpg key in a temporary GNUPGHOME; production on the output-folder target.
+Real git repositories and real gpg keys in a temporary GNUPGHOME; the CI's OIDC issuer is a JWKS on loopback with
+keys of the test's own (a stand-in for token.actions.githubusercontent.com); production on the output-folder target.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,10 @@ from mlspec.state.base import verify_chain
 from mlspec.state.model import AuditRecord
 from tests.conftest import REPO, CliResult, copy_platform, gen_key, parse
 from tests.integration.test_lifecycle import edit, make_project
+from tests.unit.test_serving_auth import IdentityProvider
+
+PEOPLE = ("alice@bank.ae", "bob@bank.ae", "eve@bank.ae", "auditors@bank.ae", "rita@bank.ae")
+REPOSITORY = "uae-bank/ml-platform"
 
 ACCESS = """  access:
     groups:
@@ -85,85 +92,155 @@ def applied(root: Path) -> set[str]:
 
 @pytest.fixture(autouse=True)
 def _no_actor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLSPEC_ACTOR", raising=False)
+    for name in ("MLSPEC_ACTOR", "MLSPEC_OIDC_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def people(gnupg: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Each person's OpenPGP key (fingerprint by email), in the keyring mlspec verifies with."""
+    monkeypatch.setenv("GNUPGHOME", str(gnupg))
+    return {email: gen_key(gnupg, f"{email.split('@')[0].title()} <{email}>") for email in PEOPLE}
+
+
+@pytest.fixture
+def ci() -> Iterator[IdentityProvider]:
+    """The CI's OIDC issuer (GitHub Actions' stand-in): a JWKS on loopback and the keys to mint job tokens."""
+    provider = IdentityProvider()
+    yield provider
+    provider.server.shutdown()
+
+
+def proofs(people: dict[str, str], ci: IdentityProvider, environment: str = "production") -> str:
+    """access.signers (everyone's key) and access.ci (the stand-in issuer, this repository, a protected environment)."""
+    signers = ", ".join(f"{key}: {email}" for email, key in people.items())
+    return (f"    signers: {{{signers}}}\n"
+            f"    ci: {{issuer: '{ci.issuer}', repository: {REPOSITORY}, environment: {environment}}}\n")  # fmt: skip
+
+
+def job_token(ci: IdentityProvider, **claims: object) -> str:
+    """An ID token of a job of this repository on main in the protected environment (claims override)."""
+    base = {"aud": "mlspec", "sub": f"repo:{REPOSITORY}:environment:production", "repository": REPOSITORY,
+            "ref": "refs/heads/main", "environment": "production", "run_id": "4242"}  # fmt: skip
+    return ci.token(**{**base, **claims})
+
+
+def act(root: Path, people: dict[str, str], email: str) -> None:
+    """``email`` acts: an empty commit on HEAD signed with their key (what proves a person outside CI)."""
+    key = people[email]
+    git(root, "-c", f"user.signingkey={key}", "commit", "--allow-empty", f"--gpg-sign={key}", "-qm", "act",
+        email=email)  # fmt: skip
+
+
+def commit_signed(root: Path, message: str, people: dict[str, str], email: str) -> None:
+    key = people[email]
+    git(root, "add", "-A", email=email)
+    git(root, "-c", f"user.signingkey={key}", "commit", f"--gpg-sign={key}", "-qm", message, email=email)
 
 
 def test_only_listed_users_and_group_members_may_apply_and_destroy_and_every_refusal_is_audited(
-    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = repo_with(tmp_path / "repo", ACCESS)
-    refused = cli("apply", "--env", "prod", "--auto-approve", "--as", "eve@bank.ae", "-C", str(root))
+    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, people: dict[str, str],
+    ci: IdentityProvider,
+) -> None:  # fmt: skip
+    root = repo_with(tmp_path / "repo", ACCESS + proofs(people, ci))
+    apply = ("apply", "--env", "prod", "--auto-approve", "-C", str(root))
+    # a typed name proves nothing outside the local tier
+    typed = cli(*apply, "--as", "alice@bank.ae")
+    assert typed.code == 1 and applied(root) == set()
+    assert "alice@bank.ae is only asserted (--as, MLSPEC_ACTOR or git user.email)" in typed.err
+    assert "a HEAD commit signed by a key of access.signers" in typed.err and "id-token: write" in typed.err
+    act(root, people, "eve@bank.ae")  # eve, proven by her signature, is not listed
+    refused = cli(*apply, "--as", "alice@bank.ae")  # and cannot claim to be someone else
     assert refused.code == 1 and applied(root) == set()
     assert "error: eve@bank.ae may not apply 'prod'; who may apply: oncall (bob@bank.ae, ci@github), alice@bank.ae" in (
         refused.err
     )
-    assert "MLSPEC_ACTOR" in refused.err  # the hint says how identity is determined
-    # MLSPEC_ACTOR (CI) is a group member; the audit names who applied
-    monkeypatch.setenv("MLSPEC_ACTOR", "ci@github")
-    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(root)).code == 0
-    monkeypatch.delenv("MLSPEC_ACTOR")
+    # the CI job, proven by its OIDC token, is a group member; the audit names who applied and how it is known
+    token = job_token(ci)
+    monkeypatch.setenv("MLSPEC_OIDC_TOKEN", token)
+    assert cli(*apply).code == 0
+    monkeypatch.delenv("MLSPEC_OIDC_TOKEN")
     assert "DataSource/txns" in applied(root)
     assert [r.actor for r in audit(root) if r.record.get("type") == "apply"] == ["ci@github"]
-    # the git user (alice, listed by name) may apply; case does not matter
+    (proof,) = [r.record for r in audit(root) if r.record.get("type") == "identity"]
+    assert proof["method"] == "ci-oidc" and proof["evidence"]["repository"] == REPOSITORY
+    assert proof["evidence"]["run_id"] == "4242" and token.split(".")[2] not in str(audit(root)), "never the token"
+    # alice, listed by name, applies the commit she signed
     edit(root, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
-    commit(root, "longer ttl")
-    assert cli("apply", "--env", "prod", "--auto-approve", "--as", "Alice@Bank.ae", "-C", str(root)).code == 0
+    commit_signed(root, "longer ttl", people, "alice@bank.ae")
+    assert cli(*apply).code == 0
     # destroy needs the same right as apply
-    gone = cli("destroy", "--env", "prod", "--auto-approve", "--allow-destroy", "--as", "eve@bank.ae", "-C", str(root))
+    act(root, people, "eve@bank.ae")
+    gone = cli("destroy", "--env", "prod", "--auto-approve", "--allow-destroy", "-C", str(root))
     assert gone.code == 1 and "eve@bank.ae may not destroy 'prod'" in gone.err and applied(root)
     assert [(d["actor"], d["operation"], d["reason"]) for d in denials(root)] == [
+        ("alice@bank.ae", "apply", "unproven-identity"),
         ("eve@bank.ae", "apply", "not-allowed"),
         ("eve@bank.ae", "destroy", "not-allowed"),
     ]
-    assert denials(root)[0]["allowed"] == ["oncall", "alice@bank.ae"]
+    assert denials(root)[1]["allowed"] == ["oncall", "alice@bank.ae"]
     log = cli("audit", "log", "--env", "prod", "-C", str(root)).out
     assert "prod access-denied by eve@bank.ae" in log and "may not destroy" in log
-    # anyone may plan when plan is not restricted
-    assert cli("plan", "--env", "prod", "-C", str(root)).code == 0
+    # anyone may plan when plan is not restricted, proven or not
+    assert cli("plan", "--env", "prod", "--as", "someone@example.com", "-C", str(root)).code == 0
+    # a token of another repository, or one about to be replayed after it expired, proves nothing
+    for token, why in ((job_token(ci, repository="someone/else"), "is for repository 'someone/else'"),
+                       (job_token(ci, exp=1, iat=0), "Signature has expired")):  # fmt: skip
+        monkeypatch.setenv("MLSPEC_OIDC_TOKEN", token)
+        forged = cli(*apply)
+        assert forged.code == 1 and why in forged.err, forged.err
 
 
 def test_a_restricted_plan_refuses_others_and_appliers_may_always_plan(
-    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Callable[..., CliResult], people: dict[str, str], ci: IdentityProvider
 ) -> None:
-    root = repo_with(tmp_path / "repo", ACCESS + "    plan: [auditors@bank.ae]\n")
-    monkeypatch.setenv("MLSPEC_ACTOR", "eve@bank.ae")
+    root = repo_with(tmp_path / "repo", ACCESS + "    plan: [auditors@bank.ae]\n" + proofs(people, ci))
+    act(root, people, "eve@bank.ae")
     refused = cli("plan", "--env", "prod", "-C", str(root))
     assert refused.code == 1 and "eve@bank.ae may not plan 'prod'; who may plan: auditors@bank.ae, oncall" in (
         refused.err
     )
     for who in ("auditors@bank.ae", "bob@bank.ae", "alice@bank.ae"):
-        monkeypatch.setenv("MLSPEC_ACTOR", who)
+        act(root, people, who)
         assert cli("plan", "--env", "prod", "-C", str(root)).code == 0, who
     assert [(d["actor"], d["operation"]) for d in denials(root)] == [("eve@bank.ae", "plan")]
 
 
 def test_a_change_cannot_grant_itself_access_the_last_applied_commit_rules(
-    tmp_path: Path, cli: Callable[..., CliResult]
+    tmp_path: Path, cli: Callable[..., CliResult], people: dict[str, str], ci: IdentityProvider
 ) -> None:
-    root = repo_with(tmp_path / "repo", ACCESS)
-    assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(root)).code == 0  # alice
+    root = repo_with(tmp_path / "repo", ACCESS + proofs(people, ci))
+    apply = ("apply", "--env", "prod", "--auto-approve", "-C", str(root))
+    act(root, people, "alice@bank.ae")
+    assert cli(*apply).code == 0
     edit(
         root, "environments/prod.yaml", "apply: [oncall, alice@bank.ae]", "apply: [oncall, alice@bank.ae, eve@bank.ae]"
     )
     edit(root, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
-    commit(root, "let eve in", email="eve@bank.ae")
-    refused = cli("apply", "--env", "prod", "--auto-approve", "--as", "eve@bank.ae", "-C", str(root))
+    commit_signed(root, "let eve in", people, "eve@bank.ae")
+    refused = cli(*apply)
     assert refused.code == 1 and "eve@bank.ae may not apply" in refused.err
     assert "the last applied commit" in refused.err
     # someone the applied rules allow lands it; from then on eve may apply
-    assert cli("apply", "--env", "prod", "--auto-approve", "--as", "bob@bank.ae", "-C", str(root)).code == 0
+    act(root, people, "bob@bank.ae")
+    assert cli(*apply).code == 0
     edit(root, "specs/all.yaml", "ttl: 14d", "ttl: 21d")
-    commit(root, "eve's change", email="eve@bank.ae")
-    assert cli("apply", "--env", "prod", "--auto-approve", "--as", "eve@bank.ae", "-C", str(root)).code == 0
+    commit_signed(root, "eve's change", people, "eve@bank.ae")
+    assert cli(*apply).code == 0
 
 
 MERGE = ACCESS + "    approval: {required: true, method: merge, approvers: [release]}\n"
 
 
 def test_merge_approval_needs_a_merge_of_the_change_by_an_approver_who_did_not_write_it(
-    tmp_path: Path, cli: Callable[..., CliResult]
-) -> None:
-    root = repo_with(tmp_path / "repo", MERGE)
+    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, people: dict[str, str],
+    ci: IdentityProvider,
+) -> None:  # fmt: skip
+    """Below production a merge by an approver (not the change's author) is the approval; the CI job applies."""
+    root = repo_with(tmp_path / "repo", MERGE + proofs(people, ci))
+    edit(root, "environments/prod.yaml", "tier: production", "tier: staging")
+    commit(root, "a staging environment")
+    monkeypatch.setenv("MLSPEC_OIDC_TOKEN", job_token(ci))
     apply = ("apply", "--env", "prod", "--auto-approve", "-C", str(root))
     first = cli(*apply)
     assert first.code == 1 and "'prod' needs 1 approval(s) by merge from release (rita@bank.ae, ravi@bank.ae)" in (
@@ -195,13 +272,41 @@ def test_merge_approval_needs_a_merge_of_the_change_by_an_approver_who_did_not_w
     assert [d["reason"] for d in denials(root)] == ["no-approval"] * 3
 
 
+def test_on_production_a_merge_is_approved_only_by_a_job_of_the_protected_ci_environment(
+    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, people: dict[str, str],
+    ci: IdentityProvider,
+) -> None:  # fmt: skip
+    """Git author metadata is not proof: on production the merge method's approval is the protected CI environment
+    (its required reviewers approved the job), shown by the job's verified token."""
+    root = repo_with(tmp_path / "repo", MERGE + proofs(people, ci))
+    apply = ("apply", "--env", "prod", "--auto-approve", "-C", str(root))
+    git(root, "checkout", "-qb", "feature")
+    edit(root, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
+    commit(root, "longer ttl")
+    git(root, "checkout", "-q", "main")
+    git(root, "merge", "--no-ff", "-qm", "Merge feature (reviewed)", "feature", email="rita@bank.ae")
+    act(root, people, "alice@bank.ae")  # alice may apply, and a release manager merged: not enough here
+    alice = cli(*apply)
+    assert alice.code == 1 and "only a job of the protected CI environment 'production'" in alice.err
+    monkeypatch.setenv("MLSPEC_OIDC_TOKEN", job_token(ci, environment="preview"))
+    other = cli(*apply)
+    assert other.code == 1 and "is for environment 'preview', not 'production'" in other.err
+    monkeypatch.setenv("MLSPEC_OIDC_TOKEN", job_token(ci))
+    assert cli(*apply).code == 0 and "DataSource/txns" in applied(root)
+    assert [d["reason"] for d in denials(root)] == ["no-approval"]
+
+
 def test_signed_commit_approval_by_an_approvers_key(
-    tmp_path: Path, cli: Callable[..., CliResult], gnupg: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    approver = gen_key(gnupg, "Rita <rita@bank.ae>")
+    tmp_path: Path, cli: Callable[..., CliResult], gnupg: Path, monkeypatch: pytest.MonkeyPatch,
+    people: dict[str, str], ci: IdentityProvider,
+) -> None:  # fmt: skip
+    approver = people["rita@bank.ae"]
     other = gen_key(gnupg, "Mallory <mallory@example.com>")
-    monkeypatch.setenv("GNUPGHOME", str(gnupg))
-    root = repo_with(tmp_path / "repo", ACCESS + f"    approval: {{method: signed_commit, approvers: [{approver}]}}\n")
+    root = repo_with(
+        tmp_path / "repo",
+        ACCESS + f"    approval: {{method: signed_commit, approvers: [{approver}]}}\n" + proofs(people, ci),
+    )
+    monkeypatch.setenv("MLSPEC_OIDC_TOKEN", job_token(ci))  # the CI job applies; the approval is a signature
     apply = ("apply", "--env", "prod", "--auto-approve", "-C", str(root))
     unsigned = cli(*apply)
     assert unsigned.code == 1 and "by signed commit" in unsigned.err and "not signed" in unsigned.err
@@ -262,7 +367,9 @@ def test_the_reference_prod_is_restricted_and_local_is_open(tmp_path: Path, cli:
     assert allowed(access, "apply", "ci@github") and not allowed(access, "apply", "intruder@example.com")
     assert allowed(access, "plan", "intruder@example.com")  # anyone may see a plan (pull-request comments)
     refused = cli("apply", "--env", "prod", "--auto-approve", "--as", "intruder@example.com", "-C", str(root))
-    assert refused.code == 1 and "intruder@example.com may not apply 'prod'" in refused.err
+    assert refused.code == 1 and "intruder@example.com is only asserted" in refused.err
+    assert "a job of uae-bank/ml-platform on refs/heads/main with its OIDC token (access.ci)" in refused.err
+    assert access.ci is not None and access.ci.environment == "production" and access.ci.principal == "ci@github"
     assert (REPO / "environments/prod.yaml").read_text().count("access:") == 1
 
 
@@ -276,7 +383,49 @@ def test_an_access_refusal_carries_who_what_and_who_may_as_data(tmp_path: Path) 
     error = denied.value
     assert isinstance(error, PlanRefused) and error.findings == ()
     assert (error.reason, error.actor, error.operation, error.environment) == (
-        "not-allowed", "eve@bank.ae", "apply", "prod",
+        "unproven-identity", "eve@bank.ae", "apply", "prod",
     )  # fmt: skip
     assert error.allowed == ("oncall", "alice@bank.ae")
     assert applied(root) == set()
+
+
+def test_a_github_actions_job_gets_its_token_from_the_runner_for_mlspecs_audience(
+    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, people: dict[str, str],
+    ci: IdentityProvider,
+) -> None:  # fmt: skip
+    """With permissions: id-token: write a job has ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN: mlspec asks that URL for a
+    token with audience mlspec, as actions/core's getIDToken does, and verifies it like any other."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    asked: list[tuple[str, str]] = []
+    token = job_token(ci)
+
+    class Runner(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append((self.path, self.headers.get("Authorization", "")))
+            body = json.dumps({"value": token}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Runner)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = repo_with(tmp_path / "repo", ACCESS + proofs(people, ci))
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", f"http://127.0.0.1:{server.server_address[1]}/idtoken?x=1")
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret")
+        assert cli("apply", "--env", "prod", "--auto-approve", "-C", str(root)).code == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    path, authorization = asked[0]
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(path).query) == {"x": ["1"], "audience": ["mlspec"]}
+    assert authorization == "bearer runner-secret"
+    assert [r.actor for r in audit(root) if r.record.get("type") == "apply"] == ["ci@github"]

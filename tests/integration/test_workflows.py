@@ -98,8 +98,8 @@ def test_pinned_least_privilege_python_311_and_secrets_by_reference(where: str, 
     assert flow["env"]["PYTHON_VERSION"] == "3.11"
     for name, job in flow["jobs"].items():
         assert "permissions" in job, name
-        if name.startswith("apply-"):  # they push the mlspec-audit branch (state and checkpoints), nothing else
-            assert job["permissions"] == {"contents": "write"}, name
+        if name.startswith("apply-"):  # they push the mlspec-audit branch and prove who applies with an OIDC token
+            assert job["permissions"] == {"contents": "write", "id-token": "write"}, name
         else:
             assert "write" not in str(job["permissions"]) or name in {"check", "plan"}, name
         for step in job["steps"]:

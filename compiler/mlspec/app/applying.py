@@ -47,6 +47,8 @@ def apply_session(
 
     project, environment, store = session.project, session.environment, session.store
     holder = current_actor(options.plan.who, project.root)
+    if session.graph is not None:  # a proven identity (CI token, signed HEAD) acts under its own name
+        holder = access.acting(project, session.graph, store, holder)
     with store.locked(environment, holder, "apply", wait=options.lock_timeout):
         result = plan_session(session, _as(options, holder), operation="apply")
         plan = result.plan
@@ -122,6 +124,8 @@ def destroy_environment(
     with project.session(environment) as session:
         store = session.store
         holder = current_actor(options.who, project.root)
+        if session.graph is not None:
+            holder = access.acting(project, session.graph, store, holder)
         with store.locked(environment, holder, "destroy", wait=options.lock_timeout):
             graph = session.graph
             if graph is None:

@@ -368,6 +368,46 @@ class Approval(StrictModel):
         return self
 
 
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+Fingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{40}$")]
+
+
+class CiIdentity(StrictModel):
+    """The CI whose OIDC ID tokens prove that a job of this repository acts (GitHub Actions by default)."""
+
+    issuer: HttpUrlText = Field(
+        default=GITHUB_ACTIONS_ISSUER,
+        description="The token issuer, exactly as tokens carry it in 'iss' (https; http only on loopback).",
+    )
+    jwks_uri: HttpUrlText | None = Field(
+        default=None, description="Where its signing keys are; omit to read the issuer's discovery document."
+    )
+    audience: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        default="mlspec", description="The audience mlspec requests and requires ('aud')."
+    )
+    repository: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] = Field(
+        description="The repository (owner/name) whose jobs may act ('repository' claim)."
+    )
+    ref: str = Field(default="refs/heads/main", description="The branch they must run on ('ref' claim).")
+    environment: str | None = Field(
+        default=None,
+        description="The protected CI environment (with required reviewers) the job must run in ('environment' "
+        "claim). On a production environment approving by merge, a job of it is the approval.",
+    )
+    principal: Principal = Field(
+        default="ci@github", description="The name a proven CI job acts as in plan, apply and the audit log."
+    )
+
+    @model_validator(mode="after")
+    def _https_unless_loopback(self) -> CiIdentity:
+        for name in ("issuer", "jwks_uri"):
+            value = getattr(self, name)
+            host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0] if value else ""
+            if value and value.startswith("http://") and host not in ("127.0.0.1", "localhost", "[::1]"):
+                raise FieldError(name, f"{name} must be https (http only on loopback, for a test issuer)")
+        return self
+
+
 class Access(StrictModel):
     """Who may plan and apply this environment, and the approval a change needs (absent: everyone, none)."""
 
@@ -382,6 +422,16 @@ class Access(StrictModel):
     )
     approval: Approval | None = Field(
         default=None, description="The approval a change needs before it is applied; omit for none."
+    )
+    ci: CiIdentity | None = Field(
+        default=None,
+        description="The CI identity (OIDC ID tokens, e.g. GitHub Actions') that proves a job acts; outside the "
+        "local tier a restricted operation needs a proven identity, never --as or MLSPEC_ACTOR alone.",
+    )
+    signers: dict[Fingerprint, Principal] = Field(
+        default_factory=dict,
+        description="OpenPGP key fingerprints (40 upper-case hex) and who each is: a HEAD commit signed by one "
+        "proves that person acts.",
     )
 
     @model_validator(mode="after")
