@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlspec.app.project import Project
     from mlspec.identity import Identity
     from mlspec.resolve.graph import ResolvedGraph
-    from mlspec.spec.environment import Access
+    from mlspec.spec.access import Access
     from mlspec.state.base import StateStore
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from mlspec.errors import MlspecError
 
 if TYPE_CHECKING:
-    from mlspec.spec.environment import Access, CiIdentity
+    from mlspec.spec.access import Access, CiIdentity
 
 TOKEN_VARIABLE = "MLSPEC_OIDC_TOKEN"
 LEEWAY = 60.0

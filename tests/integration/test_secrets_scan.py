@@ -16,6 +16,7 @@ from pathlib import Path
 from mlspec.render.feast import connection_variables
 from mlspec.runtime.context import secret_variable
 from tests.conftest import copy_platform, run_mlspec
+from tests.unit.test_serving_auth import IdentityProvider
 
 ENVS = ("local", "dev", "staging", "prod")
 SHARED = ("dev", "staging", "prod")  # the environments with a secret://<env>/feast connection
@@ -39,6 +40,9 @@ def test_no_canary_secret_appears_in_any_output_or_file(tmp_path: Path) -> None:
     (tmp_path / "platform").mkdir()
     root = copy_platform(tmp_path / "platform")
     (root / ".gitignore").write_text(".mlspec/\nrendered/\n")
+    ci = IdentityProvider()  # the apply-prod job's OIDC issuer (GitHub Actions' stand-in on loopback)
+    prod = root / "environments/prod.yaml"
+    prod.write_text(prod.read_text().replace("ci: {repository:", f"ci: {{issuer: '{ci.issuer}', repository:"))
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     git(root, "add", "-A")
     git(root, "commit", "-qm", "platform")
@@ -51,7 +55,9 @@ def test_no_canary_secret_appears_in_any_output_or_file(tmp_path: Path) -> None:
     git(root, "merge", "--no-ff", "-qm", "Merge change", "change", email="fatima@bank.ae")
 
     secrets = canaries()
-    env = {**secrets, "MLSPEC_ACTOR": "ci@github"}
+    token = ci.token(aud="mlspec", sub="repo:uae-bank/ml-platform:environment:production", ref="refs/heads/main",
+                     repository="uae-bank/ml-platform", environment="production")  # fmt: skip
+    env = {**secrets, "MLSPEC_ACTOR": "ci@github", "MLSPEC_OIDC_TOKEN": token}
     out = tmp_path / "outside"
     out.mkdir()
     commands: list[tuple[str, ...]] = [
@@ -75,16 +81,15 @@ def test_no_canary_secret_appears_in_any_output_or_file(tmp_path: Path) -> None:
     printed: list[tuple[str, str]] = []
     codes: dict[str, int] = {}
     for args in commands:
-        proc = run_mlspec(*args, cwd=root, env=env, timeout=300)
+        typed = "intruder@example.com" in args  # no token: a name typed in proves nothing
+        proc = run_mlspec(*args, cwd=root, env={k: v for k, v in env.items() if not (typed and k == "MLSPEC_OIDC_TOKEN")},
+                          timeout=300)  # fmt: skip
         codes[" ".join(args)] = proc.returncode
         printed.append((" ".join(args), proc.stdout + proc.stderr))
     texts = dict(printed)
     assert codes["apply --env prod --auto-approve"] == 0, texts["apply --env prod --auto-approve"]
     assert codes["apply --env local --auto-approve --artifacts-only"] == 0, texts
-    assert (
-        "intruder@example.com may not apply 'prod'"
-        in texts["apply --env prod --auto-approve --as intruder@example.com"]
-    )
+    assert "intruder@example.com is only asserted" in texts["apply --env prod --auto-approve --as intruder@example.com"]
     assert "access-denied by intruder@example.com" in texts["audit log"]
     assert all(code == 0 for cmd, code in codes.items() if "intruder" not in cmd), {
         c: texts[c] for c, k in codes.items() if k
