@@ -490,9 +490,8 @@ def test_audit_export_is_checked_by_its_own_script_with_python_and_cryptography_
     assert cli("audit", "export", "--env", "prod", "-o", str(out), "-C", str(project)).code == 2, "never overwrites"
 
 
-def test_the_postgres_audit_table_refuses_updates_and_deletes(backend: str, project: Path) -> None:
-    if backend != "postgres":
-        pytest.skip("the append-only trigger is PostgreSQL's")
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # the append-only trigger is PostgreSQL's
+def test_the_postgres_audit_table_refuses_updates_and_deletes(project: Path) -> None:
     import psycopg
 
     from mlspec.state.postgres import default_schema
