@@ -9,6 +9,9 @@ them) or **proven**:
   set, ``environment``. mlspec reads it from ``MLSPEC_OIDC_TOKEN`` or requests it from GitHub Actions
   (``ACTIONS_ID_TOKEN_REQUEST_URL``/``_TOKEN``, present in a job with ``permissions: id-token: write``). The
   job then acts as ``access.ci.principal``.
+* ``oidc-login``: the person logged in with ``mlspec login`` (device code, RFC 8628) at the organisation's
+  identity provider (``access.login``); their ID token is kept per user (0600) and verified on every use (keys,
+  issuer, audience = the client id, expiry); its ``email`` (or the configured claim) names them.
 * ``signed-commit``: ``HEAD`` carries a valid OpenPGP signature by a key of ``access.signers``, whose mapping
   names the person.
 
@@ -19,6 +22,7 @@ token; the commit and key) goes into the audit log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.parse
@@ -31,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from mlspec.errors import MlspecError
 
 if TYPE_CHECKING:
-    from mlspec.spec.access import Access, CiIdentity
+    from mlspec.spec.access import Access, CiIdentity, PeopleLogin
 
 TOKEN_VARIABLE = "MLSPEC_OIDC_TOKEN"
 LEEWAY = 60.0
@@ -61,6 +65,10 @@ class IdentityError(MlspecError):
     """A proof of identity was presented and does not verify."""
 
 
+class TokenExpired(IdentityError):
+    """A token that verified once and has expired since."""
+
+
 def ci_token(audience: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The CI's ID token: ``MLSPEC_OIDC_TOKEN``, else one requested from GitHub Actions for ``audience``."""
     env = os.environ if environ is None else environ
@@ -83,46 +91,86 @@ def ci_token(audience: str, environ: Mapping[str, str] | None = None) -> str | N
     return value
 
 
-def verify_ci_token(token: str, ci: CiIdentity) -> dict[str, Any]:
-    """The claims of ``token`` once it is verified as ``ci``'s; IdentityError saying what does not hold."""
+def verify_jwt(token: str, issuer: str, jwks_uri: str | None, audience: str, what: str) -> dict[str, Any]:
+    """The claims of ``token`` once its signature (the issuer's published keys, asymmetric algorithms only), issuer,
+    audience, expiry and not-before are verified; IdentityError naming ``what`` token and what does not hold."""
     try:
         import jwt
     except ImportError:
-        raise IdentityError("verifying CI tokens needs PyJWT (pip install 'mlspec[serve]')") from None
+        raise IdentityError(f"verifying {what} needs PyJWT (pip install 'mlspec[serve]')") from None
     from mlspec.serving.auth import ALGORITHM_KEYS, discovery_uri, read_document, signing_keys
 
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise IdentityError("the CI token is not a JWT") from None
+        raise IdentityError(f"the {what} is not a JWT") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALGORITHM_KEYS:
-        raise IdentityError(f"the CI token's algorithm {alg!r} is not accepted (asymmetric signatures only)")
+        raise IdentityError(f"the {what}'s algorithm {alg!r} is not accepted (asymmetric signatures only)")
     try:
-        uri = ci.jwks_uri or str(read_document(discovery_uri(ci.issuer))["jwks_uri"])
+        uri = jwks_uri or str(read_document(discovery_uri(issuer))["jwks_uri"])
         keys = signing_keys(read_document(uri))
     except Exception as exc:  # unreachable issuer, bad document: fail closed
-        raise IdentityError(f"cannot read the signing keys of {ci.issuer}: {exc}") from None
+        raise IdentityError(f"cannot read the signing keys of {issuer}: {exc}") from None
     kid = header.get("kid")
     key = keys.get(str(kid)) if kid is not None else (next(iter(keys.values())) if len(keys) == 1 else None)
     if key is None or key.kty != ALGORITHM_KEYS[alg]:
-        raise IdentityError(f"the CI token is signed by a key {ci.issuer} does not publish")
+        raise IdentityError(f"the {what} is signed by a key {issuer} does not publish")
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, key.key, algorithms=[alg], issuer=ci.issuer, audience=ci.audience, leeway=LEEWAY,
+            token, key.key, algorithms=[alg], issuer=issuer, audience=audience, leeway=LEEWAY,
             options={"require": ["exp", "iat", "iss", "aud", "sub"]},
         )  # fmt: skip
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired(f"the {what} has expired") from None
     except jwt.PyJWTError as exc:
-        raise IdentityError(f"the CI token does not verify: {exc}") from None
-    expected = {
-        "repository": ci.repository,
-        "ref": ci.ref,
-        **({"environment": ci.environment} if ci.environment else {}),
-    }
+        raise IdentityError(f"the {what} does not verify: {exc}") from None
+    return claims
+
+
+def verify_ci_token(token: str, ci: CiIdentity) -> dict[str, Any]:
+    """The claims of ``token`` once it is verified as ``ci``'s; IdentityError saying what does not hold."""
+    try:
+        claims = verify_jwt(token, ci.issuer, ci.jwks_uri, ci.audience, "CI token")
+    except TokenExpired as exc:
+        raise IdentityError(f"{exc}: Signature has expired") from None
+    expected = {"repository": ci.repository, "ref": ci.ref}
+    if ci.environment:
+        expected["environment"] = ci.environment
     for claim, value in expected.items():
         if claims.get(claim) != value:
             raise IdentityError(f"the CI token is for {claim} {claims.get(claim)!r}, not {value!r} (access.ci.{claim})")
     return claims
+
+
+def login_file(login: PeopleLogin, environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``mlspec login`` keeps a person's ID token for this identity provider (0600, per user)."""
+    env = os.environ if environ is None else environ
+    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(f"{login.issuer}\0{login.client_id}".encode()).hexdigest()[:16]
+    return base / "mlspec" / "login" / f"{key}.json"
+
+
+def person(login: PeopleLogin, environ: Mapping[str, str] | None = None) -> Identity | None:
+    """The person logged in to ``login`` (``mlspec login``), verified now; None when nobody is, or the login
+    expired (log in again); IdentityError when the kept token does not verify."""
+    try:
+        saved = json.loads(login_file(login, environ).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    token = saved.get("id_token") if isinstance(saved, dict) else None
+    if not isinstance(token, str):
+        return None
+    try:
+        claims = verify_jwt(token, login.issuer, None, login.client_id, "login token")
+    except TokenExpired:
+        return None
+    name = claims.get(login.claim)
+    if not isinstance(name, str) or not name:
+        raise IdentityError(f"the login token has no {login.claim!r} claim to name the person by (access.login.claim)")
+    evidence: dict[str, str] = {"issuer": login.issuer}
+    evidence.update((c, str(claims[c])) for c in ("sub", "jti", "iat", "exp") if c in claims)
+    return Identity(name, "oidc-login", evidence)
 
 
 def establish(
@@ -139,6 +187,10 @@ def establish(
                 evidence = {c: str(claims[c]) for c in _CLAIMS if c in claims}
                 _PROVEN[key] = Identity(access.ci.principal, "ci-oidc", {"issuer": access.ci.issuer, **evidence})
             return _PROVEN[key]
+    if access is not None and access.login is not None:
+        found = person(access.login, env)
+        if found is not None:
+            return found
     if access is not None and access.signers and repo is not None:
         from mlspec.git.runner import Git
         from mlspec.git.signatures import verify_commit

@@ -429,3 +429,109 @@ def test_a_github_actions_job_gets_its_token_from_the_runner_for_mlspecs_audienc
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(path).query) == {"x": ["1"], "audience": ["mlspec"]}
     assert authorization == "bearer runner-secret"
     assert [r.actor for r in audit(root) if r.record.get("type") == "apply"] == ["ci@github"]
+
+
+class DeviceLoginProvider:
+    """The organisation's identity provider on loopback: discovery, JWKS, RFC 8628 device authorization and token
+    endpoints. The first poll is pending; then the person approved and an ID token for ``email`` comes back."""
+
+    def __init__(self, email: str, *, lifetime: int = 300) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.email, self.lifetime, self.polls, self.refuse = email, lifetime, 0, False
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def reply(self, status: int, body: dict[str, object]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/.well-known/openid-configuration":
+                    self.reply(200, {"issuer": provider.issuer, "jwks_uri": provider.issuer + "/keys",
+                                     "device_authorization_endpoint": provider.issuer + "/device",
+                                     "token_endpoint": provider.issuer + "/token"})  # fmt: skip
+                elif self.path == "/keys":
+                    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(provider.key.public_key()))
+                    self.reply(200, {"keys": [{**jwk, "kid": "org-1", "alg": "RS256", "use": "sig"}]})
+                else:
+                    self.reply(404, {})
+
+            def do_POST(self) -> None:
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                assert form["client_id"] == ["mlspec-cli"], form
+                if self.path == "/device":
+                    self.reply(200, {"device_code": "dev-123", "user_code": "WDJB-MJHT", "interval": 0,
+                                     "verification_uri": provider.issuer + "/activate", "expires_in": 600})  # fmt: skip
+                    return
+                assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:device_code"], form
+                provider.polls += 1
+                if provider.refuse:
+                    self.reply(400, {"error": "access_denied"})
+                elif provider.polls == 1:
+                    self.reply(400, {"error": "authorization_pending"})
+                else:
+                    now = int(__import__("time").time())
+                    claims = {"iss": provider.issuer, "aud": "mlspec-cli", "sub": "u-42", "email": provider.email,
+                              "iat": now, "exp": now + provider.lifetime}  # fmt: skip
+                    token = jwt.encode(claims, provider.key, algorithm="RS256", headers={"kid": "org-1"})
+                    self.reply(200, {"id_token": token, "access_token": "x", "token_type": "Bearer"})
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_person_logs_in_with_a_device_code_and_applies_as_the_verified_person(
+    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    idp = DeviceLoginProvider("alice@bank.ae")
+    try:
+        login = f"    login: {{issuer: '{idp.issuer}', client_id: mlspec-cli}}\n"
+        root = repo_with(tmp_path / "repo", ACCESS + login)
+        apply = ("apply", "--env", "prod", "--auto-approve", "-C", str(root))
+        assert "alice@bank.ae is only asserted" in cli(*apply).err, "before logging in, nothing proves who acts"
+        result = cli("login", "--env", "prod", "-C", str(root))
+        assert result.code == 0 and f"open {idp.issuer}/activate and enter the code WDJB-MJHT" in result.out
+        assert "logged in as alice@bank.ae" in result.out and idp.polls == 2, "pending once, then approved"
+        (kept,) = (tmp_path / "cache" / "mlspec" / "login").iterdir()
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert cli(*apply, "--as", "ci@github").code == 0, "the verified person acts, whatever is typed"
+        (proof,) = [r.record for r in audit(root) if r.record.get("type") == "identity"]
+        assert proof["name"] == "alice@bank.ae" and proof["method"] == "oidc-login"
+        assert proof["evidence"]["sub"] == "u-42" and json.loads(kept.read_text())["id_token"] not in str(audit(root))
+        # another person's login: eve is verified, and eve may not apply
+        idp.email, idp.polls = "eve@bank.ae", 0
+        assert cli("login", "--env", "prod", "-C", str(root)).code == 0
+        edit(root, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
+        commit(root, "longer ttl")
+        refused = cli(*apply)
+        assert refused.code == 1 and "eve@bank.ae may not apply 'prod'" in refused.err
+        # an edited token proves nothing: its signature no longer holds
+        saved = json.loads(kept.read_text())
+        head, body, signature = saved["id_token"].split(".")
+        saved["id_token"] = f"{head}.{body}.{signature[:-4]}AAAA"
+        kept.write_text(json.dumps(saved))
+        assert "login token does not verify" in cli(*apply).err
+        idp.refuse = True
+        refused_login = cli("login", "--env", "prod", "-C", str(root))
+        assert refused_login.code == 1 and "the login was refused at the identity provider" in refused_login.err
+    finally:
+        idp.server.shutdown()
+        idp.server.server_close()

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from mlspec.app.session import EnvironmentSession
     from mlspec.app.validation import ValidationResult as Validation
     from mlspec.apply.reconciler import ApplyResult
+    from mlspec.identity import Identity
     from mlspec.plan.model import Plan
     from mlspec.policy.evaluate import PolicySet
     from mlspec.policy.findings import Finding
@@ -458,6 +459,12 @@ class Project:
         from mlspec.app.audit_trail import verify_audit
 
         return verify_audit(self)
+
+    def login(self, environment: str, *, show: Progress = lambda _: None) -> Identity:
+        """Log a person in to the environment's identity provider (device code); who they now are."""
+        from mlspec.app.login import login
+
+        return login(self, environment, show=show)
 
     def durability_warnings(self) -> list[str]:
         """Where this project's state or audit trail could be lost (a CI runner's disk, unpushed checkpoints)."""

@@ -143,6 +143,18 @@ def _print_engine_steps(session: Any, result: Any) -> None:
 
 
 @lifecycle.command()
+@env_option("log in to")
+@PROJECT_OPTION
+def login(env: str | None, path: Path | None) -> int:
+    """Prove who you are to the environment's identity provider (device code: open the URL, enter the code);
+    plan and apply then act as the verified person, outside the local tier where a typed name proves nothing."""
+    project = open_project(path)
+    who = project.login(environment(project, env), show=click.echo)
+    click.echo(f"logged in as {who.name} ({who.evidence.get('issuer', '')}); the login holds until the token expires")
+    return EXIT_OK
+
+
+@lifecycle.command()
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--env", "env", help="Environment to apply (not needed with a saved plan).")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking.")

@@ -87,11 +87,37 @@ class CiIdentity(StrictModel):
 
     @model_validator(mode="after")
     def _https_unless_loopback(self) -> CiIdentity:
-        for name in ("issuer", "jwks_uri"):
-            value = getattr(self, name)
-            host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0] if value else ""
-            if value and value.startswith("http://") and host not in ("127.0.0.1", "localhost", "[::1]"):
-                raise FieldError(name, f"{name} must be https (http only on loopback, for a test issuer)")
+        https_unless_loopback(self, ("issuer", "jwks_uri"))
+        return self
+
+
+def https_unless_loopback(model: StrictModel, names: tuple[str, ...]) -> None:
+    """FieldError when one of ``names`` is an http URL to anything but loopback (a test issuer)."""
+    for name in names:
+        value = getattr(model, name)
+        host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0] if value else ""
+        if value and value.startswith("http://") and host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise FieldError(name, f"{name} must be https (http only on loopback, for a test issuer)")
+
+
+class PeopleLogin(StrictModel):
+    """The organisation's identity provider people log in to (OAuth 2.0 device authorization, RFC 8628)."""
+
+    issuer: HttpUrlText = Field(
+        description="The OpenID Connect issuer, exactly as ID tokens carry it in 'iss' (https; http only on "
+        "loopback), e.g. Entra ID's 'https://login.microsoftonline.com/<tenant>/v2.0'."
+    )
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="mlspec's public client registered with the provider (device code flow enabled); the ID "
+        "token's audience."
+    )
+    claim: Literal["email", "preferred_username", "upn"] = Field(
+        default="email", description="The ID token claim that names the person as access rules do."
+    )
+
+    @model_validator(mode="after")
+    def _https_unless_loopback(self) -> PeopleLogin:
+        https_unless_loopback(self, ("issuer",))
         return self
 
 
@@ -114,6 +140,11 @@ class Access(StrictModel):
         default=None,
         description="The CI identity (OIDC ID tokens, e.g. GitHub Actions') that proves a job acts; outside the "
         "local tier a restricted operation needs a proven identity, never --as or MLSPEC_ACTOR alone.",
+    )
+    login: PeopleLogin | None = Field(
+        default=None,
+        description="The identity provider people prove themselves with: `mlspec login --env E` (device code) "
+        "keeps their ID token, and plan and apply act as its verified person.",
     )
     signers: dict[Fingerprint, Principal] = Field(
         default_factory=dict,
