@@ -179,7 +179,11 @@ def check_approval(
         why, found = _protected_job_approval(identify(project, Rules(access, ""), actor), access)
     else:
         why, found = _merge_approval(repo, commit, members(access, approval.approvers))
-    if len(found) >= approval.min:
+    if len(found) >= approval.min:  # the decision and its evidence, for the auditor
+        store.append_audit(graph.name, actor, revision, plan_hash, {
+            "type": "approval", "method": approval.method, "commit": commit, "approved_by": found,
+            "required": approval.min,
+        })  # fmt: skip
         return
     listed = ", ".join(_describe(access, a) for a in approval.approvers)
     message = (

@@ -181,6 +181,7 @@ def test_only_listed_users_and_group_members_may_apply_and_destroy_and_every_ref
     assert denials(root)[1]["allowed"] == ["oncall", "alice@bank.ae"]
     log = cli("audit", "log", "--env", "prod", "-C", str(root)).out
     assert "prod access-denied by eve@bank.ae" in log and "may not destroy" in log
+    assert "prod identity by ci@github" in log and "ci@github proven by ci-oidc for apply" in log
     # anyone may plan when plan is not restricted, proven or not
     assert cli("plan", "--env", "prod", "--as", "someone@example.com", "-C", str(root)).code == 0
     # a token of another repository, or one about to be replayed after it expired, proves nothing
@@ -294,6 +295,9 @@ def test_on_production_a_merge_is_approved_only_by_a_job_of_the_protected_ci_env
     monkeypatch.setenv("MLSPEC_OIDC_TOKEN", job_token(ci))
     assert cli(*apply).code == 0 and "DataSource/txns" in applied(root)
     assert [d["reason"] for d in denials(root)] == ["no-approval"]
+    (approval,) = [r.record for r in audit(root) if r.record.get("type") == "approval"]
+    assert approval["approved_by"] == ["ci@github in the protected environment production"]
+    assert approval["method"] == "merge" and len(approval["commit"]) == 40
 
 
 def test_signed_commit_approval_by_an_approvers_key(
@@ -320,6 +324,8 @@ def test_signed_commit_approval_by_an_approvers_key(
     assert wrong.code == 1 and f"signed by {other}" in wrong.err and "not a trusted key" in wrong.err
     sign(approver, "approve")  # an empty approval commit after the change
     assert cli(*apply).code == 0 and "DataSource/txns" in applied(root)
+    (approval,) = [r.record for r in audit(root) if r.record.get("type") == "approval"]
+    assert approval["approved_by"] == [approver] and approval["method"] == "signed_commit"
     # a later unsigned change is not covered by the earlier approval
     edit(root, "specs/all.yaml", "ttl: 7d", "ttl: 14d")
     commit(root, "unsigned change")

@@ -398,6 +398,11 @@ def _audit_event_line(entry: Any) -> str:
             [f"{d}: {'drift' if v.get('detected') else 'no drift'}, action {v.get('action')}" for d, v in drift.items()]
             + list(record.get("events", []))
         )
+    elif kind == "identity":
+        detail = f"{record.get('name')} proven by {record.get('method')} for {record.get('operation')}"
+    elif kind == "approval":
+        who = ", ".join(str(a) for a in record.get("approved_by", []))
+        detail = f"{record.get('method')} approval of {str(record.get('commit', ''))[:12]} by {who}"
     elif kind == "rollout" and record.get("source") == "cluster":
         detail = f"{record.get('deployment')}: " + "; ".join(
             f"{d.get('action')} v{d.get('version')} to {d.get('percent')}% ({d.get('reason')})"
