@@ -243,6 +243,9 @@ def main() -> int:
     print(f"  sent {traffic(project, 'local')} requests")
     time.sleep(1.2)  # the servers flush their request logs every second
     mlspec_main(["monitor", "--env", "local", "-C", str(ROOT)])
+    step("mlspec audit verify (the hash chain against its Ed25519-signed checkpoints on the git branch mlspec-audit)")
+    if mlspec_main(["audit", "verify", "-C", str(ROOT)]) != 0:
+        return 1
 
     data = ROOT / ".mlspec" / "local"
     step("where things are")
