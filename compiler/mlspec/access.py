@@ -82,8 +82,8 @@ def check_allowed(
     """Refuse (audited) when ``actor`` may not ``operation`` in the environment; returns the rules in force.
 
     Outside the local tier a restricted operation needs a proven identity (:mod:`mlspec.identity`): the CI's
-    verified token or a HEAD signed by a listed key; ``actor`` as typed (--as, MLSPEC_ACTOR, git user) counts on
-    the local tier only. A proven identity acting is recorded with its evidence.
+    verified token, a person's ``mlspec login``, or a HEAD signed by a listed key; ``actor`` as typed (--as,
+    MLSPEC_ACTOR, git user) counts on the local tier only. A proven identity acting is recorded with its evidence.
     """
     rules = rules or rules_in_force(project, graph, store)
     if who_may(rules.access, operation) is None:
@@ -112,7 +112,8 @@ def check_allowed(
 
 
 def identify(project: Project, rules: Rules, asserted: str) -> Identity:
-    """Who acts under ``rules``: proven by the CI's token or a signed HEAD, else ``asserted`` (see identity.py);
+    """Who acts under ``rules``: proven by the CI's token, a login or a signed HEAD, else ``asserted`` (see
+    identity.py);
     AccessDenied when a presented proof does not verify."""
     from mlspec.identity import IdentityError, establish
 
@@ -138,9 +139,11 @@ def _refuse_unproven(
     proofs = []
     if access is not None and access.ci is not None:
         proofs.append(f"a job of {access.ci.repository} on {access.ci.ref} with its OIDC token (access.ci)")
+    if access is not None and access.login is not None:
+        proofs.append(f"'mlspec login --env {graph.name}' at {access.login.issuer} (access.login)")
     if access is not None and access.signers:
         proofs.append("a HEAD commit signed by a key of access.signers")
-    how = " or ".join(proofs) or "none is configured: add access.ci or access.signers"
+    how = " or ".join(proofs) or "none is configured: add access.ci, access.login or access.signers"
     message = (
         f"{actor} is only asserted (--as, MLSPEC_ACTOR or git user.email), which counts on the local tier only; "
         f"to {operation} '{graph.name}' prove who acts: {how}"

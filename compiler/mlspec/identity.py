@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 TOKEN_VARIABLE = "MLSPEC_OIDC_TOKEN"
 LEEWAY = 60.0
 _CLAIMS = ("sub", "repository", "ref", "environment", "workflow_ref", "run_id", "run_attempt", "sha", "actor", "jti")
-_PROVEN: dict[tuple[Any, ...], Identity] = {}  # one verification per token and commit in a process
+# one verification per token and commit in a process, each remembered until its token expires
+_PROVEN: dict[tuple[Any, ...], tuple[Identity, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,20 @@ def login_file(login: PeopleLogin, environ: Mapping[str, str] | None = None) -> 
     return base / "mlspec" / "login" / f"{key}.json"
 
 
+def _recall(key: tuple[Any, ...]) -> Identity | None:
+    """The identity proven for ``key`` earlier in this process, while its proof holds."""
+    found = _PROVEN.get(key)
+    if found is None or found[1] <= time.time():
+        _PROVEN.pop(key, None)
+        return None
+    return found[0]
+
+
+def _remember(key: tuple[Any, ...], identity: Identity, until: float = math.inf) -> Identity:
+    _PROVEN[key] = (identity, until)
+    return identity
+
+
 def person(login: PeopleLogin, environ: Mapping[str, str] | None = None) -> Identity | None:
     """The person logged in to ``login`` (``mlspec login``), verified now; None when nobody is, or the login
     expired (log in again); IdentityError when the kept token does not verify."""
@@ -161,6 +178,10 @@ def person(login: PeopleLogin, environ: Mapping[str, str] | None = None) -> Iden
     token = saved.get("id_token") if isinstance(saved, dict) else None
     if not isinstance(token, str):
         return None
+    key = ("login", token, login.model_dump_json())
+    known = _recall(key)
+    if known is not None:
+        return known
     try:
         claims = verify_jwt(token, login.issuer, None, login.client_id, "login token")
     except TokenExpired:
@@ -170,23 +191,26 @@ def person(login: PeopleLogin, environ: Mapping[str, str] | None = None) -> Iden
         raise IdentityError(f"the login token has no {login.claim!r} claim to name the person by (access.login.claim)")
     evidence: dict[str, str] = {"issuer": login.issuer}
     evidence.update((c, str(claims[c])) for c in ("sub", "jti", "iat", "exp") if c in claims)
-    return Identity(name, "oidc-login", evidence)
+    return _remember(key, Identity(name, "oidc-login", evidence), float(claims["exp"]))
 
 
 def establish(
     repo: Path | None, access: Access | None, asserted: str, environ: Mapping[str, str] | None = None
 ) -> Identity:
-    """Who acts: the CI job proven by its token, else the signer of HEAD, else ``asserted`` (unproven)."""
+    """Who acts: the CI job proven by its token, else the person logged in (``mlspec login``), else the signer of
+    HEAD, else ``asserted`` (unproven)."""
     env = os.environ if environ is None else environ
     if access is not None and access.ci is not None:
         token = ci_token(access.ci.audience, env)
         if token:
             key: tuple[Any, ...] = ("ci", token, access.ci.model_dump_json())
-            if key not in _PROVEN:
-                claims = verify_ci_token(token, access.ci)
-                evidence = {c: str(claims[c]) for c in _CLAIMS if c in claims}
-                _PROVEN[key] = Identity(access.ci.principal, "ci-oidc", {"issuer": access.ci.issuer, **evidence})
-            return _PROVEN[key]
+            known = _recall(key)
+            if known is not None:
+                return known
+            claims = verify_ci_token(token, access.ci)
+            evidence = {c: str(claims[c]) for c in _CLAIMS if c in claims}
+            proven = Identity(access.ci.principal, "ci-oidc", {"issuer": access.ci.issuer, **evidence})
+            return _remember(key, proven, float(claims["exp"]))
     if access is not None and access.login is not None:
         found = person(access.login, env)
         if found is not None:
@@ -199,12 +223,12 @@ def establish(
         if head.ok:
             commit = head.stdout.strip()
             key = ("commit", commit, tuple(sorted(access.signers.items())))
-            if key not in _PROVEN:
-                check = verify_commit(repo, commit, list(access.signers))
-                name = access.signers.get(check.fingerprint.upper(), "") if check.ok else ""
-                if name:  # signers name primary keys, as gpg reports the signer
-                    _PROVEN[key] = Identity(name, "signed-commit", {"commit": commit, "key": check.fingerprint,
-                                                                    "signer": check.signer})  # fmt: skip
-            if key in _PROVEN:
-                return _PROVEN[key]
+            known = _recall(key)
+            if known is not None:
+                return known
+            check = verify_commit(repo, commit, list(access.signers))
+            name = access.signers.get(check.fingerprint.upper(), "") if check.ok else ""
+            if name:  # signers name primary keys, as gpg reports the signer
+                evidence = {"commit": commit, "key": check.fingerprint, "signer": check.signer}
+                return _remember(key, Identity(name, "signed-commit", evidence))
     return Identity(asserted, "asserted")

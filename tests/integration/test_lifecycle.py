@@ -413,7 +413,7 @@ def test_audit_verify_detects_what_the_chain_alone_cannot(
             forged = Checkpoint(**{**last, "count": 1, "signature": ""})
             if tamper == "foreign-key":
                 forged = Checkpoint(**{**forged.to_dict(), "key": fingerprint(raw)})
-            last = forged.signed(forged.key, forger.sign(forged.payload())).to_dict()
+            last = forged.signed(forger.sign(forged.payload())).to_dict()
             expected = ("does not verify" if tamper == "forged-checkpoint"
                         else "not the environment's signing key")  # fmt: skip
         checkpoints.write_text("\n".join([*lines, json.dumps(last)]) + "\n")

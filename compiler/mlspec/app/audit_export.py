@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlspec.app.audit_trail import read_checkpoints, trusted_key
+from mlspec.app.audit_trail import read_trail, trusted_key
 from mlspec.errors import UsageError
 from mlspec.state.checkpoint import Verification
 
@@ -35,10 +35,9 @@ def export_audit(project: Project, environment: str, out: Path) -> Verification:
         raise UsageError(f"no environment '{environment}' in this project")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty", hint="export into a new folder")
-    verification = verify_audit(project)
-    checkpoints, _ = read_checkpoints(project)
-    with project.state_store() as store:
-        records = store.audit()
+    trail = read_trail(project)
+    verification = verify_audit(project, trail)
+    records, checkpoints = trail.records, trail.checkpoints
     (out / "keys").mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(dataclasses.asdict(r), sort_keys=True) for r in records]
     (out / "audit.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -48,7 +47,7 @@ def export_audit(project: Project, environment: str, out: Path) -> Verification:
     )
     keys = {}
     for name in sorted({c.environment for c in checkpoints} | {environment}):
-        key = trusted_key(project, name)
+        key = trail.trusted.get(name) or trusted_key(project, name)
         if key.public:
             (out / "keys" / f"{name}.pem").write_bytes(public_pem(key.public))
             keys[name] = key.fingerprint

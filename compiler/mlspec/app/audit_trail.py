@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from mlspec.errors import MlspecError
 from mlspec.git.runner import Git, GitError
 from mlspec.state.base import StateStore
 from mlspec.state.checkpoint import Checkpoint, TrustedKey, Verification, verify_log
+from mlspec.state.model import AuditRecord
 
 if TYPE_CHECKING:
     from mlspec.app.project import Project
@@ -48,31 +50,38 @@ def checkpoint_file(project: Project) -> Path:
     return project.home / ".mlspec" / "audit" / FILE
 
 
-def environment_spec(project: Project, name: str) -> Environment | None:
-    """The Environment ``name`` as its file defines it (only the environments folder is read)."""
+def environment_specs(project: Project) -> dict[str, Environment]:
+    """Every Environment as its file defines it, by name (only the environments folder is read and validated)."""
     from mlspec.app.validation import validate_files
     from mlspec.spec.environment import Environment
 
     files, _ = project.spec_files()
     folder = (project.root / project.settings.environments).resolve()
     mine = [f for f in files if folder in f.resolve().parents]
-    for spec in validate_files(mine, project.limits).specs:
-        if isinstance(spec.model, Environment) and spec.name == name:
-            return spec.model
-    return None
+    return {s.name: s.model for s in validate_files(mine, project.limits).specs if isinstance(s.model, Environment)}
+
+
+def environment_spec(project: Project, name: str) -> Environment | None:
+    """The Environment ``name`` as its file defines it (None when the project has none of that name)."""
+    return environment_specs(project).get(name)
 
 
 def signing_ref(environment: Environment | None) -> tuple[str, str]:
-    """The key that signs an environment's checkpoints, or ``("", why not)``."""
-    encryption = environment.spec.encryption if environment is not None else None
-    if encryption is not None and encryption.signing_key:
-        return encryption.signing_key, ""
-    kms_key = encryption.kms_key if encryption is not None else None
-    if kms_key and kms_key.startswith("file://"):
-        return kms_key + ".ed25519", ""
-    if kms_key:
-        return "", f"its kms_key {kms_key} names no Ed25519 key: set spec.encryption.signing_key"
-    return PROJECT_KEY, ""
+    """The key that signs an environment's checkpoints, or ``("", why not)``: the edge packages' signing key
+    (``encryption.signing_key``, else ``<kms_key>.ed25519`` for a file key), else the project's own key when the
+    environment names no key at all."""
+    from mlspec.edge.errors import SigningKeyError
+    from mlspec.edge.signing import default_signing_ref
+
+    if environment is None:
+        return PROJECT_KEY, ""
+    encryption = environment.spec.encryption
+    if not (encryption.signing_key or encryption.kms_key):
+        return PROJECT_KEY, ""
+    try:
+        return default_signing_ref(encryption.kms_key, environment.metadata.name, encryption.signing_key), ""
+    except SigningKeyError:  # a kms:// key and no signing key: nothing can sign here
+        return "", f"its kms_key {encryption.kms_key} names no Ed25519 key: set spec.encryption.signing_key"
 
 
 def _signer(project: Project, name: str, *, create: bool) -> tuple[Any, str]:
@@ -110,11 +119,10 @@ def sign_checkpoint(project: Project, store: StateStore, environment: str) -> Ch
     serial = store.read(environment).serial
     signer, why = _signer(project, environment, create=True)
     draft = Checkpoint(project.name, environment, count, head, serial, now(),
-                       key_ref=signer.ref if signer else "", unsigned=why)  # fmt: skip
+                       key=fingerprint(signer.public_key()) if signer else "", key_ref=signer.ref if signer else "",
+                       unsigned=why)  # fmt: skip
     if signer is not None:
-        key = fingerprint(signer.public_key())
-        draft = Checkpoint(**{**draft.to_dict(), "key": key})
-        draft = draft.signed(key, signer.sign(draft.payload()))
+        draft = draft.signed(signer.sign(draft.payload()))
     else:
         log.warning("audit checkpoint of %s is unsigned: %s", environment, why)
     keep(project, draft)
@@ -197,17 +205,35 @@ def _read_text(path: Path) -> str:
         raise MlspecError(f"cannot read the audit checkpoints {path}: {exc}") from None
 
 
-def verify_audit(project: Project) -> Verification:
-    """The project's audit log checked against every checkpoint kept for it."""
-    from mlspec.edge.signing import verify_signature
+@dataclass(frozen=True)
+class Trail:
+    """The audit log, every checkpoint kept for it (and the lines that are not checkpoints any more), the state
+    serial of each environment they name, and the key each environment's checkpoints must verify under."""
 
+    records: list[AuditRecord]
+    checkpoints: list[Checkpoint]
+    broken: list[str]
+    serials: dict[str, int]
+    trusted: dict[str, TrustedKey]
+
+
+def read_trail(project: Project) -> Trail:
+    """Read the project's audit trail once: the log from the state store, the checkpoints from everywhere kept."""
     checkpoints, broken = read_checkpoints(project)
+    names = {c.environment for c in checkpoints}
     with project.state_store() as store:
         records = store.audit()
-        serials = {name: store.read(name).serial for name in {c.environment for c in checkpoints}}
-    trusted = {name: trusted_key(project, name) for name in {c.environment for c in checkpoints}}
-    result = verify_log(records, checkpoints, serials, trusted, verify_signature)
-    return Verification(result.count, result.checkpoints, (*broken, *result.problems), result.warnings)
+        serials = {name: store.read(name).serial for name in names}
+    return Trail(records, checkpoints, broken, serials, {name: trusted_key(project, name) for name in names})
+
+
+def verify_audit(project: Project, trail: Trail | None = None) -> Verification:
+    """The project's audit log checked against every checkpoint kept for it (``trail``: as already read)."""
+    from mlspec.edge.signing import verify_signature
+
+    trail = trail or read_trail(project)
+    result = verify_log(trail.records, trail.checkpoints, trail.serials, trail.trusted, verify_signature)
+    return Verification(result.count, result.checkpoints, (*trail.broken, *result.problems), result.warnings)
 
 
 class AnchoredStore(StateStore):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlspec.app.audit_trail import environment_specs
 from mlspec.diagnostics import Location
 from mlspec.errors import UsageError
 from mlspec.git.runner import Git, GitError
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from mlspec.app.project import Project
     from mlspec.policy.evaluate import PolicySet
     from mlspec.resolve.graph import ResolvedGraph
-    from mlspec.spec.environment import Environment
     from mlspec.spec.project_file import PolicyConfig
 
 POLICY = "governance.gate-changed"
@@ -97,21 +97,19 @@ def baseline(project: Project, revision: str) -> Baseline | None:
     from mlspec.policy.evaluate import PolicySet
 
     holder = tempfile.TemporaryDirectory(prefix="mlspec-base-")
-    base_root = _extract(project, revision, Path(holder.name))
-    if base_root is None:
+    base = _extract(project, revision, Path(holder.name))
+    if base is None:
         holder.cleanup()
         return None
-    base = type(project).open(base_root)
-    if base.project_diagnostics:
-        raise UsageError(f"the base commit {revision[:12]}'s mlspec.yaml does not validate; fix the base first")
     changes = [*_settings_changes(project, base), *_policy_changes(project, base), *_environment_changes(project, base)]
     approved = _signed_by_base_approver(project, base) if changes else ""
     policy_set = PolicySet.for_project(base.root / base.settings.policies)
     return Baseline(revision, base.settings.policy, policy_set, tuple(changes), approved, holder)
 
 
-def _extract(project: Project, revision: str, into: Path) -> Path | None:
-    """The base's project file, environments and policy folder, written under ``into``; its project root."""
+def _extract(project: Project, revision: str, into: Path) -> Project | None:
+    """The base as a project under ``into``: its project file (read and validated as any project's), then the
+    environments and policy folders it names; None when the base has no project file."""
     try:
         top = Git(project.root).toplevel()
     except GitError:
@@ -126,32 +124,22 @@ def _extract(project: Project, revision: str, into: Path) -> Path | None:
             hint="fetch it (actions/checkout with fetch-depth: 0), or name another with --base",
         ) from None
 
-    def at_base(path: str) -> str:
-        return path if prefix == "." else f"{prefix}/{path}"
+    def archive(*paths: str) -> None:
+        at_base = [p if prefix == "." else f"{prefix}/{p}" for p in paths]
+        present = [p for p in at_base if git.succeeds("cat-file", "-e", f"{revision}:{p}")]
+        if present:
+            with tarfile.open(fileobj=io.BytesIO(git.output_bytes("archive", "--format=tar", revision, "--",
+                                                                  *present))) as tar:  # fmt: skip
+                tar.extractall(into, filter="data")
 
-    if not git.succeeds("cat-file", "-e", f"{revision}:{at_base('mlspec.yaml')}"):
+    archive("mlspec.yaml")
+    if not (into / prefix / "mlspec.yaml").is_file():
         return None
-    base_file = git.output("show", f"{revision}:{at_base('mlspec.yaml')}")
-    wanted = [at_base("mlspec.yaml")]
-    for folder in _folders(base_file):
-        if git.succeeds("cat-file", "-e", f"{revision}:{at_base(folder)}"):
-            wanted.append(at_base(folder))
-    archive = git.output_bytes("archive", "--format=tar", revision, "--", *wanted)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / prefix
-
-
-def _folders(project_file: str) -> list[str]:
-    """The environments and policy folders a project file names (their defaults when it names none)."""
-    import yaml
-
-    try:
-        spec = (yaml.safe_load(project_file) or {}).get("spec") or {}
-    except yaml.YAMLError:
-        spec = {}
-    folders = [spec.get("environments", "environments"), spec.get("policies", "policies")]
-    return [str(PurePosixPath(f)) for f in folders if isinstance(f, str) and f and not f.startswith(("/", ".."))]
+    base = type(project).open(into / prefix)
+    if base.project_diagnostics:
+        raise UsageError(f"the base commit {revision[:12]}'s mlspec.yaml does not validate; fix the base first")
+    archive(*(PurePosixPath(f).as_posix() for f in (base.settings.environments, base.settings.policies)))
+    return base
 
 
 def _settings_changes(project: Project, base: Project) -> list[GateChange]:
@@ -196,15 +184,9 @@ def _policy_changes(project: Project, base: Project) -> list[GateChange]:
     return found
 
 
-def _environments(project: Project) -> dict[str, Environment]:
-    from mlspec.app.audit_trail import environment_spec
-
-    return {name: env for name in project.environments() if (env := environment_spec(project, name)) is not None}
-
-
 def _environment_changes(project: Project, base: Project) -> list[GateChange]:
     """Access rules, approvers and waiver rules of each environment the base has, as the change alters them."""
-    head, before = _environments(project), _environments(base)
+    head, before = environment_specs(project), environment_specs(base)
     found = []
     for name, old in sorted(before.items()):
         new = head.get(name)
@@ -238,7 +220,7 @@ def _signed_by_base_approver(project: Project, base: Project) -> str:
 
     keys = sorted({
         approver
-        for env in _environments(base).values()
+        for env in environment_specs(base).values()
         if env.spec.access is not None and env.spec.access.approval is not None
         and env.spec.access.approval.method == "signed_commit"
         for approver in env.spec.access.approval.approvers

@@ -50,9 +50,9 @@ class Checkpoint:
         del fields["signature"]
         return canonical(fields).encode()
 
-    def signed(self, key: str, signature: bytes) -> Checkpoint:
-        """This checkpoint with its signature (``key``: the public key's fingerprint, already in the payload)."""
-        return replace(self, key=key, signature=base64.b64encode(signature).decode())
+    def signed(self, signature: bytes) -> Checkpoint:
+        """This checkpoint with its signature over :meth:`payload` (which names the key, ``key``)."""
+        return replace(self, signature=base64.b64encode(signature).decode())
 
     def label(self) -> str:
         """How messages name it: environment, when, how many records."""
